@@ -1,0 +1,156 @@
+/**
+ * The gateway's config: one YAML file, parsed section by section into typed
+ * objects. Sections owned by a stage live beside that stage
+ * (src/relay/config.ts, ...) and are composed here; everything else is here.
+ * Unknown keys are errors so typos do not pass silently.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import type { ListenerRole } from '../envelope';
+import { parseRelayConfig, type RelayConfig } from '../relay/config';
+import { At, bool, duration, int, list, obj, oneOf, optStr, size, str, strList, type Obj } from './validate';
+
+export type TlsMode = 'none' | 'starttls' | 'implicit';
+export type AuthMode = 'none' | 'required';
+
+export interface ListenerConfig {
+  name: string;
+  role: ListenerRole;
+  address: string;
+  port: number;
+  tls: TlsMode;
+  auth: AuthMode;
+  /** Pause before the greeting (early-talker detection); 0 on submission. */
+  greetDelayMs: number;
+  /** Addresses allowed to send a PROXY protocol header. */
+  proxyFrom: string[];
+}
+
+export interface LimitsConfig {
+  maxMessageSize: number;
+  maxRecipients: number;
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  idleTimeoutMs: number;
+  /** Longest a DATA transfer may take before the session is dropped. */
+  dataTimeoutMs: number;
+  maxReceivedHeaders: number;
+}
+
+export interface Config {
+  /** The file the config came from (for messages), or '(defaults)'. */
+  file: string;
+  /** Directory that relative paths in the config are resolved against. */
+  baseDir: string;
+  hostname: string;
+  log: { level: string; pretty: boolean };
+  spool: { dir: string; fsync: boolean };
+  tls: { cert?: string; key?: string; minVersion: 'TLSv1.2' | 'TLSv1.3' };
+  accounts: { file: string; authCacheTtlMs: number };
+  policy: { dir: string };
+  listeners: ListenerConfig[];
+  limits: LimitsConfig;
+  relay: RelayConfig;
+  admin: { address: string; port: number; token?: string };
+}
+
+const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'admin'] as const;
+
+export function parseConfig(raw: unknown, file: string, baseDir: string): Config {
+  const at = new At(file);
+  const top = obj(raw, at, TOP_KEYS);
+  const resolve = (p: string) => path.resolve(baseDir, p);
+
+  const log = obj(top.log, at.child('log'), ['level', 'pretty']);
+  const spool = obj(top.spool, at.child('spool'), ['dir', 'fsync']);
+  const tls = obj(top.tls, at.child('tls'), ['cert', 'key', 'minVersion']);
+  const accounts = obj(top.accounts, at.child('accounts'), ['file', 'authCacheTtl']);
+  const policy = obj(top.policy, at.child('policy'), ['dir']);
+  const admin = obj(top.admin, at.child('admin'), ['address', 'port', 'token']);
+
+  const cert = optStr(tls.cert, at.child('tls').child('cert'));
+  const key = optStr(tls.key, at.child('tls').child('key'));
+  if ((cert === undefined) !== (key === undefined)) at.child('tls').fail('cert and key must be given together');
+
+  const cfg: Config = {
+    file,
+    baseDir,
+    hostname: str(top.hostname, at.child('hostname'), os.hostname()),
+    log: {
+      level: oneOf(log.level, at.child('log').child('level'), ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'info'),
+      pretty: bool(log.pretty, at.child('log').child('pretty'), false),
+    },
+    spool: {
+      dir: resolve(str(spool.dir, at.child('spool').child('dir'), 'var/spool')),
+      fsync: bool(spool.fsync, at.child('spool').child('fsync'), true),
+    },
+    tls: {
+      cert: cert === undefined ? undefined : resolve(cert),
+      key: key === undefined ? undefined : resolve(key),
+      minVersion: oneOf(tls.minVersion, at.child('tls').child('minVersion'), ['TLSv1.2', 'TLSv1.3'], 'TLSv1.2'),
+    },
+    accounts: {
+      file: resolve(str(accounts.file, at.child('accounts').child('file'), 'var/accounts.yaml')),
+      authCacheTtlMs: duration(accounts.authCacheTtl, at.child('accounts').child('authCacheTtl'), '5m'),
+    },
+    policy: { dir: resolve(str(policy.dir, at.child('policy').child('dir'), 'policies')) },
+    listeners: parseListeners(top.listeners, at.child('listeners')),
+    limits: parseLimits(top.limits, at.child('limits')),
+    relay: parseRelayConfig(top.relay, at.child('relay')),
+    admin: {
+      address: str(admin.address, at.child('admin').child('address'), '127.0.0.1'),
+      port: int(admin.port, at.child('admin').child('port'), 8025, 0, 65535),
+      token: optStr(admin.token, at.child('admin').child('token')),
+    },
+  };
+  return cfg;
+}
+
+const DEFAULT_LISTENERS: Obj[] = [
+  { name: 'submission', role: 'submission', port: 587, tls: 'starttls', auth: 'required' },
+  { name: 'submissions', role: 'submission', port: 465, tls: 'implicit', auth: 'required' },
+  { name: 'intercept', role: 'intercept', port: 25, tls: 'starttls', auth: 'none' },
+];
+
+function parseListeners(v: unknown, at: At): ListenerConfig[] {
+  const items = list(v, at, DEFAULT_LISTENERS);
+  const seen = new Set<string>();
+  return items.map((item, i) => {
+    const a = at.child(i);
+    const o = obj(item, a, ['name', 'role', 'address', 'port', 'tls', 'auth', 'greetDelay', 'proxyFrom']);
+    const role = oneOf(o.role, a.child('role'), ['submission', 'intercept', 'mx'] as const);
+    const name = str(o.name, a.child('name'), role);
+    if (seen.has(name)) a.child('name').fail(`duplicate listener name "${name}"`);
+    seen.add(name);
+    const tls = oneOf(o.tls, a.child('tls'), ['none', 'starttls', 'implicit'] as const, 'starttls');
+    const auth = oneOf(o.auth, a.child('auth'), ['none', 'required'] as const, role === 'submission' ? 'required' : 'none');
+    if (role === 'submission' && auth !== 'required') a.child('auth').fail('a submission listener must require AUTH');
+    if (role !== 'submission' && auth === 'required') a.child('auth').fail(`AUTH is only for submission listeners, not role ${role}`);
+    if (auth === 'required' && tls === 'none') a.child('tls').fail('AUTH needs TLS: use starttls or implicit');
+    return {
+      name,
+      role,
+      tls,
+      auth,
+      address: str(o.address, a.child('address'), '0.0.0.0'),
+      port: int(o.port, a.child('port'), undefined, 0, 65535),
+      // A public-facing listener keeps smtp-server's early-talker pause;
+      // authenticated submission has nothing to gain from it.
+      greetDelayMs: duration(o.greetDelay, a.child('greetDelay'), role === 'submission' ? '0ms' : '100ms'),
+      proxyFrom: strList(o.proxyFrom, a.child('proxyFrom')),
+    };
+  });
+}
+
+function parseLimits(v: unknown, at: At): LimitsConfig {
+  const o = obj(v, at, ['maxMessageSize', 'maxRecipients', 'maxConnections', 'maxConnectionsPerIp', 'idleTimeout', 'dataTimeout', 'maxReceivedHeaders']);
+  return {
+    maxMessageSize: size(o.maxMessageSize, at.child('maxMessageSize'), '25MB'),
+    maxRecipients: int(o.maxRecipients, at.child('maxRecipients'), 100, 1),
+    maxConnections: int(o.maxConnections, at.child('maxConnections'), 2000, 1),
+    maxConnectionsPerIp: int(o.maxConnectionsPerIp, at.child('maxConnectionsPerIp'), 20, 1),
+    idleTimeoutMs: duration(o.idleTimeout, at.child('idleTimeout'), '60s'),
+    dataTimeoutMs: duration(o.dataTimeout, at.child('dataTimeout'), '10m'),
+    maxReceivedHeaders: int(o.maxReceivedHeaders, at.child('maxReceivedHeaders'), 30, 1),
+  };
+}

@@ -1,0 +1,24 @@
+/**
+ * The contract between the acceptance path (src/smtp/session.ts) and the
+ * signer (src/dkim/). Signing is the last change made to a message: the
+ * session builds the final bytes (Received: + the client's message with
+ * CRLF line endings) and asks for the signature headers to put on top.
+ */
+export type SignResult =
+  /** Header lines to prepend, each ending in CRLF (one per signature). */
+  | { readonly kind: 'signed'; readonly headers: string; readonly domain: string; readonly algorithms: readonly string[] }
+  /** No key for the domain and policy passes unsigned mail. */
+  | { readonly kind: 'unsigned'; readonly reason: string }
+  /** No key for the domain and policy refuses unsigned mail (550 5.7.1). */
+  | { readonly kind: 'refuse'; readonly reason: string };
+
+export interface MessageSigner {
+  /**
+   * @param message the complete message as it will be spooled, as chunks
+   * @param headerFromDomain domain of the header From (lower case), if any
+   */
+  sign(message: readonly Buffer[], headerFromDomain: string | undefined): Promise<SignResult>;
+  /** Re-read keys (rotation) without a restart. */
+  reload(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,104 @@
+/**
+ * The shared vocabulary of the pipeline: what a message is while it flows
+ * smtp → policy → dkim → spool → relay. Every stage reads and writes these
+ * shapes; nothing else crosses a stage boundary.
+ */
+
+export type QueueId = string;
+
+/** Listener roles: what a listener is for decides which checks apply. */
+export type ListenerRole = 'submission' | 'intercept' | 'mx';
+
+/** SMTP phases at which the policy engine is asked (Haraka's hook names). */
+export type Stage = 'connect' | 'auth' | 'mail' | 'rcpt' | 'data';
+
+export type VerdictAction = 'accept' | 'tempfail' | 'reject' | 'hold';
+
+/** One decision, with the rule that made it (the audit trail). */
+export interface Verdict {
+  readonly action: VerdictAction;
+  readonly stage: Stage;
+  /** Stable rule id from the policy files or a built-in check name. */
+  readonly rule: string;
+  /** Reply name from src/smtp/replies.ts, for tempfail/reject. */
+  readonly reply?: string;
+  /** Extra reply text (e.g. a help URL) appended to the table's text. */
+  readonly detail?: string;
+}
+
+/** Who is talking to us: established at connect and AUTH. */
+export interface ClientInfo {
+  readonly listener: string;
+  readonly role: ListenerRole;
+  readonly ip: string;
+  readonly helo?: string;
+  readonly tls: boolean;
+  /** Authenticated account name (SMTP AUTH or POP-before-SMTP). */
+  readonly user?: string;
+  /** Netblock class of the client IP, when it is a subscriber address. */
+  readonly netblockClass?: string;
+}
+
+export type RecipientStatus = 'pending' | 'delivered' | 'bounced';
+
+export interface RecipientState {
+  readonly address: string;
+  status: RecipientStatus;
+  /** Last remote reply or local error for this recipient. */
+  lastError?: string;
+  /** Enhanced status of the final outcome (for DSNs), e.g. 5.1.1. */
+  statusCode?: string;
+  /** Remote MTA that gave the final answer. */
+  remoteMta?: string;
+}
+
+/** Spool states are directories; a message is in exactly one. */
+export type QueueState = 'incoming' | 'active' | 'deferred' | 'hold';
+export const QUEUE_STATES: readonly QueueState[] = ['incoming', 'active', 'deferred', 'hold'];
+
+/**
+ * The immutable part of a message, written once with the data at commit.
+ * `mailFrom` is '' for the null sender.
+ */
+export interface Envelope {
+  readonly id: QueueId;
+  readonly receivedAt: number;
+  readonly client: ClientInfo;
+  readonly mailFrom: string;
+  readonly recipients: readonly string[];
+  readonly size: number;
+  readonly smtpUtf8: boolean;
+  readonly verdicts: readonly Verdict[];
+  /** Set for DSNs we generate, so they are never bounced again. */
+  readonly isBounce?: boolean;
+  /** Present when policy decided to hold the message at acceptance. */
+  readonly holdReason?: string;
+}
+
+/** The mutable delivery state, rewritten atomically as attempts happen. */
+export interface DeliveryState {
+  readonly id: QueueId;
+  /** Increases on every rewrite: recovery keeps the highest. */
+  version: number;
+  attempts: number;
+  firstAttemptAt?: number;
+  nextAttemptAt: number;
+  lastError?: string;
+  recipients: RecipientState[];
+}
+
+/** Result of one delivery attempt for one recipient (relay → scheduler). */
+export type RecipientOutcome =
+  | { readonly address: string; readonly kind: 'delivered'; readonly remoteMta: string; readonly response: string }
+  | { readonly address: string; readonly kind: 'deferred'; readonly error: string; readonly remoteMta?: string }
+  | { readonly address: string; readonly kind: 'bounced'; readonly error: string; readonly statusCode: string; readonly remoteMta?: string };
+
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
+}
+
+export function localPartOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? address : address.slice(0, at);
+}

@@ -1,0 +1,25 @@
+/**
+ * The contract between the queue manager (src/spool/scheduler.ts, which
+ * decides *when*) and the delivery agent (src/relay/deliver.ts, which
+ * decides *how*): one job in, one outcome per recipient out.
+ */
+import type { Readable } from 'node:stream';
+import type { QueueId, RecipientOutcome } from '../envelope';
+
+export interface DeliveryJob {
+  readonly id: QueueId;
+  /** '' for the null sender (bounces). */
+  readonly mailFrom: string;
+  /** Recipients still pending; the agent groups them by next hop. */
+  readonly recipients: readonly string[];
+  /** Opens the message bytes (headers + body, CRLF line endings) afresh for each attempt. */
+  readonly open: () => Readable;
+  readonly size: number;
+  readonly smtpUtf8: boolean;
+}
+
+export interface DeliveryAgent {
+  /** Never throws for delivery problems: every recipient gets an outcome. */
+  deliver(job: DeliveryJob): Promise<RecipientOutcome[]>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,82 @@
+/**
+ * Every SMTP reply the gateway writes itself, in one table: basic code,
+ * RFC 3463 enhanced status and text kept apart, so nothing lacks a status
+ * and the text can change without touching code.
+ */
+
+export interface Reply {
+  readonly code: number;
+  readonly enhanced: string;
+  readonly text: string;
+}
+
+export const REPLIES = {
+  // 2xx
+  accepted: { code: 250, enhanced: '2.0.0', text: 'Ok: queued as' },
+  accepted_hold: { code: 250, enhanced: '2.0.0', text: 'Ok: queued as' },
+  sender_ok: { code: 250, enhanced: '2.1.0', text: 'Sender ok' },
+  recipient_ok: { code: 250, enhanced: '2.1.5', text: 'Recipient ok' },
+
+  // 4xx: try again later
+  service_unavailable: { code: 421, enhanced: '4.3.2', text: 'Service not available, closing channel' },
+  too_many_connections: { code: 421, enhanced: '4.7.0', text: 'Too many connections, try again later' },
+  too_many_connections_ip: { code: 421, enhanced: '4.7.0', text: 'Too many connections from your address, try again later' },
+  local_error: { code: 451, enhanced: '4.3.0', text: 'Local error in processing, try again later' },
+  state_unavailable: { code: 451, enhanced: '4.3.0', text: 'Policy state unavailable, try again later' },
+  rate_limited: { code: 451, enhanced: '4.7.1', text: 'Sending rate limit exceeded, try again later' },
+  policy_tempfail: { code: 451, enhanced: '4.7.1', text: 'Temporarily refused by policy, try again later' },
+  dnsbl_tempfail: { code: 451, enhanced: '4.7.1', text: 'Blocklist lookup failed, try again later' },
+  storage_full: { code: 452, enhanced: '4.3.1', text: 'Insufficient system storage, try again later' },
+  too_many_recipients: { code: 452, enhanced: '4.5.3', text: 'Too many recipients' },
+  auth_temp_failure: { code: 454, enhanced: '4.7.0', text: 'Temporary authentication failure' },
+  auth_locked_out: { code: 454, enhanced: '4.7.0', text: 'Too many failed logins, try again later' },
+
+  // 5xx: permanent
+  syntax_error: { code: 501, enhanced: '5.5.4', text: 'Syntax error in parameters' },
+  bad_sender_syntax: { code: 501, enhanced: '5.1.7', text: 'Bad sender address syntax' },
+  bad_recipient_syntax: { code: 501, enhanced: '5.1.3', text: 'Bad recipient address syntax' },
+  auth_required: { code: 530, enhanced: '5.7.0', text: 'Authentication required' },
+  auth_failed: { code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' },
+  starttls_required: { code: 538, enhanced: '5.7.11', text: 'Encryption required for requested authentication mechanism' },
+  relay_denied: { code: 554, enhanced: '5.7.1', text: 'Relay access denied' },
+  recipient_relay_denied: { code: 550, enhanced: '5.7.1', text: 'Relay access denied' },
+  unknown_recipient: { code: 550, enhanced: '5.1.1', text: 'No such user here' },
+  policy_reject: { code: 550, enhanced: '5.7.1', text: 'Refused by policy' },
+  dnsbl_listed: { code: 554, enhanced: '5.7.1', text: 'Service unavailable; client host is blocklisted' },
+  account_suspended: { code: 550, enhanced: '5.7.1', text: 'Account suspended, contact support' },
+  unsigned_refused: { code: 550, enhanced: '5.7.1', text: 'No signing key for sender domain' },
+  too_big: { code: 552, enhanced: '5.3.4', text: 'Message size exceeds fixed limit' },
+  sender_not_owned: { code: 553, enhanced: '5.7.1', text: 'Sender address not owned by authenticated user' },
+  header_from_not_owned: { code: 550, enhanced: '5.7.1', text: 'Header From not owned by authenticated user' },
+  bare_newline: { code: 554, enhanced: '5.6.0', text: 'Message contains bare CR or LF, use CRLF line endings' },
+  loop_detected: { code: 554, enhanced: '5.4.6', text: 'Mail loop detected' },
+  transaction_failed: { code: 554, enhanced: '5.6.0', text: 'Transaction failed' },
+} as const satisfies Record<string, Reply>;
+
+export type ReplyName = keyof typeof REPLIES;
+
+export function isReplyName(name: string): name is ReplyName {
+  return Object.prototype.hasOwnProperty.call(REPLIES, name);
+}
+
+/** "554 5.7.1 Relay access denied (detail)" as sent on the wire. */
+export function formatReply(name: ReplyName, detail?: string): string {
+  const r: Reply = REPLIES[name];
+  return `${r.code} ${r.enhanced} ${r.text}${detail ? ` ${detail}` : ''}`;
+}
+
+/**
+ * An Error that smtp-server turns into a reply. The text starts with the
+ * enhanced code; src/smtp/server-adapter.ts makes smtp-server send it as is
+ * instead of deriving an enhanced code from the basic one.
+ */
+export class SmtpReplyError extends Error {
+  readonly responseCode: number;
+  readonly replyName: ReplyName;
+  constructor(name: ReplyName, detail?: string) {
+    const r: Reply = REPLIES[name];
+    super(`${r.enhanced} ${r.text}${detail ? ` ${detail}` : ''}`);
+    this.responseCode = r.code;
+    this.replyName = name;
+  }
+}
