@@ -50,6 +50,8 @@ export interface RecipientState {
   statusCode?: string;
   /** Remote MTA that gave the final answer. */
   remoteMta?: string;
+  /** For bounced recipients: whether the sender was sent a DSN for it yet. */
+  reported?: boolean;
 }
 
 /** Spool states are directories; a message is in exactly one. */

@@ -42,6 +42,8 @@ export interface Config {
   file: string;
   /** Directory that relative paths in the config are resolved against. */
   baseDir: string;
+  /** Running on the embedded defaults (quick start): create demo state. */
+  embedded?: boolean;
   hostname: string;
   log: { level: string; pretty: boolean };
   spool: { dir: string; fsync: boolean };
@@ -51,7 +53,7 @@ export interface Config {
   listeners: ListenerConfig[];
   limits: LimitsConfig;
   relay: RelayConfig;
-  admin: { address: string; port: number; token?: string };
+  admin: { address: string; port: number; token?: string; tokenFile: string };
 }
 
 const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'admin'] as const;
@@ -66,7 +68,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
   const tls = obj(top.tls, at.child('tls'), ['cert', 'key', 'minVersion']);
   const accounts = obj(top.accounts, at.child('accounts'), ['file', 'authCacheTtl']);
   const policy = obj(top.policy, at.child('policy'), ['dir']);
-  const admin = obj(top.admin, at.child('admin'), ['address', 'port', 'token']);
+  const admin = obj(top.admin, at.child('admin'), ['address', 'port', 'token', 'tokenFile']);
 
   const cert = optStr(tls.cert, at.child('tls').child('cert'));
   const key = optStr(tls.key, at.child('tls').child('key'));
@@ -101,6 +103,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
       address: str(admin.address, at.child('admin').child('address'), '127.0.0.1'),
       port: int(admin.port, at.child('admin').child('port'), 8025, 0, 65535),
       token: optStr(admin.token, at.child('admin').child('token')),
+      tokenFile: resolve(str(admin.tokenFile, at.child('admin').child('tokenFile'), 'var/admin.token')),
     },
   };
   return cfg;

@@ -27,7 +27,9 @@ export interface TestMxOptions {
   /** When set, AUTH is required with these credentials. */
   auth?: { user: string; pass: string };
   starttls?: boolean;
-  /** Accept bare LF as end-of-line the way lenient servers do (smuggling tests). */
+  /** Wait this long before answering end of DATA (keeps deliveries in flight). */
+  dataDelayMs?: number;
+  /** Anything else for smtp-server. */
   extra?: Partial<SMTPServerOptions>;
 }
 
@@ -73,7 +75,9 @@ export async function startTestMx(opts: TestMxOptions = {}): Promise<TestMx> {
     onData(stream, session, cb) {
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
+      stream.on('end', () => void finish());
+      const finish = async () => {
+        if (opts.dataDelayMs) await new Promise((r) => setTimeout(r, opts.dataDelayMs));
         if (opts.dataReply) return cb(replyError(opts.dataReply));
         messages.push({
           mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
@@ -85,7 +89,7 @@ export async function startTestMx(opts: TestMxOptions = {}): Promise<TestMx> {
         });
         for (const w of waiters.splice(0)) w();
         cb(null);
-      });
+      };
     },
     ...opts.extra,
   });

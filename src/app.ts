@@ -1,0 +1,148 @@
+/**
+ * build(config) → the gateway, not yet listening; start() binds, stop()
+ * drains. The order of the stages lives here and nowhere else:
+ *   smtp (listeners) → policy → dkim → spool (commit) → qmgr → relay.
+ * Tests build the app on port 0 and drive it over real sockets.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { AccountStore } from './accounts/store';
+import { AdminServer } from './admin/server';
+import { registerQueueRoutes } from './admin/queue-routes';
+import type { Config } from './config/schema';
+import type { MessageSigner } from './dkim/types';
+import { createLogger, type Logger } from './log';
+import { BasicPolicy } from './policy/basic';
+import type { PolicyHooks } from './policy/types';
+import { createDeliveryAgent } from './relay/deliver';
+import type { DeliveryAgent } from './relay/types';
+import { Listener } from './smtp/listener';
+import { loadTlsMaterial } from './smtp/tls-material';
+import { QueueManager } from './spool/qmgr';
+import { recoverSpool } from './spool/recover';
+import { Spool } from './spool/store';
+
+export interface App {
+  readonly cfg: Config;
+  readonly logger: Logger;
+  readonly spool: Spool;
+  readonly qmgr: QueueManager;
+  readonly accounts: AccountStore;
+  readonly listeners: Listener[];
+  readonly admin: AdminServer;
+  /** Bound port of a listener by name (useful with port 0 in tests). */
+  port(name: string): number;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface BuildOptions {
+  logger?: Logger;
+  /** Replace the delivery agent (benchmarks of the accept path only). */
+  agent?: DeliveryAgent;
+  scanIntervalMs?: number;
+}
+
+export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> {
+  const logger = opts.logger ?? createLogger(cfg.log);
+  const spool = new Spool(cfg.spool.dir, { fsync: cfg.spool.fsync });
+  await spool.init();
+
+  const accounts = new AccountStore(cfg.accounts.file, cfg.accounts.authCacheTtlMs);
+  if (cfg.embedded && !existsSync(cfg.accounts.file)) await createDemoAccount(accounts, logger);
+  accounts.load();
+
+  let policy: PolicyHooks = new BasicPolicy(cfg.policy.dir);
+  let signer: MessageSigner | undefined;
+
+  const tls = await loadTlsMaterial(cfg);
+  const agent = opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger });
+  const qmgr = new QueueManager(spool, agent, cfg.relay, { hostname: cfg.hostname, logger, scanIntervalMs: opts.scanIntervalMs });
+
+  const listeners = cfg.listeners.map(
+    (l) =>
+      new Listener(
+        l,
+        {
+          cfg,
+          accounts,
+          policy: () => policy,
+          signer: () => signer,
+          spool,
+          onCommitted: (id, held) => {
+            if (!held) qmgr.notify(id);
+          },
+          logger,
+          bareNewline: 'normalise',
+        },
+        () => tls,
+        logger,
+      ),
+  );
+
+  const admin = new AdminServer({ address: cfg.admin.address, port: cfg.admin.port, token: await adminToken(cfg), logger });
+  registerQueueRoutes(admin, qmgr);
+  let listening = false;
+  admin.readiness('listeners', async () => (listening ? undefined : 'not bound'));
+  admin.readiness('spool', async () => ((await spool.writable()) ? undefined : `${spool.dir} not writable`));
+
+  return {
+    cfg,
+    logger,
+    spool,
+    qmgr,
+    accounts,
+    listeners,
+    admin,
+    port(name) {
+      const l = listeners.find((x) => x.cfg.name === name);
+      if (!l) throw new Error(`no listener named ${name}`);
+      return l.port;
+    },
+    async start() {
+      await recoverSpool(spool, logger);
+      await qmgr.start();
+      await admin.listen();
+      try {
+        for (const l of listeners) await l.listen();
+      } catch (err) {
+        for (const l of listeners) await l.close().catch(() => undefined);
+        await admin.close();
+        await qmgr.stop();
+        throw err;
+      }
+      listening = true;
+    },
+    async stop() {
+      listening = false;
+      await Promise.all(listeners.map((l) => l.close()));
+      await qmgr.stop();
+      await agent.close();
+      await admin.close();
+      await signer?.close();
+      // keep references for future reload wiring
+      policy = policy;
+      signer = undefined;
+    },
+  };
+}
+
+async function adminToken(cfg: Config): Promise<string> {
+  if (cfg.admin.token) return cfg.admin.token;
+  if (existsSync(cfg.admin.tokenFile)) return readFileSync(cfg.admin.tokenFile, 'utf8').trim();
+  const token = randomBytes(24).toString('base64url');
+  await fsp.mkdir(path.dirname(cfg.admin.tokenFile), { recursive: true, mode: 0o700 });
+  await fsp.writeFile(cfg.admin.tokenFile, `${token}\n`, { mode: 0o600 });
+  return token;
+}
+
+async function createDemoAccount(accounts: AccountStore, logger: Logger): Promise<void> {
+  const password = randomBytes(9).toString('base64url');
+  const account = await AccountStore.newAccount('demo@example.net', password, { senders: ['demo@example.net'], plan: 'residential' });
+  await accounts.upsert(account.name, () => account);
+  const note = path.join(path.dirname(accounts.file), 'demo-account.txt');
+  await fsp.writeFile(note, `user: demo@example.net\npassword: ${password}\n`, { mode: 0o600 });
+  // Printed to the console, deliberately not through the logger: secrets never go to logs.
+  process.stderr.write(`\nsmarthost: created demo account demo@example.net (password in ${note})\n\n`);
+}

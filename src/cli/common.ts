@@ -1,0 +1,51 @@
+/** What the subcommands share: errors with exit codes, config loading, the admin API client. */
+import { existsSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import { loadConfig } from '../config/load';
+import type { Config } from '../config/schema';
+import { ConfigError } from '../config/validate';
+
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+  }
+}
+
+export function configFrom(values: { config?: string }): Config {
+  try {
+    return loadConfig(values.config);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError(`invalid config: ${err.message}`);
+    throw err;
+  }
+}
+
+/** Calls the running gateway's admin API with the configured token. */
+export async function adminCall(cfg: Config, method: string, path: string): Promise<{ status: number; body: unknown }> {
+  const token = cfg.admin.token ?? (existsSync(cfg.admin.tokenFile) ? readFileSync(cfg.admin.tokenFile, 'utf8').trim() : undefined);
+  if (!token) throw new CliError(`no admin token: set admin.token or start the gateway once to create ${cfg.admin.tokenFile}`);
+  const host = cfg.admin.address === '0.0.0.0' ? '127.0.0.1' : cfg.admin.address === '::' ? '::1' : cfg.admin.address;
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host, port: cfg.admin.port, method, path, headers: { authorization: `Bearer ${token}` }, timeout: 10_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let body: unknown = text;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          // plain text answer
+        }
+        resolve({ status: res.statusCode ?? 0, body });
+      });
+    });
+    req.on('error', (err: NodeJS.ErrnoException) =>
+      reject(new CliError(`cannot reach the gateway's admin API at ${host}:${cfg.admin.port} (${err.code ?? err.message}); is it running?`)),
+    );
+    req.end();
+  });
+}

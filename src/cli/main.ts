@@ -1,0 +1,58 @@
+/**
+ * The `smarthost` command. Each subcommand lives in its own file; this one
+ * only dispatches. Exit codes: 0 ok, 1 failure (message on stderr), 2 usage.
+ */
+import { runAccount } from './account';
+import { runCheckConfig } from './check-config';
+import { runQueue } from './queue';
+import { runStart } from './start';
+import { CliError } from './common';
+
+const USAGE = `usage: smarthost <command> [options]
+
+  start [--config FILE]                 run the gateway (embedded defaults without --config)
+  check-config [--config FILE]          validate config, policies and accounts; exit 1 on error
+  queue list|show ID|flush [ID]|delete ID|hold ID|release ID [--config FILE] [--json]
+  account add NAME [--sender ADDR]... [--plan PLAN] [--password-stdin]
+  account passwd NAME [--password-stdin]
+  account suspend|unsuspend NAME
+  account list
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'start':
+      return runStart(rest);
+    case 'check-config':
+      return runCheckConfig(rest);
+    case 'queue':
+      return runQueue(rest);
+    case 'account':
+      return runAccount(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return cmd === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`smarthost: unknown command "${cmd}"\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== -1) process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof CliError) {
+      process.stderr.write(`smarthost: ${err.message}\n`);
+      process.exitCode = err.exitCode;
+    } else {
+      process.stderr.write(`smarthost: ${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,89 @@
+/**
+ * The `dkim:` section of the config. Keys live as files under keysDir (see
+ * keys.ts); this section only says where, which domain signs when the
+ * header From's domain has no key (the ISP's own), and what to do with mail
+ * no key can sign. Composed into src/config/schema.ts by the lead.
+ */
+import { domainToASCII } from 'node:url';
+import { At, bool, obj, oneOf, optStr, str, strList } from '../config/validate';
+
+export type UnsignedPolicy = 'pass' | 'refuse';
+
+export interface DkimConfig {
+  enabled: boolean;
+  /** Absolute (resolved) directory holding <domain>/<selector>.<rsa|ed25519>.pem. */
+  keysDir: string;
+  /** Fallback signing domain (A-label, lower case) for mail whose From domain has no key. */
+  signingDomain?: string;
+  /** No key for the From domain nor the fallback: pass unsigned, or refuse (550 5.7.1). */
+  unsignedPolicy: UnsignedPolicy;
+  /** Header names to sign (lower case; `list-*` style prefixes allowed). From is always signed and over-signed. */
+  headers: string[];
+}
+
+/** The recommended set (RFC 6376 §5.4.1), From first. */
+export const DEFAULT_SIGNED_HEADERS: readonly string[] = [
+  'from', 'reply-to', 'sender', 'subject', 'date', 'message-id', 'to', 'cc',
+  'mime-version', 'content-type', 'content-transfer-encoding', 'content-id', 'content-description',
+  'in-reply-to', 'references',
+  'resent-date', 'resent-from', 'resent-sender', 'resent-to', 'resent-cc', 'resent-message-id',
+  'list-*', 'feedback-id', 'autocrypt', 'openpgp',
+];
+
+/** Header names that must never be in h=: they are changed or added in transit. */
+const NEVER_SIGN = new Set(['dkim-signature', 'received', 'return-path', 'authentication-results', 'arc-seal', 'arc-message-signature', 'arc-authentication-results']);
+
+const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+\*?$/;
+
+export const DKIM_KEYS = ['enabled', 'keysDir', 'signingDomain', 'unsignedPolicy', 'headers'] as const;
+
+/**
+ * @param resolvePath makes keysDir absolute (the config's baseDir); identity by default.
+ */
+export function parseDkimConfig(v: unknown, at: At, resolvePath: (p: string) => string = (p) => p): DkimConfig {
+  const o = obj(v, at, DKIM_KEYS);
+  const rawDomain = optStr(o.signingDomain, at.child('signingDomain'));
+  let signingDomain: string | undefined;
+  if (rawDomain !== undefined) {
+    signingDomain = normalizeDomain(rawDomain);
+    if (!signingDomain) at.child('signingDomain').fail(`not a domain name: "${rawDomain}"`);
+  }
+  let headers = [...DEFAULT_SIGNED_HEADERS];
+  if (o.headers !== undefined && o.headers !== null) {
+    const hAt = at.child('headers');
+    const list = strList(o.headers, hAt).map((h, i) => {
+      const name = h.trim().toLowerCase();
+      if (!FIELD_NAME.test(name)) hAt.child(i).fail(`not a header field name: "${h}"`);
+      if (NEVER_SIGN.has(name)) hAt.child(i).fail(`"${name}" must not be signed (it changes in transit)`);
+      return name;
+    });
+    if (list.length === 0) hAt.fail('must list at least from');
+    headers = list.includes('from') ? list : ['from', ...list];
+  }
+  return {
+    enabled: bool(o.enabled, at.child('enabled'), true),
+    keysDir: resolvePath(str(o.keysDir, at.child('keysDir'), 'var/dkim')),
+    signingDomain,
+    unsignedPolicy: oneOf(o.unsignedPolicy, at.child('unsignedPolicy'), ['pass', 'refuse'] as const, 'pass'),
+    headers,
+  };
+}
+
+const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+/** Lower-case A-label form of a domain name, or '' when it is not one. */
+export function normalizeDomain(d: string): string {
+  const trimmed = d.trim().replace(/\.$/, '');
+  if (!trimmed) return '';
+  const ascii = domainToASCII(trimmed.toLowerCase());
+  if (!ascii || ascii.length > 253) return '';
+  const labels = ascii.split('.');
+  if (labels.length < 2 || !labels.every((l) => LABEL.test(l))) return '';
+  return ascii;
+}
+
+const SELECTOR = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+export function isSelector(s: string): boolean {
+  return s.length <= 253 && SELECTOR.test(s);
+}

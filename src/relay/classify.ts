@@ -1,0 +1,120 @@
+/**
+ * Delivery-outcome classification, in one place: turns what happened to a
+ * recipient — an SMTP reply, a nodemailer SMTPConnection error (code,
+ * responseCode, response, command) or a DNS failure — into a
+ * RecipientOutcome (delivered | deferred | bounced).
+ *
+ * Rules:
+ *  - 2xx → delivered.
+ *  - 4xx → deferred. 5xx → bounced, with the enhanced status from the reply
+ *    when its class agrees with the basic code, else X.0.0 from the basic
+ *    code. Exception: 503 (bad sequence of commands) is deferred — it says
+ *    the session was in the wrong state, not that the message is refused
+ *    (nodemailer's `permanent` flag makes the same call).
+ *  - A reply counts as a verdict on the message only in the transaction
+ *    (MAIL FROM, RCPT TO, DATA). Anything during session set-up (connect,
+ *    greeting, EHLO, STARTTLS, AUTH) is deferred even when it is 5xx: a 554
+ *    greeting or a 535 AUTH failure says nothing about the recipient
+ *    (Postfix: smtp_skip_5xx_greeting, smtp_sasl_auth_soft_bounce).
+ *  - Refused / timed-out / reset connections and TLS handshake failures are
+ *    deferred. Unknown errors are deferred: never lose mail.
+ *  - A few locally-detected permanent problems bounce: message larger than
+ *    the server's advertised SIZE (5.3.4), addresses nodemailer refuses to
+ *    put on the wire (5.1.3 / 5.1.7), SMTPUTF8 needed but not offered (5.6.7).
+ */
+import type { RecipientOutcome } from '../envelope';
+import type { DnsFailure } from './mx';
+
+/** The fields of a nodemailer error we read (NodemailerError is a superset). */
+export interface SmtpErrorLike {
+  readonly code?: string;
+  readonly originalCode?: string;
+  readonly responseCode?: number;
+  readonly response?: string;
+  readonly command?: string;
+  readonly message?: string;
+}
+
+/** Local error codes the delivery agent raises itself (not nodemailer's). */
+export const LOCAL_ERRORS = {
+  /** Credentials configured but the session is not encrypted: refuse to send them. */
+  noTlsForAuth: 'ENOTLSAUTH',
+  /** The message needs SMTPUTF8 and the server does not offer it (RFC 6531 §3.2). */
+  smtputf8: 'ESMTPUTF8',
+  /** The agent is closing. */
+  shutdown: 'ESHUTDOWN',
+  /** The message could not be read from the spool. */
+  source: 'ESOURCE',
+} as const;
+
+const TRANSACTION_COMMANDS = new Set(['MAIL FROM', 'RCPT TO', 'DATA']);
+
+export type OutcomeEvent = 'delivery' | 'transient_failure' | 'bounce';
+
+export function outcomeEvent(o: RecipientOutcome): OutcomeEvent {
+  return o.kind === 'delivered' ? 'delivery' : o.kind === 'deferred' ? 'transient_failure' : 'bounce';
+}
+
+/** A reply on one line (multi-line replies joined), without trailing whitespace. */
+export function replyText(reply: string): string {
+  return reply.replace(/\s*[\r\n]+\s*/g, ' ').trim();
+}
+
+/** Basic reply code of a reply string, or 0 when it does not start with one. */
+export function replyCode(reply: string): number {
+  const m = /^([2-5]\d\d)(?:[ -]|$)/.exec(reply.trim());
+  return m ? Number(m[1]) : 0;
+}
+
+/**
+ * RFC 3463 enhanced status of a reply: the one the server wrote when its
+ * class matches the basic code, otherwise derived from the basic code.
+ */
+export function enhancedStatus(reply: string | undefined, basicCode: number): string {
+  const cls = String(basicCode).charAt(0);
+  const m = /^\d{3}[ -]([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)/.exec((reply ?? '').trim());
+  if (m && m[1] === cls) return `${m[1]}.${Number(m[2])}.${Number(m[3])}`;
+  return `${cls}.0.0`;
+}
+
+/** Outcome of a server reply given to this recipient during the transaction. */
+export function classifyReply(address: string, reply: string, remoteMta?: string): RecipientOutcome {
+  const text = replyText(reply);
+  const code = replyCode(text);
+  if (code >= 200 && code < 300) return { address, kind: 'delivered', remoteMta: remoteMta ?? '', response: text };
+  if (code >= 500 && code !== 503) {
+    return { address, kind: 'bounced', error: text, statusCode: enhancedStatus(text, code), remoteMta };
+  }
+  return { address, kind: 'deferred', error: text || 'malformed reply', remoteMta };
+}
+
+/** Outcome of a failed SMTP session or transaction for this recipient. */
+export function classifyError(address: string, err: SmtpErrorLike, remoteMta?: string): RecipientOutcome {
+  const inTransaction = err.command !== undefined && TRANSACTION_COMMANDS.has(err.command);
+  if (inTransaction && err.response && replyCode(err.response) > 0) return classifyReply(address, err.response, remoteMta);
+
+  const message = describeError(err);
+  if (err.code === 'EMESSAGE' && err.command === 'MAIL FROM' && !err.responseCode && /size/i.test(err.message ?? '')) {
+    return { address, kind: 'bounced', error: message, statusCode: '5.3.4', remoteMta };
+  }
+  if (err.code === 'EENVELOPE' && err.command === 'API' && /^Invalid (sender|recipient)/.test(err.message ?? '')) {
+    const statusCode = /^Invalid sender/.test(err.message ?? '') ? '5.1.7' : '5.1.3';
+    return { address, kind: 'bounced', error: message, statusCode, remoteMta };
+  }
+  if (err.code === LOCAL_ERRORS.smtputf8) return { address, kind: 'bounced', error: message, statusCode: '5.6.7', remoteMta };
+  return { address, kind: 'deferred', error: message, remoteMta };
+}
+
+/** Outcome of a failed DNS resolution of the recipient's domain. */
+export function classifyDnsFailure(address: string, f: DnsFailure): RecipientOutcome {
+  if (f.permanent) return { address, kind: 'bounced', error: f.message, statusCode: f.status };
+  return { address, kind: 'deferred', error: f.message };
+}
+
+/** A short human-readable text for an error: the server's reply if there was one. */
+export function describeError(err: SmtpErrorLike): string {
+  if (err.response && replyCode(err.response) > 0) return replyText(err.response);
+  const base = replyText(err.message ?? String(err.code ?? 'unknown error'));
+  const code = err.originalCode ?? err.code;
+  return code && !base.includes(code) ? `${base} (${code})` : base;
+}

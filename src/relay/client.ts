@@ -1,0 +1,248 @@
+/**
+ * One outbound SMTP session: a thin promise layer over nodemailer's
+ * SMTPConnection (nodemailer/lib/smtp-connection). It opens a session to one
+ * address (connect, greeting, EHLO, STARTTLS, AUTH), sends one transaction,
+ * resets and closes. Results are values; nothing here throws.
+ *
+ * How the library is adapted:
+ *  - SMTPConnection reports set-up failures through its 'error' event (the
+ *    connect callback only sees success), so openSession listens to 'error'
+ *    and 'end' too and settles once. A permanent 'error' listener marks the
+ *    session broken, so an error never crashes the process and a broken
+ *    session is never pooled.
+ *  - TLS: 'opportunistic' → opportunisticTLS (STARTTLS when offered, plain
+ *    when the server refuses STARTTLS); 'required' → requireTLS; 'none' →
+ *    ignoreTLS. Certificates are not verified (rejectUnauthorized: false):
+ *    MX TLS is opportunistic, like Postfix's default `may` — MX hosts rarely
+ *    present a certificate for the name we looked up, and refusing would
+ *    only push the mail to plaintext. 'required' is Postfix's `encrypt`
+ *    (encryption mandatory, identity not checked).
+ *  - AUTH credentials are only sent over an encrypted session, whatever the
+ *    configured TLS level (opportunistic TLS can silently end up plaintext).
+ *  - The SMTPUTF8 keyword is added by nodemailer itself when an envelope
+ *    address is non-ASCII; sendOnSession refuses such a message when the
+ *    server does not offer SMTPUTF8 (RFC 6531 §3.2) instead of sending it.
+ */
+import type { Readable } from 'node:stream';
+import { isIP } from 'node:net';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import type { OutboundTls } from './config';
+import { LOCAL_ERRORS, type SmtpErrorLike } from './classify';
+
+/** Where to connect: one address of one host. */
+export interface Target {
+  /** Host name (MX exchange, relayhost name) for logs, SNI and Remote-MTA. */
+  readonly host: string;
+  readonly ip: string;
+  readonly port: number;
+  readonly tls: OutboundTls;
+  readonly auth?: { readonly user: string; readonly pass: string };
+}
+
+export interface SessionSettings {
+  /** EHLO name. */
+  readonly name: string;
+  readonly localAddress?: string;
+  readonly connectTimeoutMs: number;
+  readonly greetingTimeoutMs: number;
+  readonly socketTimeoutMs: number;
+}
+
+export interface Session {
+  readonly conn: SMTPConnection;
+  readonly target: Target;
+  /** STARTTLS succeeded. */
+  readonly secure: boolean;
+  /** Transactions attempted on this session. */
+  messages: number;
+  /** Set by any 'error' or 'end': never reuse. */
+  broken: boolean;
+}
+
+/** SMTPConnection errors, as far as we read them. */
+export type SmtpError = Error & SmtpErrorLike & { recipient?: string; rejectedErrors?: SmtpError[] };
+
+export type OpenResult = { ok: true; session: Session } | { ok: false; err: SmtpError };
+
+export interface SendEnvelope {
+  readonly from: string;
+  readonly to: readonly string[];
+  readonly size: number;
+  readonly smtpUtf8: boolean;
+}
+
+/** Per-recipient result of a transaction: the reply (or error) each recipient got. */
+export interface SendResult {
+  /** recipient → final reply text for accepted ones. */
+  readonly accepted: Map<string, string>;
+  /** recipient → error for refused ones (RCPT reply, DATA reply, or session error). */
+  readonly failed: Map<string, SmtpError>;
+  /** The session can carry another transaction (after RSET). */
+  readonly reusable: boolean;
+}
+
+export function localError(code: string, message: string): SmtpError {
+  const e = new Error(message) as SmtpError & { code: string };
+  e.code = code;
+  return e;
+}
+
+export function openSession(target: Target, settings: SessionSettings): Promise<OpenResult> {
+  return new Promise((resolve) => {
+    const opts: SMTPConnection.Options = {
+      host: target.ip,
+      port: target.port,
+      name: settings.name,
+      localAddress: settings.localAddress,
+      connectionTimeout: settings.connectTimeoutMs,
+      greetingTimeout: settings.greetingTimeoutMs,
+      socketTimeout: settings.socketTimeoutMs,
+      logger: false,
+      ignoreTLS: target.tls === 'none',
+      opportunisticTLS: target.tls === 'opportunistic',
+      requireTLS: target.tls === 'required',
+      tls: { rejectUnauthorized: false, ...(isIP(target.host) ? {} : { servername: target.host }) },
+    };
+    const conn = new SMTPConnection(opts);
+    const state = { broken: false };
+    conn.on('error', () => {
+      state.broken = true;
+    });
+    conn.on('end', () => {
+      state.broken = true;
+    });
+    let settled = false;
+    const settle = (r: OpenResult): void => {
+      if (settled) return;
+      settled = true;
+      conn.off('error', onError);
+      conn.off('end', onEnd);
+      if (!r.ok) conn.close();
+      resolve(r);
+    };
+    const onError = (err: Error): void => settle({ ok: false, err: err as SmtpError });
+    const onEnd = (): void => settle({ ok: false, err: localError('ECONNECTION', 'Connection closed during session set-up') });
+    conn.on('error', onError);
+    conn.once('end', onEnd);
+    conn.connect((err) => {
+      if (err) return settle({ ok: false, err: err as SmtpError });
+      const session: Session = {
+        conn,
+        target,
+        secure: conn.secure,
+        messages: 0,
+        get broken() {
+          return state.broken;
+        },
+        set broken(v: boolean) {
+          state.broken = v;
+        },
+      };
+      if (!target.auth) return settle({ ok: true, session });
+      if (!conn.secure) {
+        return settle({ ok: false, err: localError(LOCAL_ERRORS.noTlsForAuth, 'Refusing to send AUTH credentials over an unencrypted session') });
+      }
+      conn.login({ user: target.auth.user, pass: target.auth.pass }, (loginErr) => {
+        if (loginErr) return settle({ ok: false, err: loginErr as SmtpError });
+        settle({ ok: true, session });
+      });
+    });
+  });
+}
+
+/** RSET before reusing a pooled session; false when the session is unusable. */
+export function resetSession(s: Session): Promise<boolean> {
+  if (s.broken || s.conn.destroyed) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (ok: boolean): void => {
+      if (done) return;
+      done = true;
+      s.conn.off('end', onEnd);
+      resolve(ok);
+    };
+    const onEnd = (): void => finish(false);
+    s.conn.once('end', onEnd);
+    s.conn.reset((err) => finish(!err));
+  });
+}
+
+/** QUIT (politely, when the session is healthy) and close. */
+export function closeSession(s: Session): void {
+  s.broken = true;
+  try {
+    if (!s.conn.destroyed) s.conn.quit();
+  } catch {
+    // a half-closed socket: close() below tears it down
+  }
+  s.conn.close();
+}
+
+/** Whether the server's EHLO offered SMTPUTF8 (undefined when not knowable). */
+function offersSmtpUtf8(conn: SMTPConnection): boolean | undefined {
+  // nodemailer keeps the parsed extensions in a private field; read it
+  // defensively so a library change degrades to "unknown", not a crash.
+  const ext = (conn as unknown as { _supportedExtensions?: unknown })._supportedExtensions;
+  return Array.isArray(ext) ? ext.includes('SMTPUTF8') : undefined;
+}
+
+/**
+ * One transaction (MAIL, RCPT…, DATA) with per-recipient results. The
+ * message stream is opened by the caller for this attempt only.
+ */
+export function sendOnSession(s: Session, env: SendEnvelope, open: () => Readable): Promise<SendResult> {
+  const failAll = (err: SmtpError, reusable: boolean): SendResult => ({
+    accepted: new Map(),
+    failed: new Map(env.to.map((r) => [r, err])),
+    reusable,
+  });
+  if (env.smtpUtf8 && [env.from, ...env.to].some((a) => /[^\x00-\x7f]/.test(a)) && offersSmtpUtf8(s.conn) === false) {
+    return Promise.resolve(failAll(localError(LOCAL_ERRORS.smtputf8, 'SMTPUTF8 is required, but was not offered by the remote host'), true));
+  }
+  let stream: Readable;
+  try {
+    stream = open();
+  } catch (err) {
+    return Promise.resolve(failAll(localError(LOCAL_ERRORS.source, `Cannot read queued message: ${(err as Error).message}`), true));
+  }
+  s.messages++;
+  return new Promise((resolve) => {
+    s.conn.send(
+      {
+        from: env.from === '' ? false : env.from,
+        to: [...env.to],
+        size: env.size,
+        // Only declared when the server offers 8BITMIME; harmless for 7-bit
+        // content, and we do not track the client's BODY= parameter.
+        use8BitMime: true,
+      },
+      stream,
+      (err, info) => {
+        if (!err) {
+          const accepted = new Map<string, string>();
+          const failed = new Map<string, SmtpError>();
+          for (const a of info.accepted) accepted.set(a, info.response);
+          for (const e of (info.rejectedErrors ?? []) as SmtpError[]) if (e.recipient) failed.set(e.recipient, e);
+          for (const r of info.rejected) if (!failed.has(r)) failed.set(r, localError('EENVELOPE', 'Recipient rejected'));
+          return resolve({ accepted, failed, reusable: !s.broken });
+        }
+        const e = err as SmtpError;
+        // Recipients refused at RCPT keep their own reply even when the
+        // message then fails at DATA: nodemailer puts them on the error when
+        // every recipient was refused, otherwise only on its (private)
+        // current envelope.
+        const own =
+          e.rejectedErrors ??
+          ((s.conn as unknown as { _envelope?: { rejectedErrors?: SmtpError[] } })._envelope?.rejectedErrors ?? []);
+        const failed = new Map<string, SmtpError>();
+        for (const r of own) if (r.recipient) failed.set(r.recipient, r);
+        for (const r of env.to) if (!failed.has(r)) failed.set(r, e);
+        // A refusal by the server leaves the session usable; anything else
+        // (socket, timeout, stream error) does not.
+        const reusable = !s.broken && (e.code === 'EENVELOPE' || e.code === 'EMESSAGE');
+        if (!reusable) s.broken = true;
+        resolve({ accepted: new Map(), failed, reusable });
+      },
+    );
+  });
+}

@@ -1,0 +1,277 @@
+/**
+ * The delivery agent: how mail leaves. Takes one DeliveryJob from the queue
+ * manager and returns one RecipientOutcome per recipient; never throws for
+ * delivery problems.
+ *
+ * For each job: recipients are grouped by next hop (routes.ts), each group
+ * (at most 100 recipients per transaction, the minimum RFC 5321 §4.5.3.1.8
+ * makes servers accept) is delivered concurrently with the others:
+ *   resolve (mx.ts) → lease (pool.ts, may wait) → reuse an idle session after
+ *   RSET, or open one (client.ts), trying MX hosts/addresses in order and
+ *   falling back to the next on connection or set-up failure (refused,
+ *   timeout, 4xx/5xx greeting, TLS, AUTH) → one transaction → classify each
+ *   recipient's reply (classify.ts) → release the session to the pool.
+ *
+ * Bounded effort per attempt: at most 2 addresses per host and 5 addresses in
+ * all (Postfix's smtp_mx_address_limit). An opportunistic STARTTLS whose
+ * handshake fails is retried once in plaintext on the same address (Postfix
+ * `may` does the same), except when credentials would be sent.
+ *
+ * Failures of the relayhost/route host name lookup are always deferred (a
+ * configuration problem must not bounce mail); only the recipient domain's
+ * own DNS answers can bounce.
+ *
+ * Logging: one line per recipient per attempt, evt delivery /
+ * transient_failure / bounce, with the queue id, relay host[ip]:port, reply,
+ * total delay and its breakdown (dns, pool wait, connection set-up, transfer;
+ * ms) — Postfix's delays=a/b/c/d. Credentials are never put in log fields.
+ */
+import { isIP } from 'node:net';
+import type { Logger } from '../log';
+import { domainOf, type RecipientOutcome } from '../envelope';
+import type { RelayConfig } from './config';
+import type { DeliveryAgent, DeliveryJob } from './types';
+import { classifyDnsFailure, classifyError, classifyReply, describeError, LOCAL_ERRORS, outcomeEvent } from './classify';
+import { closeSession, localError, openSession, resetSession, sendOnSession, type Session, type SessionSettings, type SmtpError, type Target } from './client';
+import { createMxResolver, type MxResolver } from './mx';
+import { ConnectionPool } from './pool';
+import { routeFor, type NextHopPlan } from './routes';
+
+const MAX_RCPTS_PER_TRANSACTION = 100;
+const MAX_ADDRESSES_PER_HOST = 2;
+const MAX_ADDRESSES = 5;
+
+export interface DeliveryAgentOptions {
+  /** Gateway host name: EHLO name unless relay.heloName is set. */
+  hostname: string;
+  logger: Logger;
+  /** For tests: a resolver other than the one built from cfg.dns. */
+  resolver?: MxResolver;
+}
+
+export function createDeliveryAgent(cfg: RelayConfig, opts: DeliveryAgentOptions): DeliveryAgent {
+  return new SmtpDeliveryAgent(cfg, opts);
+}
+
+interface Timing {
+  start: number;
+  dns: number;
+  wait: number;
+  conn: number;
+  done: number;
+}
+
+interface AttemptLog {
+  relay?: string;
+  tls?: boolean;
+  reused?: boolean;
+  /** Addresses tried before the one used (or all of them), with why they failed. */
+  skipped: string[];
+}
+
+type Targets = { ok: true; targets: Target[] } | { ok: false; outcome: (address: string) => RecipientOutcome };
+
+export class SmtpDeliveryAgent implements DeliveryAgent {
+  private readonly dns: MxResolver;
+  private readonly pool: ConnectionPool;
+  private readonly settings: SessionSettings;
+  private readonly running = new Set<Promise<unknown>>();
+  private closed = false;
+
+  constructor(
+    private readonly cfg: RelayConfig,
+    private readonly opts: DeliveryAgentOptions,
+  ) {
+    this.dns = opts.resolver ?? createMxResolver(cfg.dns);
+    this.pool = new ConnectionPool({
+      perDestination: cfg.concurrencyPerDestination,
+      total: cfg.maxConnections,
+      idleMs: cfg.poolIdleMs,
+      maxMessagesPerConnection: cfg.maxMessagesPerConnection,
+    });
+    this.settings = {
+      name: cfg.heloName ?? opts.hostname,
+      localAddress: cfg.sourceAddress,
+      connectTimeoutMs: cfg.connectTimeoutMs,
+      greetingTimeoutMs: cfg.greetingTimeoutMs,
+      socketTimeoutMs: cfg.socketTimeoutMs,
+    };
+  }
+
+  deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
+    if (this.closed) {
+      return Promise.resolve(job.recipients.map((address) => shutdownOutcome(address)));
+    }
+    const p = this.deliverJob(job);
+    this.running.add(p);
+    void p.finally(() => this.running.delete(p));
+    return p;
+  }
+
+  /** Stop taking work, close idle sessions, wait for transactions in flight. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.pool.close();
+    await Promise.allSettled([...this.running]);
+  }
+
+  private async deliverJob(job: DeliveryJob): Promise<RecipientOutcome[]> {
+    const byAddress = new Map<string, RecipientOutcome>();
+    const groups = new Map<string, { plan: NextHopPlan; rcpts: string[] }>();
+    for (const address of new Set(job.recipients)) {
+      const domain = domainOf(address);
+      if (domain === '') {
+        byAddress.set(address, { address, kind: 'bounced', error: 'Recipient address has no domain', statusCode: '5.1.3' });
+        continue;
+      }
+      const plan = routeFor(this.cfg, domain);
+      // MX destinations are per domain; relay destinations collect every domain they serve.
+      const g = groups.get(plan.key) ?? { plan, rcpts: [] };
+      g.rcpts.push(address);
+      groups.set(plan.key, g);
+    }
+    const chunks: Array<{ plan: NextHopPlan; rcpts: string[] }> = [];
+    for (const g of groups.values()) {
+      for (let i = 0; i < g.rcpts.length; i += MAX_RCPTS_PER_TRANSACTION) {
+        chunks.push({ plan: g.plan, rcpts: g.rcpts.slice(i, i + MAX_RCPTS_PER_TRANSACTION) });
+      }
+    }
+    const results = await Promise.all(chunks.map((c) => this.deliverChunk(job, c.plan, c.rcpts)));
+    for (const list of results) for (const o of list) byAddress.set(o.address, o);
+    return job.recipients.map((a) => byAddress.get(a) ?? { address: a, kind: 'deferred', error: 'internal: no outcome' });
+  }
+
+  private async deliverChunk(job: DeliveryJob, plan: NextHopPlan, rcpts: string[]): Promise<RecipientOutcome[]> {
+    const t: Timing = { start: Date.now(), dns: 0, wait: 0, conn: 0, done: 0 };
+    const log: AttemptLog = { skipped: [] };
+    const finish = (outcomes: RecipientOutcome[]): RecipientOutcome[] => {
+      t.done = Date.now();
+      for (const o of outcomes) this.logOutcome(job, plan, o, t, log);
+      return outcomes;
+    };
+
+    const found = await this.targets(plan);
+    t.dns = Date.now();
+    if (!found.ok) return finish(rcpts.map(found.outcome));
+
+    const lease = await this.pool.acquire(plan.key);
+    t.wait = Date.now();
+    if (!lease) return finish(rcpts.map((a) => shutdownOutcome(a)));
+
+    let session: Session | undefined;
+    if (lease.idle) {
+      if (await resetSession(lease.idle)) session = lease.idle;
+      else closeSession(lease.idle);
+    }
+    log.reused = session !== undefined;
+    let lastErr: { target: Target; err: SmtpError } | undefined;
+    if (!session) {
+      for (const target of found.targets) {
+        const r = await this.open(target);
+        if (r.ok) {
+          session = r.session;
+          break;
+        }
+        lastErr = { target, err: r.err };
+        log.skipped.push(`${relayName(target)}: ${describeError(r.err)}`);
+      }
+    }
+    t.conn = Date.now();
+    if (!session) {
+      this.pool.release(lease, undefined, false);
+      const err = lastErr ?? { target: found.targets[0], err: localError('ECONNECTION', 'No address to connect to') };
+      log.relay = relayName(err.target);
+      const wrapped = { ...err.err, message: `${relayName(err.target)}: ${describeError(err.err)}`, response: undefined };
+      return finish(rcpts.map((a) => classifyError(a, wrapped, err.target.host)));
+    }
+    log.relay = relayName(session.target);
+    log.tls = session.secure;
+
+    const res = await sendOnSession(
+      session,
+      { from: job.mailFrom, to: rcpts, size: job.size, smtpUtf8: job.smtpUtf8 },
+      job.open,
+    );
+    this.pool.release(lease, session, res.reusable);
+    const remote = session.target.host;
+    return finish(
+      rcpts.map((a) => {
+        const reply = res.accepted.get(a);
+        if (reply !== undefined) return classifyReply(a, reply, remote);
+        const err = res.failed.get(a) ?? localError('EPROTOCOL', 'Recipient missing from the server reply');
+        return classifyError(a, err, remote);
+      }),
+    );
+  }
+
+  /** Open a session; an opportunistic TLS handshake failure gets one plaintext retry. */
+  private async open(target: Target): Promise<{ ok: true; session: Session } | { ok: false; err: SmtpError }> {
+    const r = await openSession(target, this.settings);
+    if (r.ok || target.tls !== 'opportunistic' || target.auth || r.err.code !== 'ETLS') return r;
+    return openSession({ ...target, tls: 'none' }, this.settings);
+  }
+
+  /** The ordered addresses to try for a next hop, or the DNS outcome for its recipients. */
+  private async targets(plan: NextHopPlan): Promise<Targets> {
+    if (plan.kind === 'relay') {
+      const { hop } = plan;
+      const res = await this.dns.resolveHost(hop.host);
+      if (!res.ok) {
+        return { ok: false, outcome: (address) => ({ address, kind: 'deferred', error: `${plan.via} ${hop.host}: ${res.message}` }) };
+      }
+      const addresses = this.usable(res.addresses).slice(0, MAX_ADDRESSES);
+      if (addresses.length === 0) return { ok: false, outcome: (a) => noFamily(a, hop.host) };
+      return { ok: true, targets: addresses.map((ip) => ({ host: hop.host, ip, port: hop.port, tls: hop.tls, auth: hop.auth })) };
+    }
+    const mx = await this.dns.resolveMx(plan.domain);
+    if (!mx.ok) return { ok: false, outcome: (address) => classifyDnsFailure(address, mx) };
+    const targets: Target[] = [];
+    for (const h of mx.hosts) {
+      for (const ip of this.usable(h.addresses).slice(0, MAX_ADDRESSES_PER_HOST)) {
+        if (targets.length < MAX_ADDRESSES) targets.push({ host: h.name, ip, port: plan.port, tls: plan.tls });
+      }
+    }
+    if (targets.length === 0) return { ok: false, outcome: (a) => noFamily(a, plan.domain) };
+    return { ok: true, targets };
+  }
+
+  /** With a source address configured, only addresses of its family can be reached. */
+  private usable(addresses: readonly string[]): string[] {
+    const family = this.cfg.sourceAddress ? isIP(this.cfg.sourceAddress) : 0;
+    return family === 0 ? [...addresses] : addresses.filter((a) => isIP(a) === family);
+  }
+
+  private logOutcome(job: DeliveryJob, plan: NextHopPlan, o: RecipientOutcome, t: Timing, a: AttemptLog): void {
+    const evt = outcomeEvent(o);
+    const since = (from: number, to: number): number => (to && from ? Math.max(0, to - from) : 0);
+    const fields = {
+      evt,
+      queueId: job.id,
+      rcpt: o.address,
+      via: plan.kind === 'mx' ? 'mx' : plan.via,
+      relay: a.relay ?? 'none',
+      tls: a.tls,
+      reused: a.reused,
+      status: o.kind === 'delivered' ? '2.0.0' : o.kind === 'bounced' ? o.statusCode : undefined,
+      response: o.kind === 'delivered' ? o.response : o.error,
+      delay: since(t.start, t.done),
+      delays: { dns: since(t.start, t.dns), wait: since(t.dns, t.wait), conn: since(t.wait, t.conn), xfer: since(t.conn, t.done) },
+      skipped: a.skipped.length > 0 ? a.skipped : undefined,
+    };
+    const msg = o.kind === 'delivered' ? 'delivered' : o.kind === 'deferred' ? 'delivery deferred' : 'recipient bounced';
+    if (o.kind === 'delivered') this.opts.logger.info(fields, msg);
+    else this.opts.logger.warn(fields, msg);
+  }
+}
+
+function relayName(t: Target): string {
+  return t.host === t.ip ? `[${t.ip}]:${t.port}` : `${t.host}[${t.ip}]:${t.port}`;
+}
+
+function shutdownOutcome(address: string): RecipientOutcome {
+  return classifyError(address, localError(LOCAL_ERRORS.shutdown, 'Delivery agent is shutting down'));
+}
+
+function noFamily(address: string, name: string): RecipientOutcome {
+  return { address, kind: 'deferred', error: `No address of ${name} is reachable from the configured source address` };
+}

@@ -1,0 +1,110 @@
+/**
+ * One configured listener: an smtp-server instance with its TLS mode, AUTH
+ * mode, limits and the session handlers. Binding errors are turned into a
+ * message that names the listener, the address and the likely cause.
+ */
+import type { SecureContextOptions } from 'node:tls';
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import type { Config, ListenerConfig } from '../config/schema';
+import type { Logger } from '../log';
+import { adaptSmtpServer } from './server-adapter';
+import { SessionHandlers, type SessionDeps } from './session';
+
+export interface TlsMaterial {
+  key: string | Buffer;
+  cert: string | Buffer;
+}
+
+export class ListenError extends Error {}
+
+export class Listener {
+  readonly server: SMTPServer;
+  readonly handlers: SessionHandlers;
+  private boundPort = 0;
+
+  constructor(
+    readonly cfg: ListenerConfig,
+    deps: SessionDeps,
+    tls: () => TlsMaterial,
+    private readonly logger: Logger,
+  ) {
+    adaptSmtpServer();
+    const limits: Config['limits'] = deps.cfg.limits;
+    this.handlers = new SessionHandlers(cfg, deps);
+    const h = this.handlers;
+    const material = tls();
+    const options: SMTPServerOptions & Record<string, unknown> = {
+      name: deps.cfg.hostname,
+      banner: 'smarthost ESMTP',
+      secure: cfg.tls === 'implicit',
+      needsUpgrade: false,
+      key: material.key,
+      cert: material.cert,
+      minVersion: deps.cfg.tls.minVersion,
+      hideSTARTTLS: cfg.tls !== 'starttls',
+      hideENHANCEDSTATUSCODES: false,
+      hideDSN: true,
+      hideREQUIRETLS: true,
+      authMethods: ['PLAIN', 'LOGIN'],
+      authOptional: cfg.auth !== 'required',
+      disabledCommands: cfg.auth === 'required' ? [] : ['AUTH'],
+      allowInsecureAuth: false,
+      authOnlyAfterTls: true,
+      disableReverseLookup: true,
+      size: limits.maxMessageSize,
+      maxClients: limits.maxConnections,
+      socketTimeout: limits.idleTimeoutMs,
+      closeTimeout: 5000,
+      greetDelayMs: cfg.greetDelayMs,
+      useProxy: cfg.proxyFrom.length > 0 ? cfg.proxyFrom : false,
+      logger: false,
+      onConnect: (session, cb) => void h.onConnect(session, cb),
+      onClose: (session) => h.onClose(session),
+      onAuth: (auth, session, cb) => void h.onAuth(auth, session, cb),
+      onMailFrom: (address, session, cb) => void h.onMailFrom(address, session, cb),
+      onRcptTo: (address, session, cb) => void h.onRcptTo(address, session, cb),
+      onData: (stream, session, cb) => void h.onData(stream, session, cb as never),
+    };
+    this.server = new SMTPServer(options);
+    this.server.on('error', (err) => this.logger.warn({ evt: 'error', listener: cfg.name, err: err.message }, 'listener error'));
+  }
+
+  /** Replace the certificate for new connections (certificate reload). */
+  updateTls(material: TlsMaterial): void {
+    const ctx: SecureContextOptions = { key: material.key, cert: material.cert };
+    this.server.updateSecureContext(ctx as never);
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  listen(): Promise<void> {
+    const { address, port, name } = this.cfg;
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => {
+        const why =
+          err.code === 'EACCES'
+            ? 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)'
+            : err.code === 'EADDRINUSE'
+              ? 'address already in use (another MTA or gateway is listening there)'
+              : err.code === 'EADDRNOTAVAIL'
+                ? 'address not available on this host'
+                : err.message;
+        reject(new ListenError(`listener "${name}": cannot bind ${address}:${port}: ${why}`));
+      };
+      this.server.server.once('error', onError);
+      this.server.listen(port, address, () => {
+        this.server.server.removeListener('error', onError);
+        const a = this.server.server.address();
+        this.boundPort = typeof a === 'object' && a ? a.port : port;
+        this.logger.info({ evt: 'listening', listener: name, address, port: this.boundPort, role: this.cfg.role, tls: this.cfg.tls }, 'listening');
+        resolve();
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}

@@ -1,0 +1,297 @@
+/**
+ * One listener's SMTP conversation, phase by phase (Haraka's hooks:
+ * connect, auth, mail, rcpt, data): smtp-server callbacks → policy hooks →
+ * replies from the table. At end of DATA: collect (line endings, headers,
+ * size) → data policy → Received:/Date:/Message-ID: → DKIM → spool commit
+ * (fsync) → only then 250 with the queue id.
+ * Talks to: AccountStore, PolicyHooks, MessageSigner, Spool, the queue manager.
+ * Trusts: nothing from the client; the listener config.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import type { Readable } from 'node:stream';
+import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerSession } from 'smtp-server';
+import type { Account, AccountStore } from '../accounts/store';
+import type { Config, ListenerConfig } from '../config/schema';
+import type { MessageSigner } from '../dkim/types';
+import { domainOf, type ClientInfo, type Envelope, type Verdict } from '../envelope';
+import type { Logger } from '../log';
+import type { DataFacts, PolicyHooks } from '../policy/types';
+import { newQueueId } from '../spool/queue-id';
+import { SpoolError, type Spool } from '../spool/store';
+import { collectMessage } from './collect';
+import { extractAddresses } from './headers';
+import { isReplyName, REPLIES, SmtpReplyError, type ReplyName } from './replies';
+
+export interface SessionObserver {
+  connection?(listener: string, outcome: 'accepted' | 'refused'): void;
+  auth?(listener: string, mechanism: string, result: 'ok' | 'fail' | 'suspended' | 'locked'): void;
+  verdict?(v: Verdict): void;
+  accepted?(listener: string, size: number, held: boolean): void;
+  rejected?(listener: string, stage: string, reply: string): void;
+}
+
+export interface SessionDeps {
+  cfg: Config;
+  accounts: AccountStore;
+  policy: () => PolicyHooks;
+  signer?: () => MessageSigner | undefined;
+  spool: Spool;
+  onCommitted: (id: string, held: boolean) => void;
+  logger: Logger;
+  observer?: SessionObserver;
+  bareNewline: 'normalise' | 'reject';
+}
+
+interface ConnState {
+  client: ClientInfo;
+  account?: Account;
+  verdicts: Verdict[];
+  /** DATA transfers currently running (a timer per transfer). */
+}
+
+type Callback = (err?: Error | null) => void;
+
+const SPILL_AT = 1024 * 1024;
+
+export class SessionHandlers {
+  private readonly conns = new Map<string, ConnState>();
+  private readonly perIp = new Map<string, number>();
+  private readonly log: Logger;
+
+  constructor(
+    private readonly listener: ListenerConfig,
+    private readonly deps: SessionDeps,
+  ) {
+    this.log = deps.logger.child({ listener: listener.name });
+  }
+
+  private refuse(v: Verdict, session: SMTPServerSession, detail?: string): SmtpReplyError {
+    const name: ReplyName = v.reply && isReplyName(v.reply) ? v.reply : v.action === 'tempfail' ? 'policy_tempfail' : 'policy_reject';
+    this.log.info({ evt: 'rejection', sid: session.id, ip: session.remoteAddress, stage: v.stage, rule: v.rule, reply: name }, 'refused');
+    this.deps.observer?.rejected?.(this.listener.name, v.stage, name);
+    return new SmtpReplyError(name, detail ?? v.detail);
+  }
+
+  async onConnect(session: SMTPServerSession, cb: Callback): Promise<void> {
+    const ip = session.remoteAddress;
+    const n = (this.perIp.get(ip) ?? 0) + 1;
+    this.perIp.set(ip, n);
+    // Counted even when refused: onClose always decrements.
+    if (n > this.deps.cfg.limits.maxConnectionsPerIp) {
+      this.deps.observer?.connection?.(this.listener.name, 'refused');
+      return cb(new SmtpReplyError('too_many_connections_ip'));
+    }
+    try {
+      const d = await this.deps.policy().connect({ listener: this.listener, ip });
+      this.deps.observer?.verdict?.(d.verdict);
+      const client: ClientInfo = {
+        listener: this.listener.name,
+        role: this.listener.role,
+        ip,
+        tls: session.secure,
+        netblockClass: d.netblockClass,
+      };
+      this.conns.set(session.id, { client, verdicts: [d.verdict] });
+      if (d.verdict.action === 'reject' || d.verdict.action === 'tempfail') {
+        this.deps.observer?.connection?.(this.listener.name, 'refused');
+        return cb(this.refuse(d.verdict, session));
+      }
+      this.deps.observer?.connection?.(this.listener.name, 'accepted');
+      this.log.debug({ evt: 'connect', sid: session.id, ip, cls: d.netblockClass }, 'connected');
+      cb();
+    } catch (err) {
+      this.log.error({ evt: 'error', sid: session.id, err }, 'connect check failed');
+      cb(new SmtpReplyError('local_error'));
+    }
+  }
+
+  onClose(session: SMTPServerSession): void {
+    const ip = session.remoteAddress;
+    const n = (this.perIp.get(ip) ?? 1) - 1;
+    if (n <= 0) this.perIp.delete(ip);
+    else this.perIp.set(ip, n);
+    const st = this.conns.get(session.id);
+    if (st) this.deps.policy().disconnect?.({ client: st.client });
+    this.conns.delete(session.id);
+  }
+
+  private state(session: SMTPServerSession): ConnState {
+    let st = this.conns.get(session.id);
+    if (!st) {
+      // onConnect always runs first; this only guards against library changes.
+      st = { client: { listener: this.listener.name, role: this.listener.role, ip: session.remoteAddress, tls: session.secure }, verdicts: [] };
+      this.conns.set(session.id, st);
+    }
+    return st;
+  }
+
+  async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, res?: { user?: string }) => void): Promise<void> {
+    const st = this.state(session);
+    const user = auth.username ?? '';
+    const method = auth.method;
+    try {
+      const policy = this.deps.policy();
+      if (policy.auth) {
+        // Asked before the hash is computed: a locked-out client never reaches the account store.
+        const pre = await policy.auth({ client: st.client, user, phase: 'before' });
+        if (pre.action !== 'accept') {
+          this.deps.observer?.auth?.(this.listener.name, method, 'locked');
+          return cb(this.refuse(pre, session));
+        }
+      }
+      const res = await this.deps.accounts.authenticate(user, auth.password ?? '');
+      if (policy.auth) await policy.auth({ client: st.client, user, phase: 'after', ok: res.ok });
+      if (!res.ok) {
+        const result = res.reason === 'suspended' ? 'suspended' : 'fail';
+        this.deps.observer?.auth?.(this.listener.name, method, result);
+        this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result }, 'authentication failed');
+        return cb(new SmtpReplyError('auth_failed'));
+      }
+      st.account = res.account;
+      st.client = { ...st.client, user: res.account.name, tls: session.secure };
+      this.deps.observer?.auth?.(this.listener.name, method, 'ok');
+      this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result: 'ok', user: res.account.name, cached: res.cached }, 'authenticated');
+      cb(null, { user: res.account.name });
+    } catch (err) {
+      this.log.error({ evt: 'error', sid: session.id, err }, 'authentication error');
+      cb(new SmtpReplyError('auth_temp_failure'));
+    }
+  }
+
+  async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
+    const st = this.state(session);
+    st.client = { ...st.client, helo: session.hostNameAppearsAs, tls: session.secure };
+    try {
+      const v = await this.deps.policy().mail({ client: st.client, account: st.account, mailFrom: address.address, recipients: [] });
+      this.deps.observer?.verdict?.(v);
+      st.verdicts = st.verdicts.slice(0, 1).concat(v);
+      if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
+      cb();
+    } catch (err) {
+      this.log.error({ evt: 'error', sid: session.id, err }, 'mail check failed');
+      cb(new SmtpReplyError('local_error'));
+    }
+  }
+
+  async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
+    const st = this.state(session);
+    const accepted = session.envelope.rcptTo.map((r) => r.address);
+    if (accepted.length >= this.deps.cfg.limits.maxRecipients) return cb(new SmtpReplyError('too_many_recipients'));
+    try {
+      const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+      const v = await this.deps.policy().rcpt({ client: st.client, account: st.account, mailFrom, recipients: accepted, rcpt: address.address });
+      this.deps.observer?.verdict?.(v);
+      if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
+      if (v.action === 'hold') st.verdicts.push(v);
+      cb();
+    } catch (err) {
+      this.log.error({ evt: 'error', sid: session.id, err }, 'rcpt check failed');
+      cb(new SmtpReplyError('local_error'));
+    }
+  }
+
+  async onData(stream: Readable & { sizeExceeded?: boolean }, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): Promise<void> {
+    const st = this.state(session);
+    const id = newQueueId();
+    const spillPath = this.deps.spool.tmpPath(`${id}.spill`);
+    const cfg = this.deps.cfg;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      stream.destroy(new Error('data timeout'));
+    }, cfg.limits.dataTimeoutMs);
+    try {
+      const msg = await collectMessage(stream, {
+        bareNewline: this.deps.bareNewline,
+        spillAt: SPILL_AT,
+        spillPath,
+        maxHeaderBytes: 256 * 1024,
+        maxHeaderFields: 1000,
+      });
+      if (stream.sizeExceeded) return cb(new SmtpReplyError('too_big'));
+      if (msg.bareNewline && this.deps.bareNewline === 'reject') return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.bare-newline', reply: 'bare_newline' }, session));
+      if (msg.headersTooLarge) return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.header-limits', reply: 'too_big' }, session, '(header section too large)'));
+
+      const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+      const recipients = session.envelope.rcptTo.map((r) => r.address);
+      const headerFrom = msg.headers.filter((h) => h.name === 'from').flatMap((h) => extractAddresses(h.value));
+      const receivedCount = msg.headers.filter((h) => h.name === 'received').length;
+      if (receivedCount >= cfg.limits.maxReceivedHeaders) {
+        return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.loop-detect', reply: 'loop_detected' }, session, `(${receivedCount} Received headers)`));
+      }
+      const facts: DataFacts = { client: st.client, account: st.account, mailFrom, recipients, size: msg.size, headerFrom, receivedCount };
+      const v = await this.deps.policy().data(facts);
+      this.deps.observer?.verdict?.(v);
+      if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
+      const hold = v.action === 'hold' ? v : st.verdicts.find((x) => x.action === 'hold');
+
+      const now = Date.now();
+      let prefix = receivedHeader(cfg.hostname, session, st.client, id, recipients, now);
+      if (st.client.role === 'submission') {
+        // RFC 6409 §8: a submission server may add missing Date and Message-ID.
+        if (!msg.headers.some((h) => h.name === 'date')) prefix += `Date: ${rfc5322Date(now)}\r\n`;
+        if (!msg.headers.some((h) => h.name === 'message-id')) prefix += `Message-ID: <${id}.${randomBytes(6).toString('hex')}@${cfg.hostname}>\r\n`;
+      }
+      let prefixBuf = Buffer.from(prefix);
+      const signer = this.deps.signer?.();
+      if (signer) {
+        const body = msg.spillFile ? [prefixBuf, ...msg.chunks, await fsp.readFile(msg.spillFile)] : [prefixBuf, ...msg.chunks];
+        const fromDomain = headerFrom[0] ? domainOf(headerFrom[0]) : undefined;
+        const signed = await signer.sign(body, fromDomain);
+        if (signed.kind === 'refuse') return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'dkim.unsigned-policy', reply: 'unsigned_refused' }, session));
+        if (signed.kind === 'signed') prefixBuf = Buffer.concat([Buffer.from(signed.headers), prefixBuf]);
+      }
+      const envelope: Envelope = {
+        id,
+        receivedAt: now,
+        client: st.client,
+        mailFrom,
+        recipients,
+        size: msg.size,
+        smtpUtf8: Boolean(session.envelope.smtpUtf8),
+        verdicts: [...st.verdicts, v],
+        ...(hold ? { holdReason: hold.rule } : {}),
+      };
+      await this.deps.spool.commit(envelope, { prefix: prefixBuf, chunks: msg.chunks, spillFile: msg.spillFile }, hold ? 'hold' : 'incoming');
+      this.deps.policy().accepted?.(facts)?.catch((err: Error) => this.log.error({ evt: 'error', err }, 'quota accounting failed'));
+      this.deps.onCommitted(id, Boolean(hold));
+      this.deps.observer?.accepted?.(this.listener.name, msg.size, Boolean(hold));
+      this.log.info(
+        { evt: 'reception', sid: session.id, queueId: id, ip: st.client.ip, user: st.client.user, from: mailFrom, rcpts: recipients.length, size: msg.size, held: Boolean(hold) },
+        'message accepted',
+      );
+      const r = REPLIES.accepted;
+      cb(null, `${r.enhanced} ${r.text} ${id}`);
+    } catch (err) {
+      if (timedOut) return cb(new SmtpReplyError('local_error', '(data timeout)'));
+      if (err instanceof SpoolError) {
+        this.log.error({ evt: 'error', sid: session.id, code: err.code, err: err.message }, 'spool write failed');
+        return cb(new SmtpReplyError('storage_full'));
+      }
+      this.log.error({ evt: 'error', sid: session.id, err }, 'data handling failed');
+      cb(new SmtpReplyError('local_error'));
+    } finally {
+      clearTimeout(timer);
+      await fsp.unlink(spillPath).catch(() => undefined);
+    }
+  }
+}
+
+function receivedHeader(hostname: string, session: SMTPServerSession, client: ClientInfo, id: string, recipients: string[], now: number): string {
+  // RFC 3848 protocol names: ESMTP + S (TLS) + A (authenticated).
+  const proto = `ESMTP${session.secure ? 'S' : ''}${client.user ? 'A' : ''}`;
+  const helo = (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '');
+  const tls = session.secure && session.tlsOptions ? ` (using ${session.tlsOptions.version ?? 'TLS'} with cipher ${session.tlsOptions.name ?? 'unknown'})` : '';
+  const forClause = recipients.length === 1 ? `\r\n\tfor <${recipients[0]}>` : '';
+  return `Received: from ${helo} ([${client.ip}])\r\n\tby ${hostname} (smarthost) with ${proto} id ${id}${tls}${forClause};\r\n\t${rfc5322Date(now)}\r\n`;
+}
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+export function rfc5322Date(ms: number): string {
+  const d = new Date(ms);
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${DAYS[d.getUTCDay()]}, ${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
+}

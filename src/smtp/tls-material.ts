@@ -1,0 +1,35 @@
+/**
+ * The listeners' certificate: the configured files, or on first start
+ * without them a self-signed certificate for the hostname, kept under
+ * var/tls/ so it stays the same across restarts. Key files are mode 0600.
+ */
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { generate } from 'selfsigned';
+import type { Config } from '../config/schema';
+import { ConfigError } from '../config/validate';
+import type { TlsMaterial } from './listener';
+
+export async function loadTlsMaterial(cfg: Config): Promise<TlsMaterial> {
+  if (cfg.tls.cert && cfg.tls.key) {
+    try {
+      return { cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key) };
+    } catch (err) {
+      throw new ConfigError(cfg.file, 'tls', `cannot read certificate or key: ${(err as Error).message}`);
+    }
+  }
+  const dir = path.join(path.dirname(cfg.spool.dir), 'tls');
+  const certFile = path.join(dir, 'selfsigned.crt');
+  const keyFile = path.join(dir, 'selfsigned.key');
+  if (existsSync(certFile) && existsSync(keyFile)) return { cert: readFileSync(certFile), key: readFileSync(keyFile) };
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  const pems = await generate([{ name: 'commonName', value: cfg.hostname }], {
+    keySize: 2048,
+    algorithm: 'sha256',
+    notAfterDate: new Date(Date.now() + 825 * 86_400_000),
+    extensions: [{ name: 'subjectAltName', altNames: [{ type: 2, value: cfg.hostname }, { type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }] }],
+  });
+  await fsp.writeFile(keyFile, pems.private, { mode: 0o600 });
+  await fsp.writeFile(certFile, pems.cert, { mode: 0o644 });
+  return { cert: pems.cert, key: pems.private };
+}

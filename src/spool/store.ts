@@ -1,0 +1,205 @@
+/**
+ * The durable spool: the only code that touches queue files.
+ *
+ * Layout under the spool dir (Postfix's lesson: a message's state is the
+ * directory its file sits in, and moves are atomic renames):
+ *   tmp/            files being written; never eligible, emptied at start
+ *   incoming/ID     committed, waiting for the queue manager
+ *   active/ID       being delivered
+ *   deferred/ID     waiting for a retry
+ *   hold/ID         held for the abuse desk / operator
+ *   meta/ID.json    mutable delivery state (per-recipient), atomic replace
+ *
+ * A message file is one line of JSON (the immutable Envelope), then the
+ * message bytes exactly as they will be sent. A message counts only once
+ * its file was written, fsync'd, renamed into incoming/ and that directory
+ * fsync'd: the commit marker is the rename. Directory syncs are shared by
+ * concurrent commits (group commit), so many sessions pay for one.
+ */
+import { createReadStream, promises as fsp, constants as fsc } from 'node:fs';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { QUEUE_STATES, type DeliveryState, type Envelope, type QueueId, type QueueState } from '../envelope';
+import { isQueueId } from './queue-id';
+import { DirSyncer } from './dir-sync';
+
+export interface SpooledMessage {
+  envelope: Envelope;
+  state: QueueState;
+  /** Byte offset of the message data in the file. */
+  dataOffset: number;
+  fileSize: number;
+  mtimeMs: number;
+}
+
+/** Message data handed to commit: in-memory chunks and/or a spill file. */
+export interface MessageData {
+  /** Written first (our Received:, DKIM-Signature: …). */
+  prefix: Buffer;
+  chunks: readonly Buffer[];
+  /** A tmp file with the rest of the data (large messages), appended after chunks. */
+  spillFile?: string;
+}
+
+export class SpoolError extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+  }
+  /** Full disk / quota: the client should retry later (452 4.3.1). */
+  get isStorageFull(): boolean {
+    return this.code === 'ENOSPC' || this.code === 'EDQUOT';
+  }
+}
+
+export class Spool {
+  readonly dir: string;
+  private readonly fsync: boolean;
+  private readonly dirSync: DirSyncer;
+
+  constructor(dir: string, opts: { fsync: boolean }) {
+    this.dir = dir;
+    this.fsync = opts.fsync;
+    this.dirSync = new DirSyncer(opts.fsync);
+  }
+
+  async init(): Promise<void> {
+    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await fsp.chmod(this.dir, 0o700);
+    for (const d of ['tmp', 'meta', ...QUEUE_STATES]) await fsp.mkdir(path.join(this.dir, d), { recursive: true, mode: 0o700 });
+  }
+
+  pathOf(state: QueueState, id: QueueId): string {
+    return path.join(this.dir, state, id);
+  }
+
+  metaPath(id: QueueId): string {
+    return path.join(this.dir, 'meta', `${id}.json`);
+  }
+
+  tmpPath(name: string): string {
+    return path.join(this.dir, 'tmp', name);
+  }
+
+  /** Write, fsync, rename into `state`, fsync the directory. Only then is the message ours. */
+  async commit(envelope: Envelope, data: MessageData, state: QueueState = 'incoming'): Promise<void> {
+    const tmp = this.tmpPath(`${envelope.id}.msg`);
+    let fh: fsp.FileHandle | undefined;
+    try {
+      fh = await fsp.open(tmp, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o600);
+      const head = Buffer.from(`${JSON.stringify(envelope)}\n`);
+      await fh.writev([head, data.prefix, ...data.chunks]);
+      if (data.spillFile) {
+        for await (const chunk of createReadStream(data.spillFile, { highWaterMark: 256 * 1024 })) await fh.write(chunk as Buffer);
+      }
+      if (this.fsync) await fh.datasync();
+      await fh.close();
+      fh = undefined;
+      await fsp.rename(tmp, this.pathOf(state, envelope.id));
+      await this.dirSync.sync(path.join(this.dir, state));
+    } catch (err) {
+      await fh?.close().catch(() => undefined);
+      await fsp.unlink(tmp).catch(() => undefined);
+      const e = err as NodeJS.ErrnoException;
+      throw new SpoolError(`spool commit failed: ${e.message}`, e.code);
+    }
+  }
+
+  /** Atomic state move; the destination directory is synced before returning. */
+  async move(id: QueueId, from: QueueState, to: QueueState): Promise<void> {
+    if (from === to) return;
+    await fsp.rename(this.pathOf(from, id), this.pathOf(to, id));
+    await this.dirSync.sync(path.join(this.dir, to));
+  }
+
+  /** Which state a message is in, or undefined if it is gone. */
+  async locate(id: QueueId): Promise<QueueState | undefined> {
+    for (const s of QUEUE_STATES) {
+      try {
+        await fsp.access(this.pathOf(s, id));
+        return s;
+      } catch {
+        // not in this state
+      }
+    }
+    return undefined;
+  }
+
+  async read(id: QueueId, state: QueueState): Promise<SpooledMessage> {
+    const file = this.pathOf(state, id);
+    const fh = await fsp.open(file, 'r');
+    try {
+      const st = await fh.stat();
+      // The envelope line is small; read until its newline.
+      let buf = Buffer.alloc(0);
+      let pos = 0;
+      for (;;) {
+        const chunk = Buffer.alloc(64 * 1024);
+        const { bytesRead } = await fh.read(chunk, 0, chunk.length, pos);
+        if (bytesRead === 0) throw new Error(`queue file ${file} has no envelope line`);
+        buf = Buffer.concat([buf, chunk.subarray(0, bytesRead)]);
+        pos += bytesRead;
+        const nl = buf.indexOf(10);
+        if (nl >= 0) {
+          const envelope = JSON.parse(buf.subarray(0, nl).toString('utf8')) as Envelope;
+          return { envelope, state, dataOffset: nl + 1, fileSize: st.size, mtimeMs: st.mtimeMs };
+        }
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** The message bytes (without the envelope line). */
+  openData(msg: SpooledMessage, end?: number): Readable {
+    return createReadStream(this.pathOf(msg.state, msg.envelope.id), { start: msg.dataOffset, end, highWaterMark: 256 * 1024 });
+  }
+
+  async readState(id: QueueId): Promise<DeliveryState | undefined> {
+    try {
+      return JSON.parse(await fsp.readFile(this.metaPath(id), 'utf8')) as DeliveryState;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  /** Atomic replace of the delivery state (write tmp, fsync, rename). */
+  async writeState(ds: DeliveryState): Promise<void> {
+    const tmp = this.tmpPath(`${ds.id}.${ds.version}.json`);
+    const fh = await fsp.open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(JSON.stringify(ds));
+      if (this.fsync) await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, this.metaPath(ds.id));
+  }
+
+  /** Remove a message for good (delivered, bounced, deleted). */
+  async remove(id: QueueId, state: QueueState): Promise<void> {
+    await fsp.unlink(this.pathOf(state, id)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+    await fsp.unlink(this.metaPath(id)).catch(() => undefined);
+    await this.dirSync.sync(path.join(this.dir, state));
+  }
+
+  async list(state: QueueState): Promise<QueueId[]> {
+    const names = await fsp.readdir(path.join(this.dir, state));
+    return names.filter(isQueueId).sort();
+  }
+
+  /** Is the spool writable right now (for /readyz)? */
+  async writable(): Promise<boolean> {
+    try {
+      await fsp.access(path.join(this.dir, 'tmp'), fsc.W_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
