@@ -40,7 +40,14 @@ export function splitMessage(chunks: readonly Buffer[]): SplitMessage {
   const headerParts: Buffer[] = [];
   for (let c = 0; c < chunks.length; c++) {
     const chunk = chunks[c]!;
-    for (let i = 0; i < chunk.length; i++) {
+    let i = 0;
+    while (i < chunk.length) {
+      if (state === 0) {
+        // Inside a line: jump to its end natively.
+        const j = chunk.indexOf(LF, i);
+        if (j < 0) break;
+        i = j;
+      }
       const b = chunk[i];
       if (b === LF) {
         if (state !== 0) {
@@ -57,6 +64,7 @@ export function splitMessage(chunks: readonly Buffer[]): SplitMessage {
       } else {
         state = 0;
       }
+      i++;
     }
     headerParts.push(chunk);
   }
@@ -155,53 +163,75 @@ export function selectHeaders(fields: readonly HeaderField[], names: readonly st
  * WSP runs become one SP, WSP at line ends goes, empty lines at the end go,
  * a non-empty body ends with CRLF. Bare LF counts as a line end.
  */
+const SCRATCH = Buffer.allocUnsafe(64 * 1024);
+
 export class RelaxedBodyHash {
   private readonly hash: Hash = createHash('sha256');
   private pendingWsp = false;
   private pendingCr = false;
   private lineHasContent = false;
   private emptyLines = 0;
-  private readonly out = Buffer.allocUnsafe(64 * 1024);
+  // One scratch buffer for all hashers: update() and digest() are
+  // synchronous and leave it empty, so interleaved messages cannot mix.
+  private readonly out = SCRATCH;
   private pos = 0;
 
   update(chunk: Buffer): void {
+    // State in locals for the hot loop; every special byte is <= 0x20.
     const out = this.out;
     const limit = out.length - 8;
+    let pos = this.pos;
+    let wsp = this.pendingWsp;
+    let content = this.lineHasContent;
     for (let i = 0; i < chunk.length; i++) {
       const b = chunk[i]!;
-      if (b === SP || b === HT) {
-        if (this.pendingCr) this.flushCr();
-        this.pendingWsp = true;
-        continue;
-      }
-      if (b === CR) {
-        // Maybe the start of CRLF; the next byte decides.
-        if (this.pendingCr) this.flushCr();
-        this.pendingCr = true;
-        continue;
-      }
-      if (b === LF) {
+      if (b > SP || (b !== SP && b !== HT && b !== CR && b !== LF)) {
+        if (this.pendingCr || this.emptyLines > 0) {
+          this.pos = pos;
+          this.pendingWsp = wsp;
+          if (this.pendingCr) this.flushCr();
+          else this.flushEmptyLines();
+          pos = this.pos;
+          wsp = this.pendingWsp;
+        }
+        if (wsp) {
+          out[pos++] = SP;
+          wsp = false;
+        }
+        out[pos++] = b;
+        content = true;
+        if (pos >= limit) {
+          this.hash.update(out.subarray(0, pos));
+          pos = 0;
+        }
+      } else if (b === LF) {
         this.pendingCr = false;
-        this.pendingWsp = false;
-        if (this.lineHasContent) {
-          out[this.pos++] = CR;
-          out[this.pos++] = LF;
-          this.lineHasContent = false;
+        wsp = false;
+        if (content) {
+          out[pos++] = CR;
+          out[pos++] = LF;
+          content = false;
         } else {
           this.emptyLines++;
         }
       } else {
-        if (this.pendingCr) this.flushCr();
-        else if (this.emptyLines > 0) this.flushEmptyLines();
-        if (this.pendingWsp) {
-          out[this.pos++] = SP;
-          this.pendingWsp = false;
+        // SP, HT, or CR (maybe the start of CRLF; the next byte decides).
+        if (this.pendingCr) {
+          this.pos = pos;
+          this.pendingWsp = wsp;
+          this.flushCr();
+          pos = this.pos;
+          wsp = false;
+          content = true;
         }
-        out[this.pos++] = b;
-        this.lineHasContent = true;
+        if (b === CR) this.pendingCr = true;
+        else wsp = true;
       }
-      if (this.pos >= limit) this.flushOut();
     }
+    this.pos = pos;
+    this.pendingWsp = wsp;
+    this.lineHasContent = content;
+    this.flushOut();
   }
 
   /** A CR not followed by LF is ordinary line content. */

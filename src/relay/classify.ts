@@ -33,6 +33,8 @@ export interface SmtpErrorLike {
   readonly response?: string;
   readonly command?: string;
   readonly message?: string;
+  /** Which wait an ETIMEDOUT ended (nodemailer): CONNECT_, GREETING_, UPGRADE_, SOCKET_TIMEOUT. */
+  readonly timeoutType?: string;
 }
 
 /** Local error codes the delivery agent raises itself (not nodemailer's). */
@@ -111,10 +113,26 @@ export function classifyDnsFailure(address: string, f: DnsFailure): RecipientOut
   return { address, kind: 'deferred', error: f.message };
 }
 
+/**
+ * Whether a session failed in the STARTTLS handshake. nodemailer reports
+ * that as ETLS, as ESOCKET carrying OpenSSL's code, or as an
+ * UPGRADE_TIMEOUT, depending on how the handshake broke.
+ */
+export function isTlsFailure(err: SmtpErrorLike): boolean {
+  return (
+    err.code === 'ETLS' ||
+    err.timeoutType === 'UPGRADE_TIMEOUT' ||
+    /^ERR_(SSL|TLS)_/.test(err.originalCode ?? '') ||
+    /^ERR_(SSL|TLS)_/.test(err.code ?? '')
+  );
+}
+
 /** A short human-readable text for an error: the server's reply if there was one. */
 export function describeError(err: SmtpErrorLike): string {
   if (err.response && replyCode(err.response) > 0) return replyText(err.response);
-  const base = replyText(err.message ?? String(err.code ?? 'unknown error'));
+  // OpenSSL messages carry a library dump; keep the reason ("wrong version number").
+  const ssl = /SSL routines:[^:]*:([^:]+):/.exec(err.message ?? '');
+  const base = ssl ? `TLS handshake failed: ${ssl[1]}` : replyText(err.message ?? String(err.code ?? 'unknown error'));
   const code = err.originalCode ?? err.code;
   return code && !base.includes(code) ? `${base} (${code})` : base;
 }

@@ -31,10 +31,10 @@ import type { Logger } from '../log';
 import { domainOf, type RecipientOutcome } from '../envelope';
 import type { RelayConfig } from './config';
 import type { DeliveryAgent, DeliveryJob } from './types';
-import { classifyDnsFailure, classifyError, classifyReply, describeError, LOCAL_ERRORS, outcomeEvent } from './classify';
+import { classifyDnsFailure, classifyError, classifyReply, describeError, enhancedStatus, isTlsFailure, LOCAL_ERRORS, outcomeEvent } from './classify';
 import { closeSession, localError, openSession, resetSession, sendOnSession, type Session, type SessionSettings, type SmtpError, type Target } from './client';
 import { createMxResolver, type MxResolver } from './mx';
-import { ConnectionPool } from './pool';
+import { ConnectionPool, type Lease } from './pool';
 import { routeFor, type NextHopPlan } from './routes';
 
 const MAX_RCPTS_PER_TRANSACTION = 100;
@@ -67,6 +67,12 @@ interface AttemptLog {
   reused?: boolean;
   /** Addresses tried before the one used (or all of them), with why they failed. */
   skipped: string[];
+}
+
+interface Hold {
+  readonly lease: Lease;
+  session?: Session;
+  released: boolean;
 }
 
 type Targets = { ok: true; targets: Target[] } | { ok: false; outcome: (address: string) => RecipientOutcome };
@@ -104,11 +110,15 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     }
     const p = this.deliverJob(job);
     this.running.add(p);
-    void p.finally(() => this.running.delete(p));
+    p.finally(() => this.running.delete(p)).catch(() => undefined);
     return p;
   }
 
-  /** Stop taking work, close idle sessions, wait for transactions in flight. */
+  /**
+   * Stop taking work (new and queued-for-a-lease jobs are deferred), close
+   * idle sessions, and wait for transactions in flight — bounded by the
+   * socket timeout; cutting them would risk duplicate deliveries.
+   */
   async close(): Promise<void> {
     this.closed = true;
     this.pool.close();
@@ -136,9 +146,19 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
         chunks.push({ plan: g.plan, rcpts: g.rcpts.slice(i, i + MAX_RCPTS_PER_TRANSACTION) });
       }
     }
-    const results = await Promise.all(chunks.map((c) => this.deliverChunk(job, c.plan, c.rcpts)));
+    const results = await Promise.all(chunks.map((c) => this.deliverChunkSafely(job, c.plan, c.rcpts)));
     for (const list of results) for (const o of list) byAddress.set(o.address, o);
     return job.recipients.map((a) => byAddress.get(a) ?? { address: a, kind: 'deferred', error: 'internal: no outcome' });
+  }
+
+  /** A bug must not turn into a rejected deliver(): it defers the recipients instead. */
+  private async deliverChunkSafely(job: DeliveryJob, plan: NextHopPlan, rcpts: string[]): Promise<RecipientOutcome[]> {
+    try {
+      return await this.deliverChunk(job, plan, rcpts);
+    } catch (err) {
+      this.opts.logger.error({ evt: 'error', queueId: job.id, err }, 'internal error during delivery');
+      return rcpts.map((address) => ({ address, kind: 'deferred', error: `Internal error: ${(err as Error).message}` }));
+    }
   }
 
   private async deliverChunk(job: DeliveryJob, plan: NextHopPlan, rcpts: string[]): Promise<RecipientOutcome[]> {
@@ -157,19 +177,36 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     const lease = await this.pool.acquire(plan.key);
     t.wait = Date.now();
     if (!lease) return finish(rcpts.map((a) => shutdownOutcome(a)));
+    // What the attempt holds, so a throw (a bug) still gives the lease back and closes the session.
+    const hold: Hold = { lease, released: false };
+    try {
+      return finish(await this.transact(job, rcpts, found.targets, hold, t, log));
+    } finally {
+      if (!hold.released) this.pool.release(lease, hold.session, false);
+    }
+  }
 
+  /** Get a session (reused after RSET, or opened with fallback), run one transaction, release the lease. */
+  private async transact(job: DeliveryJob, rcpts: string[], targets: Target[], hold: Hold, t: Timing, log: AttemptLog): Promise<RecipientOutcome[]> {
+    const release = (s: Session | undefined, reusable: boolean): void => {
+      hold.released = true;
+      this.pool.release(hold.lease, s, reusable);
+    };
     let session: Session | undefined;
-    if (lease.idle) {
-      if (await resetSession(lease.idle)) session = lease.idle;
-      else closeSession(lease.idle);
+    const idle = hold.lease.idle;
+    if (idle) {
+      if (await resetSession(idle)) session = idle;
+      else closeSession(idle);
     }
     log.reused = session !== undefined;
+    hold.session = session;
     let lastErr: { target: Target; err: SmtpError } | undefined;
     if (!session) {
-      for (const target of found.targets) {
+      for (const target of targets) {
         const r = await this.open(target);
         if (r.ok) {
           session = r.session;
+          hold.session = session;
           break;
         }
         lastErr = { target, err: r.err };
@@ -178,11 +215,11 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     }
     t.conn = Date.now();
     if (!session) {
-      this.pool.release(lease, undefined, false);
-      const err = lastErr ?? { target: found.targets[0], err: localError('ECONNECTION', 'No address to connect to') };
+      release(undefined, false);
+      const err = lastErr ?? { target: targets[0], err: localError('ECONNECTION', 'No address to connect to') };
       log.relay = relayName(err.target);
       const wrapped = { ...err.err, message: `${relayName(err.target)}: ${describeError(err.err)}`, response: undefined };
-      return finish(rcpts.map((a) => classifyError(a, wrapped, err.target.host)));
+      return rcpts.map((a) => classifyError(a, wrapped, err.target.host));
     }
     log.relay = relayName(session.target);
     log.tls = session.secure;
@@ -192,22 +229,20 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       { from: job.mailFrom, to: rcpts, size: job.size, smtpUtf8: job.smtpUtf8 },
       job.open,
     );
-    this.pool.release(lease, session, res.reusable);
+    release(session, res.reusable);
     const remote = session.target.host;
-    return finish(
-      rcpts.map((a) => {
-        const reply = res.accepted.get(a);
-        if (reply !== undefined) return classifyReply(a, reply, remote);
-        const err = res.failed.get(a) ?? localError('EPROTOCOL', 'Recipient missing from the server reply');
-        return classifyError(a, err, remote);
-      }),
-    );
+    return rcpts.map((a) => {
+      const reply = res.accepted.get(a);
+      if (reply !== undefined) return classifyReply(a, reply, remote);
+      const err = res.failed.get(a) ?? localError('EPROTOCOL', 'Recipient missing from the server reply');
+      return classifyError(a, err, remote);
+    });
   }
 
   /** Open a session; an opportunistic TLS handshake failure gets one plaintext retry. */
   private async open(target: Target): Promise<{ ok: true; session: Session } | { ok: false; err: SmtpError }> {
     const r = await openSession(target, this.settings);
-    if (r.ok || target.tls !== 'opportunistic' || target.auth || r.err.code !== 'ETLS') return r;
+    if (r.ok || target.tls !== 'opportunistic' || target.auth || !isTlsFailure(r.err)) return r;
     return openSession({ ...target, tls: 'none' }, this.settings);
   }
 
@@ -252,7 +287,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       relay: a.relay ?? 'none',
       tls: a.tls,
       reused: a.reused,
-      status: o.kind === 'delivered' ? '2.0.0' : o.kind === 'bounced' ? o.statusCode : undefined,
+      status: o.kind === 'delivered' ? enhancedStatus(o.response, 250) : o.kind === 'bounced' ? o.statusCode : undefined,
       response: o.kind === 'delivered' ? o.response : o.error,
       delay: since(t.start, t.done),
       delays: { dns: since(t.start, t.dns), wait: since(t.dns, t.wait), conn: since(t.wait, t.conn), xfer: since(t.conn, t.done) },

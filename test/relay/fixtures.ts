@@ -50,11 +50,12 @@ export async function startMxGroup(specs: Array<TestMxOptions & { host: string }
           port,
           extra: {
             ...spec.extra,
-            onConnect(_session, cb) {
+            onConnect(session, cb) {
               connections.total++;
               connections.open++;
               connections.maxOpen = Math.max(connections.maxOpen, connections.open);
-              cb();
+              if (spec.extra?.onConnect) spec.extra.onConnect(session, cb);
+              else cb();
             },
             onClose() {
               connections.open--;

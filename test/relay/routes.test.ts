@@ -1,0 +1,46 @@
+/** Next-hop selection: exact route, parent-domain route, relayhost, MX. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { NextHop } from '../../src/relay/config';
+import { routeFor } from '../../src/relay/routes';
+
+const hop = (host: string, user?: string): NextHop => ({ host, port: 2525, tls: 'opportunistic', auth: user ? { user, pass: 'x' } : undefined });
+
+const routes = new Map<string, NextHop>([
+  ['example.com', hop('exact.host')],
+  ['.example.com', hop('sub.host')],
+  ['.deep.example.com', hop('deep.host')],
+]);
+
+test('exact domain route wins', () => {
+  const p = routeFor({ routes, mxPort: 25, mxTls: 'opportunistic' }, 'Example.COM');
+  assert.equal(p.kind, 'relay');
+  assert.equal(p.kind === 'relay' && p.hop.host, 'exact.host');
+});
+
+test('leading-dot entries match subdomains, most specific first', () => {
+  const cfg = { routes, mxPort: 25, mxTls: 'opportunistic' as const };
+  const a = routeFor(cfg, 'a.example.com');
+  const b = routeFor(cfg, 'x.y.deep.example.com');
+  assert.equal(a.kind === 'relay' && a.hop.host, 'sub.host');
+  assert.equal(b.kind === 'relay' && b.hop.host, 'deep.host');
+  assert.equal(routeFor(cfg, 'notexample.com').kind, 'mx');
+});
+
+test('relayhost when no route matches; MX otherwise', () => {
+  const withRelay = routeFor({ routes, relayhost: hop('smart.host'), mxPort: 25, mxTls: 'opportunistic' }, 'other.org');
+  assert.equal(withRelay.kind === 'relay' && withRelay.via, 'relayhost');
+  const mx = routeFor({ routes: new Map(), mxPort: 2525, mxTls: 'none' }, 'other.org');
+  assert.deepEqual(mx, { kind: 'mx', key: 'mx:other.org', domain: 'other.org', port: 2525, tls: 'none' });
+});
+
+test('destination keys: per domain for MX, per host+credentials for relays', () => {
+  const cfg = { routes: new Map(), mxPort: 25, mxTls: 'opportunistic' as const };
+  assert.notEqual(routeFor(cfg, 'a.org').key, routeFor(cfg, 'b.org').key);
+  const r1 = routeFor({ ...cfg, relayhost: hop('smart', 'u1') }, 'a.org');
+  const r2 = routeFor({ ...cfg, relayhost: hop('smart', 'u1') }, 'b.org');
+  const r3 = routeFor({ ...cfg, relayhost: hop('smart', 'u2') }, 'a.org');
+  assert.equal(r1.key, r2.key);
+  assert.notEqual(r1.key, r3.key);
+  assert.ok(!r1.key.includes('x'), 'no password in the key');
+});
