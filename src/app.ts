@@ -11,7 +11,8 @@ import { AccountStore } from './accounts/store';
 import { AdminServer } from './admin/server';
 import { registerQueueRoutes } from './admin/queue-routes';
 import type { Config } from './config/schema';
-import type { MessageSigner } from './dkim/types';
+import { createSigner, type DkimSigner } from './dkim/sign';
+import { dkimKeygen } from './dkim/cli';
 import { createLogger, type Logger } from './log';
 import { BasicPolicy } from './policy/basic';
 import type { PolicyHooks } from './policy/types';
@@ -31,6 +32,8 @@ export interface App {
   readonly accounts: AccountStore;
   readonly listeners: Listener[];
   readonly admin: AdminServer;
+  /** The DKIM signer, when signing is enabled. */
+  dkim(): DkimSigner | undefined;
   /** Bound port of a listener by name (useful with port 0 in tests). */
   port(name: string): number;
   start(): Promise<void>;
@@ -54,7 +57,9 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   accounts.load();
 
   let policy: PolicyHooks = new BasicPolicy(cfg.policy.dir);
-  let signer: MessageSigner | undefined;
+  if (cfg.embedded && cfg.dkim.enabled && !existsSync(cfg.dkim.keysDir)) await createDemoKeys(cfg, logger);
+  // Signing is the last change to a message (after Received:), once, before the spool write.
+  let signer: DkimSigner | undefined = cfg.dkim.enabled ? await createSigner(cfg.dkim, logger) : undefined;
 
   const tls = await loadTlsMaterial(cfg);
   const agent = opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger });
@@ -95,6 +100,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     accounts,
     listeners,
     admin,
+    dkim: () => signer,
     port(name) {
       const l = listeners.find((x) => x.cfg.name === name);
       if (!l) throw new Error(`no listener named ${name}`);
@@ -121,8 +127,6 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       await agent.close();
       await admin.close();
       await signer?.close();
-      // keep references for future reload wiring
-      policy = policy;
       signer = undefined;
     },
   };
@@ -135,6 +139,14 @@ async function adminToken(cfg: Config): Promise<string> {
   await fsp.mkdir(path.dirname(cfg.admin.tokenFile), { recursive: true, mode: 0o700 });
   await fsp.writeFile(cfg.admin.tokenFile, `${token}\n`, { mode: 0o600 });
   return token;
+}
+
+/** Quick start: a dual-algorithm key for the demo domain, so mail leaves signed. */
+async function createDemoKeys(cfg: Config, logger: Logger): Promise<void> {
+  for (const algo of ['rsa', 'ed25519'] as const) {
+    const r = await dkimKeygen({ keysDir: cfg.dkim.keysDir, domain: 'example.net', selector: `demo-${algo}`, algo });
+    logger.info({ evt: 'dkim', domain: 'example.net', dnsName: r.dnsName }, 'created demo DKIM key (publish the TXT record shown by `smarthost dkim check`)');
+  }
 }
 
 async function createDemoAccount(accounts: AccountStore, logger: Logger): Promise<void> {

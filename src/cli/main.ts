@@ -2,8 +2,10 @@
  * The `smarthost` command. Each subcommand lives in its own file; this one
  * only dispatches. Exit codes: 0 ok, 1 failure (message on stderr), 2 usage.
  */
+import './threadpool';
 import { runAccount } from './account';
 import { runCheckConfig } from './check-config';
+import { runDkim } from './dkim';
 import { runQueue } from './queue';
 import { runStart } from './start';
 import { CliError } from './common';
@@ -17,6 +19,8 @@ const USAGE = `usage: smarthost <command> [options]
   account passwd NAME [--password-stdin]
   account suspend|unsuspend NAME
   account list
+  dkim keygen --domain D --selector S [--algo rsa|ed25519] [--bits N] [--active-from ISO]
+  dkim check --domain D [--dns IP:PORT]    compare published TXT records with the keys
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -30,6 +34,8 @@ async function main(argv: string[]): Promise<number> {
       return runQueue(rest);
     case 'account':
       return runAccount(rest);
+    case 'dkim':
+      return runDkim(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -16,4 +16,5 @@ accounts: { file: var/accounts.yaml }
 policy: { dir: policies }
 admin: { address: 127.0.0.1, port: 8025 }
 log: { level: info }
+dkim: { keysDir: var/dkim, signingDomain: example.net }
 `;

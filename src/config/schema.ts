@@ -7,6 +7,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { ListenerRole } from '../envelope';
+import { parseDkimConfig, type DkimConfig } from '../dkim/config';
 import { parseRelayConfig, type RelayConfig } from '../relay/config';
 import { At, bool, duration, int, list, obj, oneOf, optStr, size, str, strList, type Obj } from './validate';
 
@@ -53,10 +54,11 @@ export interface Config {
   listeners: ListenerConfig[];
   limits: LimitsConfig;
   relay: RelayConfig;
+  dkim: DkimConfig;
   admin: { address: string; port: number; token?: string; tokenFile: string };
 }
 
-const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'admin'] as const;
+const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'dkim', 'admin'] as const;
 
 export function parseConfig(raw: unknown, file: string, baseDir: string): Config {
   const at = new At(file);
@@ -99,6 +101,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
     listeners: parseListeners(top.listeners, at.child('listeners')),
     limits: parseLimits(top.limits, at.child('limits')),
     relay: parseRelayConfig(top.relay, at.child('relay')),
+    dkim: parseDkimConfig(top.dkim, at.child('dkim'), resolve),
     admin: {
       address: str(admin.address, at.child('admin').child('address'), '127.0.0.1'),
       port: int(admin.port, at.child('admin').child('port'), 8025, 0, 65535),
