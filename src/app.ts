@@ -14,8 +14,10 @@ import type { Config } from './config/schema';
 import { createSigner, type DkimSigner } from './dkim/sign';
 import { dkimKeygen } from './dkim/cli';
 import { createLogger, type Logger } from './log';
-import { BasicPolicy } from './policy/basic';
-import type { PolicyHooks } from './policy/types';
+import { registerPolicyRoutes } from './admin/policy-routes';
+import { PolicyRuntime, type ReloadResult } from './policy/runtime';
+import type { PolicyObserver } from './policy/types';
+import { MemoryStore } from './state/memory';
 import { createDeliveryAgent } from './relay/deliver';
 import type { DeliveryAgent } from './relay/types';
 import { Listener } from './smtp/listener';
@@ -34,6 +36,10 @@ export interface App {
   readonly admin: AdminServer;
   /** The DKIM signer, when signing is enabled. */
   dkim(): DkimSigner | undefined;
+  /** The policy in force (policies/*.yaml) and its reload. */
+  readonly policy: PolicyRuntime;
+  /** Re-read what can change at run time (SIGHUP, `smarthost reload`): the policy files. */
+  reload(): Promise<{ ok: boolean; policy: ReloadResult }>;
   /** Bound port of a listener by name (useful with port 0 in tests). */
   port(name: string): number;
   start(): Promise<void>;
@@ -45,6 +51,10 @@ export interface BuildOptions {
   /** Replace the delivery agent (benchmarks of the accept path only). */
   agent?: DeliveryAgent;
   scanIntervalMs?: number;
+  /** Policy metrics hooks (verdicts, DNSBL lookups, quota hits, reloads). */
+  policyObserver?: PolicyObserver;
+  /** Injectable clock for the policy engine's windows (tests, simulations). */
+  clock?: () => number;
 }
 
 export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> {
@@ -56,7 +66,9 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   if (cfg.embedded && !existsSync(cfg.accounts.file)) await createDemoAccount(accounts, logger);
   accounts.load();
 
-  let policy: PolicyHooks = new BasicPolicy(cfg.policy.dir);
+  // Counters outlive policy reloads; in-memory until a shared store is configured.
+  const state = new MemoryStore();
+  const policy = new PolicyRuntime({ dir: cfg.policy.dir, listeners: cfg.listeners, store: state, logger, accounts, observer: opts.policyObserver, clock: opts.clock });
   if (cfg.embedded && cfg.dkim.enabled && !existsSync(cfg.dkim.keysDir)) await createDemoKeys(cfg, logger);
   // Signing is the last change to a message (after Received:), once, before the spool write.
   let signer: DkimSigner | undefined = cfg.dkim.enabled ? await createSigner(cfg.dkim, logger) : undefined;
@@ -72,11 +84,11 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
         {
           cfg,
           accounts,
-          policy: () => policy,
+          policy: () => policy.current(),
           signer: () => signer,
           spool,
-          onCommitted: (id, held) => {
-            if (!held) qmgr.notify(id);
+          onCommitted: (id, held, handoff) => {
+            if (!held) qmgr.notify(id, handoff);
           },
           logger,
           bareNewline: 'normalise',
@@ -88,6 +100,11 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
 
   const admin = new AdminServer({ address: cfg.admin.address, port: cfg.admin.port, token: await adminToken(cfg), logger });
   registerQueueRoutes(admin, qmgr);
+  const reload = async () => {
+    const p = policy.reload();
+    return { ok: p.ok, policy: p };
+  };
+  registerPolicyRoutes(admin, { runtime: policy, listeners: cfg.listeners, accounts, reload });
   let listening = false;
   admin.readiness('listeners', async () => (listening ? undefined : 'not bound'));
   admin.readiness('spool', async () => ((await spool.writable()) ? undefined : `${spool.dir} not writable`));
@@ -101,6 +118,8 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     listeners,
     admin,
     dkim: () => signer,
+    policy,
+    reload,
     port(name) {
       const l = listeners.find((x) => x.cfg.name === name);
       if (!l) throw new Error(`no listener named ${name}`);
@@ -128,6 +147,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       await admin.close();
       await signer?.close();
       signer = undefined;
+      await state.close();
     },
   };
 }

@@ -79,7 +79,7 @@ export class DkimSigner implements MessageSigner {
     this.now = opts.now ?? Date.now;
   }
 
-  async sign(message: readonly Buffer[], headerFromDomain: string | undefined): Promise<SignResult> {
+  async sign(message: readonly Buffer[], headerFromDomain: string | undefined, rest?: () => AsyncIterable<Buffer>): Promise<SignResult> {
     if (this.closed) throw new Error('DKIM signer is closed');
     if (!this.cfg.enabled) return { kind: 'unsigned', reason: 'DKIM signing is disabled' };
     const now = this.now();
@@ -92,7 +92,7 @@ export class DkimSigner implements MessageSigner {
     const { header, body } = splitMessage(message);
     const fields = parseHeaderFields(header);
     const { h, canonical } = selectHeaders(fields, this.cfg.headers);
-    const bh = await bodyHash(body);
+    const bh = await bodyHash(body, rest);
     const t = Math.floor(now / 1000);
     const results = await Promise.allSettled(keys.map((k) => signOne(k, domain, h, bh, t, canonical)));
     let headers = '';
@@ -211,10 +211,14 @@ export async function createSigner(cfg: DkimConfig, logger: Logger, opts: Signer
   return signer;
 }
 
-async function bodyHash(body: readonly Buffer[]): Promise<string> {
+async function bodyHash(body: readonly Buffer[], rest?: () => AsyncIterable<Buffer>): Promise<string> {
   const hasher = new RelaxedBodyHash();
   let sinceYield = 0;
-  for (const chunk of body) {
+  const chunks = async function* () {
+    yield* body;
+    if (rest) yield* rest();
+  };
+  for await (const chunk of chunks()) {
     for (let off = 0; off < chunk.length; off += SLICE) {
       const part = off === 0 && chunk.length <= SLICE ? chunk : chunk.subarray(off, off + SLICE);
       hasher.update(part);

@@ -27,8 +27,10 @@ export interface MessageSigner {
    * Rejects only on an internal failure (a loaded key that fails to sign):
    * the session answers that with a tempfail (451 4.3.0 local_error), so
    * the message is never accepted unsigned by accident.
+   * @param rest the rest of a large message (spilled to disk), streamed
+   *   after `message`; the header block is always inside `message`
    */
-  sign(message: readonly Buffer[], headerFromDomain: string | undefined): Promise<SignResult>;
+  sign(message: readonly Buffer[], headerFromDomain: string | undefined, rest?: () => AsyncIterable<Buffer>): Promise<SignResult>;
   /** Re-read keys (rotation) without a restart. */
   reload(): Promise<void>;
   close(): Promise<void>;

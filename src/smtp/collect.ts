@@ -18,6 +18,8 @@ export interface CollectOptions {
   spillPath: string;
   maxHeaderBytes: number;
   maxHeaderFields: number;
+  /** Called when the spill file is created (so the caller knows to remove it). */
+  onSpill?: () => void;
 }
 
 export interface Collected {
@@ -69,6 +71,7 @@ export async function collectMessage(stream: Readable, opts: CollectOptions): Pr
       }
     }
     if (!spill && memBytes + buf.length > opts.spillAt) {
+      opts.onSpill?.();
       spill = await fsp.open(opts.spillPath, 'w', 0o600);
       out.spillFile = opts.spillPath;
     }

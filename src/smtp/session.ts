@@ -8,7 +8,7 @@
  * Trusts: nothing from the client; the listener config.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { createReadStream, promises as fsp } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerSession } from 'smtp-server';
 import type { Account, AccountStore } from '../accounts/store';
@@ -17,6 +17,7 @@ import type { MessageSigner } from '../dkim/types';
 import { domainOf, type ClientInfo, type Envelope, type Verdict } from '../envelope';
 import type { Logger } from '../log';
 import type { DataFacts, PolicyHooks } from '../policy/types';
+import type { Handoff } from '../spool/qmgr';
 import { newQueueId } from '../spool/queue-id';
 import { SpoolError, type Spool } from '../spool/store';
 import { collectMessage } from './collect';
@@ -37,7 +38,8 @@ export interface SessionDeps {
   policy: () => PolicyHooks;
   signer?: () => MessageSigner | undefined;
   spool: Spool;
-  onCommitted: (id: string, held: boolean) => void;
+  /** After the commit; `handoff` lets the queue manager skip re-reading a small message. */
+  onCommitted: (id: string, held: boolean, handoff?: Handoff) => void;
   logger: Logger;
   observer?: SessionObserver;
   bareNewline: 'normalise' | 'reject';
@@ -197,6 +199,7 @@ export class SessionHandlers {
     const spillPath = this.deps.spool.tmpPath(`${id}.spill`);
     const cfg = this.deps.cfg;
     let timedOut = false;
+    let spilled = false;
     const timer = setTimeout(() => {
       timedOut = true;
       stream.destroy(new Error('data timeout'));
@@ -208,6 +211,7 @@ export class SessionHandlers {
         spillPath,
         maxHeaderBytes: 256 * 1024,
         maxHeaderFields: 1000,
+        onSpill: () => (spilled = true),
       });
       if (stream.sizeExceeded) return cb(new SmtpReplyError('too_big'));
       if (msg.bareNewline && this.deps.bareNewline === 'reject') return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.bare-newline', reply: 'bare_newline' }, session));
@@ -236,9 +240,11 @@ export class SessionHandlers {
       let prefixBuf = Buffer.from(prefix);
       const signer = this.deps.signer?.();
       if (signer) {
-        const body = msg.spillFile ? [prefixBuf, ...msg.chunks, await fsp.readFile(msg.spillFile)] : [prefixBuf, ...msg.chunks];
         const fromDomain = headerFrom[0] ? domainOf(headerFrom[0]) : undefined;
-        const signed = await signer.sign(body, fromDomain);
+        // A large message's tail is streamed from its spill file, never read whole.
+        const spill = msg.spillFile;
+        const rest = spill ? () => createReadStream(spill, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer> : undefined;
+        const signed = await signer.sign([prefixBuf, ...msg.chunks], fromDomain, rest);
         if (signed.kind === 'refuse') return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'dkim.unsigned-policy', reply: 'unsigned_refused' }, session));
         if (signed.kind === 'signed') prefixBuf = Buffer.concat([Buffer.from(signed.headers), prefixBuf]);
       }
@@ -255,7 +261,7 @@ export class SessionHandlers {
       };
       await this.deps.spool.commit(envelope, { prefix: prefixBuf, chunks: msg.chunks, spillFile: msg.spillFile }, hold ? 'hold' : 'incoming');
       this.deps.policy().accepted?.(facts)?.catch((err: Error) => this.log.error({ evt: 'error', err }, 'quota accounting failed'));
-      this.deps.onCommitted(id, Boolean(hold));
+      this.deps.onCommitted(id, Boolean(hold), msg.spillFile ? undefined : { envelope, data: [prefixBuf, ...msg.chunks], size: prefixBuf.length + msg.size });
       this.deps.observer?.accepted?.(this.listener.name, msg.size, Boolean(hold));
       this.log.info(
         { evt: 'reception', sid: session.id, queueId: id, ip: st.client.ip, user: st.client.user, from: mailFrom, rcpts: recipients.length, size: msg.size, held: Boolean(hold) },
@@ -273,7 +279,7 @@ export class SessionHandlers {
       cb(new SmtpReplyError('local_error'));
     } finally {
       clearTimeout(timer);
-      await fsp.unlink(spillPath).catch(() => undefined);
+      if (spilled) await fsp.unlink(spillPath).catch(() => undefined);
     }
   }
 }

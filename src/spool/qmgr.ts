@@ -12,6 +12,7 @@
  * Talks to: Spool (files), DeliveryAgent (sockets), the DSN builder.
  */
 import { promises as fsp } from 'node:fs';
+import { Readable } from 'node:stream';
 import type { Logger } from '../log';
 import type { DeliveryState, Envelope, QueueId, QueueState, RecipientOutcome, RecipientState } from '../envelope';
 import type { RelayConfig } from '../relay/config';
@@ -48,6 +49,18 @@ export interface QueueObserver {
 
 type PendingOp = 'hold' | 'delete';
 
+/**
+ * A message just committed by this process, handed over in memory so the
+ * first attempt need not re-read what was just written (bounded in bytes).
+ */
+export interface Handoff {
+  envelope: Envelope;
+  data: readonly Buffer[];
+  size: number;
+}
+
+const HANDOFF_MAX_BYTES = 64 * 1024 * 1024;
+
 export class QueueManager {
   private readonly incoming: QueueId[] = [];
   private readonly queued = new Set<QueueId>();
@@ -55,6 +68,8 @@ export class QueueManager {
   private readonly active = new Set<QueueId>();
   private readonly pendingOps = new Map<QueueId, PendingOp>();
   private readonly observers: QueueObserver[] = [];
+  private readonly handoffs = new Map<QueueId, Handoff>();
+  private handoffBytes = 0;
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
   private idleWaiters: Array<() => void> = [];
@@ -88,8 +103,12 @@ export class QueueManager {
   }
 
   /** Called by the acceptance path right after a commit in this process. */
-  notify(id: QueueId): void {
+  notify(id: QueueId, handoff?: Handoff): void {
     if (this.queued.has(id) || this.active.has(id)) return;
+    if (handoff && this.handoffBytes + handoff.size <= HANDOFF_MAX_BYTES) {
+      this.handoffs.set(id, handoff);
+      this.handoffBytes += handoff.size;
+    }
     this.queued.add(id);
     this.incoming.push(id);
     this.pump();
@@ -172,10 +191,20 @@ export class QueueManager {
     }
   }
 
+  private takeHandoff(id: QueueId): Handoff | undefined {
+    const h = this.handoffs.get(id);
+    if (h) {
+      this.handoffs.delete(id);
+      this.handoffBytes -= h.size;
+    }
+    return h;
+  }
+
   private async attempt(id: QueueId, from: QueueState): Promise<void> {
     const log = this.opts.logger;
+    const handoff = this.takeHandoff(id);
     try {
-      await this.spool.move(id, from, 'active');
+      await this.spool.move(id, from, 'active', { sync: false });
     } catch (err) {
       // Gone (deleted by an operator) or held meanwhile: nothing to do.
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.error({ evt: 'error', queueId: id, err }, 'cannot activate message');
@@ -183,13 +212,16 @@ export class QueueManager {
     }
     let msg: SpooledMessage;
     try {
-      msg = await this.spool.read(id, 'active');
+      msg = handoff ? { envelope: handoff.envelope, state: 'active', dataOffset: -1, fileSize: handoff.size, mtimeMs: 0 } : await this.spool.read(id, 'active');
     } catch (err) {
       log.error({ evt: 'error', queueId: id, err }, 'unreadable queue file left in active');
       return;
     }
     const env = msg.envelope;
-    const ds: DeliveryState = (await this.spool.readState(id)) ?? {
+    // A fresh handoff has no delivery state on disk yet.
+    const stored = handoff ? undefined : await this.spool.readState(id);
+    let hasMeta = stored !== undefined;
+    const ds: DeliveryState = stored ?? {
       id,
       version: 0,
       attempts: 0,
@@ -206,8 +238,8 @@ export class QueueManager {
         id,
         mailFrom: env.mailFrom,
         recipients: pending.map((r) => r.address),
-        open: () => this.spool.openData(msg),
-        size: msg.fileSize - msg.dataOffset,
+        open: () => (handoff ? Readable.from(handoff.data) : this.spool.openData(msg)),
+        size: handoff ? handoff.size : msg.fileSize - msg.dataOffset,
         smtpUtf8: env.smtpUtf8,
       });
     }
@@ -245,9 +277,9 @@ export class QueueManager {
       for (const obs of this.observers) obs.expired?.(id, stillPending.length);
       log.warn({ evt: 'expiration', queueId: id, recipients: stillPending.length }, 'message expired');
     }
-    await this.reportBounces(msg, ds);
+    if (await this.reportBounces(msg, ds)) hasMeta = true;
     if (ds.recipients.every((r) => r.status !== 'pending')) {
-      await this.spool.remove(id, 'active');
+      await this.spool.remove(id, 'active', { hasMeta });
       return;
     }
     const delay = this.cfg.backoffMs[Math.min(ds.attempts - 1, this.cfg.backoffMs.length - 1)]!;
@@ -265,10 +297,12 @@ export class QueueManager {
    * the null sender or for our own DSNs. The DSN is committed before the
    * state that marks it sent: a crash in between may send it twice, never zero times.
    */
-  private async reportBounces(msg: SpooledMessage, ds: DeliveryState): Promise<void> {
+  /** Returns whether the delivery state was written. */
+  private async reportBounces(msg: SpooledMessage, ds: DeliveryState): Promise<boolean> {
     const env = msg.envelope;
     const unreported = ds.recipients.filter((r) => r.status === 'bounced' && r.reported === false);
-    if (unreported.length === 0) return;
+    if (unreported.length === 0) return false;
+    if (msg.dataOffset < 0) msg = await this.spool.read(env.id, 'active');
     for (const r of unreported) {
       this.opts.logger.info({ evt: 'bounce', queueId: env.id, rcpt: r.address, status: r.statusCode, error: r.lastError }, 'recipient bounced');
     }
@@ -300,6 +334,7 @@ export class QueueManager {
     for (const r of unreported) r.reported = true;
     ds.version++;
     await this.spool.writeState(ds);
+    return true;
   }
 
   private async applyPendingOp(id: QueueId, op: PendingOp): Promise<void> {

@@ -107,11 +107,15 @@ export class Spool {
     }
   }
 
-  /** Atomic state move; the destination directory is synced before returning. */
-  async move(id: QueueId, from: QueueState, to: QueueState): Promise<void> {
+  /**
+   * Atomic state move; the destination directory is synced before returning
+   * unless `sync` is false — for incoming → active, where losing the rename
+   * in a crash changes nothing (recovery requeues active/ into incoming/).
+   */
+  async move(id: QueueId, from: QueueState, to: QueueState, opts: { sync?: boolean } = {}): Promise<void> {
     if (from === to) return;
     await fsp.rename(this.pathOf(from, id), this.pathOf(to, id));
-    await this.dirSync.sync(path.join(this.dir, to));
+    if (opts.sync !== false) await this.dirSync.sync(path.join(this.dir, to));
   }
 
   /** Which state a message is in, or undefined if it is gone. */
@@ -179,13 +183,16 @@ export class Spool {
     await fsp.rename(tmp, this.metaPath(ds.id));
   }
 
-  /** Remove a message for good (delivered, bounced, deleted). */
-  async remove(id: QueueId, state: QueueState): Promise<void> {
+  /**
+   * Remove a message for good (delivered, bounced, deleted). The directory
+   * is not synced: a removal lost in a power cut resurrects the message
+   * (a duplicate delivery), never loses one — Postfix makes the same trade.
+   */
+  async remove(id: QueueId, state: QueueState, opts: { hasMeta?: boolean } = {}): Promise<void> {
     await fsp.unlink(this.pathOf(state, id)).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw e;
     });
-    await fsp.unlink(this.metaPath(id)).catch(() => undefined);
-    await this.dirSync.sync(path.join(this.dir, state));
+    if (opts.hasMeta !== false) await fsp.unlink(this.metaPath(id)).catch(() => undefined);
   }
 
   async list(state: QueueState): Promise<QueueId[]> {

@@ -1,0 +1,282 @@
+/**
+ * `npm run bench`: the end-to-end benchmark, all in one process tree on
+ * loopback, one scenario after the other, so the ratios compare like with
+ * like on whatever machine runs it:
+ *   limit       load generator straight into the sink (the ceiling)
+ *   relay       intercept listener, netblock gate, spool with fsync, relay to the sink
+ *   full        + default policy (DNSBL answered by a local DNS server) + DKIM RSA-2048
+ *   submission  STARTTLS + AUTH PLAIN clients, full pipeline
+ *   ed25519     full pipeline signing with Ed25519
+ *   full-half   full pipeline at half its measured rate (accept latency under load)
+ *   full-1core  full pipeline with one gateway process (for the all-cores ratio)
+ * Flags: --n N --c C --per-session K --only a,b --workers W --out FILE
+ */
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { dkimKeygen } from '../src/dkim/cli';
+import { startDnsServer, type TestDns } from '../test/helpers/dns-server';
+import { prepareGateway } from '../test/helpers/gateway';
+import { freePort } from '../test/helpers/process';
+import type { LoadOptions, LoadResult } from './loadgen';
+import { percentile, treeCpuMs, treeRssKb } from './proc';
+import { BENCH_POLICY_FILES } from './policy-fixture';
+
+interface ScenarioResult {
+  name: string;
+  messages: number;
+  concurrency: number;
+  accepted: number;
+  failed: number;
+  acceptedPerSec: number;
+  deliveredPerSec: number;
+  acceptP50: number;
+  acceptP99: number;
+  e2eP50: number;
+  e2eP99: number;
+  peakRssMb: number;
+  cpuMsPerMsg: number;
+  ratioToLimit: number;
+  errors: string[];
+}
+
+const { values } = parseArgs({
+  options: {
+    n: { type: 'string', default: '3000' },
+    c: { type: 'string', default: '20' },
+    'per-session': { type: 'string', default: '1' },
+    only: { type: 'string' },
+    workers: { type: 'string', default: '1' },
+    out: { type: 'string', default: 'bench/results/latest.json' },
+  },
+});
+const N = Number(values.n);
+const C = Number(values.c);
+const PER = Number(values['per-session']);
+const WORKERS = Number(values.workers);
+const ROOT = path.resolve(__dirname, '../..');
+const CLI = path.join(ROOT, 'dist/src/cli/main.js');
+
+function forkSink(): Promise<{ child: ChildProcess; port: number; ask: (cmd: string) => Promise<{ count: number; e2e?: number[] }> }> {
+  const child = fork(path.join(__dirname, 'sink.js'), ['0'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return new Promise((resolve) => {
+    child.once('message', (m: { port: number }) => {
+      const ask = (cmd: string) =>
+        new Promise<{ count: number; e2e?: number[] }>((res) => {
+          child.once('message', (r: { count: number; e2e?: number[] }) => res(r));
+          child.send({ cmd });
+        });
+      resolve({ child, port: m.port, ask });
+    });
+  });
+}
+
+function runLoadgen(o: LoadOptions): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(__dirname, 'loadgen.js'), JSON.stringify(o)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('exit', () => {
+      try {
+        resolve(JSON.parse(out) as LoadResult);
+      } catch {
+        reject(new Error(`loadgen failed: ${out}`));
+      }
+    });
+  });
+}
+
+async function waitReady(adminPort: number, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error('gateway exited during start');
+    try {
+      if ((await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200) return;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new Error('gateway not ready');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+interface GatewaySetup {
+  listener: 'intercept' | 'submission';
+  dkim?: 'rsa' | 'ed25519';
+  policy: boolean;
+  workers: number;
+}
+
+async function measure(
+  name: string,
+  sink: Awaited<ReturnType<typeof forkSink>>,
+  target: { port: number; pid?: number; auth?: LoadOptions['auth']; from: string },
+  limitRate: number,
+  rate?: number,
+): Promise<ScenarioResult> {
+  await sink.ask('reset');
+  const cpu0 = target.pid ? treeCpuMs(target.pid) : 0;
+  let peakKb = target.pid ? treeRssKb(target.pid) : 0;
+  const sampler = setInterval(() => {
+    if (target.pid) peakKb = Math.max(peakKb, treeRssKb(target.pid));
+  }, 100);
+  const t0 = Date.now();
+  const load = await runLoadgen({
+    host: '127.0.0.1',
+    port: target.port,
+    messages: N,
+    concurrency: C,
+    perSession: PER,
+    size: 4096,
+    from: target.from,
+    to: 'sink@sink.bench.test',
+    auth: target.auth,
+    maxMs: 180_000,
+    rate,
+  });
+  // Delivered: until the sink holds every accepted message (bounded).
+  let delivered = 0;
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    delivered = (await sink.ask('count')).count;
+    if (delivered >= load.accepted || Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const tEnd = Date.now();
+  clearInterval(sampler);
+  const cpuMs = target.pid ? treeCpuMs(target.pid) - cpu0 : 0;
+  const { e2e = [] } = await sink.ask('latencies');
+  const acceptedPerSec = (load.accepted / load.elapsedMs) * 1000;
+  return {
+    name,
+    messages: N,
+    concurrency: C,
+    accepted: load.accepted,
+    failed: load.failed,
+    acceptedPerSec,
+    deliveredPerSec: (delivered / (tEnd - t0)) * 1000,
+    acceptP50: percentile(load.acceptLatencyMs, 50),
+    acceptP99: percentile(load.acceptLatencyMs, 99),
+    e2eP50: percentile(e2e, 50),
+    e2eP99: percentile(e2e, 99),
+    peakRssMb: peakKb / 1024,
+    cpuMsPerMsg: load.accepted ? cpuMs / load.accepted : 0,
+    ratioToLimit: limitRate ? ((delivered / (tEnd - t0)) * 1000) / limitRate : 1,
+    errors: load.errors,
+  };
+}
+
+async function withGateway<T>(setup: GatewaySetup, sinkPort: number, dns: TestDns, fn: (g: { port: number; pid: number }) => Promise<T>): Promise<T> {
+  const port = await freePort();
+  const adminPort = await freePort();
+  const keysDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-bench-keys-'));
+  if (setup.dkim) {
+    for (const domain of ['bench.test', 'isp.test']) {
+      const r = await dkimKeygen({ keysDir, domain, selector: `b${setup.dkim}`, algo: setup.dkim, activeFrom: new Date(Date.now() - 60_000) });
+      dns.set(r.dnsName, 'TXT', [r.txtRecord]);
+    }
+  }
+  const { dir, configFile } = await prepareGateway({
+    policyFiles: setup.policy ? BENCH_POLICY_FILES(dns.server) : {},
+    config: {
+      log: { level: 'warn' },
+      listeners: [
+        setup.listener === 'intercept'
+          ? { name: 'intercept', role: 'intercept', address: '127.0.0.1', port, tls: 'none', greetDelay: '0ms' }
+          : { name: 'submission', role: 'submission', address: '127.0.0.1', port, tls: 'starttls' },
+      ],
+      limits: { maxConnectionsPerIp: 1000, maxConnections: 5000 },
+      admin: { address: '127.0.0.1', port: adminPort, token: 'bench' },
+      relay: { relayhost: { host: '127.0.0.1', port: sinkPort, tls: 'none' }, dns: { servers: [dns.server] }, concurrencyPerDestination: 50, maxConnections: 100 },
+      dkim: setup.dkim ? { keysDir, signingDomain: 'bench.test' } : { enabled: false },
+      ...(setup.workers > 1 ? { process: { workers: setup.workers } } : {}),
+    },
+  });
+  // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the gateway.
+  const nodeArgs = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
+  const child = spawn(process.execPath, [...nodeArgs, CLI, 'start', '--config', configFile], { stdio: ['ignore', 'ignore', 'inherit'] });
+  try {
+    await waitReady(adminPort, child);
+    return await fn({ port, pid: child.pid! });
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+    await fsp.rm(dir, { recursive: true, force: true });
+    await fsp.rm(keysDir, { recursive: true, force: true });
+  }
+}
+
+function smtpSourceLimit(): number | undefined {
+  // Reference only: Postfix's smtp-source into smtp-sink, to show our load generator is not the bottleneck.
+  const probe = spawnSync('which', ['smtp-source']);
+  if (probe.status !== 0) return undefined;
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const sink = spawn('smtp-sink', ['-u', 'nobody', `127.0.0.1:${port}`, '1000'], { stdio: 'ignore' });
+  spawnSync('sleep', ['0.3']);
+  const t0 = Date.now();
+  const r = spawnSync('smtp-source', ['-s', String(C), '-l', '4096', '-m', String(N), '-f', 'a@bench.test', '-t', 'b@sink.bench.test', `127.0.0.1:${port}`], { timeout: 60_000 });
+  const ms = Date.now() - t0;
+  sink.kill();
+  return r.status === 0 ? (N / ms) * 1000 : undefined;
+}
+
+function fmt(r: ScenarioResult): string {
+  const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '-');
+  return [r.name.padEnd(11), f(r.acceptedPerSec).padStart(7), f(r.deliveredPerSec).padStart(7), `${f(r.acceptP50, 1)}/${f(r.acceptP99, 1)}`.padStart(11), `${f(r.e2eP50, 0)}/${f(r.e2eP99, 0)}`.padStart(11), f(r.peakRssMb).padStart(6), f(r.cpuMsPerMsg, 2).padStart(6), f(r.ratioToLimit, 3).padStart(6), r.failed ? ` failed=${r.failed} ${r.errors[0] ?? ''}` : ''].join('  ');
+}
+
+async function main(): Promise<void> {
+  const only = values.only ? new Set(values.only.split(',')) : undefined;
+  const want = (s: string) => !only || only.has(s);
+  const sink = await forkSink();
+  const dns = await startDnsServer();
+  const results: ScenarioResult[] = [];
+  console.log(`smarthost bench: N=${N} C=${C} per-session=${PER} workers=${WORKERS} on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), node ${process.version}`);
+  const ref = smtpSourceLimit();
+  if (ref) console.log(`reference: Postfix smtp-source → smtp-sink ${ref.toFixed(0)} msgs/s`);
+  console.log(`${'scenario'.padEnd(11)}  ${'acc/s'.padStart(7)}  ${'dlv/s'.padStart(7)}  ${'acc p50/p99'.padStart(11)}  ${'e2e p50/p99'.padStart(11)}  ${'RSS MB'.padStart(6)}  ${'cpu/ms'.padStart(6)}  ${'ratio'.padStart(6)}`);
+  const limit = await measure('limit', sink, { port: sink.port, from: 'load@bench.test' }, 0);
+  results.push(limit);
+  console.log(fmt(limit));
+  const L = limit.deliveredPerSec;
+  const scenarios: Array<[string, GatewaySetup, { from: string; auth?: LoadOptions['auth'] }]> = [
+    ['relay', { listener: 'intercept', policy: false, workers: WORKERS }, { from: 'load@bench.test' }],
+    ['full', { listener: 'intercept', policy: true, dkim: 'rsa', workers: WORKERS }, { from: 'load@bench.test' }],
+    ['submission', { listener: 'submission', policy: true, dkim: 'rsa', workers: WORKERS }, { from: 'alice@isp.test', auth: { user: 'alice@isp.test', pass: 'alice-secret-1' } }],
+    ['ed25519', { listener: 'intercept', policy: true, dkim: 'ed25519', workers: WORKERS }, { from: 'load@bench.test' }],
+    ['full-1core', { listener: 'intercept', policy: true, dkim: 'rsa', workers: 1 }, { from: 'load@bench.test' }],
+  ];
+  for (const [name, setup, who] of scenarios) {
+    if (!want(name)) continue;
+    const r = await withGateway(setup, sink.port, dns, (g) => measure(name, sink, { port: g.port, pid: g.pid, ...who }, L));
+    results.push(r);
+    console.log(fmt(r));
+    if (name === 'full' && want('full-half')) {
+      const half = await withGateway(setup, sink.port, dns, (g) => measure('full-half', sink, { port: g.port, pid: g.pid, ...who }, L, r.acceptedPerSec / 2));
+      results.push(half);
+      console.log(fmt(half));
+    }
+  }
+  const full = results.find((r) => r.name === 'full');
+  const one = results.find((r) => r.name === 'full-1core');
+  if (full && one) console.log(`all-cores / one-core (full, delivered): ${(full.deliveredPerSec / one.deliveredPerSec).toFixed(2)}`);
+  const out = path.resolve(ROOT, values.out!);
+  await fsp.mkdir(path.dirname(out), { recursive: true });
+  await fsp.writeFile(
+    out,
+    `${JSON.stringify({ date: new Date().toISOString(), machine: { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memGb: Math.round(os.totalmem() / 2 ** 30), node: process.version }, params: { N, C, perSession: PER, workers: WORKERS }, reference: { smtpSourceToSink: ref }, results }, null, 2)}\n`,
+  );
+  console.log(`results written to ${path.relative(ROOT, out)}`);
+  sink.child.send({ cmd: 'exit' });
+  await dns.close();
+}
+
+void main().then(
+  () => process.exit(0),
+  (err: Error) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
