@@ -18,6 +18,7 @@ import { registerPolicyRoutes } from './admin/policy-routes';
 import { PolicyRuntime, type ReloadResult } from './policy/runtime';
 import type { PolicyObserver } from './policy/types';
 import { MemoryStore } from './state/memory';
+import type { StateStore } from './state/store';
 import { createDeliveryAgent } from './relay/deliver';
 import type { DeliveryAgent } from './relay/types';
 import { Listener } from './smtp/listener';
@@ -55,6 +56,21 @@ export interface BuildOptions {
   policyObserver?: PolicyObserver;
   /** Injectable clock for the policy engine's windows (tests, simulations). */
   clock?: () => number;
+  /**
+   * Multi-process gateway (src/cluster/supervisor.ts): the 'primary' runs the
+   * queue manager and admin API without listeners; a 'worker' runs the
+   * listeners, its store is the primary's (IPC), and its queue manager only
+   * makes the first attempt of what it accepted. Default: 'single'.
+   */
+  role?: 'single' | 'primary' | 'worker';
+  /** The state store to use instead of a new in-memory one (a worker's IPC store). */
+  state?: StateStore;
+  /** Worker: a message it deferred, for the primary's queue manager. */
+  onDeferred?: (id: string, nextAttemptAt: number) => void;
+  /** Primary: whether the workers' listeners are bound (readiness). */
+  listenersReady?: () => boolean;
+  /** Called after every reload (the primary tells its workers). */
+  afterReload?: () => void;
 }
 
 export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> {
@@ -66,8 +82,9 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   if (cfg.embedded && !existsSync(cfg.accounts.file)) await createDemoAccount(accounts, logger);
   accounts.load();
 
+  const role = opts.role ?? 'single';
   // Counters outlive policy reloads; in-memory until a shared store is configured.
-  const state = new MemoryStore();
+  const state: StateStore = opts.state ?? new MemoryStore();
   const policy = new PolicyRuntime({ dir: cfg.policy.dir, listeners: cfg.listeners, store: state, logger, accounts, observer: opts.policyObserver, clock: opts.clock });
   if (cfg.embedded && cfg.dkim.enabled && !existsSync(cfg.dkim.keysDir)) await createDemoKeys(cfg, logger);
   // Signing is the last change to a message (after Received:), once, before the spool write.
@@ -75,9 +92,15 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
 
   const tls = await loadTlsMaterial(cfg);
   const agent = opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger });
-  const qmgr = new QueueManager(spool, agent, cfg.relay, { hostname: cfg.hostname, logger, scanIntervalMs: opts.scanIntervalMs });
+  const qmgr = new QueueManager(spool, agent, cfg.relay, {
+    hostname: cfg.hostname,
+    logger,
+    scanIntervalMs: opts.scanIntervalMs,
+    mode: role === 'worker' ? 'first-attempt' : 'full',
+    onDeferred: opts.onDeferred,
+  });
 
-  const listeners = cfg.listeners.map(
+  const listeners = (role === 'primary' ? [] : cfg.listeners).map(
     (l) =>
       new Listener(
         l,
@@ -102,11 +125,14 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   registerQueueRoutes(admin, qmgr);
   const reload = async () => {
     const p = policy.reload();
+    // DKIM keys are re-read too (rotation); a failure keeps the keys in use and is logged.
+    await signer?.reload().catch(() => undefined);
+    opts.afterReload?.();
     return { ok: p.ok, policy: p };
   };
   registerPolicyRoutes(admin, { runtime: policy, listeners: cfg.listeners, accounts, reload });
   let listening = false;
-  admin.readiness('listeners', async () => (listening ? undefined : 'not bound'));
+  admin.readiness('listeners', async () => ((opts.listenersReady ? opts.listenersReady() : listening) ? undefined : 'not bound'));
   admin.readiness('spool', async () => ((await spool.writable()) ? undefined : `${spool.dir} not writable`));
 
   return {
@@ -126,9 +152,10 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       return l.port;
     },
     async start() {
-      await recoverSpool(spool, logger);
+      // Recovery and the admin API belong to the one process that owns the queue.
+      if (role !== 'worker') await recoverSpool(spool, logger);
       await qmgr.start();
-      await admin.listen();
+      if (role !== 'worker') await admin.listen();
       try {
         for (const l of listeners) await l.listen();
       } catch (err) {

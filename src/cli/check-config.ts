@@ -8,14 +8,14 @@ import { parseArgs } from 'node:util';
 import YAML from 'yaml';
 import { parseAccounts } from '../accounts/store';
 import { ConfigError } from '../config/validate';
-import { BasicPolicy } from '../policy/basic';
+import { loadPolicy } from '../policy/load';
 import { CliError, configFrom } from './common';
 
 export async function runCheckConfig(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } } });
   const cfg = configFrom(values);
   try {
-    new BasicPolicy(cfg.policy.dir);
+    loadPolicy(cfg.policy.dir, { listeners: cfg.listeners });
     let accountsText = '';
     try {
       accountsText = readFileSync(cfg.accounts.file, 'utf8');

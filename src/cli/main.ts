@@ -6,7 +6,9 @@ import './threadpool';
 import { runAccount } from './account';
 import { runCheckConfig } from './check-config';
 import { runDkim } from './dkim';
+import { runPolicy } from './policy';
 import { runQueue } from './queue';
+import { runReload } from './reload';
 import { runStart } from './start';
 import { CliError } from './common';
 
@@ -14,6 +16,10 @@ const USAGE = `usage: smarthost <command> [options]
 
   start [--config FILE]                 run the gateway (embedded defaults without --config)
   check-config [--config FILE]          validate config, policies and accounts; exit 1 on error
+  reload [--config FILE]                re-read the policy files of the running gateway (as SIGHUP)
+  policy explain --listener NAME --ip ADDR [--user U] --from ADDR --rcpt ADDR... [--live] [--json]
+                                        what the policy would decide, rule by rule, without sending
+  policy check [--policy-dir DIR]       validate a policy directory
   queue list|show ID|flush [ID]|delete ID|hold ID|release ID [--config FILE] [--json]
   account add NAME [--sender ADDR]... [--plan PLAN] [--password-stdin]
   account passwd NAME [--password-stdin]
@@ -32,6 +38,10 @@ async function main(argv: string[]): Promise<number> {
       return runCheckConfig(rest);
     case 'queue':
       return runQueue(rest);
+    case 'policy':
+      return runPolicy(rest);
+    case 'reload':
+      return runReload(rest);
     case 'account':
       return runAccount(rest);
     case 'dkim':

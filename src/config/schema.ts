@@ -56,9 +56,11 @@ export interface Config {
   relay: RelayConfig;
   dkim: DkimConfig;
   admin: { address: string; port: number; token?: string; tokenFile: string };
+  /** Processes accepting mail (1: everything in one process). */
+  process: { workers: number };
 }
 
-const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'dkim', 'admin'] as const;
+const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'dkim', 'admin', 'process'] as const;
 
 export function parseConfig(raw: unknown, file: string, baseDir: string): Config {
   const at = new At(file);
@@ -72,6 +74,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
   const policy = obj(top.policy, at.child('policy'), ['dir']);
   const admin = obj(top.admin, at.child('admin'), ['address', 'port', 'token', 'tokenFile']);
 
+  const proc = obj(top.process, at.child('process'), ['workers']);
   const cert = optStr(tls.cert, at.child('tls').child('cert'));
   const key = optStr(tls.key, at.child('tls').child('key'));
   if ((cert === undefined) !== (key === undefined)) at.child('tls').fail('cert and key must be given together');
@@ -108,6 +111,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
       token: optStr(admin.token, at.child('admin').child('token')),
       tokenFile: resolve(str(admin.tokenFile, at.child('admin').child('tokenFile'), 'var/admin.token')),
     },
+    process: { workers: parseWorkers(proc.workers, at.child('process').child('workers')) },
   };
   return cfg;
 }
@@ -159,4 +163,11 @@ function parseLimits(v: unknown, at: At): LimitsConfig {
     dataTimeoutMs: duration(o.dataTimeout, at.child('dataTimeout'), '10m'),
     maxReceivedHeaders: int(o.maxReceivedHeaders, at.child('maxReceivedHeaders'), 30, 1),
   };
+}
+
+/** `auto` = one worker per core; a number; 1 = a single process. */
+function parseWorkers(v: unknown, at: At): number {
+  if (v === undefined || v === null) return 1;
+  if (v === 'auto') return Math.max(1, os.availableParallelism());
+  return int(v, at, 1, 1, 64);
 }

@@ -45,10 +45,27 @@ export interface PolicyHooks {
   mail(f: TransactionFacts): Promise<Verdict>;
   rcpt(f: TransactionFacts & { readonly rcpt: string }): Promise<Verdict>;
   data(f: DataFacts): Promise<Verdict>;
-  /** The message was committed: count it against quotas. */
+  /** The message was committed (for what must count committed mail only). */
   accepted?(f: DataFacts): Promise<void>;
   /** The connection closed (release per-connection counters). */
   disconnect?(f: { client: ClientInfo }): void;
+}
+
+/**
+ * What the policy engine reports as it works, for metrics (wired by the
+ * metrics module; every method optional). verdict and quotaHit are called
+ * for live decisions only, never for `policy explain`:
+ *   verdict      once per stage decision (connect, auth before the password,
+ *                mail, each rcpt, data), accept included
+ *   dnsblLookup  once per DNS query actually sent (cache hits are not lookups)
+ *   quotaHit     when a volume limit refuses or holds (the limit's name)
+ *   reload       after each reload attempt
+ */
+export interface PolicyObserver {
+  verdict?(v: Verdict): void;
+  dnsblLookup?(zone: string, result: 'listed' | 'clean' | 'error' | 'timeout', ms: number): void;
+  quotaHit?(limit: string): void;
+  reload?(result: 'ok' | 'error'): void;
 }
 
 export const ACCEPT = (stage: Verdict['stage'], rule: string): Verdict => ({ action: 'accept', stage, rule });

@@ -79,8 +79,49 @@ export class QueueManager {
     private readonly spool: Spool,
     private readonly agent: DeliveryAgent,
     private readonly cfg: RelayConfig,
-    private readonly opts: { hostname: string; logger: Logger; scanIntervalMs?: number; now?: () => number },
+    private readonly opts: {
+      hostname: string;
+      logger: Logger;
+      scanIntervalMs?: number;
+      now?: () => number;
+      /**
+       * 'first-attempt' (a worker process of a multi-process gateway): only
+       * messages handed over by this process are tried, once; what defers is
+       * passed to `onDeferred` for the primary's queue manager to retry.
+       */
+      mode?: 'full' | 'first-attempt';
+      onDeferred?: (id: QueueId, nextAttemptAt: number) => void;
+    },
   ) {}
+
+  private get firstAttemptOnly(): boolean {
+    return this.opts.mode === 'first-attempt';
+  }
+
+  /** A message another process deferred: schedule its retry here. */
+  adoptDeferred(id: QueueId, nextAttemptAt: number): void {
+    this.deferred.set(id, nextAttemptAt);
+  }
+
+  /**
+   * A worker died: its in-flight messages (active/, ids carrying its tag)
+   * go back to incoming/ for this queue manager. Not ours in flight only.
+   */
+  async requeueActive(idSuffix: string): Promise<number> {
+    let n = 0;
+    for (const id of await this.spool.list('active')) {
+      if (!id.endsWith(idSuffix) || this.active.has(id)) continue;
+      try {
+        await this.spool.move(id, 'active', 'incoming');
+        n++;
+      } catch {
+        // settled meanwhile
+      }
+    }
+    if (n > 0) await this.scanIncoming();
+    this.pump();
+    return n;
+  }
 
   private now(): number {
     return this.opts.now ? this.opts.now() : Date.now();
@@ -91,6 +132,7 @@ export class QueueManager {
   }
 
   async start(): Promise<void> {
+    if (this.firstAttemptOnly) return;
     for (const id of await this.spool.list('deferred')) {
       const ds = await this.spool.readState(id);
       this.deferred.set(id, ds?.nextAttemptAt ?? this.now());
@@ -289,7 +331,8 @@ export class QueueManager {
     const late = this.pendingOps.get(id);
     if (late) return this.applyPendingOp(id, late);
     await this.spool.move(id, 'active', 'deferred');
-    this.deferred.set(id, ds.nextAttemptAt);
+    if (this.firstAttemptOnly) this.opts.onDeferred?.(id, ds.nextAttemptAt);
+    else this.deferred.set(id, ds.nextAttemptAt);
   }
 
   /**

@@ -25,3 +25,8 @@ const ID_RE = /^[0-9A-Z]{11}[0-9A-F]{8}$/;
 export function isQueueId(s: string): s is QueueId {
   return ID_RE.test(s);
 }
+
+/** The tail every queue id made by this process ends with (which process committed it). */
+export function processIdSuffix(): string {
+  return processTag.toString(16).toUpperCase().padStart(8, '0');
+}

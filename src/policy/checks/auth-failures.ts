@@ -1,0 +1,61 @@
+/**
+ * auth-failures: brute-force protection for SMTP AUTH, per client address
+ * and per account name (limits in quotas.yaml authFailures). Asked BEFORE
+ * the password is checked, so a locked-out client never costs a password
+ * hash: a lockout refuses with 454 4.7.0; below it, after `delayAfter`
+ * failures in the window every attempt waits delay·2^(failures-delayAfter)
+ * (capped at maxDelay) before its password is looked at. Failures are
+ * counted AFTER the check (afterAuth); reaching `lockoutAfter` failures in
+ * the window locks the subject out for `lockout`.
+ */
+import { keys, type Subject } from '../../state/keys';
+import type { AuthFailureLimits } from '../quotas';
+import type { Check, CheckResult, CheckType, EvalContext } from '../rule';
+import { accountSubject, humanMs, ipSubject } from './common';
+
+function subjects(ctx: EvalContext): Array<{ s: Subject; limits: AuthFailureLimits; label: string }> {
+  const af = ctx.data.quotas.authFailures;
+  const out = [{ s: ipSubject(ctx), limits: af.perIp, label: 'address' }];
+  if (ctx.user) out.push({ s: accountSubject(ctx.user), limits: af.perAccount, label: 'account' });
+  return out;
+}
+
+export const authFailuresCheck: CheckType = {
+  name: 'auth-failures',
+  stages: ['auth'],
+  keys: [],
+  compile(): Check {
+    return {
+      type: 'auth-failures',
+      async run(ctx: EvalContext): Promise<CheckResult> {
+        const inputs: Record<string, unknown> = {};
+        let delay = 0;
+        for (const { s, limits, label } of subjects(ctx)) {
+          const locked = await ctx.env.store.ttl(keys.authLock(s), ctx.now);
+          const failures = await ctx.env.store.count(keys.authFailures(s), limits.windowMs, ctx.now);
+          inputs[label] = `${s.id}: ${failures} failures in ${humanMs(limits.windowMs)}${locked ? `, locked for ${humanMs(locked)}` : ''}`;
+          if (locked > 0) {
+            return { outcome: 'tempfail', reply: 'auth_locked_out', detail: `(try again in ${humanMs(locked)})`, sub: label, inputs };
+          }
+          if (limits.delayAfter > 0 && failures >= limits.delayAfter) {
+            delay = Math.max(delay, Math.min(limits.maxDelayMs, limits.delayMs * 2 ** (failures - limits.delayAfter)));
+          }
+        }
+        if (delay > 0) {
+          inputs.delay = humanMs(delay);
+          if (ctx.mode === 'live') await ctx.env.sleep(delay);
+        }
+        return { outcome: 'next', inputs };
+      },
+      async afterAuth(ctx: EvalContext, ok: boolean): Promise<void> {
+        if (ok) return;
+        for (const { s, limits } of subjects(ctx)) {
+          const n = await ctx.env.store.record(keys.authFailures(s), limits.windowMs, 1, ctx.now);
+          if (limits.lockoutAfter > 0 && n >= limits.lockoutAfter && (await ctx.env.store.get(keys.authLock(s), ctx.now)) === 0) {
+            await ctx.env.store.incr(keys.authLock(s), 1, limits.lockoutMs, ctx.now);
+          }
+        }
+      },
+    };
+  },
+};

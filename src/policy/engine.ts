@@ -1,0 +1,326 @@
+/**
+ * The policy engine: the PolicyHooks the SMTP session calls at each phase,
+ * answered by running that stage's restriction list (Postfix's model):
+ *
+ *   built-in relay gates → the stage's rules from rules.yaml, in order
+ *   - a rule says next (no objection), permit (stop: accept), tempfail or
+ *     reject (stop: that is the decision) or hold (remembered; evaluation
+ *     goes on, so a hold never hides a later refusal; the message is held
+ *     if nothing refuses it);
+ *   - warnOnly rules log what they would have done and change nothing;
+ *   - the end of the list is the stage's stated default (rules.yaml
+ *     `defaults`, accept unless said otherwise).
+ * Every decision is a Verdict carrying the deciding rule's id (with the
+ * check's detail: "dnsbl:zen.xbl", "quota.recipients:recipientsPerDay"),
+ * logged (evt "policy": refusals and holds at info, accepts at debug) and
+ * reported to the observer.
+ *
+ * `policy explain` runs the same evaluate() with mode "explain" over a
+ * dry-run store: same rules, same checks, same DNS lookups, no counting, no
+ * waiting, no logs. Connections are counted here (an anvil: +1 at connect,
+ * −1 at disconnect, per address on intercept and per account after AUTH)
+ * in the state store, which outlives policy reloads.
+ *
+ * Talks to: the state store, DNS (through DnsblClient), the account store
+ * (reads). Trusts: the session's facts (client address, authenticated user).
+ */
+import type { Account } from '../accounts/store';
+import type { ListenerRole, Stage, Verdict } from '../envelope';
+import type { Logger } from '../log';
+import { keys } from '../state/keys';
+import type { StateStore } from '../state/store';
+import { accountSubject, ipSubject } from './checks/common';
+import { DnsblCache, DnsblClient } from './dnsbl';
+import type { PolicySet } from './load';
+import type { Netblock } from './netblocks';
+import { planFor } from './quotas';
+import type { Charge, CheckResult, EvalContext, Outcome, Rule, RuntimeEnv } from './rule';
+import { ACCEPT, type ConnectDecision, type ConnectFacts, type DataFacts, type PolicyHooks, type PolicyObserver, type TransactionFacts } from './types';
+import type { ClientInfo } from '../envelope';
+
+/** Connection counters expire if a disconnect is ever missed (a crash, a bug). */
+const CONNECTION_TTL_MS = 60 * 60_000;
+
+export interface EngineDeps {
+  readonly store: StateStore;
+  readonly logger: Logger;
+  /** Shared by successive engines so reloads keep cached answers. */
+  readonly dnsblCache?: DnsblCache;
+  readonly accounts?: { get(name: string): Account | undefined };
+  readonly observer?: PolicyObserver;
+  /** Injectable clock (ms since the epoch). */
+  readonly clock?: () => number;
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+export type Mode = 'live' | 'explain';
+
+/** The facts of one stage, whoever asks (the session or explain). */
+export interface StageFacts {
+  readonly listener: { readonly name: string; readonly role: ListenerRole };
+  readonly ip: string;
+  readonly user?: string;
+  readonly account?: Account;
+  readonly mailFrom?: string;
+  readonly recipients?: readonly string[];
+  readonly rcpt?: string;
+  readonly headerFrom?: readonly string[];
+  readonly size?: number;
+}
+
+/** One rule's evaluation, for explain and logs. */
+export interface Step {
+  readonly rule: string;
+  readonly check: string;
+  readonly builtin: boolean;
+  readonly outcome: Outcome | 'skipped' | 'error';
+  readonly reply?: string;
+  readonly detail?: string;
+  readonly inputs?: Record<string, unknown>;
+  readonly note?: string;
+  readonly warnOnly?: boolean;
+}
+
+export interface StageResult {
+  readonly stage: Stage;
+  readonly verdict: Verdict;
+  readonly steps: readonly Step[];
+  readonly netblock?: Netblock;
+  readonly plan?: string;
+}
+
+const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export class PolicyEngine implements PolicyHooks {
+  readonly dnsbl: DnsblClient;
+  private readonly clock: () => number;
+  private readonly log: Logger;
+
+  constructor(
+    readonly policy: PolicySet,
+    private readonly deps: EngineDeps,
+    /** Increases with every successful reload (shown by explain and /api/reload). */
+    readonly version = 1,
+  ) {
+    this.clock = deps.clock ?? Date.now;
+    this.log = deps.logger;
+    this.dnsbl = new DnsblClient(policy.dnsbl, deps.dnsblCache ?? new DnsblCache(), {
+      clock: this.clock,
+      observer: deps.observer?.dnsblLookup ? (z, r, ms) => deps.observer!.dnsblLookup!(z, r, ms) : undefined,
+    });
+  }
+
+  get store(): StateStore {
+    return this.deps.store;
+  }
+
+  private liveEnv: RuntimeEnv | undefined;
+
+  private env(mode: Mode, store: StateStore): RuntimeEnv {
+    const live = mode === 'live';
+    if (live && store === this.deps.store && this.liveEnv) return this.liveEnv;
+    const env: RuntimeEnv = {
+      store,
+      dnsbl: this.dnsbl,
+      accounts: this.deps.accounts,
+      sleep: live ? (this.deps.sleep ?? defaultSleep) : async () => undefined,
+      quotaHit: live && this.deps.observer?.quotaHit ? (l) => this.deps.observer!.quotaHit!(l) : undefined,
+    };
+    if (live && store === this.deps.store) this.liveEnv = env;
+    return env;
+  }
+
+  private context(stage: Stage, f: StageFacts, mode: Mode, store: StateStore): EvalContext {
+    const netblock = this.policy.netblocks.match(f.ip);
+    const fresh = f.account ? this.deps.accounts?.get(f.account.name) : undefined;
+    const account = fresh ?? f.account;
+    const plan = f.listener.role === 'submission' ? account?.plan : f.listener.role === 'intercept' ? planFor(this.policy.quotas, { cls: netblock?.cls ?? '' }) : undefined;
+    return {
+      stage,
+      mode,
+      now: this.clock(),
+      env: this.env(mode, store),
+      data: this.policy,
+      listener: f.listener,
+      ip: f.ip,
+      netblock,
+      plan,
+      user: f.user ?? account?.name,
+      account,
+      mailFrom: f.mailFrom,
+      recipients: f.recipients ?? [],
+      rcpt: f.rcpt,
+      headerFrom: f.headerFrom,
+      size: f.size,
+      charges: [],
+    };
+  }
+
+  private skipReason(rule: Rule, ctx: EvalContext): string | undefined {
+    if (rule.listeners && !rule.listeners.has(ctx.listener.name) && !rule.listeners.has(ctx.listener.role)) return `not for listener ${ctx.listener.name}`;
+    if (rule.classes && !rule.classes.has(ctx.netblock?.cls ?? 'none')) return `not for class ${ctx.netblock?.cls ?? 'none'}`;
+    if (rule.plans && (ctx.plan === undefined || !rule.plans.has(ctx.plan))) return `not for plan ${ctx.plan ?? 'none'}`;
+    return undefined;
+  }
+
+  /** Run one stage's restriction list. The one code path for live decisions and explain. */
+  async evaluate(stage: Stage, f: StageFacts, mode: Mode, store: StateStore = this.deps.store): Promise<StageResult> {
+    const t0 = performance.now();
+    const ctx = this.context(stage, f, mode, store);
+    // The trace is for explain; live decisions only log the verdict.
+    const trace = mode === 'explain';
+    const steps: Step[] = [];
+    let final: Verdict | undefined;
+    let hold: Verdict | undefined;
+    for (const rule of this.policy.stages[stage]) {
+      const skip = this.skipReason(rule, ctx);
+      if (skip) {
+        if (trace) steps.push({ rule: rule.id, check: rule.check.type, builtin: rule.builtin, outcome: 'skipped', note: skip });
+        continue;
+      }
+      let r: CheckResult;
+      try {
+        r = await rule.check.run(ctx);
+      } catch (err) {
+        // A failing check (a bug, a state store outage) defers the mail, never loses it.
+        if (mode === 'live') this.log.error({ evt: 'error', stage, rule: rule.id, err }, 'policy check failed');
+        if (trace) steps.push({ rule: rule.id, check: rule.check.type, builtin: rule.builtin, outcome: 'error', note: (err as Error).message });
+        final = { action: 'tempfail', stage, rule: rule.id, reply: 'local_error' };
+        break;
+      }
+      const id = r.sub ? `${rule.id}:${r.sub}` : rule.id;
+      const warnOnly = rule.warnOnly && r.outcome !== 'next' && r.outcome !== 'permit';
+      if (trace) steps.push({
+        rule: id,
+        check: rule.check.type,
+        builtin: rule.builtin,
+        outcome: r.outcome,
+        ...(r.reply ? { reply: r.reply } : {}),
+        ...(r.detail ? { detail: r.detail } : {}),
+        ...(r.inputs ? { inputs: r.inputs } : {}),
+        ...(r.note ? { note: r.note } : {}),
+        ...(warnOnly ? { warnOnly } : {}),
+      });
+      if (r.outcome === 'next') continue;
+      if (warnOnly) {
+        if (mode === 'live') this.log.info({ evt: 'policy', stage, rule: id, would: r.outcome, reply: r.reply, ip: ctx.ip, user: ctx.user, warnOnly: true }, 'policy would refuse (warnOnly)');
+        continue;
+      }
+      if (r.outcome === 'permit') {
+        final = hold ?? ACCEPT(stage, id);
+        break;
+      }
+      const v: Verdict = { action: r.outcome, stage, rule: id, ...(r.reply ? { reply: r.reply } : {}), ...(r.detail ? { detail: r.detail } : {}) };
+      if (r.outcome === 'hold') {
+        hold ??= v;
+        continue;
+      }
+      final = v;
+      break;
+    }
+    if (!final) final = hold ?? this.stageDefault(stage);
+    if ((final.action === 'reject' || final.action === 'tempfail') && ctx.charges.length > 0) await this.refund(ctx.charges, store);
+    if (mode === 'live') this.report(final, ctx, performance.now() - t0);
+    return { stage, verdict: final, steps, netblock: ctx.netblock, plan: ctx.plan };
+  }
+
+  private stageDefault(stage: Stage): Verdict {
+    const d = this.policy.defaults[stage];
+    const reply = d.reply ?? (d.action === 'reject' ? 'policy_reject' : d.action === 'tempfail' ? 'policy_tempfail' : undefined);
+    return { action: d.action, stage, rule: `${stage}.default`, ...(reply ? { reply } : {}), ...(d.detail ? { detail: d.detail } : {}) };
+  }
+
+  private async refund(charges: Charge[], store: StateStore): Promise<void> {
+    for (const c of charges) await store.undo(c.limits, c.cost, c.stamp);
+  }
+
+  private report(v: Verdict, ctx: EvalContext, ms: number): void {
+    this.deps.observer?.verdict?.(v);
+    const fields = {
+      evt: 'policy',
+      stage: v.stage,
+      action: v.action,
+      rule: v.rule,
+      ...(v.reply ? { reply: v.reply } : {}),
+      ...(v.detail ? { detail: v.detail } : {}),
+      listener: ctx.listener.name,
+      ip: ctx.ip,
+      ...(ctx.user ? { user: ctx.user } : {}),
+      ...(ctx.mailFrom !== undefined ? { from: ctx.mailFrom } : {}),
+      ...(ctx.rcpt ? { rcpt: ctx.rcpt } : {}),
+      ms: Math.round(ms * 100) / 100,
+    };
+    if (v.action === 'accept') this.log.debug(fields, 'policy decision');
+    else this.log.info(fields, 'policy decision');
+  }
+
+  /** Count an opening (+1) or closing (−1) connection (intercept: per address). */
+  async countConnection(f: StageFacts, by: 1 | -1, store: StateStore = this.deps.store): Promise<void> {
+    if (f.listener.role !== 'intercept') return;
+    const ctx = { ip: f.ip, data: this.policy } as unknown as EvalContext;
+    await store.incr(keys.connections(ipSubject(ctx)), by, CONNECTION_TTL_MS, this.clock());
+  }
+
+  /** After the password check: count failures; count the account's connection on success. */
+  async afterAuth(f: StageFacts, ok: boolean, mode: Mode, store: StateStore = this.deps.store): Promise<void> {
+    const ctx = this.context('auth', f, mode, store);
+    for (const rule of this.policy.stages.auth) {
+      if (rule.check.afterAuth && !this.skipReason(rule, ctx)) await rule.check.afterAuth(ctx, ok);
+    }
+    if (ok && f.user) await store.incr(keys.connections(accountSubject(f.user)), 1, CONNECTION_TTL_MS, ctx.now);
+  }
+
+  // ---- PolicyHooks (the session's side) ----
+
+  async connect(f: ConnectFacts): Promise<ConnectDecision> {
+    const facts: StageFacts = { listener: { name: f.listener.name, role: f.listener.role }, ip: f.ip };
+    // Counted before the rules so that every connect has its disconnect.
+    await this.countConnection(facts, 1);
+    try {
+      const r = await this.evaluate('connect', facts, 'live');
+      return { verdict: r.verdict, ...(r.netblock ? { netblockClass: r.netblock.cls } : {}) };
+    } catch (err) {
+      await this.countConnection(facts, -1);
+      throw err;
+    }
+  }
+
+  async auth(f: { client: ClientInfo; user: string; phase: 'before' | 'after'; ok?: boolean }): Promise<Verdict> {
+    const facts: StageFacts = { listener: { name: f.client.listener, role: f.client.role }, ip: f.client.ip, user: f.user };
+    if (f.phase === 'before') return (await this.evaluate('auth', facts, 'live')).verdict;
+    await this.afterAuth(facts, f.ok === true, 'live');
+    return ACCEPT('auth', 'auth.counted');
+  }
+
+  private tx(f: TransactionFacts): StageFacts {
+    return {
+      listener: { name: f.client.listener, role: f.client.role },
+      ip: f.client.ip,
+      user: f.client.user,
+      account: f.account,
+      mailFrom: f.mailFrom,
+      recipients: f.recipients,
+    };
+  }
+
+  async mail(f: TransactionFacts): Promise<Verdict> {
+    return (await this.evaluate('mail', this.tx(f), 'live')).verdict;
+  }
+
+  async rcpt(f: TransactionFacts & { readonly rcpt: string }): Promise<Verdict> {
+    return (await this.evaluate('rcpt', { ...this.tx(f), rcpt: f.rcpt }, 'live')).verdict;
+  }
+
+  async data(f: DataFacts): Promise<Verdict> {
+    return (await this.evaluate('data', { ...this.tx(f), headerFrom: f.headerFrom, size: f.size }, 'live')).verdict;
+  }
+
+  disconnect(f: { client: ClientInfo }): void {
+    const facts: StageFacts = { listener: { name: f.client.listener, role: f.client.role }, ip: f.client.ip };
+    const done = async () => {
+      await this.countConnection(facts, -1);
+      if (f.client.user) await this.deps.store.incr(keys.connections(accountSubject(f.client.user)), -1, CONNECTION_TTL_MS, this.clock());
+    };
+    done().catch((err: Error) => this.log.error({ evt: 'error', err }, 'releasing connection counters failed'));
+  }
+}

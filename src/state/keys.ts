@@ -1,0 +1,45 @@
+/**
+ * Every state key, built in one place. Layout:
+ *
+ *   sh:<kind>:{<subject>}:<name>
+ *
+ * The subject (an account or a client address) is the Redis Cluster hash
+ * tag, so every key of one subject lives in one slot and an atomic
+ * operation over several of them (recipients per hour AND per day) is one
+ * Lua script on one node. Subjects come from clients (user names typed at
+ * AUTH), so they are escaped: no braces, no spaces, bounded length.
+ *
+ * Talks to: nothing. Trusts: nothing (escapes every input).
+ */
+
+export type SubjectKind = 'a' | 'ip';
+
+/** An account ("a") or a client address or IPv6 prefix ("ip"). */
+export interface Subject {
+  readonly kind: SubjectKind;
+  readonly id: string;
+}
+
+export function escapeId(s: string): string {
+  const lower = s.toLowerCase();
+  // Keep keys readable for the common case, escape anything odd.
+  const safe = /^[a-z0-9@._:+/-]{1,200}$/.test(lower) ? lower : encodeURIComponent(lower.slice(0, 200));
+  return safe;
+}
+
+function tag(s: Subject): string {
+  return `{${s.kind}:${escapeId(s.id)}}`;
+}
+
+export const keys = {
+  /** A quota's sliding-window log, e.g. sh:q:{a:alice@isp.test}:recipientsPerDay */
+  quota: (s: Subject, limit: string): string => `sh:q:${tag(s)}:${limit}`,
+  /** Open connections of a subject (an anvil counter). */
+  connections: (s: Subject): string => `sh:c:${tag(s)}`,
+  /** Failed AUTH attempts of a client address or an account name. */
+  authFailures: (s: Subject): string => `sh:af:${tag(s)}`,
+  /** A temporary AUTH lockout (a counter whose TTL is the lockout). */
+  authLock: (s: Subject): string => `sh:al:${tag(s)}`,
+  /** A behaviour signal (sliding set or log) for later containment rules. */
+  signal: (s: Subject, name: string): string => `sh:s:${tag(s)}:${name}`,
+};

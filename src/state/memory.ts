@@ -1,0 +1,262 @@
+/**
+ * The in-memory state store: one process, no dependencies, the default.
+ * Sliding-window logs are arrays of (slot stamp, cost) in time order (see
+ * store.ts for the slotting); counters and sets carry their own expiry.
+ * Expired keys are dropped when touched and by a sweep every SWEEP_EVERY
+ * operations (no timers: nothing to stop, nothing keeping a test alive).
+ *
+ * Talks to: nothing. Trusts: its callers' `now` (monotone in practice;
+ * out-of-order stamps are inserted in order).
+ */
+import { slotStamp, type HitManyResult, type HitResult, type RateLimit, type StateStore } from './store';
+
+interface Log {
+  windowMs: number;
+  ts: number[];
+  cost: number[];
+  head: number;
+  total: number;
+}
+
+interface Counter {
+  value: number;
+  expiresAt: number;
+}
+
+interface SlidingSet {
+  windowMs: number;
+  seen: Map<string, number>;
+}
+
+const SWEEP_EVERY = 20_000;
+
+export class MemoryStore implements StateStore {
+  readonly kind = 'memory';
+  private readonly logs = new Map<string, Log>();
+  private readonly counters = new Map<string, Counter>();
+  private readonly sets = new Map<string, SlidingSet>();
+  private ops = 0;
+
+  // ---- sliding-window logs ----
+
+  private log(key: string, windowMs: number, now: number, create: boolean): Log | undefined {
+    let l = this.logs.get(key);
+    if (l) {
+      // A key is used with one window; if the caller changed it (a policy
+      // reload with a new window), the new window applies from now on.
+      l.windowMs = windowMs;
+      prune(l, now);
+      if (l.total <= 0 && !create) {
+        this.logs.delete(key);
+        return undefined;
+      }
+    } else if (create) {
+      l = { windowMs, ts: [], cost: [], head: 0, total: 0 };
+      this.logs.set(key, l);
+    }
+    return l;
+  }
+
+  private tick(now: number): void {
+    if (++this.ops % SWEEP_EVERY === 0) this.sweep(now);
+  }
+
+  /** Drop everything expired at `now` (also called automatically). */
+  sweep(now: number): void {
+    for (const [k, l] of this.logs) {
+      prune(l, now);
+      if (l.total <= 0) this.logs.delete(k);
+    }
+    for (const [k, c] of this.counters) if (c.expiresAt <= now) this.counters.delete(k);
+    for (const [k, s] of this.sets) {
+      for (const [m, t] of s.seen) if (t + s.windowMs <= now) s.seen.delete(m);
+      if (s.seen.size === 0) this.sets.delete(k);
+    }
+  }
+
+  /** Number of live keys (tests and benchmarks). */
+  size(): number {
+    return this.logs.size + this.counters.size + this.sets.size;
+  }
+
+  private evaluate(limits: readonly RateLimit[], cost: number, now: number, apply: boolean): HitManyResult {
+    this.tick(now);
+    const results: HitResult[] = [];
+    let denied: HitResult | undefined;
+    for (const lim of limits) {
+      const l = this.log(lim.key, lim.windowMs, now, false);
+      const count = l?.total ?? 0;
+      const allowed = count + cost <= lim.limit;
+      const r: HitResult = {
+        key: lim.key,
+        limit: lim.limit,
+        count: allowed ? count + cost : count,
+        allowed,
+        retryAfterMs: allowed ? 0 : retryAfter(l, count + cost - lim.limit, cost > lim.limit, lim.windowMs, now),
+      };
+      results.push(r);
+      if (!allowed && !denied) denied = r;
+    }
+    if (apply && !denied) {
+      for (const lim of limits) add(this.log(lim.key, lim.windowMs, now, true)!, slotStamp(lim.windowMs, now), cost);
+    }
+    return { allowed: !denied, results, denied, stamp: now };
+  }
+
+  async hit(key: string, limit: number, windowMs: number, cost: number, now: number): Promise<HitResult> {
+    return this.evaluate([{ key, limit, windowMs }], cost, now, true).results[0]!;
+  }
+
+  async hitMany(limits: readonly RateLimit[], cost: number, now: number): Promise<HitManyResult> {
+    return this.evaluate(limits, cost, now, true);
+  }
+
+  async peekMany(limits: readonly RateLimit[], cost: number, now: number): Promise<HitManyResult> {
+    return this.evaluate(limits, cost, now, false);
+  }
+
+  async undo(limits: readonly RateLimit[], cost: number, stamp: number): Promise<void> {
+    for (const lim of limits) {
+      const l = this.logs.get(lim.key);
+      if (!l) continue;
+      const at = slotStamp(lim.windowMs, stamp);
+      for (let i = l.ts.length - 1; i >= l.head; i--) {
+        if (l.ts[i] !== at) continue;
+        const take = Math.min(cost, l.cost[i]!);
+        l.cost[i]! -= take;
+        l.total -= take;
+        if (l.cost[i] === 0) {
+          l.ts.splice(i, 1);
+          l.cost.splice(i, 1);
+        }
+        break;
+      }
+      if (l.total <= 0) this.logs.delete(lim.key);
+    }
+  }
+
+  async record(key: string, windowMs: number, cost: number, now: number): Promise<number> {
+    this.tick(now);
+    const l = this.log(key, windowMs, now, true)!;
+    add(l, slotStamp(windowMs, now), cost);
+    return l.total;
+  }
+
+  async count(key: string, windowMs: number, now: number): Promise<number> {
+    return this.log(key, windowMs, now, false)?.total ?? 0;
+  }
+
+  // ---- counters ----
+
+  async incr(key: string, by: number, ttlMs: number, now: number): Promise<number> {
+    this.tick(now);
+    let c = this.counters.get(key);
+    if (c && c.expiresAt <= now) c = undefined;
+    const value = (c?.value ?? 0) + by;
+    if (value <= 0) {
+      this.counters.delete(key);
+      return 0;
+    }
+    this.counters.set(key, { value, expiresAt: now + ttlMs });
+    return value;
+  }
+
+  async get(key: string, now: number): Promise<number> {
+    const c = this.counters.get(key);
+    if (!c) return 0;
+    if (c.expiresAt <= now) {
+      this.counters.delete(key);
+      return 0;
+    }
+    return c.value;
+  }
+
+  async ttl(key: string, now: number): Promise<number> {
+    const c = this.counters.get(key);
+    return c && c.expiresAt > now ? c.expiresAt - now : 0;
+  }
+
+  async del(key: string): Promise<void> {
+    this.counters.delete(key);
+    this.logs.delete(key);
+    this.sets.delete(key);
+  }
+
+  // ---- sliding sets ----
+
+  async addToSet(key: string, member: string, windowMs: number, now: number): Promise<number> {
+    this.tick(now);
+    let s = this.sets.get(key);
+    if (!s) {
+      s = { windowMs, seen: new Map() };
+      this.sets.set(key, s);
+    }
+    s.windowMs = windowMs;
+    s.seen.delete(member); // re-insert: Map order stays oldest-first
+    s.seen.set(member, now);
+    return pruneSet(s, now);
+  }
+
+  async setSize(key: string, windowMs: number, now: number): Promise<number> {
+    const s = this.sets.get(key);
+    if (!s) return 0;
+    s.windowMs = windowMs;
+    const n = pruneSet(s, now);
+    if (n === 0) this.sets.delete(key);
+    return n;
+  }
+
+  async close(): Promise<void> {
+    this.logs.clear();
+    this.counters.clear();
+    this.sets.clear();
+  }
+}
+
+function prune(l: Log, now: number): void {
+  while (l.head < l.ts.length && l.ts[l.head]! + l.windowMs <= now) {
+    l.total -= l.cost[l.head]!;
+    l.head++;
+  }
+  if (l.head > 32 && l.head * 2 > l.ts.length) {
+    l.ts.splice(0, l.head);
+    l.cost.splice(0, l.head);
+    l.head = 0;
+  }
+}
+
+function add(l: Log, stamp: number, cost: number): void {
+  l.total += cost;
+  let i = l.ts.length - 1;
+  if (i >= l.head && l.ts[i] === stamp) {
+    l.cost[i]! += cost;
+    return;
+  }
+  // Normally appended; an earlier stamp (a clock stepped back) is inserted in order.
+  while (i >= l.head && l.ts[i]! > stamp) i--;
+  if (i >= l.head && l.ts[i] === stamp) {
+    l.cost[i]! += cost;
+    return;
+  }
+  l.ts.splice(i + 1, 0, stamp);
+  l.cost.splice(i + 1, 0, cost);
+}
+
+/** How long until `need` of the window's cost has expired. */
+function retryAfter(l: Log | undefined, need: number, impossible: boolean, windowMs: number, now: number): number {
+  if (impossible || !l) return windowMs;
+  let freed = 0;
+  for (let i = l.head; i < l.ts.length; i++) {
+    freed += l.cost[i]!;
+    if (freed >= need) return Math.max(0, l.ts[i]! + l.windowMs - now);
+  }
+  return windowMs;
+}
+
+function pruneSet(s: SlidingSet, now: number): number {
+  for (const [m, t] of s.seen) {
+    if (t + s.windowMs > now) break; // oldest first: the rest are newer
+    s.seen.delete(m);
+  }
+  return s.seen.size;
+}
