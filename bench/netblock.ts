@@ -118,7 +118,7 @@ async function measure(dir: string): Promise<void> {
     console.log(`  load from a YAML list (for comparison)        ${loadYaml.toFixed(0)} ms`);
     console.log(`  lookup IPv4 address text (parse + match)      ${fmt(textV4)}`);
     console.log(`  lookup IPv6 address text (parse + match)      ${fmt(textV6)}`);
-    console.log(`  lookup IPv4 number (trie only)                ${fmt(numV4)}`);
+    console.log(`  lookup IPv4 number (table only)               ${fmt(numV4)}`);
     console.log(`  parse IPv4 text only                          ${fmt(parseOnly)}`);
   }
 }

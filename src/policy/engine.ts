@@ -25,7 +25,7 @@
  * (reads). Trusts: the session's facts (client address, authenticated user).
  */
 import type { Account } from '../accounts/store';
-import type { ListenerRole, Stage, Verdict } from '../envelope';
+import type { ClientInfo, ListenerRole, Stage, Verdict } from '../envelope';
 import type { Logger } from '../log';
 import { keys } from '../state/keys';
 import type { StateStore } from '../state/store';
@@ -36,7 +36,6 @@ import type { Netblock } from './netblocks';
 import { planFor } from './quotas';
 import type { Charge, CheckResult, EvalContext, Outcome, Rule, RuntimeEnv } from './rule';
 import { ACCEPT, type ConnectDecision, type ConnectFacts, type DataFacts, type PolicyHooks, type PolicyObserver, type TransactionFacts } from './types';
-import type { ClientInfo } from '../envelope';
 
 /** Connection counters expire if a disconnect is ever missed (a crash, a bug). */
 const CONNECTION_TTL_MS = 60 * 60_000;
@@ -257,8 +256,7 @@ export class PolicyEngine implements PolicyHooks {
   /** Count an opening (+1) or closing (−1) connection (intercept: per address). */
   async countConnection(f: StageFacts, by: 1 | -1, store: StateStore = this.deps.store): Promise<void> {
     if (f.listener.role !== 'intercept') return;
-    const ctx = { ip: f.ip, data: this.policy } as unknown as EvalContext;
-    await store.incr(keys.connections(ipSubject(ctx)), by, CONNECTION_TTL_MS, this.clock());
+    await store.incr(keys.connections(ipSubject({ ip: f.ip, data: this.policy })), by, CONNECTION_TTL_MS, this.clock());
   }
 
   /** After the password check: count failures; count the account's connection on success. */

@@ -23,8 +23,8 @@ export function fromAction(spec: ActionSpec, dflt: DefaultReplies, extra: Omit<C
   return { outcome: spec.action, ...(reply ? { reply } : {}), ...(d ? { detail: d } : {}), ...extra };
 }
 
-/** The client address as a counter subject (IPv6 by its prefix). */
-export function ipSubject(ctx: EvalContext): Subject {
+/** The client address as a counter subject (IPv6 by its prefix, quotas.yaml ipv6Prefix). */
+export function ipSubject(ctx: Pick<EvalContext, 'ip' | 'data'>): Subject {
   return { kind: 'ip', id: prefixOf(ctx.ip, ctx.data.quotas.ipv6Prefix) ?? ctx.ip };
 }
 
