@@ -15,11 +15,18 @@ import { createSigner, type DkimSigner } from './dkim/sign';
 import { dkimKeygen } from './dkim/cli';
 import { createLogger, type Logger } from './log';
 import { registerPolicyRoutes } from './admin/policy-routes';
+import { registerContainmentRoutes } from './containment/admin-routes';
+import { wireContainment } from './containment/wire';
 import { PolicyRuntime, type ReloadResult } from './policy/runtime';
 import type { PolicyObserver } from './policy/types';
-import { MemoryStore } from './state/memory';
+import { createGatewayMetrics, spoolWriteProbe, type GatewayMetrics } from './metrics/index';
+import { createState, type StateRuntime } from './state/config';
 import type { StateStore } from './state/store';
+import { Fleet } from './fleet/fleet';
+import { adaptProxyProtocolV2 } from './fleet/proxy-protocol';
+import { registerFleetRoutes } from './admin/fleet-routes';
 import { createDeliveryAgent } from './relay/deliver';
+import { Roles } from './roles/index';
 import type { DeliveryAgent } from './relay/types';
 import { Listener } from './smtp/listener';
 import { loadTlsMaterial } from './smtp/tls-material';
@@ -39,6 +46,12 @@ export interface App {
   dkim(): DkimSigner | undefined;
   /** The policy in force (policies/*.yaml) and its reload. */
   readonly policy: PolicyRuntime;
+  /** The state store (memory or Redis) and its health: degraded() for metrics. */
+  readonly state: StateRuntime;
+  /** Fleet-wide actions (suspensions, quota clears, reload) over the shared state. */
+  readonly fleet: Fleet;
+  /** The metric catalogue of this process (src/metrics) and the /metrics provider. */
+  readonly metrics: GatewayMetrics;
   /** Re-read what can change at run time (SIGHUP, `smarthost reload`): the policy files. */
   reload(): Promise<{ ok: boolean; policy: ReloadResult }>;
   /** Bound port of a listener by name (useful with port 0 in tests). */
@@ -83,15 +96,28 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   accounts.load();
 
   const role = opts.role ?? 'single';
-  // Counters outlive policy reloads; in-memory until a shared store is configured.
-  const state: StateStore = opts.state ?? new MemoryStore();
-  const policy = new PolicyRuntime({ dir: cfg.policy.dir, listeners: cfg.listeners, store: state, logger, accounts, observer: opts.policyObserver, clock: opts.clock });
+  // Counters outlive policy reloads. `state.backend: memory`: this gateway's own (a
+  // worker's is the primary's, over IPC); `redis`: the fleet's, every process connects.
+  const stateRt = createState(cfg.state, logger, { memory: opts.state });
+  const state: StateStore = stateRt.store;
+  const metrics = createGatewayMetrics(cfg, role);
+  metrics.catalogue.watchDegraded(() => stateRt.degraded());
+  metrics.catalogue.watchSuspended(() => accounts.all().filter((a) => accounts.get(a.name)?.suspended).length);
+  const dnsblZones = (): string[] => policy.current().policy.dnsbl.zones.map((z) => z.name);
+  const policy: PolicyRuntime = new PolicyRuntime({ dir: cfg.policy.dir, listeners: cfg.listeners, store: state, logger, accounts, observer: opts.policyObserver ?? metrics.policyObserver(dnsblZones), clock: opts.clock });
+  metrics.catalogue.knownZones(dnsblZones());
+  // Containment (src/containment): behaviour signals after each policy decision (policies/containment.yaml).
+  const containment = wireContainment({ dir: cfg.policy.dir, store: state, logger, accounts, policy: () => policy.current(), clock: opts.clock, observer: metrics.catalogue.containment });
+  const policyHooks = containment.wrap(() => policy.current());
   if (cfg.embedded && cfg.dkim.enabled && !existsSync(cfg.dkim.keysDir)) await createDemoKeys(cfg, logger);
   // Signing is the last change to a message (after Received:), once, before the spool write.
   let signer: DkimSigner | undefined = cfg.dkim.enabled ? await createSigner(cfg.dkim, logger) : undefined;
+  if (signer) signer.onSigned = metrics.catalogue.onSigned;
 
-  const tls = await loadTlsMaterial(cfg);
-  const agent = opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger });
+  let tls = await loadTlsMaterial(cfg);
+  // Smart-host roles (src/roles): backup MX checks, POP-before-SMTP grants, rewriting maps.
+  const roles = new Roles(cfg, { store: state, accounts, logger });
+  const agent = roles.guard(opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger }), logger);
   const qmgr = new QueueManager(spool, agent, cfg.relay, {
     hostname: cfg.hostname,
     logger,
@@ -99,7 +125,13 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     mode: role === 'worker' ? 'first-attempt' : 'full',
     onDeferred: opts.onDeferred,
   });
+  qmgr.observe(metrics.catalogue.queue);
+  qmgr.observe(containment.queueObserver);
+  // Queue gauges from the process that owns the queue (a worker's first attempts are its own).
+  if (role !== 'worker') metrics.catalogue.bindQueue(qmgr, spool);
 
+  // PROXY protocol v2 from the load balancers in a listener's proxyFrom (v1 is smtp-server's own).
+  adaptProxyProtocolV2();
   const listeners = (role === 'primary' ? [] : cfg.listeners).map(
     (l) =>
       new Listener(
@@ -107,14 +139,16 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
         {
           cfg,
           accounts,
-          policy: () => policy.current(),
+          policy: policyHooks,
           signer: () => signer,
           spool,
           onCommitted: (id, held, handoff) => {
             if (!held) qmgr.notify(id, handoff);
           },
           logger,
-          bareNewline: 'normalise',
+          bareNewline: cfg.smtp.bareNewline,
+          roles,
+          observer: metrics.catalogue.session,
         },
         () => tls,
         logger,
@@ -123,17 +157,36 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
 
   const admin = new AdminServer({ address: cfg.admin.address, port: cfg.admin.port, token: await adminToken(cfg), logger });
   registerQueueRoutes(admin, qmgr);
+  admin.metrics(() => metrics.render());
+  roles.registerRoutes(admin);
   const reload = async () => {
     const p = policy.reload();
+    roles.reload();
     // DKIM keys are re-read too (rotation); a failure keeps the keys in use and is logged.
     await signer?.reload().catch(() => undefined);
+    // So are the TLS certificate and key (renewal without restart): new connections get
+    // the new pair; an unreadable or broken pair keeps the one in use and is logged.
+    try {
+      const next = await loadTlsMaterial(cfg);
+      for (const l of listeners) l.updateTls(next);
+      tls = next;
+    } catch (err) {
+      logger.error({ evt: 'error', err: (err as Error).message }, 'TLS reload failed; keeping the certificate in use');
+    }
     opts.afterReload?.();
     return { ok: p.ok, policy: p };
   };
   registerPolicyRoutes(admin, { runtime: policy, listeners: cfg.listeners, accounts, reload });
+  registerContainmentRoutes(admin, containment.containment);
+  const fleet = new Fleet({ role, logger, accounts, store: state, storeStatus: () => stateRt.status(), redis: stateRt.redis, keyPrefix: stateRt.keyPrefix, reload, policy: () => policy.current() });
+  registerFleetRoutes(admin, fleet, stateRt);
+  // Fail closed without Redis: not ready (the balancer prefers other gateways). Fail open: a warning.
+  admin.readiness('state', async () => stateRt.readinessFailure());
+  admin.readiness('state', async () => stateRt.readinessWarning(), { warnOnly: true });
   let listening = false;
   admin.readiness('listeners', async () => ((opts.listenersReady ? opts.listenersReady() : listening) ? undefined : 'not bound'));
-  admin.readiness('spool', async () => ((await spool.writable()) ? undefined : `${spool.dir} not writable`));
+  // A real write in spool/tmp (access(2) says yes to root, and nothing about a broken tmp/).
+  admin.readiness('spool', async () => spoolWriteProbe(spool.dir));
 
   return {
     cfg,
@@ -145,6 +198,9 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     admin,
     dkim: () => signer,
     policy,
+    state: stateRt,
+    fleet,
+    metrics,
     reload,
     port(name) {
       const l = listeners.find((x) => x.cfg.name === name);
@@ -152,9 +208,14 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       return l.port;
     },
     async start() {
+      // Bounded by state.redis.connectTimeout: without Redis the gateway starts degraded.
+      await stateRt.start();
+      await fleet.start();
       // Recovery and the admin API belong to the one process that owns the queue.
       if (role !== 'worker') await recoverSpool(spool, logger);
       await qmgr.start();
+      // The mailbox log is followed by the one process that owns the admin API (grants go to the shared store).
+      if (role !== 'worker') await roles.start();
       if (role !== 'worker') await admin.listen();
       try {
         for (const l of listeners) await l.listen();
@@ -169,12 +230,14 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     async stop() {
       listening = false;
       await Promise.all(listeners.map((l) => l.close()));
+      await roles.stop();
       await qmgr.stop();
       await agent.close();
       await admin.close();
       await signer?.close();
       signer = undefined;
-      await state.close();
+      await fleet.stop();
+      await stateRt.close();
     },
   };
 }

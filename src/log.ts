@@ -10,7 +10,7 @@ export type { Logger };
 export type LogEvent =
   | 'listening' | 'listen_failed' | 'connect' | 'connect_refused' | 'disconnect' | 'auth' | 'policy'
   | 'reception' | 'rejection' | 'delivery' | 'transient_failure' | 'bounce' | 'expiration'
-  | 'queue_op' | 'recovery' | 'reload' | 'dkim' | 'error';
+  | 'queue_op' | 'recovery' | 'reload' | 'dkim' | 'containment' | 'error';
 
 export const REDACT_PATHS = [
   'password', 'pass', 'token', 'auth.pass', 'auth.password', '*.password', '*.pass', '*.token',
@@ -20,7 +20,9 @@ export const REDACT_PATHS = [
 export function createLogger(opts: { level: string; pretty: boolean }): Logger {
   const base = { level: opts.level, redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { pid: process.pid } };
   if (opts.pretty) {
-    return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:standard' } } });
+    // Development only (a worker thread formats each line). Colours when stdout is a terminal
+    // (pino-pretty's own detection, so `| less` or a file gets plain text).
+    return pino({ ...base, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard' } } });
   }
   return pino(base);
 }

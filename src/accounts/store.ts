@@ -54,6 +54,8 @@ export class AccountStore {
   private accounts = new Map<string, Account>();
   private mtimeMs = -1;
   private checkedAt = 0;
+  /** Fleet mode: suspensions decided fleet-wide (src/fleet), on top of the file's. */
+  private suspendedElsewhere: ((name: string) => boolean) | undefined;
   readonly cache: AuthCache;
 
   constructor(
@@ -93,7 +95,18 @@ export class AccountStore {
 
   get(name: string): Account | undefined {
     this.refresh();
-    return this.accounts.get(name.toLowerCase());
+    const a = this.accounts.get(name.toLowerCase());
+    if (a && !a.suspended && this.suspendedElsewhere?.(a.name)) return { ...a, suspended: true };
+    return a;
+  }
+
+  /**
+   * Consult `isSuspended` on every lookup (fleet mode: a suspension in the
+   * shared state holds on every gateway), so AUTH and the policy's
+   * account-state rule see it. The file's own `suspended` still applies.
+   */
+  setSuspensionOverlay(isSuspended: ((name: string) => boolean) | undefined): void {
+    this.suspendedElsewhere = isSuspended;
   }
 
   all(): Account[] {

@@ -2,6 +2,7 @@
  * The admin HTTP listener (loopback by default):
  *   GET  /healthz            alive
  *   GET  /readyz             listeners bound, spool writable, registered checks; 503 + reasons otherwise
+ *                            (warnOnly checks are listed under `warnings` and never fail it)
  *   GET  /metrics            Prometheus exposition (registered by src/metrics)
  *   /api/...                 operator actions, bearer token required
  * Routes are registered by the modules that own them (queue, accounts,
@@ -37,7 +38,7 @@ interface Route {
 
 export class AdminServer {
   private readonly routes: Route[] = [];
-  private readonly readyChecks: Array<{ name: string; check: ReadyCheck }> = [];
+  private readonly readyChecks: Array<{ name: string; check: ReadyCheck; warnOnly?: boolean }> = [];
   private metricsProvider: (() => Promise<{ contentType: string; body: string }>) | undefined;
   private server: http.Server | undefined;
   private boundPort = 0;
@@ -53,8 +54,9 @@ export class AdminServer {
     this.routes.push({ method, pattern, keys, handler });
   }
 
-  readiness(name: string, check: ReadyCheck): void {
-    this.readyChecks.push({ name, check });
+  /** A readiness check; `warnOnly`: reported in /readyz but never makes it fail (a degraded but serving part). */
+  readiness(name: string, check: ReadyCheck, opts: { warnOnly?: boolean } = {}): void {
+    this.readyChecks.push({ name, check, warnOnly: opts.warnOnly });
   }
 
   metrics(provider: () => Promise<{ contentType: string; body: string }>): void {
@@ -105,11 +107,13 @@ export class AdminServer {
       if (req.method === 'GET' && url.pathname === '/healthz') return send(200, 'ok\n', 'text/plain');
       if (req.method === 'GET' && url.pathname === '/readyz') {
         const failures: string[] = [];
+        const warnings: string[] = [];
         for (const c of this.readyChecks) {
           const why = await c.check().catch((e: Error) => e.message);
-          if (why) failures.push(`${c.name}: ${why}`);
+          if (why) (c.warnOnly ? warnings : failures).push(`${c.name}: ${why}`);
         }
-        return failures.length ? send(503, { ready: false, failures }) : send(200, { ready: true });
+        const warned = warnings.length ? { warnings } : {};
+        return failures.length ? send(503, { ready: false, failures, ...warned }) : send(200, { ready: true, ...warned });
       }
       if (req.method === 'GET' && url.pathname === '/metrics') {
         if (!this.metricsProvider) return send(404, 'metrics not enabled\n', 'text/plain');

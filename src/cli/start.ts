@@ -13,6 +13,7 @@ import { ListenError } from '../smtp/listener';
 import { processIdSuffix } from '../spool/queue-id';
 import { MemoryStore } from '../state/memory';
 import { CliError, configFrom } from './common';
+import { dropPrivileges } from './privileges';
 
 export async function runStart(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } } });
@@ -21,6 +22,8 @@ export async function runStart(args: string[]): Promise<number> {
   if (cfg.process.workers > 1) return runPrimary(cfg, args);
   const app = await build(cfg);
   await startOrExplain(app);
+  // Ports are bound: from here on, the unprivileged user (process.user).
+  dropPrivileges(cfg, app.logger);
   app.logger.info({ evt: 'listening', config: cfg.file }, 'smarthost started');
   await untilStopped(app, () => void app.reload());
   return 0;
@@ -73,6 +76,8 @@ async function runPrimary(cfg: Config, args: string[]): Promise<number> {
     throw new CliError((err as Error).message);
   }
   workersReady = true;
+  // The workers hold their listening sockets: the primary drops root too.
+  dropPrivileges(cfg, app.logger);
   app.logger.info({ evt: 'listening', config: cfg.file, workers: cfg.process.workers }, 'smarthost started');
   await untilStopped(
     app,
@@ -97,6 +102,7 @@ async function runWorker(cfg: Config): Promise<number> {
     setTimeout(() => process.exit(1), 100);
     return -1;
   }
+  dropPrivileges(cfg, app.logger);
   process.on('message', (m: ClusterMessage) => {
     if (m?.t === 'reload') void app.reload();
   });

@@ -9,6 +9,9 @@ import path from 'node:path';
 import type { ListenerRole } from '../envelope';
 import { parseDkimConfig, type DkimConfig } from '../dkim/config';
 import { parseRelayConfig, type RelayConfig } from '../relay/config';
+import { parseRolesConfig, type RolesConfig } from '../roles/config';
+import { parseStateConfig, type StateConfig } from '../state/config';
+import { parseMetricsConfig, type MetricsConfig } from '../metrics/config';
 import { At, bool, duration, int, list, obj, oneOf, optStr, size, str, strList, type Obj } from './validate';
 
 export type TlsMode = 'none' | 'starttls' | 'implicit';
@@ -56,11 +59,29 @@ export interface Config {
   relay: RelayConfig;
   dkim: DkimConfig;
   admin: { address: string; port: number; token?: string; tokenFile: string };
-  /** Processes accepting mail (1: everything in one process). */
-  process: { workers: number };
+  /**
+   * Processes accepting mail (1: everything in one process), and the
+   * unprivileged user/group to run as once the ports are bound (least
+   * privilege; src/cli/start.ts). Unset: stay as started.
+   */
+  process: { workers: number; user?: string; group?: string };
+  /** Smart-host roles: backup MX, address rewriting, POP-before-SMTP (docs/roles.md). */
+  roles: RolesConfig;
+  /** Where counters live: memory (one gateway) or Redis (a fleet); docs/fleet.md. */
+  state: StateConfig;
+  /** Metric label limits: the domains that may appear as a `domain` label (docs/observability.md). */
+  metrics: MetricsConfig;
+  /**
+   * SMTP protocol strictness. `bareNewline`: a bare CR or LF in DATA is
+   * rewritten to CRLF (`normalise`, the default) or the message is refused
+   * with 554 5.6.0 (`reject`, Postfix's smtpd_forbid_bare_newline). Either
+   * way no next hop can read a second end-of-data into it (SMTP smuggling,
+   * test/security/smuggling.test.ts).
+   */
+  smtp: { bareNewline: 'normalise' | 'reject' };
 }
 
-const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'dkim', 'admin', 'process'] as const;
+const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'dkim', 'admin', 'process', 'roles', 'state', 'metrics', 'smtp'] as const;
 
 export function parseConfig(raw: unknown, file: string, baseDir: string): Config {
   const at = new At(file);
@@ -74,7 +95,8 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
   const policy = obj(top.policy, at.child('policy'), ['dir']);
   const admin = obj(top.admin, at.child('admin'), ['address', 'port', 'token', 'tokenFile']);
 
-  const proc = obj(top.process, at.child('process'), ['workers']);
+  const proc = obj(top.process, at.child('process'), ['workers', 'user', 'group']);
+  const smtp = obj(top.smtp, at.child('smtp'), ['bareNewline']);
   const cert = optStr(tls.cert, at.child('tls').child('cert'));
   const key = optStr(tls.key, at.child('tls').child('key'));
   if ((cert === undefined) !== (key === undefined)) at.child('tls').fail('cert and key must be given together');
@@ -111,7 +133,15 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
       token: optStr(admin.token, at.child('admin').child('token')),
       tokenFile: resolve(str(admin.tokenFile, at.child('admin').child('tokenFile'), 'var/admin.token')),
     },
-    process: { workers: parseWorkers(proc.workers, at.child('process').child('workers')) },
+    process: {
+      workers: parseWorkers(proc.workers, at.child('process').child('workers')),
+      user: optStr(proc.user, at.child('process').child('user')),
+      group: optStr(proc.group, at.child('process').child('group')),
+    },
+    roles: parseRolesConfig(top.roles, at.child('roles'), resolve),
+    state: parseStateConfig(top.state, at.child('state'), resolve),
+    metrics: parseMetricsConfig(top.metrics, at.child('metrics')),
+    smtp: { bareNewline: oneOf(smtp.bareNewline, at.child('smtp').child('bareNewline'), ['normalise', 'reject'] as const, 'normalise') },
   };
   return cfg;
 }

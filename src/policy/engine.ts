@@ -28,6 +28,7 @@ import type { Account } from '../accounts/store';
 import type { ClientInfo, ListenerRole, Stage, Verdict } from '../envelope';
 import type { Logger } from '../log';
 import { keys } from '../state/keys';
+import { isStateUnavailable } from '../state/resilient';
 import type { StateStore } from '../state/store';
 import { accountSubject, ipSubject } from './checks/common';
 import { DnsblCache, DnsblClient } from './dnsbl';
@@ -182,9 +183,12 @@ export class PolicyEngine implements PolicyHooks {
         r = await rule.check.run(ctx);
       } catch (err) {
         // A failing check (a bug, a state store outage) defers the mail, never loses it.
-        if (mode === 'live') this.log.error({ evt: 'error', stage, rule: rule.id, err }, 'policy check failed');
+        // Shared state unavailable with state.failMode closed: 451 4.3.0 state_unavailable
+        // (the store logged the outage once; not one error line per command).
+        const unavailable = isStateUnavailable(err);
+        if (mode === 'live' && !unavailable) this.log.error({ evt: 'error', stage, rule: rule.id, err }, 'policy check failed');
         if (trace) steps.push({ rule: rule.id, check: rule.check.type, builtin: rule.builtin, outcome: 'error', note: (err as Error).message });
-        final = { action: 'tempfail', stage, rule: rule.id, reply: 'local_error' };
+        final = { action: 'tempfail', stage, rule: rule.id, reply: unavailable ? 'state_unavailable' : 'local_error' };
         break;
       }
       const id = r.sub ? `${rule.id}:${r.sub}` : rule.id;

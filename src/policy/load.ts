@@ -32,6 +32,8 @@ import { readYaml } from './yaml';
 
 export const STAGES: readonly Stage[] = ['connect', 'auth', 'mail', 'rcpt', 'data'];
 export const POLICY_FILES = ['netblocks.yaml', 'dnsbl.yaml', 'quotas.yaml', 'identity.yaml', 'rules.yaml'] as const;
+/** Policy files read elsewhere: containment.yaml by src/containment/config.ts. */
+export const OTHER_POLICY_FILES = ['containment.yaml'] as const;
 
 /** The data the checks read (everything but the rules). */
 export interface PolicyData {
@@ -103,8 +105,8 @@ export function loadPolicy(dir: string, opts: LoadOptions): PolicySet {
   const root = new At(dir);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) root.fail('policy directory does not exist');
   for (const f of readdirSync(dir)) {
-    if (/\.ya?ml$/.test(f) && !(POLICY_FILES as readonly string[]).includes(f)) {
-      new At(path.join(dir, f)).fail(`unknown policy file (known: ${POLICY_FILES.join(', ')})`);
+    if (/\.ya?ml$/.test(f) && !(POLICY_FILES as readonly string[]).includes(f) && !(OTHER_POLICY_FILES as readonly string[]).includes(f)) {
+      new At(path.join(dir, f)).fail(`unknown policy file (known: ${[...POLICY_FILES, ...OTHER_POLICY_FILES].join(', ')})`);
     }
   }
   const file = (name: string) => path.join(dir, name);

@@ -14,6 +14,13 @@ export interface NextHop {
   tls: OutboundTls;
   /** Credentials for an upstream smart host; never logged. */
   auth?: { user: string; pass: string };
+  /**
+   * A retry schedule of this next hop's own (routes only; e.g. a backup MX
+   * probing its primary often and holding mail long): replaces relay.backoff
+   * and relay.maxLifetime for recipients routed here.
+   */
+  backoffMs?: number[];
+  maxLifetimeMs?: number;
 }
 
 export interface RelayConfig {
@@ -44,10 +51,10 @@ export interface RelayConfig {
   maxMessagesPerConnection: number;
 }
 
-function parseNextHop(v: unknown, at: At, defaultTls: OutboundTls): NextHop {
+function parseNextHop(v: unknown, at: At, defaultTls: OutboundTls, schedule = false): NextHop {
   // Shorthand: "host:port"
   if (typeof v === 'string') return { ...hostPort(v, at, 25), tls: defaultTls };
-  const o = obj(v, at, ['host', 'port', 'tls', 'auth']);
+  const o = obj(v, at, schedule ? ['host', 'port', 'tls', 'auth', 'backoff', 'maxLifetime'] : ['host', 'port', 'tls', 'auth']);
   const hp = hostPort(o.port === undefined ? str(o.host, at.child('host')) : `${str(o.host, at.child('host'))}:${o.port}`, at.child('host'), 25);
   let auth: NextHop['auth'];
   if (o.auth !== undefined) {
@@ -56,7 +63,13 @@ function parseNextHop(v: unknown, at: At, defaultTls: OutboundTls): NextHop {
   }
   const tls = oneOf(o.tls, at.child('tls'), ['none', 'opportunistic', 'required'] as const, defaultTls);
   if (auth && tls === 'none') at.child('tls').fail('sending AUTH credentials needs tls: opportunistic or required');
-  return { ...hp, tls, auth };
+  const hop: NextHop = { ...hp, tls, auth };
+  if (o.backoff !== undefined) {
+    hop.backoffMs = list(o.backoff, at.child('backoff')).map((d, i) => duration(d, at.child('backoff').child(i)));
+    if (hop.backoffMs.length === 0) at.child('backoff').fail('needs at least one delay');
+  }
+  if (o.maxLifetime !== undefined) hop.maxLifetimeMs = duration(o.maxLifetime, at.child('maxLifetime'));
+  return hop;
 }
 
 export function parseRelayConfig(v: unknown, at: At): RelayConfig {
@@ -71,7 +84,7 @@ export function parseRelayConfig(v: unknown, at: At): RelayConfig {
   if (!isObj(rawRoutes)) at.child('routes').fail('expected a mapping of domain → next hop');
   {
     for (const [domain, hop] of Object.entries(rawRoutes)) {
-      routes.set(domain.toLowerCase(), parseNextHop(hop, at.child('routes').child(domain), 'opportunistic'));
+      routes.set(domain.toLowerCase(), parseNextHop(hop, at.child('routes').child(domain), 'opportunistic', true));
     }
   }
   const backoff = list(o.backoff, at.child('backoff'), ['5m', '10m', '20m', '40m', '1h', '2h', '4h']).map((d, i) =>

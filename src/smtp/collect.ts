@@ -6,10 +6,15 @@
  *   end-of-data in the message: SMTP smuggling) or flagged for refusal;
  * - the header block, parsed (bounded in bytes and field count);
  * - the bytes: kept in memory up to `spillAt`, then appended to a spill
- *   file in the spool's tmp/ so a 25 MB message costs a few MB of RSS.
+ *   file in the spool's tmp/ so a 25 MB message costs a few MB of RSS;
+ * - a message that will be refused whatever follows (over the size limit,
+ *   header section too large, a bare newline under `reject`) is read to its
+ *   end but no longer kept, in memory or on disk
+ *   (test/security/exhaustion.test.ts).
  */
 import { promises as fsp } from 'node:fs';
 import type { Readable } from 'node:stream';
+import { SpoolError, writeAll } from '../spool/store';
 import { parseHeaderBlock, type HeaderField } from './headers';
 
 export interface CollectOptions {
@@ -46,6 +51,11 @@ export async function collectMessage(stream: Readable, opts: CollectOptions): Pr
   let headerBuf: Buffer[] = [];
   let headerBytes = 0;
   let inHeaders = true;
+  let spillErr: NodeJS.ErrnoException | undefined;
+  let dropped = false;
+  /** Refused whatever follows: stop keeping bytes (what was kept is released). */
+  const doomed = () =>
+    (stream as Readable & { sizeExceeded?: boolean }).sizeExceeded === true || out.headersTooLarge || (opts.bareNewline === 'reject' && out.bareNewline);
 
   const emit = async (buf: Buffer) => {
     if (buf.length === 0) return;
@@ -70,13 +80,33 @@ export async function collectMessage(stream: Readable, opts: CollectOptions): Pr
         headerBuf = [];
       }
     }
-    if (!spill && memBytes + buf.length > opts.spillAt) {
-      opts.onSpill?.();
-      spill = await fsp.open(opts.spillPath, 'w', 0o600);
-      out.spillFile = opts.spillPath;
+    if (spillErr || dropped) return; // the spool failed, or the message is refused anyway: read the rest and drop it
+    if (doomed()) {
+      dropped = true;
+      out.chunks = [];
+      memBytes = 0;
+      await spill?.close().catch(() => undefined);
+      spill = undefined;
+      return;
     }
-    if (spill) await spill.write(buf);
-    else {
+    try {
+      if (!spill && memBytes + buf.length > opts.spillAt) {
+        opts.onSpill?.();
+        out.spillFile = opts.spillPath;
+        spill = await fsp.open(opts.spillPath, 'w', 0o600);
+      }
+      if (spill) await writeAll(spill, [buf]);
+    } catch (err) {
+      // Full disk (ENOSPC/EDQUOT) or another write error: keep reading so the client
+      // gets a reply at end of DATA (452 4.3.1), never a hung session; the caller
+      // removes the spill file.
+      spillErr = err as NodeJS.ErrnoException;
+      out.chunks = [];
+      await spill?.close().catch(() => undefined);
+      spill = undefined;
+      return;
+    }
+    if (!out.spillFile) {
       out.chunks.push(buf);
       memBytes += buf.length;
     }
@@ -102,6 +132,7 @@ export async function collectMessage(stream: Readable, opts: CollectOptions): Pr
   } finally {
     await spill?.close();
   }
+  if (spillErr) throw new SpoolError(`spill write failed: ${spillErr.message}`, spillErr.code);
   return out;
 }
 

@@ -3,11 +3,12 @@
  * mode, limits and the session handlers. Binding errors are turned into a
  * message that names the listener, the address and the likely cause.
  */
-import type { SecureContextOptions } from 'node:tls';
+import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import type { Config, ListenerConfig } from '../config/schema';
 import type { Logger } from '../log';
-import { adaptSmtpServer } from './server-adapter';
+import { REPLIES } from './replies';
+import { adaptSmtpServer, sweepSlowClients } from './server-adapter';
 import { SessionHandlers, type SessionDeps } from './session';
 
 export interface TlsMaterial {
@@ -21,6 +22,8 @@ export class Listener {
   readonly server: SMTPServer;
   readonly handlers: SessionHandlers;
   private boundPort = 0;
+  private sweeper: NodeJS.Timeout | undefined;
+  private readonly idleTimeoutMs: number;
 
   constructor(
     readonly cfg: ListenerConfig,
@@ -30,6 +33,7 @@ export class Listener {
   ) {
     adaptSmtpServer();
     const limits: Config['limits'] = deps.cfg.limits;
+    this.idleTimeoutMs = limits.idleTimeoutMs;
     this.handlers = new SessionHandlers(cfg, deps);
     const h = this.handlers;
     const material = tls();
@@ -72,6 +76,8 @@ export class Listener {
   /** Replace the certificate for new connections (certificate reload). */
   updateTls(material: TlsMaterial): void {
     const ctx: SecureContextOptions = { key: material.key, cert: material.cert };
+    // Throws on a broken pair (key does not match, bad PEM) before anything is replaced.
+    createSecureContext(ctx);
     this.server.updateSecureContext(ctx as never);
   }
 
@@ -99,12 +105,25 @@ export class Listener {
         const a = this.server.server.address();
         this.boundPort = typeof a === 'object' && a ? a.port : port;
         this.logger.info({ evt: 'listening', listener: name, address, port: this.boundPort, role: this.cfg.role, tls: this.cfg.tls }, 'listening');
+        this.startSweeper();
         resolve();
       });
     });
   }
 
+  /** Slow clients (server-adapter.ts, patch 6): each command line within limits.idleTimeout. */
+  private startSweeper(): void {
+    const limit = this.idleTimeoutMs;
+    const r = REPLIES.command_timeout;
+    this.sweeper = setInterval(() => {
+      const cut = sweepSlowClients(this.server, limit, `${r.enhanced} ${r.text}`);
+      if (cut > 0) this.logger.info({ evt: 'rejection', listener: this.cfg.name, stage: 'command', reply: 'command_timeout', clients: cut }, 'slow clients disconnected');
+    }, Math.max(50, Math.min(1000, Math.floor(limit / 4))));
+    this.sweeper.unref();
+  }
+
   close(): Promise<void> {
+    clearInterval(this.sweeper);
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }

@@ -16,6 +16,21 @@
  * 4. The greeting pause: the library waits a fixed 100 ms before every
  *    greeting (early-talker detection). That is a policy decision, so the
  *    listener's `greetDelayMs` sets it (0 on authenticated submission).
+ * 5. Source routes: the library strips "@relay:" from `<@relay:user@dest>`
+ *    (RFC 5321 appendix C) before any handler sees the address. The parsed
+ *    address is marked `sourceRoute: true` so the RCPT stage can refuse
+ *    routed address forms with a precise reply instead of ignoring them
+ *    (test/security/open-relay.test.ts).
+ * 6. Slow clients (slowloris): the library's idle timeout is the socket's,
+ *    which every byte resets, so a client trickling a byte a second is
+ *    never idle. `sweepSlowClients` (run by each Listener about once a
+ *    second) gives every command line a deadline instead, measured from
+ *    when the server is ready for it, like Postfix's
+ *    smtpd_per_record_deadline: a client that has not completed a command
+ *    within the idle timeout gets 421 4.4.2 and is disconnected. Time the
+ *    server spends (a handler, DATA being judged) never counts; a DATA
+ *    transfer has its own total deadline (limits.dataTimeout, session.ts).
+ *    (test/security/exhaustion.test.ts)
  */
 import { SMTPServer } from 'smtp-server';
 
@@ -30,6 +45,8 @@ interface ConnectionProto {
   init(): void;
   connectionReady(next?: () => void): void;
   _setListeners(cb: () => void): void;
+  _parseAddressCommand(name: string, command: string): false | { address: string; sourceRoute?: boolean };
+  _onCommand(command: Buffer, callback?: () => void): void;
   secure: boolean;
   _server: { options: Record<string, unknown>; connections: Set<unknown> } & SMTPServer;
   name: string;
@@ -58,6 +75,20 @@ export function adaptSmtpServer(): void {
     return code === 538 && derived ? '5.7.11' : derived;
   };
 
+  const origParse = proto._parseAddressCommand;
+  proto._parseAddressCommand = function parseAddress(this: ConnectionProto, name, command) {
+    const parsed = origParse.call(this, name, command);
+    if (parsed && /:\s*<\s*@/.test(String(command ?? ''))) parsed.sourceRoute = true;
+    return parsed;
+  };
+
+  const origOnCommand = proto._onCommand;
+  proto._onCommand = function onCommand(this: ConnectionProto & SlowState, command, callback) {
+    // A complete command line arrived: the client's deadline restarts.
+    this._idleFrom = Date.now();
+    return origOnCommand.call(this, command, callback);
+  };
+
   proto.init = function init(this: ConnectionProto) {
     this._setListeners(() => {
       const opts = this._server.options;
@@ -69,4 +100,40 @@ export function adaptSmtpServer(): void {
       setTimeout(() => this.connectionReady(), delay).unref();
     });
   };
+}
+
+/** What the slow-client sweep reads from smtp-server's connection objects (3.21.x internals). */
+interface SlowState {
+  _idleFrom?: number;
+  _ready?: boolean;
+  _closing?: boolean;
+  _upgrading?: boolean;
+  _handlerPending?: boolean;
+  _dataStream?: unknown;
+  _parser?: false | { _dataMode?: boolean };
+  send(code: number, data?: string | string[], context?: string | false): void;
+}
+
+/**
+ * Disconnects (421 4.4.2) every client that owes a complete command line
+ * for longer than `limitMs`, however many bytes it trickles meanwhile
+ * (patch 6 above). Returns how many were cut.
+ */
+export function sweepSlowClients(server: SMTPServer, limitMs: number, text: string, now = Date.now()): number {
+  let cut = 0;
+  const conns = (server as unknown as { connections: Set<SlowState> }).connections;
+  for (const c of conns) {
+    if (c._closing) continue;
+    const serversTurn = !c._ready || c._upgrading || c._handlerPending || Boolean(c._dataStream) || (c._parser && c._parser._dataMode);
+    if (serversTurn || c._idleFrom === undefined) {
+      // Not the client's turn (or DATA, which has its own deadline): its time starts later.
+      c._idleFrom = now;
+      continue;
+    }
+    if (now - c._idleFrom >= limitMs) {
+      c.send(421, text, false);
+      cut++;
+    }
+  }
+  return cut;
 }

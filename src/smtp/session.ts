@@ -17,18 +17,21 @@ import type { MessageSigner } from '../dkim/types';
 import { domainOf, type ClientInfo, type Envelope, type Verdict } from '../envelope';
 import type { Logger } from '../log';
 import type { DataFacts, PolicyHooks } from '../policy/types';
+import type { RoleHooks } from '../roles/index';
 import type { Handoff } from '../spool/qmgr';
 import { newQueueId } from '../spool/queue-id';
 import { SpoolError, type Spool } from '../spool/store';
 import { collectMessage } from './collect';
-import { extractAddresses } from './headers';
+import { extractAddresses, parseHeaderBlock } from './headers';
 import { isReplyName, REPLIES, SmtpReplyError, type ReplyName } from './replies';
+import { isStateUnavailable } from '../state/resilient';
 
 export interface SessionObserver {
   connection?(listener: string, outcome: 'accepted' | 'refused'): void;
   auth?(listener: string, mechanism: string, result: 'ok' | 'fail' | 'suspended' | 'locked'): void;
   verdict?(v: Verdict): void;
-  accepted?(listener: string, size: number, held: boolean): void;
+  /** `client`: who sent it (role, netblock class) — for bounded labels only, never the IP or user. */
+  accepted?(listener: string, size: number, held: boolean, client?: ClientInfo): void;
   rejected?(listener: string, stage: string, reply: string): void;
 }
 
@@ -43,11 +46,20 @@ export interface SessionDeps {
   logger: Logger;
   observer?: SessionObserver;
   bareNewline: 'normalise' | 'reject';
+  /** Smart-host roles (src/roles): backup-MX recipient checks, POP-before-SMTP, rewriting. */
+  roles?: RoleHooks;
 }
 
 interface ConnState {
   client: ClientInfo;
   account?: Account;
+  /**
+   * A POP-before-SMTP grant stands in for AUTH: the policy sees an
+   * authenticated submission client of the granted account (its quotas,
+   * identity and state apply). `client` stays what the connection is, for
+   * the connection counters released at close.
+   */
+  popClient?: ClientInfo;
   verdicts: Verdict[];
   /** DATA transfers currently running (a timer per transfer). */
 }
@@ -59,6 +71,13 @@ const SPILL_AT = 1024 * 1024;
 export class SessionHandlers {
   private readonly conns = new Map<string, ConnState>();
   private readonly perIp = new Map<string, number>();
+  /**
+   * AUTH attempts from one address run one at a time (the tail of a queue
+   * per address): the lockout check, the password hash and the failure
+   * count are then never interleaved, so parallel connections cannot slip
+   * more guesses past the limit than it allows (test/security/brute-force).
+   */
+  private readonly authQueue = new Map<string, Promise<void>>();
   private readonly log: Logger;
 
   constructor(
@@ -103,6 +122,8 @@ export class SessionHandlers {
       this.log.debug({ evt: 'connect', sid: session.id, ip, cls: d.netblockClass }, 'connected');
       cb();
     } catch (err) {
+      // Fail closed without the shared state (connection counting needs it): 451 4.3.0.
+      if (isStateUnavailable(err)) return cb(new SmtpReplyError('state_unavailable'));
       this.log.error({ evt: 'error', sid: session.id, err }, 'connect check failed');
       cb(new SmtpReplyError('local_error'));
     }
@@ -129,6 +150,21 @@ export class SessionHandlers {
   }
 
   async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, res?: { user?: string }) => void): Promise<void> {
+    const ip = session.remoteAddress;
+    const prev = this.authQueue.get(ip) ?? Promise.resolve();
+    let release!: () => void;
+    const tail = prev.then(() => new Promise<void>((r) => (release = r)));
+    this.authQueue.set(ip, tail);
+    await prev;
+    try {
+      await this.authenticate(auth, session, cb);
+    } finally {
+      release();
+      if (this.authQueue.get(ip) === tail) this.authQueue.delete(ip);
+    }
+  }
+
+  private async authenticate(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, res?: { user?: string }) => void): Promise<void> {
     const st = this.state(session);
     const user = auth.username ?? '';
     const method = auth.method;
@@ -165,7 +201,16 @@ export class SessionHandlers {
     const st = this.state(session);
     st.client = { ...st.client, helo: session.hostNameAppearsAs, tls: session.secure };
     try {
-      const v = await this.deps.policy().mail({ client: st.client, account: st.account, mailFrom: address.address, recipients: [] });
+      if (!st.account && !st.popClient && this.deps.roles?.popAccount) {
+        const acc = await this.deps.roles.popAccount(this.listener, st.client.ip, address.address);
+        if (acc) {
+          st.popClient = { ...st.client, role: 'submission', user: acc.name };
+          st.account = acc;
+          this.log.info({ evt: 'auth', sid: session.id, ip: st.client.ip, method: 'pop-before-smtp', result: 'ok', user: acc.name }, 'POP-before-SMTP grant');
+        }
+      }
+      if (st.popClient) st.popClient = { ...st.popClient, helo: session.hostNameAppearsAs, tls: session.secure };
+      const v = await this.deps.policy().mail({ client: st.popClient ?? st.client, account: st.account, mailFrom: address.address, recipients: [] });
       this.deps.observer?.verdict?.(v);
       st.verdicts = st.verdicts.slice(0, 1).concat(v);
       if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
@@ -180,11 +225,17 @@ export class SessionHandlers {
     const st = this.state(session);
     const accepted = session.envelope.rcptTo.map((r) => r.address);
     if (accepted.length >= this.deps.cfg.limits.maxRecipients) return cb(new SmtpReplyError('too_many_recipients'));
+    // Sender-specified routing (Postfix: allow_untrusted_routing = no) is refused for every
+    // client: a relay must never resolve user%other@us or a!b@us into a second hop.
+    if (isRoutedAddress(address)) return cb(this.refuse({ action: 'reject', stage: 'rcpt', rule: 'smtp.routed-address', reply: 'routed_recipient' }, session));
     try {
       const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-      const v = await this.deps.policy().rcpt({ client: st.client, account: st.account, mailFrom, recipients: accepted, rcpt: address.address });
+      const v = await this.deps.policy().rcpt({ client: st.popClient ?? st.client, account: st.account, mailFrom, recipients: accepted, rcpt: address.address });
       this.deps.observer?.verdict?.(v);
       if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
+      // Backup MX: recipient validation against the primary (list / callout).
+      const rv = this.deps.roles?.rcpt ? await this.deps.roles.rcpt(this.listener, address.address) : undefined;
+      if (rv && (rv.action === 'reject' || rv.action === 'tempfail')) return cb(this.refuse(rv, session));
       if (v.action === 'hold') st.verdicts.push(v);
       cb();
     } catch (err) {
@@ -217,22 +268,34 @@ export class SessionHandlers {
       if (msg.bareNewline && this.deps.bareNewline === 'reject') return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.bare-newline', reply: 'bare_newline' }, session));
       if (msg.headersTooLarge) return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.header-limits', reply: 'too_big' }, session, '(header section too large)'));
 
-      const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-      const recipients = session.envelope.rcptTo.map((r) => r.address);
-      const headerFrom = msg.headers.filter((h) => h.name === 'from').flatMap((h) => extractAddresses(h.value));
+      let mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+      let recipients = session.envelope.rcptTo.map((r) => r.address);
+      let headerFrom = msg.headers.filter((h) => h.name === 'from').flatMap((h) => extractAddresses(h.value));
       const receivedCount = msg.headers.filter((h) => h.name === 'received').length;
       if (receivedCount >= cfg.limits.maxReceivedHeaders) {
         return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.loop-detect', reply: 'loop_detected' }, session, `(${receivedCount} Received headers)`));
       }
-      const facts: DataFacts = { client: st.client, account: st.account, mailFrom, recipients, size: msg.size, headerFrom, receivedCount };
+      const facts: DataFacts = { client: st.popClient ?? st.client, account: st.account, mailFrom, recipients, size: msg.size, headerFrom, receivedCount };
       const v = await this.deps.policy().data(facts);
       this.deps.observer?.verdict?.(v);
       if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
       const hold = v.action === 'hold' ? v : st.verdicts.find((x) => x.action === 'hold');
 
+      // Address rewriting (canonical sender, aliases): after the policy judged what the client sent, before Received:/DKIM.
+      const rw = this.deps.roles?.rewrite?.(this.listener, mailFrom, recipients, msg.chunks);
+      if (rw?.changed) {
+        mailFrom = rw.mailFrom;
+        recipients = rw.recipients;
+        // Header fields rewritten: the first chunk is now the whole header block.
+        if (rw.chunks !== msg.chunks) headerFrom = parseHeaderBlock(rw.chunks[0]!).filter((h) => h.name === 'from').flatMap((h) => extractAddresses(h.value));
+        msg.chunks = rw.chunks;
+        msg.size += rw.sizeDelta;
+      }
+
       const now = Date.now();
-      let prefix = receivedHeader(cfg.hostname, session, st.client, id, recipients, now);
-      if (st.client.role === 'submission') {
+      const client = st.popClient ?? st.client;
+      let prefix = receivedHeader(cfg.hostname, session, client, id, recipients, now);
+      if (client.role === 'submission') {
         // RFC 6409 §8: a submission server may add missing Date and Message-ID.
         if (!msg.headers.some((h) => h.name === 'date')) prefix += `Date: ${rfc5322Date(now)}\r\n`;
         if (!msg.headers.some((h) => h.name === 'message-id')) prefix += `Message-ID: <${id}.${randomBytes(6).toString('hex')}@${cfg.hostname}>\r\n`;
@@ -251,7 +314,7 @@ export class SessionHandlers {
       const envelope: Envelope = {
         id,
         receivedAt: now,
-        client: st.client,
+        client,
         mailFrom,
         recipients,
         size: msg.size,
@@ -262,7 +325,7 @@ export class SessionHandlers {
       await this.deps.spool.commit(envelope, { prefix: prefixBuf, chunks: msg.chunks, spillFile: msg.spillFile }, hold ? 'hold' : 'incoming');
       this.deps.policy().accepted?.(facts)?.catch((err: Error) => this.log.error({ evt: 'error', err }, 'quota accounting failed'));
       this.deps.onCommitted(id, Boolean(hold), msg.spillFile ? undefined : { envelope, data: [prefixBuf, ...msg.chunks], size: prefixBuf.length + msg.size });
-      this.deps.observer?.accepted?.(this.listener.name, msg.size, Boolean(hold));
+      this.deps.observer?.accepted?.(this.listener.name, msg.size, Boolean(hold), client);
       this.log.info(
         { evt: 'reception', sid: session.id, queueId: id, ip: st.client.ip, user: st.client.user, from: mailFrom, rcpts: recipients.length, size: msg.size, held: Boolean(hold) },
         'message accepted',
@@ -270,10 +333,17 @@ export class SessionHandlers {
       const r = REPLIES.accepted;
       cb(null, `${r.enhanced} ${r.text} ${id}`);
     } catch (err) {
-      if (timedOut) return cb(new SmtpReplyError('local_error', '(data timeout)'));
+      // 421: the library closes the connection; a client still trickling the message is cut off.
+      if (timedOut) return cb(new SmtpReplyError('data_timeout'));
       if (err instanceof SpoolError) {
         this.log.error({ evt: 'error', sid: session.id, code: err.code, err: err.message }, 'spool write failed');
         return cb(new SmtpReplyError('storage_full'));
+      }
+      // The client went away mid-DATA (smtp-server destroys the stream with ECONNECTION):
+      // its behaviour, not a gateway error; nothing was accepted and no one is left to answer.
+      if ((err as NodeJS.ErrnoException).code === 'ECONNECTION') {
+        this.log.info({ evt: 'rejection', sid: session.id, ip: session.remoteAddress, stage: 'data', reply: 'none' }, 'client disconnected during DATA');
+        return cb(new SmtpReplyError('local_error'));
       }
       this.log.error({ evt: 'error', sid: session.id, err }, 'data handling failed');
       cb(new SmtpReplyError('local_error'));
@@ -282,6 +352,14 @@ export class SessionHandlers {
       if (spilled) await fsp.unlink(spillPath).catch(() => undefined);
     }
   }
+}
+
+/** A source route (flagged by server-adapter), %-hack, bang path or quoted local part with @. */
+function isRoutedAddress(a: SMTPServerAddress & { sourceRoute?: boolean }): boolean {
+  if (a.sourceRoute) return true;
+  const at = a.address.lastIndexOf('@');
+  const local = at >= 0 ? a.address.slice(0, at) : a.address;
+  return /[%!@]/.test(local);
 }
 
 function receivedHeader(hostname: string, session: SMTPServerSession, client: ClientInfo, id: string, recipients: string[], now: number): string {

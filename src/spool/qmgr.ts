@@ -7,16 +7,18 @@
  * - after an attempt a message is settled: every recipient delivered or
  *   bounced → removed (with a DSN for bounces), otherwise deferred with
  *   the next retry time from the backoff schedule, or expired and bounced
- *   once past its maximum lifetime;
+ *   once past its maximum lifetime (a route may carry its own schedule and
+ *   lifetime, e.g. a backup MX's primary: per recipient, soonest retry wins);
  * - hold/ is never scheduled; operators move messages in and out.
  * Talks to: Spool (files), DeliveryAgent (sockets), the DSN builder.
  */
 import { promises as fsp } from 'node:fs';
 import { Readable } from 'node:stream';
 import type { Logger } from '../log';
-import type { DeliveryState, Envelope, QueueId, QueueState, RecipientOutcome, RecipientState } from '../envelope';
+import { domainOf, type DeliveryState, type Envelope, type QueueId, type QueueState, type RecipientOutcome, type RecipientState } from '../envelope';
 import type { RelayConfig } from '../relay/config';
 import { buildDsn } from '../relay/dsn';
+import { routeFor } from '../relay/routes';
 import type { DeliveryAgent } from '../relay/types';
 import { newQueueId } from './queue-id';
 import type { Spool, SpooledMessage } from './store';
@@ -93,6 +95,13 @@ export class QueueManager {
       onDeferred?: (id: QueueId, nextAttemptAt: number) => void;
     },
   ) {}
+
+  /** The retry schedule for one recipient: its route's own, else relay.backoff / relay.maxLifetime. */
+  private scheduleFor(address: string): { backoffMs: number[]; maxLifetimeMs: number } {
+    const plan = routeFor(this.cfg, domainOf(address));
+    const hop = plan.kind === 'relay' && plan.via === 'route' ? plan.hop : undefined;
+    return { backoffMs: hop?.backoffMs ?? this.cfg.backoffMs, maxLifetimeMs: hop?.maxLifetimeMs ?? this.cfg.maxLifetimeMs };
+  }
 
   private get firstAttemptOnly(): boolean {
     return this.opts.mode === 'first-attempt';
@@ -225,12 +234,43 @@ export class QueueManager {
       if (id === undefined) break;
       takeIncoming = !takeIncoming;
       this.active.add(id);
-      void this.attempt(id, from).finally(() => {
-        this.active.delete(id!);
-        if (this.active.size === 0) for (const w of this.idleWaiters.splice(0)) w();
-        this.pump();
-      });
+      // A failure to record the outcome (full disk) must not crash the gateway, nor leave the
+      // message in active/ until a restart: it is parked in deferred/ for a later retry.
+      void this.attempt(id, from)
+        .catch(async (err: Error) => {
+          this.opts.logger.error({ evt: 'error', queueId: id, err: err.message }, 'delivery attempt failed; retrying later');
+          await this.parkAfterFailure(id!);
+        })
+        .finally(() => {
+          this.active.delete(id!);
+          if (this.active.size === 0) for (const w of this.idleWaiters.splice(0)) w();
+          this.pump();
+        });
     }
+  }
+
+  /**
+   * An attempt that could not record its outcome (a full disk): the old
+   * delivery state stays (a recipient delivered meanwhile may get the
+   * message again: at least once), the message goes back to deferred/ and
+   * is retried after the first backoff step. If even the rename fails, it is
+   * tried again then. (test/security/disk-full.test.ts)
+   */
+  private async parkAfterFailure(id: QueueId): Promise<void> {
+    const delay = this.cfg.backoffMs[0] ?? 60_000;
+    try {
+      await this.spool.move(id, 'active', 'deferred', { sync: false });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        if (!this.stopping) setTimeout(() => void this.parkAfterFailure(id), delay).unref();
+        return;
+      }
+      // Settled meanwhile, or already renamed into deferred/ by the attempt itself.
+      if ((await this.spool.locate(id).catch(() => undefined)) !== 'deferred' || this.deferred.has(id)) return;
+    }
+    const at = this.now() + delay;
+    if (this.firstAttemptOnly) this.opts.onDeferred?.(id, at);
+    else this.deferred.set(id, at);
   }
 
   private takeHandoff(id: QueueId): Handoff | undefined {
@@ -309,23 +349,32 @@ export class QueueManager {
       }
     }
     const stillPending = ds.recipients.filter((r) => r.status === 'pending');
-    if (stillPending.length > 0 && now - env.receivedAt >= this.cfg.maxLifetimeMs) {
-      for (const r of stillPending) {
+    // Lifetimes are per recipient: a route may hold its mail longer (a backup MX's primary).
+    const expiring = stillPending.filter((r) => now - env.receivedAt >= this.scheduleFor(r.address).maxLifetimeMs);
+    if (expiring.length > 0) {
+      for (const r of expiring) {
         r.status = 'bounced';
         r.statusCode = '4.4.7';
         r.lastError = `delivery time expired after ${ds.attempts} attempts; last error: ${r.lastError ?? 'none'}`;
         r.reported = false;
       }
-      for (const obs of this.observers) obs.expired?.(id, stillPending.length);
-      log.warn({ evt: 'expiration', queueId: id, recipients: stillPending.length }, 'message expired');
+      for (const obs of this.observers) obs.expired?.(id, expiring.length);
+      log.warn({ evt: 'expiration', queueId: id, recipients: expiring.length }, 'message expired');
     }
     if (await this.reportBounces(msg, ds)) hasMeta = true;
     if (ds.recipients.every((r) => r.status !== 'pending')) {
       await this.spool.remove(id, 'active', { hasMeta });
       return;
     }
-    const delay = this.cfg.backoffMs[Math.min(ds.attempts - 1, this.cfg.backoffMs.length - 1)]!;
-    ds.nextAttemptAt = Math.min(now + delay, env.receivedAt + this.cfg.maxLifetimeMs);
+    // The soonest retry any pending recipient's schedule asks for, never past its lifetime.
+    let next = Infinity;
+    for (const r of ds.recipients) {
+      if (r.status !== 'pending') continue;
+      const s = this.scheduleFor(r.address);
+      const delay = s.backoffMs[Math.min(ds.attempts - 1, s.backoffMs.length - 1)]!;
+      next = Math.min(next, now + delay, env.receivedAt + s.maxLifetimeMs);
+    }
+    ds.nextAttemptAt = next;
     ds.version++;
     await this.spool.writeState(ds);
     const late = this.pendingOps.get(id);

@@ -54,6 +54,28 @@ export class SpoolError extends Error {
   }
 }
 
+/**
+ * Writes every byte or throws. FileHandle.write/writev report a short write
+ * (a nearly full disk) as a smaller bytesWritten, not as an error: without
+ * this loop a truncated file could be committed and acknowledged. The retry
+ * of the remainder gets the ENOSPC (test/security/disk-full.test.ts).
+ */
+export async function writeAll(fh: fsp.FileHandle, bufs: readonly Buffer[]): Promise<void> {
+  let rest = bufs.filter((b) => b.length > 0);
+  while (rest.length > 0) {
+    let { bytesWritten } = await fh.writev(rest);
+    const next: Buffer[] = [];
+    for (const b of rest) {
+      if (bytesWritten >= b.length) bytesWritten -= b.length;
+      else {
+        next.push(bytesWritten > 0 ? b.subarray(bytesWritten) : b);
+        bytesWritten = 0;
+      }
+    }
+    rest = next;
+  }
+}
+
 export class Spool {
   readonly dir: string;
   private readonly fsync: boolean;
@@ -90,9 +112,9 @@ export class Spool {
     try {
       fh = await fsp.open(tmp, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o600);
       const head = Buffer.from(`${JSON.stringify(envelope)}\n`);
-      await fh.writev([head, data.prefix, ...data.chunks]);
+      await writeAll(fh, [head, data.prefix, ...data.chunks]);
       if (data.spillFile) {
-        for await (const chunk of createReadStream(data.spillFile, { highWaterMark: 256 * 1024 })) await fh.write(chunk as Buffer);
+        for await (const chunk of createReadStream(data.spillFile, { highWaterMark: 256 * 1024 })) await writeAll(fh, [chunk as Buffer]);
       }
       if (this.fsync) await fh.datasync();
       await fh.close();
@@ -175,12 +197,18 @@ export class Spool {
     const tmp = this.tmpPath(`${ds.id}.${ds.version}.json`);
     const fh = await fsp.open(tmp, 'w', 0o600);
     try {
-      await fh.writeFile(JSON.stringify(ds));
-      if (this.fsync) await fh.datasync();
-    } finally {
-      await fh.close();
+      try {
+        await fh.writeFile(JSON.stringify(ds));
+        if (this.fsync) await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      await fsp.rename(tmp, this.metaPath(ds.id));
+    } catch (err) {
+      // Full disk: no half-written state file is left behind; the old state stays.
+      await fsp.unlink(tmp).catch(() => undefined);
+      throw err;
     }
-    await fsp.rename(tmp, this.metaPath(ds.id));
   }
 
   /**

@@ -1,0 +1,354 @@
+/**
+ * Containment: spotting compromised accounts and infected hosts from their
+ * behaviour, and containing them within a few messages.
+ *
+ * Signals (signals.ts) are recorded per subject (account on submission,
+ * client address on intercept) as mail is offered, refused and relayed.
+ * Each signal over its per-plan threshold (containment.yaml) adds its weight
+ * to a score; the score picks the response:
+ *   throttle  tempfail (451 4.7.1) at MAIL and DATA while the score stays up
+ *   hold      accept into the hold queue for the abuse desk (`smarthost queue
+ *             hold/release/delete`, admin API); sticky for holdFor
+ *   suspend   the account's suspended flag is set (AccountStore.upsert) and
+ *             its mail refused; an intercept address is refused at connect;
+ *             sticky for suspendFor (or until the desk releases it)
+ * Each new response raises an event: a log line (evt "containment"), the
+ * observer (metrics) and a webhook POST to the abuse desk with subject,
+ * signals and evidence (notifier.ts, retried until acknowledged).
+ *
+ * Escape hatches: allow-lists per account, address and plan (never scored);
+ * `markLegitimate` (the abuse desk: "this pattern is theirs") multiplies the
+ * subject's thresholds by legitimate.factor for legitimate.for and clears
+ * its short-term signals and sticky response; `release` only clears.
+ *
+ * ContainedHooks wraps the policy engine's PolicyHooks: the engine decides
+ * first (static rules and quotas); containment can only make a verdict
+ * stricter, never more permissive.
+ *
+ * Talks to: the state store, the account store (suspend), the notifier, the
+ * logger. Trusts: the session's facts and the relay's outcomes.
+ */
+import type { Account } from '../accounts/store';
+import type { ClientInfo, Verdict } from '../envelope';
+import type { Logger } from '../log';
+import type { ConnectDecision, ConnectFacts, DataFacts, PolicyHooks, TransactionFacts } from '../policy/types';
+import type { StateStore } from '../state/store';
+import { type ContainmentConfig, type PlanThresholds, type ResponseName, type SignalName } from './config';
+import type { WebhookNotifier } from './notifier';
+import { ckeys, type CSubject, domainOf, HOUR, Signals, subjectName, type SignalValues } from './signals';
+
+export const LEVELS: readonly (ResponseName | 'none')[] = ['none', 'throttle', 'hold', 'suspend'];
+
+export interface ContainmentEvent {
+  readonly type: 'containment';
+  readonly response: ResponseName;
+  readonly subject: string;
+  readonly account?: string;
+  readonly ip?: string;
+  readonly plan: string;
+  readonly score: number;
+  readonly fired: readonly SignalName[];
+  readonly signals: SignalValues;
+  readonly evidence: { readonly recentRecipients: readonly string[]; readonly recentIps: readonly string[]; readonly fingerprint?: string };
+  readonly at: string;
+}
+
+export interface ContainmentObserver {
+  /** A subject reached a new response (once per response and subject until it lapses). */
+  event?(e: ContainmentEvent): void;
+  /** A message or transaction refused, held or throttled by containment. */
+  contained?(response: ResponseName, stage: 'connect' | 'mail' | 'data'): void;
+}
+
+export interface AccountWriter {
+  get(name: string): Account | undefined;
+  upsert?(name: string, change: (a: Account | undefined) => Account | undefined): Promise<void>;
+}
+
+export interface ContainmentDeps {
+  readonly store: StateStore;
+  readonly logger: Logger;
+  readonly clock?: () => number;
+  readonly accounts?: AccountWriter;
+  readonly notifier?: WebhookNotifier;
+  readonly observer?: ContainmentObserver;
+  /** The plan of a client: the account's plan on submission, the netblock class's on intercept. */
+  readonly planOf: (client: ClientInfo, account?: Account) => string | undefined;
+  /** The counter subject of an intercept address (IPv6 by prefix). */
+  readonly ipSubject?: (ip: string) => string;
+}
+
+interface Evidence {
+  recipients: string[];
+  ips: string[];
+  fingerprint?: string;
+}
+
+const EVIDENCE_SUBJECTS = 10_000;
+
+export interface Assessment {
+  readonly level: number;
+  readonly score: number;
+  readonly fired: SignalName[];
+  readonly signals: SignalValues;
+  readonly exempt: boolean;
+}
+
+export class Containment {
+  readonly signals: Signals;
+  private readonly clock: () => number;
+  private readonly evidence = new Map<string, Evidence>();
+
+  constructor(readonly config: ContainmentConfig, private readonly deps: ContainmentDeps) {
+    this.signals = new Signals(deps.store);
+    this.clock = deps.clock ?? Date.now;
+  }
+
+  /**
+   * Learning: signals are recorded but nothing is scored or contained (a
+   * rollout's first days, while baselines form; the simulation's warm-up).
+   */
+  learning = false;
+
+  get enabled(): boolean {
+    return this.config.enabled;
+  }
+
+  subjectOf(client: ClientInfo): CSubject | undefined {
+    if (client.role === 'submission' && client.user) return { kind: 'a', id: client.user.toLowerCase() };
+    if (client.role === 'intercept') return { kind: 'ip', id: this.deps.ipSubject?.(client.ip) ?? client.ip };
+    return undefined;
+  }
+
+  private thresholds(plan: string | undefined): PlanThresholds {
+    return this.config.plans.get(plan ?? this.config.defaultPlan) ?? this.config.plans.get(this.config.defaultPlan)!;
+  }
+
+  private exempt(s: CSubject, plan: string | undefined): boolean {
+    if (plan && this.config.allowPlans.has(plan)) return true;
+    return s.kind === 'a' ? this.config.allowAccounts.has(s.id) : this.config.allowIps.has(s.id);
+  }
+
+  /** Score a subject's current signals against its plan's thresholds. */
+  async assess(s: CSubject, plan: string | undefined, fingerprint: string | undefined, now = this.clock()): Promise<Assessment> {
+    const signals = await this.signals.read(s, fingerprint, now);
+    if (!this.enabled || this.learning || this.exempt(s, plan)) return { level: 0, score: 0, fired: [], signals, exempt: true };
+    const th = this.thresholds(plan);
+    const f = (await this.deps.store.get(ckeys.legit(s), now)) > 0 ? this.config.legitimateFactor : 1;
+    const over = (v: number, t: number) => t > 0 && v >= t * f;
+    const fired: SignalName[] = [];
+    if (th.volumeFloor > 0 && over(signals.rcpt1h, Math.max(th.volumeFloor, th.volumeFactor * signals.dailyAverage, th.volumePeakFactor * signals.peakHour))) fired.push('volume');
+    // A list that grows (newsletter sign-ups) brings strangers in proportion to its size.
+    const grown = (t: number) => (t > 0 ? Math.max(t, th.newShareOfPeak * signals.peakHour) : 0);
+    if (over(signals.newRecipientsPerHour, grown(th.newRecipientsPerHour))) fired.push('newRecipientsPerHour');
+    if (over(signals.newRecipientsPerDay, grown(th.newRecipientsPerDay))) fired.push('newRecipientsPerDay');
+    if (over(signals.newDomainsPerHour, grown(th.newDomainsPerHour))) fired.push('newDomainsPerHour');
+    // A big list always has a few dead addresses: at least refusedShare of the hour's recipients.
+    if (th.refusedPerHour > 0 && over(signals.refusedPerHour, Math.max(th.refusedPerHour, th.refusedShare * signals.rcpt1h))) fired.push('refusedPerHour');
+    if (over(signals.authNetworksPerHour, th.authNetworksPerHour)) fired.push('authNetworksPerHour');
+    // A newsletter is one body to its whole list: its own busiest hour raises the bar.
+    if (th.sameBodyPerDay > 0 && over(signals.sameBodyPerDay, Math.max(th.sameBodyPerDay, th.volumePeakFactor * signals.peakHour))) fired.push('sameBodyPerDay');
+    if (signals.dnsblListed > 0) fired.push('dnsblListed');
+    const score = fired.reduce((a, n) => a + this.config.weights[n], 0);
+    const r = th.responses;
+    const level = r.suspend > 0 && score >= r.suspend ? 3 : r.hold > 0 && score >= r.hold ? 2 : r.throttle > 0 && score >= r.throttle ? 1 : 0;
+    return { level, score, fired, signals, exempt: false };
+  }
+
+  private note(s: CSubject, f: { recipients?: readonly string[]; ip?: string; fingerprint?: string }): void {
+    const name = subjectName(s);
+    let e = this.evidence.get(name);
+    if (!e) {
+      if (this.evidence.size >= EVIDENCE_SUBJECTS) this.evidence.delete(this.evidence.keys().next().value as string);
+      e = { recipients: [], ips: [] };
+      this.evidence.set(name, e);
+    }
+    if (f.recipients) e.recipients = [...e.recipients, ...f.recipients].slice(-10);
+    if (f.ip && !e.ips.includes(f.ip)) e.ips = [...e.ips, f.ip].slice(-10);
+    if (f.fingerprint) e.fingerprint = f.fingerprint;
+  }
+
+  /** Make a level sticky (hold, suspend) and raise its event once. */
+  private async respond(s: CSubject, a: Assessment, plan: string | undefined, client: ClientInfo | undefined, now: number): Promise<void> {
+    if (a.level <= 0) return;
+    const level = a.level;
+    if (level >= 2) {
+      const cur = await this.deps.store.get(ckeys.level(s), now);
+      if (level > cur) await this.deps.store.incr(ckeys.level(s), level - cur, level === 3 ? this.config.suspendForMs : this.config.holdForMs, now);
+    }
+    if (level === 3 && s.kind === 'a' && this.deps.accounts?.upsert) {
+      await this.deps.accounts.upsert(s.id, (acc) => (acc && !acc.suspended ? { ...acc, suspended: true } : acc));
+    }
+    const nkey = ckeys.notified(s, level);
+    if ((await this.deps.store.get(nkey, now)) > 0) return;
+    await this.deps.store.incr(nkey, 1, level === 1 ? HOUR : level === 2 ? this.config.holdForMs : this.config.suspendForMs, now);
+    const ev = this.evidence.get(subjectName(s));
+    const event: ContainmentEvent = {
+      type: 'containment',
+      response: LEVELS[level] as ResponseName,
+      subject: subjectName(s),
+      ...(s.kind === 'a' ? { account: s.id } : { ip: s.id }),
+      ...(client ? { ip: client.ip } : {}),
+      plan: plan ?? this.config.defaultPlan,
+      score: a.score,
+      fired: a.fired,
+      signals: a.signals,
+      evidence: { recentRecipients: ev?.recipients ?? [], recentIps: ev?.ips ?? [], ...(ev?.fingerprint ? { fingerprint: ev.fingerprint } : {}) },
+      at: new Date(now).toISOString(),
+    };
+    this.deps.logger.warn({ evt: 'containment', response: event.response, subject: event.subject, plan: event.plan, score: a.score, fired: a.fired }, `containment: ${event.response} ${event.subject}`);
+    this.deps.observer?.event?.(event);
+    if (this.deps.notifier) void this.deps.notifier.send(event);
+  }
+
+  private verdict(level: number, stage: 'connect' | 'mail' | 'data', s: CSubject): Verdict | undefined {
+    if (level <= 0) return undefined;
+    const response = LEVELS[level] as ResponseName;
+    this.deps.observer?.contained?.(response, stage);
+    if (level === 3) return { action: 'reject', stage, rule: 'containment.suspend', reply: s.kind === 'a' ? 'account_suspended' : 'policy_reject', detail: '(contact support)' };
+    if (level === 2) return stage === 'data' ? { action: 'hold', stage, rule: 'containment.hold' } : undefined;
+    return { action: 'tempfail', stage, rule: 'containment.throttle', reply: 'rate_limited' };
+  }
+
+  /** At connect (intercept) and MAIL: a suspended subject is refused, a throttled one deferred. */
+  async gate(client: ClientInfo, stage: 'connect' | 'mail', account?: Account): Promise<Verdict | undefined> {
+    const s = this.subjectOf(client);
+    if (!s || !this.enabled) return undefined;
+    const now = this.clock();
+    const plan = this.deps.planOf(client, account);
+    if (this.learning || this.exempt(s, plan)) return undefined;
+    const sticky = await this.deps.store.get(ckeys.level(s), now);
+    if (sticky >= 3) return this.verdict(3, stage, s);
+    if (stage === 'connect') return undefined;
+    const a = await this.assess(s, plan, undefined, now);
+    await this.respond(s, a, plan, client, now);
+    const level = Math.max(sticky, a.level);
+    // Pushing on against a throttle counts as a refusal: a sender that keeps trying escalates to hold.
+    if (level === 1) await this.signals.recordRefused(s, 1, now);
+    return this.verdict(level, stage, s);
+  }
+
+  /** At end of DATA: record the message's signals, then decide. */
+  async atData(client: ClientInfo, recipients: readonly string[], fingerprint: string | undefined, account?: Account): Promise<Verdict | undefined> {
+    const s = this.subjectOf(client);
+    if (!s || !this.enabled) return undefined;
+    const now = this.clock();
+    const plan = this.deps.planOf(client, account);
+    await this.signals.recordMessage(s, recipients, fingerprint, now);
+    this.note(s, { recipients, ip: client.ip, ...(fingerprint ? { fingerprint } : {}) });
+    const a = await this.assess(s, plan, fingerprint, now);
+    if (a.fired.length === 0) await this.signals.raisePeak(s, a.signals.rcpt1h, now);
+    if (a.exempt) return undefined;
+    await this.respond(s, a, plan, client, now);
+    const sticky = await this.deps.store.get(ckeys.level(s), now);
+    return this.verdict(Math.max(sticky, a.level), 'data', s);
+  }
+
+  async recordAuth(client: ClientInfo, user: string): Promise<void> {
+    await this.signals.recordAuth({ kind: 'a', id: user.toLowerCase() }, client.ip, this.clock());
+    this.note({ kind: 'a', id: user.toLowerCase() }, { ip: client.ip });
+  }
+
+  /** Recipients refused at our door (a policy refusal at RCPT). */
+  async recordDoorRefusal(client: ClientInfo, n = 1): Promise<void> {
+    const s = this.subjectOf(client);
+    if (s && this.enabled) await this.signals.recordRefused(s, n, this.clock());
+  }
+
+  /**
+   * Relay feedback: recipients a remote server refused (5xx). The subject is
+   * the envelope's authenticated user, else its client address on intercept.
+   */
+  async relayBounced(client: Pick<ClientInfo, 'role' | 'ip' | 'user' | 'listener' | 'tls'>, n: number): Promise<void> {
+    const s = this.subjectOf(client as ClientInfo);
+    if (s && this.enabled) await this.signals.recordRefused(s, n, this.clock());
+  }
+
+  /** A DNSBL listing change of an intercept address (listed: the host is likely infected). */
+  async dnsblChange(ip: string, listed: boolean): Promise<void> {
+    const s: CSubject = { kind: 'ip', id: this.deps.ipSubject?.(ip) ?? ip };
+    await this.signals.recordDnsbl(s, listed, this.config.holdForMs, this.clock());
+  }
+
+  /** The abuse desk: this subject's pattern is legitimate (thresholds × factor for a while). */
+  async markLegitimate(s: CSubject, forMs = this.config.legitimateForMs): Promise<void> {
+    const now = this.clock();
+    await this.deps.store.del(ckeys.legit(s));
+    await this.deps.store.incr(ckeys.legit(s), 1, forMs, now);
+    await this.release(s);
+  }
+
+  /** The abuse desk: lift a sticky hold/suspension (and the account's suspended flag). */
+  async release(s: CSubject): Promise<void> {
+    await this.deps.store.del(ckeys.level(s));
+    for (const l of [1, 2, 3]) await this.deps.store.del(ckeys.notified(s, l));
+    await this.signals.clearShortTerm(s);
+    if (s.kind === 'a' && this.deps.accounts?.upsert) await this.deps.accounts.upsert(s.id, (a) => (a && a.suspended ? { ...a, suspended: false } : a));
+  }
+
+  /** The sticky response of a subject ("none", "hold", "suspend"), for the admin API. */
+  async status(s: CSubject): Promise<{ response: string; legitimate: boolean; assessment: Assessment }> {
+    const now = this.clock();
+    const level = await this.deps.store.get(ckeys.level(s), now);
+    return { response: LEVELS[level] ?? 'none', legitimate: (await this.deps.store.get(ckeys.legit(s), now)) > 0, assessment: await this.assess(s, undefined, undefined, now) };
+  }
+}
+
+/** DataFacts plus what containment needs from the message. */
+export interface ContainedDataFacts extends DataFacts {
+  /** bodyFingerprint() of the message body (optional; the sameBody signal needs it). */
+  readonly bodyFingerprint?: string;
+}
+
+const STRICTNESS: Record<Verdict['action'], number> = { accept: 0, hold: 1, tempfail: 2, reject: 3 };
+const stricter = (a: Verdict, b: Verdict | undefined): Verdict => (b && STRICTNESS[b.action] > STRICTNESS[a.action] ? b : a);
+
+/**
+ * The policy engine's hooks with containment after each decision. `inner`
+ * is asked for the engine in force at every call (reloads swap it).
+ */
+export class ContainedHooks implements PolicyHooks {
+  constructor(private readonly inner: () => PolicyHooks, private readonly c: Containment) {}
+
+  async connect(f: ConnectFacts): Promise<ConnectDecision> {
+    const d = await this.inner().connect(f);
+    if (d.verdict.action !== 'accept' || f.listener.role !== 'intercept') return d;
+    const client: ClientInfo = { listener: f.listener.name, role: f.listener.role, ip: f.ip, tls: false, ...(d.netblockClass ? { netblockClass: d.netblockClass } : {}) };
+    return { ...d, verdict: stricter(d.verdict, await this.c.gate(client, 'connect')) };
+  }
+
+  async auth(f: { client: ClientInfo; user: string; phase: 'before' | 'after'; ok?: boolean }): Promise<Verdict> {
+    const inner = this.inner();
+    const v = inner.auth ? await inner.auth(f) : { action: 'accept' as const, stage: 'auth' as const, rule: 'auth.none' };
+    if (f.phase === 'after' && f.ok === true) await this.c.recordAuth(f.client, f.user);
+    return v;
+  }
+
+  async mail(f: TransactionFacts): Promise<Verdict> {
+    const v = await this.inner().mail(f);
+    if (v.action === 'reject' || v.action === 'tempfail') return v;
+    return stricter(v, await this.c.gate(f.client, 'mail', f.account));
+  }
+
+  async rcpt(f: TransactionFacts & { readonly rcpt: string }): Promise<Verdict> {
+    const v = await this.inner().rcpt(f);
+    if (v.action === 'reject' || v.action === 'tempfail') await this.c.recordDoorRefusal(f.client);
+    return v;
+  }
+
+  async data(f: ContainedDataFacts): Promise<Verdict> {
+    const v = await this.inner().data(f);
+    if (v.action === 'reject' || v.action === 'tempfail') return v;
+    return stricter(v, await this.c.atData(f.client, f.recipients, f.bodyFingerprint, f.account));
+  }
+
+  async accepted(f: DataFacts): Promise<void> {
+    await this.inner().accepted?.(f);
+  }
+
+  disconnect(f: { client: ClientInfo }): void {
+    this.inner().disconnect?.(f);
+  }
+}
+
+export { domainOf };

@@ -1,0 +1,373 @@
+/**
+ * The Redis state store (fleet mode): the same StateStore semantics as
+ * src/state/memory.ts, shared by every gateway of a fleet, so a quota is one
+ * quota however many gateways accept mail. Every operation is ONE Lua
+ * script (ioredis defineCommand: EVALSHA, EVAL on NOSCRIPT), so each
+ * check-and-increment is atomic and costs one round trip.
+ *
+ * Layout (P = the configured keyPrefix, K = a key from keys.ts):
+ *   sliding-window log  P+K      hash  slot stamp → cost, and "t" → total
+ *                       P+K#z    sorted set of the slot stamps (score = stamp),
+ *                                so expired slots are found in order
+ *   counter             P+K      hash  "v" → value, "e" → expiry (caller's clock)
+ *   sliding set         P+K      sorted set member → last seen (caller's clock)
+ * Slots are exactly those of store.ts (slotStamp: the END of a slot of
+ * W/SLOT_DIVISOR), computed here in TypeScript and passed to the scripts,
+ * so this store and the memory store agree slot for slot.
+ *
+ * Time: windows and counter expiry follow the caller's `now` (an injected
+ * clock in tests, Date.now() in a fleet whose clocks NTP keeps together);
+ * Redis' own TTL (PEXPIRE, relative) only collects garbage: each key
+ * expires when its newest slot has left the window (log), with its TTL
+ * (counter) or when its newest member has (set).
+ *
+ * Redis Cluster: every key of one operation carries the same {hash tag}
+ * (keys.ts puts the subject in it; the companion K#z shares K's tag, or
+ * gets K itself as its tag when K has none), so every script runs on one
+ * node. The prefix is applied here, not by ioredis' keyPrefix, so the
+ * companion rule also holds for untagged keys (tests, benchmarks).
+ *
+ * Talks to: Redis (standalone, Sentinel or Cluster, through one ioredis
+ * client). Trusts: Redis' answers; the caller's keys (keys.ts escapes them).
+ */
+import type { Cluster, Redis } from 'ioredis';
+import { slotStamp, type HitManyResult, type HitResult, type RateLimit, type StateStore } from './store';
+
+/** The ioredis client kinds this store accepts (one connection or a cluster). */
+export type RedisClient = Redis | Cluster;
+
+// ---- the scripts ----
+
+// Shared Lua: prune a log's expired slots, and add to a log.
+const LOG_LIB = `
+local function fmt(n) return string.format('%.0f', n) end
+local function prune(z, h, now, w)
+  local total = tonumber(redis.call('HGET', h, 't') or '0')
+  local old = redis.call('ZRANGEBYSCORE', z, '-inf', fmt(now - w))
+  if #old > 0 then
+    for i = 1, #old, 500 do
+      local chunk = {}
+      for j = i, math.min(i + 499, #old) do chunk[#chunk + 1] = old[j] end
+      local costs = redis.call('HMGET', h, unpack(chunk))
+      for j = 1, #costs do total = total - (tonumber(costs[j]) or 0) end
+      redis.call('HDEL', h, unpack(chunk))
+    end
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', fmt(now - w))
+    if total <= 0 then
+      redis.call('DEL', z, h)
+      total = 0
+    else
+      redis.call('HSET', h, 't', total)
+    end
+  elseif total <= 0 and redis.call('EXISTS', h) == 1 then
+    redis.call('DEL', z, h)
+    total = 0
+  end
+  return total
+end
+-- A slot already present needs no new expiry: the key already lives until its
+-- newest slot leaves the window. Only a new slot adds to the sorted set and
+-- pushes the expiry (4 calls for a hit in an existing slot, 8 for a new one).
+local function add(z, h, stamp, cost, now, w)
+  local c = redis.call('HINCRBY', h, stamp, cost)
+  local total = redis.call('HINCRBY', h, 't', cost)
+  if c == cost then
+    redis.call('ZADD', z, stamp, stamp)
+    local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+    local ttl = math.max(1, math.ceil(tonumber(top[2]) + w - now))
+    redis.call('PEXPIRE', h, ttl)
+    redis.call('PEXPIRE', z, ttl)
+  end
+  return total
+end
+-- How long until "need" of the window's cost has left it (memory.ts retryAfter).
+local function retry_after(z, h, need, impossible, w, now, count)
+  if impossible or count <= 0 then return w end
+  local slots = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+  local freed = 0
+  for i = 1, #slots, 2 do
+    freed = freed + (tonumber(redis.call('HGET', h, slots[i]) or '0'))
+    if freed >= need then return math.max(0, tonumber(slots[i + 1]) + w - now) end
+  end
+  return w
+end
+`;
+
+/**
+ * hitMany / peekMany / hit. KEYS: per limit its log hash and stamp zset.
+ * ARGV: now, cost, apply (1|0), then per limit: limit, windowMs, slot stamp.
+ * Returns per limit: count, allowed (1|0), retryAfterMs.
+ */
+const HIT = `${LOG_LIB}
+local now = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
+local apply = ARGV[3] == '1'
+local n = #KEYS / 2
+local out = {}
+local denied = false
+for i = 1, n do
+  local h, z = KEYS[2 * i - 1], KEYS[2 * i]
+  local limit = tonumber(ARGV[4 + 3 * (i - 1)])
+  local w = tonumber(ARGV[5 + 3 * (i - 1)])
+  local count = prune(z, h, now, w)
+  local allowed = count + cost <= limit
+  local retry = 0
+  if allowed then
+    out[#out + 1] = count + cost
+    out[#out + 1] = 1
+  else
+    denied = true
+    retry = retry_after(z, h, count + cost - limit, cost > limit, w, now, count)
+    out[#out + 1] = count
+    out[#out + 1] = 0
+  end
+  out[#out + 1] = retry
+end
+if apply and not denied then
+  for i = 1, n do
+    add(KEYS[2 * i], KEYS[2 * i - 1], ARGV[6 + 3 * (i - 1)], cost, now, tonumber(ARGV[5 + 3 * (i - 1)]))
+  end
+end
+return out
+`;
+
+/** undo. KEYS: per limit hash, zset. ARGV: cost, then per limit its slot stamp. */
+const UNDO = `
+local cost = tonumber(ARGV[1])
+for i = 1, #KEYS / 2 do
+  local h, z = KEYS[2 * i - 1], KEYS[2 * i]
+  local stamp = ARGV[1 + i]
+  local c = tonumber(redis.call('HGET', h, stamp) or false)
+  if c then
+    local take = math.min(cost, c)
+    if c - take <= 0 then
+      redis.call('HDEL', h, stamp)
+      redis.call('ZREM', z, stamp)
+    else
+      redis.call('HSET', h, stamp, c - take)
+    end
+    local total = tonumber(redis.call('HINCRBY', h, 't', -take))
+    if total <= 0 then redis.call('DEL', h, z) end
+  elseif redis.call('EXISTS', h) == 1 and tonumber(redis.call('HGET', h, 't') or '0') <= 0 then
+    redis.call('DEL', h, z)
+  end
+end
+return 1
+`;
+
+/** record (ARGV: windowMs, cost, now, slot stamp) and count (ARGV: windowMs, 0, now: no stamp). KEYS: hash, zset. */
+const RECORD = `${LOG_LIB}
+local w, cost, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local total = prune(KEYS[2], KEYS[1], now, w)
+if ARGV[4] == nil then return total end
+return add(KEYS[2], KEYS[1], ARGV[4], cost, now, w)
+`;
+
+/** incr. KEYS: counter. ARGV: by, ttlMs, now. */
+const INCR = `
+local by, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cur = redis.call('HMGET', KEYS[1], 'v', 'e')
+local v = 0
+if cur[1] and tonumber(cur[2]) > now then v = tonumber(cur[1]) end
+v = v + by
+if v <= 0 then
+  redis.call('DEL', KEYS[1])
+  return '0'
+end
+redis.call('HSET', KEYS[1], 'v', v, 'e', string.format('%.0f', now + ttl))
+if ttl >= 1 then redis.call('PEXPIRE', KEYS[1], math.ceil(ttl)) else redis.call('DEL', KEYS[1]) end
+return tostring(v)
+`;
+
+/** get (ARGV: now, 'get') and ttl (ARGV: now, 'ttl'). KEYS: counter. */
+const COUNTER_READ = `
+local now = tonumber(ARGV[1])
+local cur = redis.call('HMGET', KEYS[1], 'v', 'e')
+if not cur[1] then return '0' end
+local e = tonumber(cur[2])
+if e <= now then
+  if ARGV[2] == 'get' then redis.call('DEL', KEYS[1]) end
+  return '0'
+end
+if ARGV[2] == 'ttl' then return string.format('%.0f', e - now) end
+return cur[1]
+`;
+
+/** addToSet (ARGV: windowMs, now, member) and setSize (ARGV: windowMs, now). KEYS: set. */
+const SET = `
+local w, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+if ARGV[3] then redis.call('ZADD', KEYS[1], now, ARGV[3]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - w))
+local n = redis.call('ZCARD', KEYS[1])
+if n == 0 then
+  redis.call('DEL', KEYS[1])
+elseif ARGV[3] then
+  local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(tonumber(top[2]) + w - now)))
+end
+return n
+`;
+
+interface ScriptClient {
+  shHit(...args: Array<string | number>): Promise<number[]>;
+  shUndo(...args: Array<string | number>): Promise<number>;
+  shRecord(...args: Array<string | number>): Promise<number>;
+  shIncr(...args: Array<string | number>): Promise<string>;
+  shCounterRead(...args: Array<string | number>): Promise<string>;
+  shSet(...args: Array<string | number>): Promise<number>;
+}
+
+const SCRIPTS: Record<keyof ScriptClient, string> = {
+  shHit: HIT,
+  shUndo: UNDO,
+  shRecord: RECORD,
+  shIncr: INCR,
+  shCounterRead: COUNTER_READ,
+  shSet: SET,
+};
+
+/** Does `k` carry a Redis Cluster hash tag (a non-empty {...})? */
+export function hasHashTag(k: string): boolean {
+  const open = k.indexOf('{');
+  if (open < 0) return false;
+  const close = k.indexOf('}', open + 1);
+  return close > open + 1;
+}
+
+/** Costs and clocks are whole numbers (HINCRBY): refuse anything else loudly. */
+function whole(n: number, what: string): number {
+  if (!Number.isSafeInteger(n)) throw new TypeError(`state store: ${what} must be a whole number, got ${n}`);
+  return n;
+}
+
+export interface RedisStoreOptions {
+  /** Prefixed to every key (several fleets or test runs in one Redis). No braces. */
+  readonly keyPrefix?: string;
+  /** Close the client on close() (default true: the store owns it). */
+  readonly ownsClient?: boolean;
+}
+
+export class RedisStore implements StateStore {
+  readonly kind = 'redis';
+  readonly prefix: string;
+  private readonly r: ScriptClient;
+
+  constructor(
+    readonly client: RedisClient,
+    private readonly opts: RedisStoreOptions = {},
+  ) {
+    this.prefix = opts.keyPrefix ?? '';
+    if (/[{}]/.test(this.prefix)) throw new Error(`state store: keyPrefix must not contain braces (it would change the Redis Cluster hash slot): "${this.prefix}"`);
+    for (const [name, lua] of Object.entries(SCRIPTS)) {
+      if (!(name in client)) client.defineCommand(name, { lua });
+    }
+    this.r = client as unknown as ScriptClient;
+  }
+
+  /** The Redis key of a log's, counter's or set's main structure. */
+  key(k: string): string {
+    return this.prefix + k;
+  }
+
+  /** The sorted set of a log's slot stamps: in the same hash slot as key(k). */
+  stampsKey(k: string): string {
+    const full = this.prefix + k;
+    return hasHashTag(full) ? `${full}#z` : `{${full}}#z`;
+  }
+
+  /** Is the connection up (commands would be sent now, not queued)? */
+  ready(): boolean {
+    return this.client.status === 'ready';
+  }
+
+  private async evaluate(limits: readonly RateLimit[], cost: number, now: number, apply: boolean): Promise<HitManyResult> {
+    whole(cost, 'cost');
+    whole(now, 'now');
+    if (limits.length === 0) return { allowed: true, results: [], stamp: now };
+    const keys: string[] = [];
+    const argv: Array<string | number> = [now, cost, apply ? 1 : 0];
+    for (const l of limits) {
+      keys.push(this.key(l.key), this.stampsKey(l.key));
+      argv.push(l.limit, whole(l.windowMs, 'windowMs'), slotStamp(l.windowMs, now));
+    }
+    const raw = await this.r.shHit(keys.length, ...keys, ...argv);
+    const results: HitResult[] = [];
+    let denied: HitResult | undefined;
+    limits.forEach((l, i) => {
+      const r: HitResult = { key: l.key, limit: l.limit, count: Number(raw[3 * i]), allowed: Number(raw[3 * i + 1]) === 1, retryAfterMs: Number(raw[3 * i + 2]) };
+      results.push(r);
+      if (!r.allowed && !denied) denied = r;
+    });
+    return { allowed: !denied, results, denied, stamp: now };
+  }
+
+  async hit(key: string, limit: number, windowMs: number, cost: number, now: number): Promise<HitResult> {
+    return (await this.evaluate([{ key, limit, windowMs }], cost, now, true)).results[0]!;
+  }
+
+  hitMany(limits: readonly RateLimit[], cost: number, now: number): Promise<HitManyResult> {
+    return this.evaluate(limits, cost, now, true);
+  }
+
+  peekMany(limits: readonly RateLimit[], cost: number, now: number): Promise<HitManyResult> {
+    return this.evaluate(limits, cost, now, false);
+  }
+
+  async undo(limits: readonly RateLimit[], cost: number, stamp: number): Promise<void> {
+    if (limits.length === 0) return;
+    const keys: string[] = [];
+    const argv: Array<string | number> = [whole(cost, 'cost')];
+    for (const l of limits) {
+      keys.push(this.key(l.key), this.stampsKey(l.key));
+      argv.push(slotStamp(l.windowMs, stamp));
+    }
+    await this.r.shUndo(keys.length, ...keys, ...argv);
+  }
+
+  async record(key: string, windowMs: number, cost: number, now: number): Promise<number> {
+    return Number(await this.r.shRecord(2, this.key(key), this.stampsKey(key), whole(windowMs, 'windowMs'), whole(cost, 'cost'), whole(now, 'now'), slotStamp(windowMs, now)));
+  }
+
+  async count(key: string, windowMs: number, now: number): Promise<number> {
+    return Number(await this.r.shRecord(2, this.key(key), this.stampsKey(key), whole(windowMs, 'windowMs'), 0, whole(now, 'now')));
+  }
+
+  async incr(key: string, by: number, ttlMs: number, now: number): Promise<number> {
+    return Number(await this.r.shIncr(1, this.key(key), by, whole(ttlMs, 'ttlMs'), whole(now, 'now')));
+  }
+
+  async get(key: string, now: number): Promise<number> {
+    return Number(await this.r.shCounterRead(1, this.key(key), whole(now, 'now'), 'get'));
+  }
+
+  async ttl(key: string, now: number): Promise<number> {
+    return Number(await this.r.shCounterRead(1, this.key(key), whole(now, 'now'), 'ttl'));
+  }
+
+  async del(key: string): Promise<void> {
+    // Two keys of one hash slot (see stampsKey): one DEL, also on a cluster.
+    await this.client.del(this.key(key), this.stampsKey(key));
+  }
+
+  async addToSet(key: string, member: string, windowMs: number, now: number): Promise<number> {
+    return Number(await this.r.shSet(1, this.key(key), whole(windowMs, 'windowMs'), whole(now, 'now'), member));
+  }
+
+  async setSize(key: string, windowMs: number, now: number): Promise<number> {
+    return Number(await this.r.shSet(1, this.key(key), whole(windowMs, 'windowMs'), whole(now, 'now')));
+  }
+
+  /** Round-trip check (readiness, recovery probes). */
+  async ping(): Promise<void> {
+    await this.client.ping();
+  }
+
+  async close(): Promise<void> {
+    if (this.opts.ownsClient === false) return;
+    try {
+      await this.client.quit();
+    } catch {
+      this.client.disconnect();
+    }
+  }
+}

@@ -1,0 +1,457 @@
+/**
+ * What the gateway does when the shared state store (Redis) fails: it keeps
+ * serving, and `state.failMode` says how.
+ *
+ *   open    accept mail; count locally in an in-memory store while Redis is
+ *           away (each gateway then enforces the limits on its own: at
+ *           worst N gateways let N times a limit through during an outage);
+ *           log once, report degraded() (metrics) and a /readyz warning.
+ *           What was counted locally is replayed into Redis when it
+ *           returns (a journal, bounded), so an outage does not hand
+ *           anyone a fresh quota.
+ *   closed  refuse what needs the state: every check that asks the store
+ *           fails with StateUnavailableError, which the policy engine turns
+ *           into 451 4.3.0 (reply `state_unavailable`); /readyz fails, so a
+ *           load balancer prefers gateways that still have their Redis.
+ *
+ * In both modes a release is never refused: decrements (a connection
+ * closing), undo (a refund) and del (an operator's quota clear) are
+ * journalled and replayed when Redis returns, so no counter stays inflated.
+ *
+ * A circuit breaker keeps a dead Redis from costing every SMTP command a
+ * timeout: the first failure (connection refused, closed, a command
+ * timeout) switches to degraded; from then on calls do not touch Redis
+ * until a probe (PING, every probeIntervalMs and at once when ioredis
+ * reports it reconnected) succeeds and the journal has been replayed. The
+ * client's own reconnection (ioredis retryStrategy) never stops.
+ *
+ * Errors that are not outages (a script error, a wrong type: bugs) are
+ * thrown as they are, in both modes.
+ *
+ * Talks to: the primary store (Redis), a local MemoryStore, the logger.
+ * Trusts: the primary's errors to tell outages from bugs (by their type).
+ */
+import type { Logger } from '../log';
+import { MemoryStore } from './memory';
+import type { HitManyResult, HitResult, RateLimit, StateStore } from './store';
+
+export type FailMode = 'open' | 'closed';
+
+/** Thrown (fail closed) instead of an answer the store cannot give. */
+export class StateUnavailableError extends Error {
+  /** The reply the policy answers with (src/smtp/replies.ts: 451 4.3.0). */
+  readonly reply = 'state_unavailable' as const;
+  constructor(detail?: string) {
+    super(`state store unavailable${detail ? ` (${detail})` : ''}`);
+    this.name = 'StateUnavailableError';
+  }
+}
+
+export function isStateUnavailable(err: unknown): err is StateUnavailableError {
+  return err instanceof StateUnavailableError || (err as { name?: string } | null)?.name === 'StateUnavailableError';
+}
+
+/** The shared store as the wrapper needs it: ready/ping and a reconnection event. */
+export interface PrimaryStore extends StateStore {
+  ready(): boolean;
+  ping(): Promise<void>;
+  readonly client: { on(event: 'ready', cb: () => void): unknown; removeListener(event: 'ready', cb: () => void): unknown };
+}
+
+export interface ResilientOptions {
+  readonly failMode: FailMode;
+  readonly logger: Logger;
+  /** How often to probe while degraded (default 500 ms). */
+  readonly probeIntervalMs?: number;
+  /** Most journalled operations kept for replay (default 100,000; the oldest go first; 0: none). */
+  readonly journalMax?: number;
+  readonly clock?: () => number;
+  /** Called when degraded() changes (metrics). */
+  readonly onChange?: (degraded: boolean) => void;
+}
+
+export interface StateStatus {
+  readonly backend: string;
+  readonly failMode: FailMode;
+  readonly degraded: boolean;
+  /** Since when (ms since the epoch), while degraded. */
+  readonly since?: number;
+  readonly lastError?: string;
+  /** Operations waiting to be replayed into Redis. */
+  readonly journal: number;
+  /** Operations dropped from a full journal (since start). */
+  readonly dropped: number;
+  /** Outages since start. */
+  readonly outages: number;
+}
+
+type Entry =
+  | { op: 'record'; key: string; windowMs: number; cost: number; now: number }
+  | { op: 'set'; key: string; member: string; windowMs: number; now: number }
+  | { op: 'undo'; limits: readonly RateLimit[]; cost: number; stamp: number }
+  | { op: 'incr'; key: string; by: number; ttlMs: number }
+  | { op: 'del'; key: string };
+
+/** Redis replies that mean "not now" rather than "wrong" (failover, loading, cluster resharding). */
+const TRANSIENT_REPLY = /^(LOADING|CLUSTERDOWN|MASTERDOWN|READONLY|TRYAGAIN|BUSY|NOREPLICAS|MOVED|ASK)\b/;
+
+/** Is this error an outage (→ degraded) rather than a bug (→ thrown)? */
+export function isOutage(err: unknown): boolean {
+  if (err instanceof TypeError || err instanceof RangeError) return false;
+  const e = err as { name?: string; message?: string };
+  if (e?.name === 'ReplyError') return TRANSIENT_REPLY.test(e.message ?? '');
+  return true;
+}
+
+const hitId = (limits: readonly RateLimit[], stamp: number) => `${limits.map((l) => l.key).join('\n')}@${stamp}`;
+
+export class ResilientStore implements StateStore {
+  readonly kind: string;
+  private local = new MemoryStore();
+  private degradedSince: number | undefined;
+  private lastError: string | undefined;
+  private journal: Entry[] = [];
+  private dropped = 0;
+  private outages = 0;
+  /** Hits served locally during this outage (so their undo is local too). */
+  private localHits = new Set<string>();
+  /** Counters incremented locally during this outage (migrated into Redis on recovery). */
+  private localCounters = new Set<string>();
+  private probeTimer: NodeJS.Timeout | undefined;
+  private recovering = false;
+  private closed = false;
+  private readonly clock: () => number;
+  private readonly onReady = () => void this.probe();
+
+  constructor(
+    readonly primary: PrimaryStore,
+    private readonly opts: ResilientOptions,
+  ) {
+    this.kind = `${primary.kind} (fail ${opts.failMode})`;
+    this.clock = opts.clock ?? Date.now;
+    primary.client.on('ready', this.onReady);
+  }
+
+  get failMode(): FailMode {
+    return this.opts.failMode;
+  }
+
+  /** True while the shared store is not in use (metrics: a 0/1 gauge). */
+  degraded(): boolean {
+    return this.degradedSince !== undefined;
+  }
+
+  status(): StateStatus {
+    return {
+      backend: this.primary.kind,
+      failMode: this.opts.failMode,
+      degraded: this.degraded(),
+      ...(this.degradedSince !== undefined ? { since: this.degradedSince } : {}),
+      ...(this.lastError ? { lastError: this.lastError } : {}),
+      journal: this.journal.length,
+      dropped: this.dropped,
+      outages: this.outages,
+    };
+  }
+
+  /** For /readyz: why this node should not get traffic (fail closed), else undefined. */
+  readinessFailure(): string | undefined {
+    if (!this.degraded() || this.opts.failMode === 'open') return undefined;
+    return `${this.primary.kind} unavailable since ${new Date(this.degradedSince!).toISOString()} (${this.lastError ?? 'no connection'}): failing closed, mail gets 451 4.3.0`;
+  }
+
+  /** For /readyz warnings: degraded but serving (fail open), else undefined. */
+  readinessWarning(): string | undefined {
+    if (!this.degraded() || this.opts.failMode === 'closed') return undefined;
+    return `${this.primary.kind} unavailable since ${new Date(this.degradedSince!).toISOString()} (${this.lastError ?? 'no connection'}): failing open, counting locally (${this.journal.length} operations to replay)`;
+  }
+
+  /** Wait (bounded) for the first connection; start degraded if there is none. */
+  async waitReady(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.primary.ready() && Date.now() < deadline && !this.closed) await new Promise((r) => setTimeout(r, 20));
+    if (!this.primary.ready()) this.enterDegraded(new Error(`no connection within ${timeoutMs} ms`));
+    return this.primary.ready();
+  }
+
+  // ---- the state machine ----
+
+  private usePrimary(): boolean {
+    if (this.degradedSince !== undefined) return false;
+    if (!this.primary.ready()) {
+      this.enterDegraded(new Error('connection not ready'));
+      return false;
+    }
+    return true;
+  }
+
+  /** A primary call failed: degrade on an outage, rethrow a bug. */
+  private failed(err: unknown): void {
+    if (!isOutage(err)) throw err;
+    this.enterDegraded(err as Error);
+  }
+
+  private enterDegraded(err: Error): void {
+    this.lastError = err.message;
+    if (this.degradedSince !== undefined || this.closed) return;
+    this.degradedSince = this.clock();
+    this.outages++;
+    const how = this.opts.failMode === 'open' ? 'failing open: accepting and counting locally' : 'failing closed: refusing with 451 4.3.0';
+    this.opts.logger.warn({ evt: 'state', degraded: true, failMode: this.opts.failMode, err: err.message }, `state store unavailable; ${how}`);
+    this.opts.onChange?.(true);
+    this.probeTimer = setInterval(() => void this.probe(), this.opts.probeIntervalMs ?? 500);
+    this.probeTimer.unref();
+  }
+
+  /** Try to come back: PING, replay the journal, migrate local counters, then use Redis again. */
+  private async probe(): Promise<void> {
+    if (this.degradedSince === undefined || this.recovering || this.closed || !this.primary.ready()) return;
+    this.recovering = true;
+    try {
+      await this.primary.ping();
+      const replayed = await this.reconcile();
+      const ms = this.clock() - this.degradedSince;
+      this.degradedSince = undefined;
+      this.lastError = undefined;
+      this.local = new MemoryStore();
+      this.localHits.clear();
+      if (this.probeTimer) clearInterval(this.probeTimer);
+      this.probeTimer = undefined;
+      this.opts.logger.info({ evt: 'state', degraded: false, outageMs: ms, replayed }, 'state store available again');
+      this.opts.onChange?.(false);
+    } catch (err) {
+      this.lastError = (err as Error).message;
+    } finally {
+      this.recovering = false;
+    }
+  }
+
+  /** Replay until nothing is left (calls arriving meanwhile are still served locally and journalled). */
+  private async reconcile(): Promise<number> {
+    let replayed = 0;
+    while (this.journal.length > 0 || this.localCounters.size > 0) {
+      const batch = this.journal.splice(0, 500);
+      // One connection executes in order: the batch keeps its order without waiting for each reply.
+      const results = await Promise.allSettled(batch.map((e) => this.replay(e)));
+      const failed = batch.filter((_, i) => results[i]!.status === 'rejected');
+      if (failed.length > 0) {
+        this.journal.unshift(...failed);
+        throw (results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason;
+      }
+      replayed += batch.length;
+      for (const key of [...this.localCounters]) {
+        const now = this.clock();
+        const v = await this.local.get(key, now);
+        const ttl = await this.local.ttl(key, now);
+        if (v > 0 && ttl > 0) await this.primary.incr(key, v, ttl, now);
+        await this.local.del(key);
+        this.localCounters.delete(key);
+        replayed++;
+      }
+    }
+    return replayed;
+  }
+
+  private replay(e: Entry): Promise<unknown> {
+    switch (e.op) {
+      case 'record':
+        return this.primary.record(e.key, e.windowMs, e.cost, e.now);
+      case 'set':
+        return this.primary.addToSet(e.key, e.member, e.windowMs, e.now);
+      case 'undo':
+        return this.primary.undo(e.limits, e.cost, e.stamp);
+      case 'incr':
+        return this.primary.incr(e.key, e.by, e.ttlMs, this.clock());
+      case 'del':
+        return this.primary.del(e.key);
+    }
+  }
+
+  private log(e: Entry): void {
+    const max = this.opts.journalMax ?? 100_000;
+    if (max === 0) {
+      this.dropped++;
+      return;
+    }
+    if (this.journal.length >= max) {
+      const drop = Math.max(1, Math.floor(max / 10));
+      this.journal.splice(0, drop);
+      if (this.dropped === 0) this.opts.logger.warn({ evt: 'state', journalMax: max }, 'state journal full: dropping the oldest operations (they will not reach Redis)');
+      this.dropped += drop;
+    }
+    this.journal.push(e);
+  }
+
+  private unavailable(): never {
+    throw new StateUnavailableError(this.lastError);
+  }
+
+  // ---- StateStore ----
+
+  async hit(key: string, limit: number, windowMs: number, cost: number, now: number): Promise<HitResult> {
+    return (await this.hitMany([{ key, limit, windowMs }], cost, now)).results[0]!;
+  }
+
+  async hitMany(limits: readonly RateLimit[], cost: number, now: number): Promise<HitManyResult> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.hitMany(limits, cost, now);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    const r = await this.local.hitMany(limits, cost, now);
+    if (r.allowed && limits.length > 0) {
+      for (const l of limits) this.log({ op: 'record', key: l.key, windowMs: l.windowMs, cost, now });
+      this.localHits.add(hitId(limits, r.stamp));
+    }
+    return r;
+  }
+
+  async peekMany(limits: readonly RateLimit[], cost: number, now: number): Promise<HitManyResult> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.peekMany(limits, cost, now);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    return this.local.peekMany(limits, cost, now);
+  }
+
+  /** Never throws: a refund that cannot reach Redis now is replayed later. */
+  async undo(limits: readonly RateLimit[], cost: number, stamp: number): Promise<void> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.undo(limits, cost, stamp);
+      } catch (err) {
+        if (!isOutage(err)) {
+          this.opts.logger.error({ evt: 'error', err }, 'state store: undo failed');
+          return;
+        }
+        this.enterDegraded(err as Error);
+      }
+    }
+    const id = hitId(limits, stamp);
+    if (this.localHits.delete(id)) await this.local.undo(limits, cost, stamp);
+    this.log({ op: 'undo', limits, cost, stamp });
+  }
+
+  async record(key: string, windowMs: number, cost: number, now: number): Promise<number> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.record(key, windowMs, cost, now);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    this.log({ op: 'record', key, windowMs, cost, now });
+    return this.local.record(key, windowMs, cost, now);
+  }
+
+  async count(key: string, windowMs: number, now: number): Promise<number> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.count(key, windowMs, now);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    return this.local.count(key, windowMs, now);
+  }
+
+  async incr(key: string, by: number, ttlMs: number, now: number): Promise<number> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.incr(key, by, ttlMs, now);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (by < 0) {
+      // A release: from what was counted here during the outage first, else owed to Redis.
+      if (this.localCounters.has(key) && (await this.local.get(key, now)) > 0) return this.local.incr(key, by, ttlMs, now);
+      this.log({ op: 'incr', key, by, ttlMs });
+      return 0;
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    this.localCounters.add(key);
+    return this.local.incr(key, by, ttlMs, now);
+  }
+
+  async get(key: string, now: number): Promise<number> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.get(key, now);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    return this.local.get(key, now);
+  }
+
+  async ttl(key: string, now: number): Promise<number> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.ttl(key, now);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    return this.local.ttl(key, now);
+  }
+
+  /** Never throws: an operator's clear during an outage reaches Redis when it returns. */
+  async del(key: string): Promise<void> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.del(key);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    await this.local.del(key);
+    this.localCounters.delete(key);
+    this.log({ op: 'del', key });
+  }
+
+  async addToSet(key: string, member: string, windowMs: number, now: number): Promise<number> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.addToSet(key, member, windowMs, now);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    this.log({ op: 'set', key, member, windowMs, now });
+    return this.local.addToSet(key, member, windowMs, now);
+  }
+
+  async setSize(key: string, windowMs: number, now: number): Promise<number> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.setSize(key, windowMs, now);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    return this.local.setSize(key, windowMs, now);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.probeTimer) clearInterval(this.probeTimer);
+    this.primary.client.removeListener('ready', this.onReady);
+    if (this.journal.length > 0) this.opts.logger.warn({ evt: 'state', journal: this.journal.length }, 'stopping with state operations never replayed into Redis');
+    await this.local.close();
+    await this.primary.close();
+  }
+}

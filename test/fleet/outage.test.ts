@@ -1,0 +1,183 @@
+/**
+ * Scenario: the shared Redis dies in the middle of a bounded load and comes
+ * back on the same port, once per fail mode, against a gateway process.
+ *
+ *   open    every message keeps getting 250 (counted locally meanwhile),
+ *           /readyz stays 200 with a warning; when Redis returns the gateway
+ *           goes back to it by itself and replays what it counted, so Redis
+ *           holds at least every message accepted during the outage.
+ *   closed  while Redis is away clients get 451 4.3.0 (state_unavailable),
+ *           at connect on intercept and at AUTH on submission, and /readyz
+ *           is 503; when it returns, mail is accepted again.
+ * In both: every message that got a 250 arrives at the test MX.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import { message, RawSmtp } from '../helpers/smtp-client';
+import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { eventually, startNode, submissionClient, type FleetNode } from './fleet-helpers';
+import { startRedis, uniquePrefix, type PrivateRedis } from './redis-server';
+
+const QUOTAS = `
+plans:
+  residential: { messagesPerHour: 100000, recipientsPerHour: 100000, concurrentConnections: 100 }
+defaultPlan: residential
+classPlans: { residential-dynamic: residential }
+`;
+const CLIENTS = 6;
+const IPS = ['127.0.0.3', '127.0.0.4', '127.0.0.5'];
+const PAUSE_MS = 25;
+
+interface Attempt {
+  seq: number;
+  start: number;
+  end: number;
+  reply: string;
+}
+
+async function attempt(port: number, ip: string, seq: number): Promise<string> {
+  let c: RawSmtp | undefined;
+  try {
+    c = await RawSmtp.connect(port, { localAddress: ip });
+    const g = await c.reply(5000);
+    if (g.code !== 220) return g.text;
+    await c.cmd('EHLO load.test');
+    const m = await c.cmd('MAIL FROM:<load@home.test>');
+    if (m.code !== 250) return m.text;
+    const r = await c.cmd('RCPT TO:<sink@dest.test>');
+    if (r.code !== 250) return r.text;
+    return (await c.data(message({ from: 'load@home.test', to: 'sink@dest.test', headers: [`X-Seq: ${seq}`] }))).text;
+  } catch (err) {
+    return `error: ${(err as Error).message}`;
+  } finally {
+    c?.close();
+  }
+}
+
+describe('a Redis outage under load', { timeout: 120_000 }, () => {
+  let dns: TestDns;
+  let mx: TestMx;
+
+  before(async () => {
+    dns = await startDnsServer();
+    mx = await startTestMx({ host: '127.0.0.2' });
+    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
+    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+  });
+  after(async () => {
+    await mx.close();
+    await dns.close();
+  });
+
+  for (const failMode of ['open', 'closed'] as const) {
+    it(`fail ${failMode}: keeps its promise during the outage, recovers, loses no acknowledged message`, async () => {
+      const redis: PrivateRedis = await startRedis();
+      const prefix = uniquePrefix(`outage-${failMode}`);
+      let node: FleetNode | undefined;
+      try {
+        node = await startNode({
+          name: failMode,
+          state: {
+            backend: 'redis',
+            failMode,
+            keyPrefix: prefix,
+            probeInterval: '100ms',
+            redis: { url: redis.url, commandTimeout: '200ms', connectTimeout: '1s', maxReconnectDelay: '200ms' },
+          },
+          policyFiles: { 'quotas.yaml': QUOTAS },
+          relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: mx.port, backoff: ['300ms'] },
+        });
+        const n = node;
+        const seqBase = failMode === 'open' ? 0 : 1_000_000;
+        const attempts: Attempt[] = [];
+        let seq = seqBase;
+        let stop = false;
+        const loops = Array.from({ length: CLIENTS }, async (_, i) => {
+          while (!stop) {
+            const s = seq++;
+            const start = Date.now();
+            const reply = await attempt(n.intercept, IPS[i % IPS.length]!, s);
+            attempts.push({ seq: s, start, end: Date.now(), reply });
+            await new Promise((r) => setTimeout(r, PAUSE_MS));
+          }
+        });
+        const readyz = async () => {
+          const r = await fetch(`http://127.0.0.1:${n.adminPort}/readyz`);
+          return { status: r.status, body: (await r.json()) as { ready: boolean; failures?: string[]; warnings?: string[] } };
+        };
+
+        await new Promise((r) => setTimeout(r, 1000));
+        const killAt = Date.now();
+        await redis.kill();
+        await new Promise((r) => setTimeout(r, 700));
+        const during = await readyz();
+        // Submission during the outage: AUTH needs the lockout state.
+        const sub = await submissionClient(n.submission, '127.0.0.14', 'alice@isp.test', 'alice-secret-1');
+        await sub.c.quit();
+        await new Promise((r) => setTimeout(r, 800));
+        const restartAt = Date.now();
+        await redis.start();
+        const recovered = await eventually(readyz, (r) => r.status === 200 && !r.body.warnings, 10_000, 'the gateway to use Redis again');
+        const recoveredAt = Date.now();
+        await new Promise((r) => setTimeout(r, 800));
+        stop = true;
+        await Promise.all(loops);
+
+        const acked = attempts.filter((a) => a.reply.startsWith('250 '));
+        const refused = attempts.filter((a) => !a.reply.startsWith('250 '));
+        const inOutage = attempts.filter((a) => a.start > killAt + 300 && a.end < restartAt);
+        const afterRecovery = attempts.filter((a) => a.start > recoveredAt);
+        console.log(
+          `# outage (fail ${failMode}): ${attempts.length} attempts, ${acked.length} acknowledged, ${refused.length} refused; ` +
+            `${inOutage.length} wholly inside the outage (${inOutage.filter((a) => a.reply.startsWith('250')).length} acknowledged); ` +
+            `recovered ${recoveredAt - restartAt} ms after Redis returned`,
+        );
+        assert.ok(inOutage.length >= 5, 'load went on during the outage');
+        assert.ok(afterRecovery.length >= 5 && afterRecovery.every((a) => a.reply.startsWith('250 ')), `after recovery: ${afterRecovery.map((a) => a.reply).find((r) => !r.startsWith('250'))}`);
+        assert.equal(recovered.body.ready, true);
+
+        if (failMode === 'open') {
+          assert.deepEqual(refused.map((a) => a.reply), [], 'fail open refuses nothing');
+          assert.equal(during.status, 200);
+          assert.match(sub.auth, /^235 /, 'AUTH works during the outage');
+          assert.match(during.body.warnings?.join() ?? '', /state: .*failing open/);
+          // What was counted during the outage reached the restarted (empty) Redis.
+          const r = new Redis(redis.port, '127.0.0.1');
+          try {
+            let total = 0;
+            for (const ip of IPS) total += Number((await r.hget(`${prefix}sh:q:{ip:${ip}}:messagesPerHour`, 't')) ?? 0);
+            const outageAcked = inOutage.filter((a) => a.reply.startsWith('250')).length;
+            assert.ok(total >= outageAcked, `Redis holds ${total} ≥ ${outageAcked} accepted during the outage`);
+            assert.ok(total <= acked.length, `Redis holds ${total} ≤ ${acked.length} accepted in all`);
+          } finally {
+            r.disconnect();
+          }
+        } else {
+          assert.equal(during.status, 503);
+          assert.match(sub.auth, /^451 4\.3\.0 Policy state unavailable/, 'AUTH is deferred during the outage');
+          assert.match(during.body.failures?.join() ?? '', /state: .*failing closed/);
+          assert.ok(inOutage.length > 0 && inOutage.every((a) => /^451 4\.3\.0 Policy state unavailable/.test(a.reply)), `inside the outage: ${[...new Set(inOutage.map((a) => a.reply))].join(' | ')}`);
+          // Around the edges only the same tempfail, never anything permanent or lost.
+          for (const a of refused) assert.match(a.reply, /^451 4\.3\.0 /, a.reply);
+        }
+
+        // No acknowledged message lost.
+        const want = new Set(acked.map((a) => a.seq));
+        await eventually(
+          async () => {
+            const seen = new Set(mx.messages.map((m) => Number(/X-Seq: (\d+)/.exec(m.data.toString())?.[1])));
+            return [...want].filter((s) => !seen.has(s));
+          },
+          (missing) => missing.length === 0,
+          30_000,
+          'every acknowledged message at the MX',
+        );
+      } finally {
+        await node?.stop();
+        await redis.close();
+      }
+    });
+  }
+});

@@ -1,0 +1,250 @@
+/**
+ * The behaviour every StateStore must have, as one suite run against each
+ * implementation (memory, Redis, Redis Cluster): sliding-window limits at
+ * their edge, one past it and across the window boundary (injected clock),
+ * atomic multi-limit hits, undo, counters with expiry, sliding sets,
+ * deletion, bounded slots, and atomicity under concurrent callers.
+ *
+ * Keys carry a hash tag ({subject}) like keys.ts builds them, so the suite
+ * also runs unchanged on a Redis Cluster.
+ */
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import { slotMs, slotStamp, type StateStore } from '../../src/state/store';
+
+export const HOUR = 3_600_000;
+export const T0 = Date.UTC(2024, 0, 1, 10, 0, 0);
+
+export interface SuiteStore {
+  readonly store: StateStore;
+  /** Live keys in this store (0 once everything expired or was deleted). */
+  liveKeys(): Promise<number>;
+  /** Slots held by a sliding-window log. */
+  slots(key: string): Promise<number>;
+}
+
+/** Keys of one subject (one hash slot), like keys.ts. */
+const k = (name: string, subject = 's1') => `sh:test:{${subject}}:${name}`;
+
+export function storeSuite(make: () => Promise<SuiteStore>): void {
+  it('allows exactly the limit, refuses one past it, and does not count refusals', async () => {
+    const { store: s } = await make();
+    for (let i = 1; i <= 5; i++) {
+      const r = await s.hit(k('k'), 5, HOUR, 1, T0 + i * 1000);
+      assert.equal(r.allowed, true);
+      assert.equal(r.count, i);
+      assert.equal(r.retryAfterMs, 0);
+      assert.equal(r.key, k('k'));
+      assert.equal(r.limit, 5);
+    }
+    const over = await s.hit(k('k'), 5, HOUR, 1, T0 + 10_000);
+    assert.equal(over.allowed, false);
+    assert.equal(over.count, 5);
+    assert.equal(over.retryAfterMs, slotStamp(HOUR, T0 + 1000) + HOUR - (T0 + 10_000));
+    assert.equal(await s.count(k('k'), HOUR, T0 + 20_000), 5);
+  });
+
+  it('slides: no burst at a window boundary (unlike a fixed window)', async () => {
+    const { store: s } = await make();
+    const slot = slotMs(HOUR);
+    const late = T0 + HOUR - 60_000;
+    for (let i = 0; i < 10; i++) assert.equal((await s.hit(k('k'), 10, HOUR, 1, late)).allowed, true);
+    assert.equal((await s.hit(k('k'), 10, HOUR, 1, T0 + HOUR + 1000)).allowed, false);
+    assert.equal((await s.hit(k('k'), 10, HOUR, 1, late + HOUR - 1)).allowed, false);
+    const later = slotStamp(HOUR, late) + HOUR;
+    assert.ok(later - late - HOUR <= slot, 'conservative by at most one slot');
+    for (let i = 0; i < 10; i++) assert.equal((await s.hit(k('k'), 10, HOUR, 1, later)).allowed, true, `hit ${i}`);
+    assert.equal((await s.hit(k('k'), 10, HOUR, 1, later)).allowed, false);
+  });
+
+  it('expires old events one by one as the window slides over them', async () => {
+    const { store: s } = await make();
+    for (const m of [0, 10, 20]) assert.equal((await s.hit(k('k'), 3, HOUR, 1, T0 + m * 60_000)).allowed, true);
+    const denied = await s.hit(k('k'), 3, HOUR, 1, T0 + 30 * 60_000);
+    assert.equal(denied.allowed, false);
+    const freeAt = T0 + 30 * 60_000 + denied.retryAfterMs;
+    assert.equal(freeAt, slotStamp(HOUR, T0) + HOUR);
+    assert.equal((await s.hit(k('k'), 3, HOUR, 1, freeAt - 1)).allowed, false);
+    assert.equal((await s.hit(k('k'), 3, HOUR, 1, freeAt)).allowed, true);
+    assert.equal((await s.hit(k('k'), 3, HOUR, 1, freeAt + 60_000)).allowed, false);
+    assert.equal((await s.hit(k('k'), 3, HOUR, 1, slotStamp(HOUR, T0 + 10 * 60_000) + HOUR)).allowed, true);
+  });
+
+  it('retryAfter counts enough slots to free the cost asked for', async () => {
+    const { store: s } = await make();
+    await s.hit(k('k'), 10, HOUR, 4, T0);
+    await s.hit(k('k'), 10, HOUR, 4, T0 + 60_000);
+    await s.hit(k('k'), 10, HOUR, 2, T0 + 120_000);
+    const now = T0 + 180_000;
+    // Needs 5 freed: the first slot frees 4, the second makes 8.
+    const r = await s.hit(k('k'), 10, HOUR, 5, now);
+    assert.equal(r.allowed, false);
+    assert.equal(r.retryAfterMs, slotStamp(HOUR, T0 + 60_000) + HOUR - now);
+  });
+
+  it('hitMany is all-or-nothing across limits', async () => {
+    const { store: s } = await make();
+    const limits = [
+      { key: k('h'), limit: 100, windowMs: HOUR },
+      { key: k('d'), limit: 3, windowMs: 24 * HOUR },
+    ];
+    for (let i = 0; i < 3; i++) assert.equal((await s.hitMany(limits, 1, T0 + i)).allowed, true);
+    const r = await s.hitMany(limits, 1, T0 + 10);
+    assert.equal(r.allowed, false);
+    assert.equal(r.denied?.key, k('d'));
+    assert.equal(r.results[0]!.allowed, true, 'the hourly limit alone would allow it');
+    assert.equal(r.results[0]!.count, 4);
+    assert.equal(r.stamp, T0 + 10);
+    assert.equal(await s.count(k('h'), HOUR, T0 + 10), 3);
+    assert.equal((await s.peekMany([limits[0]!], 1, T0 + 11)).results[0]!.count, 4);
+    assert.equal(await s.count(k('h'), HOUR, T0 + 11), 3);
+    const empty = await s.hitMany([], 1, T0);
+    assert.equal(empty.allowed, true);
+    assert.deepEqual(empty.results, []);
+  });
+
+  it('a cost larger than one, and a cost larger than the limit', async () => {
+    const { store: s } = await make();
+    assert.equal((await s.hit(k('k'), 10, HOUR, 7, T0)).allowed, true);
+    assert.equal((await s.hit(k('k'), 10, HOUR, 4, T0)).allowed, false);
+    assert.equal((await s.hit(k('k'), 10, HOUR, 3, T0)).count, 10);
+    const never = await s.hit(k('z'), 2, HOUR, 3, T0);
+    assert.equal(never.allowed, false);
+    assert.equal(never.retryAfterMs, HOUR);
+  });
+
+  it('undo takes back exactly one hit, in every limit of it', async () => {
+    const { store: s, liveKeys } = await make();
+    const limits = [{ key: k('k'), limit: 2, windowMs: HOUR }];
+    await s.hitMany(limits, 1, T0);
+    const r = await s.hitMany(limits, 1, T0 + 100);
+    assert.equal(r.allowed, true);
+    await s.undo(limits, 1, r.stamp);
+    assert.equal(await s.count(k('k'), HOUR, T0 + 200), 1);
+    assert.equal((await s.hitMany(limits, 1, T0 + 300)).allowed, true);
+    // Two limits, several slots; undoing everything leaves nothing behind.
+    const two = [
+      { key: k('a'), limit: 10, windowMs: HOUR },
+      { key: k('b'), limit: 10, windowMs: 24 * HOUR },
+    ];
+    const h1 = await s.hitMany(two, 2, T0);
+    const h2 = await s.hitMany(two, 3, T0 + 30 * 60_000);
+    await s.undo(two, 3, h2.stamp);
+    assert.equal(await s.count(k('a'), HOUR, T0 + 31 * 60_000), 2);
+    assert.equal(await s.count(k('b'), 24 * HOUR, T0 + 31 * 60_000), 2);
+    await s.undo(two, 2, h1.stamp);
+    await s.undo(two, 2, h1.stamp); // nothing left to take: no effect
+    assert.equal(await s.count(k('a'), HOUR, T0 + 31 * 60_000), 0);
+    await s.del(k('k'));
+    assert.equal(await liveKeys(), 0);
+  });
+
+  it('record adds unconditionally and count reads the window', async () => {
+    const { store: s } = await make();
+    for (let i = 1; i <= 30; i++) assert.equal(await s.record(k('f'), 15 * 60_000, 1, T0 + i * 1000), i);
+    assert.equal(await s.count(k('f'), 15 * 60_000, T0 + 15 * 60_000), 30);
+    assert.equal(await s.count(k('f'), 15 * 60_000, T0 + 16 * 60_000 + 2000), 0);
+    assert.equal(await s.count(k('nothing'), HOUR, T0), 0);
+  });
+
+  it('a new window for a key applies from then on (a policy reload)', async () => {
+    const { store: s } = await make();
+    for (let i = 0; i < 5; i++) await s.hit(k('k'), 100, HOUR, 1, T0 + i * 60_000);
+    // Read with a 2-minute window at +5 min: the events of +3 and +4 min count (their
+    // slots end after +3 min), the older ones have left the new window.
+    assert.equal(await s.count(k('k'), 2 * 60_000, T0 + 5 * 60_000), 2);
+  });
+
+  it('a clock stepped back inserts in order', async () => {
+    const { store: s } = await make();
+    await s.hit(k('k'), 100, HOUR, 1, T0 + 20 * 60_000);
+    await s.hit(k('k'), 100, HOUR, 1, T0); // an earlier stamp
+    assert.equal(await s.count(k('k'), HOUR, T0 + 20 * 60_000), 2);
+    // The earlier one leaves first.
+    assert.equal(await s.count(k('k'), HOUR, slotStamp(HOUR, T0) + HOUR), 1);
+  });
+
+  it('the same key twice in one hitMany is checked against what stood before', async () => {
+    const { store: s } = await make();
+    const limits = [
+      { key: k('k'), limit: 2, windowMs: HOUR },
+      { key: k('k'), limit: 2, windowMs: HOUR },
+    ];
+    const r = await s.hitMany(limits, 1, T0);
+    assert.equal(r.allowed, true);
+    assert.deepEqual(r.results.map((x) => x.count), [1, 1]);
+    assert.equal(await s.count(k('k'), HOUR, T0), 2);
+  });
+
+  it('keeps slots bounded: a day of steady hits is at most ~600 slots per key', async () => {
+    const { store: s, slots } = await make();
+    const day = 24 * HOUR;
+    for (let t = 0; t < day; t += 60_000) await s.hit(k('k'), 1e9, day, 1, T0 + t);
+    assert.equal(await s.count(k('k'), day, T0 + day - 1), day / 60_000);
+    const n = await slots(k('k'));
+    assert.ok(n <= 601, `${n} slots`);
+  });
+
+  it('counters expire with their TTL and vanish at zero', async () => {
+    const { store: s, liveKeys } = await make();
+    assert.equal(await s.incr(k('c'), 1, 1000, T0), 1);
+    assert.equal(await s.incr(k('c'), 1, 1000, T0 + 10), 2);
+    assert.equal(await s.ttl(k('c'), T0 + 10), 1000);
+    assert.equal(await s.get(k('c'), T0 + 1009), 2);
+    assert.equal(await s.get(k('c'), T0 + 1010), 0);
+    assert.equal(await s.ttl(k('c'), T0 + 1010), 0);
+    // An expired counter starts again from zero.
+    assert.equal(await s.incr(k('c'), 5, 1000, T0 + 2000), 5);
+    assert.equal(await s.incr(k('c'), -5, 1000, T0 + 2000), 0);
+    assert.equal(await s.incr(k('d'), 1, 1000, T0), 1);
+    assert.equal(await s.incr(k('d'), -1, 1000, T0), 0);
+    assert.equal(await s.incr(k('d'), -1, 1000, T0), 0, 'never negative');
+    assert.equal(await s.get(k('absent'), T0), 0);
+    assert.equal(await s.ttl(k('absent'), T0), 0);
+    assert.equal(await liveKeys(), 0);
+  });
+
+  it('sliding sets count distinct members in the window', async () => {
+    const { store: s, liveKeys } = await make();
+    assert.equal(await s.addToSet(k('s'), 'a.example', HOUR, T0), 1);
+    assert.equal(await s.addToSet(k('s'), 'b.example', HOUR, T0 + 1000), 2);
+    assert.equal(await s.addToSet(k('s'), 'a.example', HOUR, T0 + 2000), 2);
+    assert.equal(await s.setSize(k('s'), HOUR, T0 + HOUR + 999), 2);
+    assert.equal(await s.setSize(k('s'), HOUR, T0 + HOUR + 1500), 1);
+    assert.equal(await s.setSize(k('s'), HOUR, T0 + HOUR + 2000), 0);
+    assert.equal(await s.setSize(k('never'), HOUR, T0), 0);
+    assert.equal(await liveKeys(), 0);
+  });
+
+  it('del removes a key whatever it holds', async () => {
+    const { store: s, liveKeys } = await make();
+    await s.hit(k('q'), 10, HOUR, 3, T0);
+    await s.incr(k('c'), 2, HOUR, T0);
+    await s.addToSet(k('s'), 'x', HOUR, T0);
+    for (const key of [k('q'), k('c'), k('s')]) await s.del(key);
+    assert.equal(await s.count(k('q'), HOUR, T0), 0);
+    assert.equal(await s.get(k('c'), T0), 0);
+    assert.equal(await s.setSize(k('s'), HOUR, T0), 0);
+    assert.equal(await liveKeys(), 0);
+    await s.del(k('never-existed'));
+  });
+
+  it('is atomic under concurrent callers: exactly the limit is allowed', async () => {
+    const { store: s } = await make();
+    const limits = [
+      { key: k('h'), limit: 37, windowMs: HOUR },
+      { key: k('d'), limit: 1000, windowMs: 24 * HOUR },
+    ];
+    const all = await Promise.all(Array.from({ length: 120 }, (_, i) => s.hitMany(limits, 1, T0 + i)));
+    assert.equal(all.filter((r) => r.allowed).length, 37);
+    assert.equal(await s.count(k('h'), HOUR, T0 + 200), 37);
+    assert.equal(await s.count(k('d'), 24 * HOUR, T0 + 200), 37);
+  });
+
+  it('keeps subjects apart', async () => {
+    const { store: s } = await make();
+    await s.hit(k('q', 'alice'), 1, HOUR, 1, T0);
+    assert.equal((await s.hit(k('q', 'alice'), 1, HOUR, 1, T0)).allowed, false);
+    assert.equal((await s.hit(k('q', 'bob'), 1, HOUR, 1, T0)).allowed, true);
+  });
+}
