@@ -1,8 +1,29 @@
 /**
- * Policy files for the benchmark's "full" scenarios: the subscriber netblock
- * gate; the DNSBL and quota files follow the shipped defaults once the policy
- * engine reads them.
+ * Policy files for the benchmark's "full" scenarios: the shipped DNSBL
+ * configuration (Spamhaus ZEN meanings and actions) with its resolver
+ * pointed at the benchmark's local DNS server and loopback clients queried
+ * (they are private addresses, skipped by default), and quotas high enough
+ * not to bite.
  */
-export function BENCH_POLICY_FILES(_dnsServer: string): Record<string, string> {
-  return {};
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+const SHIPPED = path.resolve(__dirname, '../../policies');
+
+export function BENCH_POLICY_FILES(dnsServer: string): Record<string, string> {
+  const dnsbl = readFileSync(path.join(SHIPPED, 'dnsbl.yaml'), 'utf8')
+    .replace(/^(\s*)servers: \[\]/m, `$1servers: ["${dnsServer}"]`)
+    .replace(/^queryPrivate: false/m, 'queryPrivate: true');
+  if (!dnsbl.includes(dnsServer) || !/^queryPrivate: true/m.test(dnsbl)) {
+    throw new Error('policies/dnsbl.yaml changed shape: update bench/policy-fixture.ts');
+  }
+  const quotas = `
+plans:
+  bench: {}
+defaultPlan: bench
+classPlans:
+  residential-dynamic: bench
+defaultClassPlan: bench
+`;
+  return { 'dnsbl.yaml': dnsbl, 'quotas.yaml': quotas };
 }

@@ -259,6 +259,8 @@ async function main(): Promise<void> {
       console.log(fmt(half));
     }
   }
+  const zen = dns.queries.filter((q) => q.includes('zen.spamhaus.org')).length;
+  console.log(`local DNS answered ${zen} DNSBL queries (the rest came from the gateways' caches)`);
   const full = results.find((r) => r.name === 'full');
   const one = results.find((r) => r.name === 'full-1core');
   if (full && one) console.log(`all-cores / one-core (full, delivered): ${(full.deliveredPerSec / one.deliveredPerSec).toFixed(2)}`);

@@ -6,21 +6,17 @@
  * constant extra), and the MX receives every byte with a valid signature.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { keyAndPublish, verify } from '../dkim/helpers';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { prepareGateway } from '../helpers/gateway';
-import { freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
+import { freePort, rssMb, spawnGateway, type GatewayProcess } from '../helpers/process';
 import { RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
 
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m![1]) / 1024;
-}
 
 const LINE = `${'0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'.slice(0, 76)}\r\n`;
 

@@ -6,27 +6,14 @@
  * lost.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { prepareGateway } from '../helpers/gateway';
-import { freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
+import { childPids, freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
 import { message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
 
-function childPids(pid: number): number[] {
-  return readdirSync('/proc')
-    .filter((n) => /^\d+$/.test(n))
-    .filter((n) => {
-      try {
-        const st = readFileSync(`/proc/${n}/stat`, 'utf8');
-        return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]) === pid;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
 
 const QUOTAS = `
 onExceed: { action: tempfail, reply: rate_limited }

@@ -6,6 +6,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { message, RawSmtp } from '../helpers/smtp-client';
+export { childPids, rssMb } from '../helpers/process';
 
 export const OPEN_QUOTAS = `
 plans:
@@ -15,26 +16,6 @@ classPlans:
   residential-dynamic: open
 defaultClassPlan: open
 `;
-
-export function childPids(pid: number): number[] {
-  return readdirSync('/proc')
-    .filter((n) => /^\d+$/.test(n))
-    .filter((n) => {
-      try {
-        const st = readFileSync(`/proc/${n}/stat`, 'utf8');
-        return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]) === pid;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
-
-/** Resident set size of a process in MB (VmRSS). */
-export function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
 
 export function procStatus(pid: number, field: string): string {
   const m = new RegExp(`^${field}:\\s*(.*)$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
