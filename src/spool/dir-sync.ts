@@ -4,7 +4,7 @@
  * directory is running wait for the *next* sync, which then covers all of
  * them, so N concurrent commits cost about two directory syncs, not N.
  */
-import { promises as fsp } from 'node:fs';
+import { closeSync, fsync, openSync } from 'node:fs';
 
 interface DirState {
   running: Promise<void> | undefined;
@@ -47,11 +47,19 @@ export class DirSyncer {
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+/** One threadpool trip: opening and closing a directory are cheap metadata calls, done inline. */
+function fsyncDir(dir: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let fd: number;
+    try {
+      fd = openSync(dir, 'r');
+    } catch (err) {
+      return reject(err as Error);
+    }
+    fsync(fd, (err) => {
+      closeSync(fd);
+      if (err) reject(err);
+      else resolve();
+    });
+  });
 }
