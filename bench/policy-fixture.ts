@@ -3,7 +3,7 @@
  * configuration (Spamhaus ZEN meanings and actions) with its resolver
  * pointed at the benchmark's local DNS server and loopback clients queried
  * (they are private addresses, skipped by default), and quotas high enough
- * not to bite.
+ * not to bite (but counted).
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -17,9 +17,16 @@ export function BENCH_POLICY_FILES(dnsServer: string): Record<string, string> {
   if (!dnsbl.includes(dnsServer) || !/^queryPrivate: true/m.test(dnsbl)) {
     throw new Error('policies/dnsbl.yaml changed shape: update bench/policy-fixture.ts');
   }
+  // Real limits, set too high to bite: every counter is still read and
+  // written (across processes through the primary), as in production.
   const quotas = `
 plans:
-  bench: {}
+  bench:
+    messagesPerHour: 100000000
+    recipientsPerHour: 100000000
+    recipientsPerDay: 1000000000
+    recipientsPerMessage: 100
+    concurrentConnections: 100000
 defaultPlan: bench
 classPlans:
   residential-dynamic: bench
