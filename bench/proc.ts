@@ -11,7 +11,9 @@ function stat(pid: number): { ppid: number; cpuMs: number } | undefined {
     const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after the command name, which is in parentheses and may contain spaces.
     const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return { ppid: Number(rest[1]), cpuMs: (Number(rest[11]) + Number(rest[12])) * TICK_MS };
+    // utime + stime, plus cutime + cstime: children that already exited and were
+    // reaped (Postfix's smtpd processes come and go) still count, once.
+    return { ppid: Number(rest[1]), cpuMs: (Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14])) * TICK_MS };
   } catch {
     return undefined;
   }

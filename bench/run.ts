@@ -3,6 +3,8 @@
  * loopback, one scenario after the other, so the ratios compare like with
  * like on whatever machine runs it:
  *   limit       load generator straight into the sink (the ceiling)
+ *   postfix     the peer: a private Postfix instance relaying to the sink
+ *               (same load generator, same sink, same machine, same run)
  *   relay       intercept listener, netblock gate, spool with fsync, relay to the sink
  *   full        + default policy (DNSBL answered by a local DNS server) + DKIM RSA-2048
  *   submission  STARTTLS + AUTH PLAIN clients, full pipeline
@@ -12,7 +14,8 @@
  *               the denominator of the all-cores / one-core ratio
  * Each gateway first takes --warmup messages (not counted: V8 compiles the
  * hot paths during the first thousand or so), then the measured --n.
- * Flags: --n N --warmup W --c C --per-session K --only a,b --workers W --out FILE
+ *   idle        10,000 idle connections held: the gateway's RSS before and after
+ * Flags: --n N --warmup W --c C --per-session K --only a,b --workers W --idle N --out FILE
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
@@ -26,6 +29,8 @@ import { freePort } from '../test/helpers/process';
 import type { LoadOptions, LoadResult } from './loadgen';
 import { percentile, treeCpuMs, treeRssKb } from './proc';
 import { BENCH_POLICY_FILES } from './policy-fixture';
+import { startPostfix } from './postfix-peer';
+import { holdIdle } from './idle';
 
 interface ScenarioResult {
   name: string;
@@ -49,10 +54,12 @@ const { values } = parseArgs({
   options: {
     n: { type: 'string', default: '10000' },
     warmup: { type: 'string', default: '1000' },
+    idle: { type: 'string', default: '10000' },
     c: { type: 'string', default: '20' },
     'per-session': { type: 'string', default: '1' },
     only: { type: 'string' },
-    workers: { type: 'string', default: '1' },
+    // All cores by default: one gateway process per core (process.workers).
+    workers: { type: 'string', default: String(os.availableParallelism()) },
     out: { type: 'string', default: 'bench/results/latest.json' },
   },
 });
@@ -60,6 +67,7 @@ const N = Number(values.n);
 const C = Number(values.c);
 const PER = Number(values['per-session']);
 const WARMUP = Number(values.warmup);
+const IDLE = Number(values.idle);
 const WORKERS = Number(values.workers);
 const ROOT = path.resolve(__dirname, '../..');
 const CLI = path.join(ROOT, 'dist/src/cli/main.js');
@@ -114,6 +122,7 @@ interface GatewaySetup {
   workers: number;
   /** Restrict the whole gateway (every process and thread) to these CPUs (taskset). */
   cpus?: string;
+  maxConnections?: number;
 }
 
 function loadOptions(target: { port: number; auth?: LoadOptions['auth']; from: string }, messages: number): LoadOptions {
@@ -196,7 +205,7 @@ async function withGateway<T>(setup: GatewaySetup, sinkPort: number, dns: TestDn
           ? { name: 'intercept', role: 'intercept', address: '127.0.0.1', port, tls: 'none', greetDelay: '0ms' }
           : { name: 'submission', role: 'submission', address: '127.0.0.1', port, tls: 'starttls' },
       ],
-      limits: { maxConnectionsPerIp: 1000, maxConnections: 5000 },
+      limits: { maxConnectionsPerIp: 1000, maxConnections: setup.maxConnections ?? 5000 },
       admin: { address: '127.0.0.1', port: adminPort, token: 'bench' },
       relay: { relayhost: { host: '127.0.0.1', port: sinkPort, tls: 'none' }, dns: { servers: [dns.server] }, concurrencyPerDestination: 50, maxConnections: 100 },
       dkim: setup.dkim ? { keysDir, signingDomain: 'bench.test' } : { enabled: false },
@@ -252,6 +261,19 @@ async function main(): Promise<void> {
   results.push(limit);
   console.log(fmt(limit));
   const L = limit.deliveredPerSec;
+  if (want('postfix')) {
+    const peer = await startPostfix(await freePort(), sink.port);
+    if (!peer) console.log('postfix      (not measured: Postfix is not installed here or needs root)');
+    else {
+      try {
+        const r = await measure('postfix', sink, { port: peer.port, pid: peer.pid, from: 'load@bench.test' }, L);
+        results.push(r);
+        console.log(fmt(r));
+      } finally {
+        await peer.stop();
+      }
+    }
+  }
   const scenarios: Array<[string, GatewaySetup, { from: string; auth?: LoadOptions['auth'] }]> = [
     ['relay', { listener: 'intercept', policy: false, workers: WORKERS }, { from: 'load@bench.test' }],
     ['full', { listener: 'intercept', policy: true, dkim: 'rsa', workers: WORKERS }, { from: 'load@bench.test' }],
@@ -271,16 +293,31 @@ async function main(): Promise<void> {
       console.log(fmt(half));
     }
   }
+  let idle: Awaited<ReturnType<typeof holdIdle>>[] = [];
+  if (want('idle')) {
+    // Memory: 10,000 idle sessions (greeted, then silent), one process and all of them.
+    for (const workers of [...new Set([1, WORKERS])]) {
+      const r = await withGateway({ listener: 'intercept', policy: false, workers, maxConnections: IDLE + 100 }, sink.port, dns, (g) => holdIdle(g.port, g.pid, IDLE, workers));
+      idle = [...idle, r];
+      console.log(`idle        ${r.connections} connections held by ${workers} process(es): RSS ${r.rssBeforeMb.toFixed(0)} → ${r.rssAfterMb.toFixed(0)} MB (${r.kbPerConnection.toFixed(1)} KB each)${r.failed ? `, ${r.failed} failed` : ''}`);
+    }
+  }
   const zen = dns.queries.filter((q) => q.includes('zen.spamhaus.org')).length;
   console.log(`local DNS answered ${zen} DNSBL queries (the rest came from the gateways' caches)`);
   const full = results.find((r) => r.name === 'full');
   const one = results.find((r) => r.name === 'full-1core');
   if (full && one) console.log(`all-cores / one-core (full, delivered): ${(full.deliveredPerSec / one.deliveredPerSec).toFixed(2)}`);
+  const pf = results.find((r) => r.name === 'postfix');
+  if (pf) {
+    const vs = (n: string) => results.find((r) => r.name === n);
+    const line = ['relay', 'full', 'submission', 'ed25519'].flatMap((n) => (vs(n) ? [`${n} ${(vs(n)!.deliveredPerSec / pf.deliveredPerSec).toFixed(2)}×`] : []));
+    console.log(`versus Postfix (delivered msgs/s, same run): ${line.join(', ')}`);
+  }
   const out = path.resolve(ROOT, values.out!);
   await fsp.mkdir(path.dirname(out), { recursive: true });
   await fsp.writeFile(
     out,
-    `${JSON.stringify({ date: new Date().toISOString(), machine: { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memGb: Math.round(os.totalmem() / 2 ** 30), node: process.version }, params: { N, C, perSession: PER, workers: WORKERS }, reference: { smtpSourceToSink: ref }, results }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine: { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memGb: Math.round(os.totalmem() / 2 ** 30), node: process.version }, params: { N, C, perSession: PER, workers: WORKERS, warmup: WARMUP }, reference: { smtpSourceToSink: ref }, results, idle }, null, 2)}\n`,
   );
   console.log(`results written to ${out.startsWith(ROOT) ? path.relative(ROOT, out) : out}`);
   sink.child.send({ cmd: 'exit' });

@@ -1,0 +1,106 @@
+/**
+ * The classic peer, measured in the same run on the same machine: a private
+ * Postfix instance (Debian's postfix package, installed by .ci/run) set up as
+ * a plain smart host — smtpd on a loopback port, mynetworks 127.0.0.0/8,
+ * relayhost = the benchmark's sink, no DKIM, no policy beyond the relay
+ * check — so the relay scenario's figures compare with Postfix's, not with
+ * numbers from another machine. Postfix fsyncs its queue files before 250,
+ * as smarthost does. Needs root (postfix start); returns undefined when
+ * Postfix is not installed or cannot start, and the benchmark says so.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export interface PostfixPeer {
+  port: number;
+  /** The master daemon: its process tree is the peer's CPU and RSS. */
+  pid: number;
+  stop(): Promise<void>;
+}
+
+const SERVICES = `
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n -  0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n -  - trivial-rewrite
+bounce    unix  - - n -  0 bounce
+defer     unix  - - n -  0 bounce
+trace     unix  - - n -  0 bounce
+verify    unix  - - n -  1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n -  - proxymap
+smtp      unix  - - n -  - smtp
+relay     unix  - - n -  - smtp
+showq     unix  n - n -  - showq
+error     unix  - - n -  - error
+retry     unix  - - n -  - error
+discard   unix  - - n -  - discard
+anvil     unix  - - n -  1 anvil
+scache    unix  - - n -  1 scache
+postlog   unix-dgram n - n - 1 postlogd
+`;
+
+export async function startPostfix(port: number, relayPort: number): Promise<PostfixPeer | undefined> {
+  if (!existsSync('/usr/sbin/postfix') || !existsSync('/usr/lib/postfix/sbin/master') || process.getuid?.() !== 0) return undefined;
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-bench-postfix-'));
+  // mkdtemp makes it 0700: Postfix's daemons (user postfix) must reach their queue.
+  await fsp.chmod(dir, 0o755);
+  await fsp.mkdir(path.join(dir, 'queue'));
+  await fsp.mkdir(path.join(dir, 'data'));
+  spawnSync('chown', ['postfix', path.join(dir, 'data')]);
+  // Logging to a file (no syslog here); Postfix logs every message as smarthost does at info.
+  const main = `compatibility_level = 3.6
+queue_directory = ${dir}/queue
+data_directory = ${dir}/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+shlib_directory = /usr/lib/postfix
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix.bench.test
+mydestination =
+local_recipient_maps =
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:${relayPort}
+smtpd_relay_restrictions = permit_mynetworks, reject
+maillog_file_prefixes = ${dir}
+maillog_file = ${dir}/maillog
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+default_process_limit = 100
+biff = no
+`;
+  await fsp.writeFile(path.join(dir, 'main.cf'), main);
+  await fsp.writeFile(path.join(dir, 'master.cf'), `127.0.0.1:${port} inet n - n - - smtpd\n${SERVICES}`);
+  const start = spawnSync('postfix', ['-c', dir, 'start'], { encoding: 'utf8' });
+  const pidFile = path.join(dir, 'queue/pid/master.pid');
+  for (let i = 0; i < 50 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 100));
+  if (start.status !== 0 || !existsSync(pidFile)) {
+    const log = existsSync(path.join(dir, 'maillog')) ? readFileSync(path.join(dir, 'maillog'), 'utf8') : start.stderr;
+    console.log(`postfix peer did not start: ${log.trim().split('\n').pop()}`);
+    await fsp.rm(dir, { recursive: true, force: true });
+    return undefined;
+  }
+  const pid = Number(readFileSync(pidFile, 'utf8').trim());
+  return {
+    port,
+    pid,
+    stop: async () => {
+      spawnSync('postfix', ['-c', dir, 'stop']);
+      for (let i = 0; i < 50; i++) {
+        try {
+          process.kill(pid, 0);
+        } catch {
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await fsp.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
