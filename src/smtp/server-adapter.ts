@@ -1,8 +1,10 @@
 /**
  * How smtp-server (3.21.x, pinned in package.json) is adapted. Each change
  * below patches one method of SMTPConnection's prototype, and each is
- * covered by a test that fails if an upgrade changes the behaviour
- * (test/smtp/adapter.test.ts):
+ * covered by a test that fails if an upgrade changes the behaviour:
+ * 1 test/policy/gateway.test.ts (554 5.7.1 at connect), 2 and 3
+ * test/e2e/submission.test.ts, 4 test/e2e/intercept.test.ts, 5
+ * test/security/open-relay.test.ts, 6 test/security/slowloris.test.ts.
  *
  * 1. Reply text that already starts with an RFC 3463 enhanced status
  *    ("5.7.1 ...") is sent as is: smtp-server would otherwise derive an

@@ -70,4 +70,24 @@ describe('intercept listener', () => {
     assert.equal((await d.reply()).code, 220);
     for (const x of [a, b, c, d]) x.close();
   });
+
+  it("pauses before the greeting for the listener's greetDelay, not smtp-server's fixed 100 ms", async () => {
+    // server-adapter patch 4: the pause is per listener (here 700 ms on intercept, 0 on submission).
+    await gw.stop();
+    gw = await startGateway({
+      config: {
+        listeners: [
+          { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls', greetDelay: '0ms' },
+          { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'none', greetDelay: '700ms' },
+        ],
+        relay: { dns: { servers: [dns.server] }, mxPort: mx.port },
+      },
+    });
+    const t0 = Date.now();
+    const c = await RawSmtp.connect(gw.port('intercept'), { localAddress: '127.0.0.8' });
+    assert.equal((await c.reply()).code, 220);
+    const waited = Date.now() - t0;
+    assert.ok(waited >= 650, `greeting after ${waited} ms, before the configured 700 ms pause`);
+    c.close();
+  });
 });
