@@ -5,7 +5,6 @@
  */
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { generate } from 'selfsigned';
 import type { Config } from '../config/schema';
 import { ConfigError } from '../config/validate';
 import type { TlsMaterial } from './listener';
@@ -23,6 +22,8 @@ export async function loadTlsMaterial(cfg: Config): Promise<TlsMaterial> {
   const keyFile = path.join(dir, 'selfsigned.key');
   if (existsSync(certFile) && existsSync(keyFile)) return { cert: readFileSync(certFile), key: readFileSync(keyFile) };
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  // Loaded only for this one-time generation: selfsigned and its X.509 stack cost ~25 MB of RSS per process.
+  const { generate } = await import('selfsigned');
   const pems = await generate([{ name: 'commonName', value: cfg.hostname }], {
     keySize: 2048,
     algorithm: 'sha256',

@@ -104,6 +104,11 @@ export class RawSmtp {
     return r;
   }
 
+  /** The server's certificate (after STARTTLS or on an implicit-TLS connection). */
+  peerCertificate(): tls.PeerCertificate | undefined {
+    return this.socket instanceof tls.TLSSocket ? this.socket.getPeerCertificate() : undefined;
+  }
+
   /** Sends DATA, the raw body (must end with CRLF.CRLF unless testing otherwise), returns the final reply. */
   async data(raw: string | Buffer): Promise<SmtpReply> {
     const r = await this.cmd('DATA');
