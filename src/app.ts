@@ -31,6 +31,8 @@ import type { DeliveryAgent } from './relay/types';
 import { Listener } from './smtp/listener';
 import { loadTlsMaterial } from './smtp/tls-material';
 import { QueueManager } from './spool/qmgr';
+import { Journal, recoverJournal } from './spool/journal';
+import { processIdSuffix } from './spool/queue-id';
 import { recoverSpool } from './spool/recover';
 import { Spool } from './spool/store';
 
@@ -96,6 +98,11 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   accounts.load();
 
   const role = opts.role ?? 'single';
+  // Small messages tried at once are made durable in the acceptance journal (src/spool/journal.ts);
+  // the primary accepts nothing, but recovers its dead workers' segments from the same directory.
+  const journalDir = path.join(cfg.spool.dir, 'journal');
+  const journal = cfg.spool.journal && role !== 'primary' ? new Journal(journalDir, processIdSuffix(), { fsync: cfg.spool.fsync, logger }) : undefined;
+  await journal?.init();
   // Counters outlive policy reloads. `state.backend: memory`: this gateway's own (a
   // worker's is the primary's, over IPC); `redis`: the fleet's, every process connects.
   const stateRt = createState(cfg.state, logger, { memory: opts.state });
@@ -124,6 +131,8 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     scanIntervalMs: opts.scanIntervalMs,
     mode: role === 'worker' ? 'first-attempt' : 'full',
     onDeferred: opts.onDeferred,
+    journal,
+    journalDir,
   });
   qmgr.observe(metrics.catalogue.queue);
   qmgr.observe(containment.queueObserver);
@@ -145,6 +154,19 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
           onCommitted: (id, held, handoff) => {
             if (!held) qmgr.notify(id, handoff);
           },
+          journal: journal
+            ? async (envelope, data, size) => {
+                if (!qmgr.reserveHandoff(size)) return false;
+                try {
+                  await journal.append(envelope, data);
+                } catch (err) {
+                  qmgr.releaseHandoff(size);
+                  throw err;
+                }
+                qmgr.notify(envelope.id, { envelope, data, size, journaled: true });
+                return true;
+              }
+            : undefined,
           logger,
           bareNewline: cfg.smtp.bareNewline,
           roles,
@@ -212,7 +234,10 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       await stateRt.start();
       await fleet.start();
       // Recovery and the admin API belong to the one process that owns the queue.
-      if (role !== 'worker') await recoverSpool(spool, logger);
+      if (role !== 'worker') {
+        await recoverSpool(spool, logger);
+        await recoverJournal(journalDir, spool, logger);
+      }
       await qmgr.start();
       // The mailbox log is followed by the one process that owns the admin API (grants go to the shared store).
       if (role !== 'worker') await roles.start();
@@ -232,6 +257,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       await Promise.all(listeners.map((l) => l.close()));
       await roles.stop();
       await qmgr.stop();
+      journal?.close();
       await agent.close();
       await admin.close();
       await signer?.close();

@@ -50,7 +50,7 @@ export interface Config {
   embedded?: boolean;
   hostname: string;
   log: { level: string; pretty: boolean };
-  spool: { dir: string; fsync: boolean };
+  spool: { dir: string; fsync: boolean; journal: boolean };
   tls: { cert?: string; key?: string; minVersion: 'TLSv1.2' | 'TLSv1.3' };
   accounts: { file: string; authCacheTtlMs: number };
   policy: { dir: string };
@@ -89,7 +89,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
   const resolve = (p: string) => path.resolve(baseDir, p);
 
   const log = obj(top.log, at.child('log'), ['level', 'pretty']);
-  const spool = obj(top.spool, at.child('spool'), ['dir', 'fsync']);
+  const spool = obj(top.spool, at.child('spool'), ['dir', 'fsync', 'journal']);
   const tls = obj(top.tls, at.child('tls'), ['cert', 'key', 'minVersion']);
   const accounts = obj(top.accounts, at.child('accounts'), ['file', 'authCacheTtl']);
   const policy = obj(top.policy, at.child('policy'), ['dir']);
@@ -112,6 +112,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
     spool: {
       dir: resolve(str(spool.dir, at.child('spool').child('dir'), 'var/spool')),
       fsync: bool(spool.fsync, at.child('spool').child('fsync'), true),
+      journal: bool(spool.journal, at.child('spool').child('journal'), true),
     },
     tls: {
       cert: cert === undefined ? undefined : resolve(cert),

@@ -22,6 +22,7 @@ import { parseHeaderFields, RelaxedBodyHash, relaxedHeader, selectHeaders, split
 import { normalizeDomain, type DkimConfig } from './config';
 import { KEY_ALGORITHMS, KeyRing, loadKeys, type DkimKey, type KeyAlgorithm, type KeyProblem, type KeyState } from './keys';
 import type { MessageSigner, SignResult } from './types';
+import { reclaim } from '../spool/reclaim';
 
 export type SignOutcome = 'ok' | 'error';
 /** Metrics hook: one call per signature attempted. */
@@ -216,7 +217,11 @@ async function bodyHash(body: readonly Buffer[], rest?: () => AsyncIterable<Buff
   let sinceYield = 0;
   const chunks = async function* () {
     yield* body;
-    if (rest) yield* rest();
+    if (!rest) return;
+    for await (const chunk of rest()) {
+      yield chunk;
+      reclaim(chunk.length); // hashed: garbage now (a spilled message's tail)
+    }
   };
   for await (const chunk of chunks()) {
     for (let off = 0; off < chunk.length; off += SLICE) {

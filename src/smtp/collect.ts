@@ -6,7 +6,8 @@
  *   end-of-data in the message: SMTP smuggling) or flagged for refusal;
  * - the header block, parsed (bounded in bytes and field count);
  * - the bytes: kept in memory up to `spillAt`, then appended to a spill
- *   file in the spool's tmp/ so a 25 MB message costs a few MB of RSS;
+ *   file in the spool's tmp/ so a 25 MB message costs a few MB of RSS
+ *   (the chunks it passed through are reported to spool/reclaim.ts);
  * - a message that will be refused whatever follows (over the size limit,
  *   header section too large, a bare newline under `reject`) is read to its
  *   end but no longer kept, in memory or on disk
@@ -14,6 +15,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import type { Readable } from 'node:stream';
+import { reclaim } from '../spool/reclaim';
 import { SpoolError, writeAll } from '../spool/store';
 import { parseHeaderBlock, type HeaderField } from './headers';
 
@@ -80,7 +82,11 @@ export async function collectMessage(stream: Readable, opts: CollectOptions): Pr
         headerBuf = [];
       }
     }
-    if (spillErr || dropped) return; // the spool failed, or the message is refused anyway: read the rest and drop it
+    if (spillErr || dropped) {
+      // The spool failed, or the message is refused anyway: read the rest and drop it.
+      if (out.size > opts.spillAt) reclaim(buf.length * 2);
+      return;
+    }
     if (doomed()) {
       dropped = true;
       out.chunks = [];
@@ -95,7 +101,11 @@ export async function collectMessage(stream: Readable, opts: CollectOptions): Pr
         out.spillFile = opts.spillPath;
         spill = await fsp.open(opts.spillPath, 'w', 0o600);
       }
-      if (spill) await writeAll(spill, [buf]);
+      if (spill) {
+        await writeAll(spill, [buf]);
+        // Garbage now: this chunk and the socket read smtp-server copied it from.
+        reclaim(buf.length * 2);
+      }
     } catch (err) {
       // Full disk (ENOSPC/EDQUOT) or another write error: keep reading so the client
       // gets a reply at end of DATA (452 4.3.1), never a hung session; the caller

@@ -43,6 +43,12 @@ export interface SessionDeps {
   spool: Spool;
   /** After the commit; `handoff` lets the queue manager skip re-reading a small message. */
   onCommitted: (id: string, held: boolean, handoff?: Handoff) => void;
+  /**
+   * The acceptance journal (src/spool/journal.ts), for a small message this
+   * process tries at once: true when the message was made durable there and
+   * handed to the queue manager; false when the caller commits a queue file.
+   */
+  journal?: (envelope: Envelope, data: readonly Buffer[], size: number) => Promise<boolean>;
   logger: Logger;
   observer?: SessionObserver;
   bareNewline: 'normalise' | 'reject';
@@ -322,9 +328,14 @@ export class SessionHandlers {
         verdicts: [...st.verdicts, v],
         ...(hold ? { holdReason: hold.rule } : {}),
       };
-      await this.deps.spool.commit(envelope, { prefix: prefixBuf, chunks: msg.chunks, spillFile: msg.spillFile }, hold ? 'hold' : 'incoming');
+      const data = [prefixBuf, ...msg.chunks];
+      const size = prefixBuf.length + msg.size;
+      const journaled = !hold && !msg.spillFile && this.deps.journal ? await this.deps.journal(envelope, data, size) : false;
+      if (!journaled) {
+        await this.deps.spool.commit(envelope, { prefix: prefixBuf, chunks: msg.chunks, spillFile: msg.spillFile }, hold ? 'hold' : 'incoming');
+        this.deps.onCommitted(id, Boolean(hold), msg.spillFile ? undefined : { envelope, data, size });
+      }
       this.deps.policy().accepted?.(facts)?.catch((err: Error) => this.log.error({ evt: 'error', err }, 'quota accounting failed'));
-      this.deps.onCommitted(id, Boolean(hold), msg.spillFile ? undefined : { envelope, data: [prefixBuf, ...msg.chunks], size: prefixBuf.length + msg.size });
       this.deps.observer?.accepted?.(this.listener.name, msg.size, Boolean(hold), client);
       this.log.info(
         { evt: 'reception', sid: session.id, queueId: id, ip: st.client.ip, user: st.client.user, from: mailFrom, rcpts: recipients.length, size: msg.size, held: Boolean(hold) },

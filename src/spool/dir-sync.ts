@@ -1,49 +1,23 @@
 /**
  * Group commit for directory entries: a rename is durable only after the
- * directory is fsync'd. Callers that arrive while a sync of the same
- * directory is running wait for the *next* sync, which then covers all of
- * them, so N concurrent commits cost about two directory syncs, not N.
+ * directory is fsync'd; concurrent commits into one directory share the
+ * syncs (group-commit.ts), so N of them cost about two, not N.
  */
 import { closeSync, fsync, openSync } from 'node:fs';
-
-interface DirState {
-  running: Promise<void> | undefined;
-  next: Promise<void> | undefined;
-}
+import { GroupCommit } from './group-commit';
 
 export class DirSyncer {
-  private readonly dirs = new Map<string, DirState>();
+  private readonly dirs = new Map<string, GroupCommit>();
   constructor(private readonly enabled: boolean) {}
 
   sync(dir: string): Promise<void> {
     if (!this.enabled) return Promise.resolve();
-    let st = this.dirs.get(dir);
-    if (!st) {
-      st = { running: undefined, next: undefined };
-      this.dirs.set(dir, st);
+    let g = this.dirs.get(dir);
+    if (!g) {
+      g = new GroupCommit(() => fsyncDir(dir));
+      this.dirs.set(dir, g);
     }
-    const state = st;
-    if (!state.running) {
-      state.running = fsyncDir(dir).finally(() => {
-        state.running = undefined;
-      });
-      return state.running;
-    }
-    // A sync is in flight and may have started before our rename: wait for
-    // it, then share one more.
-    state.next ??= state.running.then(
-      () => this.startNext(dir, state),
-      () => this.startNext(dir, state),
-    );
-    return state.next;
-  }
-
-  private startNext(dir: string, state: DirState): Promise<void> {
-    state.next = undefined;
-    state.running = fsyncDir(dir).finally(() => {
-      state.running = undefined;
-    });
-    return state.running;
+    return g.sync();
   }
 }
 

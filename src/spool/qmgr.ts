@@ -20,6 +20,7 @@ import type { RelayConfig } from '../relay/config';
 import { buildDsn } from '../relay/dsn';
 import { routeFor } from '../relay/routes';
 import type { DeliveryAgent } from '../relay/types';
+import { recoverJournal, type Journal } from './journal';
 import { newQueueId } from './queue-id';
 import type { Spool, SpooledMessage } from './store';
 
@@ -59,9 +60,13 @@ export interface Handoff {
   envelope: Envelope;
   data: readonly Buffer[];
   size: number;
+  /** Its durable copy is in the journal, not a queue file (bytes reserved with reserveHandoff). */
+  journaled?: boolean;
 }
 
 const HANDOFF_MAX_BYTES = 64 * 1024 * 1024;
+/** How soon a journaled message that could not be written to the spool (full disk) is tried again. */
+const JOURNAL_RETRY_MS = 2000;
 
 export class QueueManager {
   private readonly incoming: QueueId[] = [];
@@ -72,6 +77,8 @@ export class QueueManager {
   private readonly observers: QueueObserver[] = [];
   private readonly handoffs = new Map<QueueId, Handoff>();
   private handoffBytes = 0;
+  /** Journaled messages being tried: the journal holds their only durable copy until settled. */
+  private readonly inJournal = new Map<QueueId, Handoff>();
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
   private idleWaiters: Array<() => void> = [];
@@ -93,6 +100,10 @@ export class QueueManager {
        */
       mode?: 'full' | 'first-attempt';
       onDeferred?: (id: QueueId, nextAttemptAt: number) => void;
+      /** This process's acceptance journal (journal.ts). */
+      journal?: Journal;
+      /** Where every process's journal segments are (a dead worker's are recovered from there). */
+      journalDir?: string;
     },
   ) {}
 
@@ -118,6 +129,7 @@ export class QueueManager {
    */
   async requeueActive(idSuffix: string): Promise<number> {
     let n = 0;
+    if (this.opts.journalDir) n += (await recoverJournal(this.opts.journalDir, this.spool, this.opts.logger, idSuffix)).recovered;
     for (const id of await this.spool.list('active')) {
       if (!id.endsWith(idSuffix) || this.active.has(id)) continue;
       try {
@@ -153,10 +165,26 @@ export class QueueManager {
     this.pump();
   }
 
+  /**
+   * Room to hold one more message of `size` bytes in memory until it is
+   * settled? Reserves it: a journaled message's data must stay here (the
+   * journal is only read at recovery). False: commit a queue file instead.
+   */
+  reserveHandoff(size: number): boolean {
+    if (this.stopping || this.handoffBytes + size > HANDOFF_MAX_BYTES) return false;
+    this.handoffBytes += size;
+    return true;
+  }
+
+  releaseHandoff(size: number): void {
+    this.handoffBytes -= size;
+  }
+
   /** Called by the acceptance path right after a commit in this process. */
   notify(id: QueueId, handoff?: Handoff): void {
     if (this.queued.has(id) || this.active.has(id)) return;
-    if (handoff && this.handoffBytes + handoff.size <= HANDOFF_MAX_BYTES) {
+    if (handoff?.journaled) this.handoffs.set(id, handoff);
+    else if (handoff && this.handoffBytes + handoff.size <= HANDOFF_MAX_BYTES) {
       this.handoffs.set(id, handoff);
       this.handoffBytes += handoff.size;
     }
@@ -259,6 +287,14 @@ export class QueueManager {
   private async parkAfterFailure(id: QueueId): Promise<void> {
     const delay = this.cfg.backoffMs[0] ?? 60_000;
     try {
+      await this.materialise(id);
+    } catch {
+      // Still only in the journal (safe, and recovered at the next start if it stays so), where
+      // the queue tools cannot see it: tried again soon rather than after a whole backoff step.
+      if (!this.stopping) setTimeout(() => void this.parkAfterFailure(id), Math.min(delay, JOURNAL_RETRY_MS)).unref();
+      return;
+    }
+    try {
       await this.spool.move(id, 'active', 'deferred', { sync: false });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
@@ -278,15 +314,29 @@ export class QueueManager {
     if (h) {
       this.handoffs.delete(id);
       this.handoffBytes -= h.size;
+      if (h.journaled) this.inJournal.set(id, h);
     }
     return h;
+  }
+
+  /**
+   * A journaled message that will wait (deferred, bounced, held, deleted
+   * by an operator) becomes an ordinary queue file in active/ first, so
+   * every path after this one works on files; then the journal forgets it.
+   */
+  private async materialise(id: QueueId): Promise<void> {
+    const h = this.inJournal.get(id);
+    if (!h) return;
+    await this.spool.commit(h.envelope, { prefix: Buffer.alloc(0), chunks: h.data }, 'active');
+    this.inJournal.delete(id);
+    this.opts.journal?.done(id);
   }
 
   private async attempt(id: QueueId, from: QueueState): Promise<void> {
     const log = this.opts.logger;
     const handoff = this.takeHandoff(id);
     try {
-      await this.spool.move(id, from, 'active', { sync: false });
+      if (!handoff?.journaled) await this.spool.move(id, from, 'active', { sync: false });
     } catch (err) {
       // Gone (deleted by an operator) or held meanwhile: nothing to do.
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.error({ evt: 'error', queueId: id, err }, 'cannot activate message');
@@ -312,7 +362,10 @@ export class QueueManager {
     };
     const pending = ds.recipients.filter((r) => r.status === 'pending');
     const op = this.pendingOps.get(id);
-    if (op) return this.applyPendingOp(id, op);
+    if (op) {
+      await this.materialise(id);
+      return this.applyPendingOp(id, op);
+    }
 
     let outcomes: RecipientOutcome[] = [];
     if (pending.length > 0) {
@@ -360,6 +413,15 @@ export class QueueManager {
       }
       for (const obs of this.observers) obs.expired?.(id, expiring.length);
       log.warn({ evt: 'expiration', queueId: id, recipients: expiring.length }, 'message expired');
+    }
+    if (this.inJournal.has(id)) {
+      // The common case ends here: delivered on the first attempt, no queue file ever written.
+      if (ds.recipients.every((r) => r.status === 'delivered') && !this.pendingOps.has(id)) {
+        this.inJournal.delete(id);
+        this.opts.journal?.done(id);
+        return;
+      }
+      await this.materialise(id);
     }
     if (await this.reportBounces(msg, ds)) hasMeta = true;
     if (ds.recipients.every((r) => r.status !== 'pending')) {
@@ -452,6 +514,10 @@ export class QueueManager {
   }
 
   async hold(id: QueueId, reason = 'operator'): Promise<boolean> {
+    if (this.isJournaled(id)) {
+      this.pendingOps.set(id, 'hold');
+      return true;
+    }
     const state = await this.spool.locate(id);
     if (!state || state === 'hold') return false;
     if (state === 'active') {
@@ -474,6 +540,10 @@ export class QueueManager {
   }
 
   async delete(id: QueueId): Promise<boolean> {
+    if (this.isJournaled(id)) {
+      this.pendingOps.set(id, 'delete');
+      return true;
+    }
     const state = await this.spool.locate(id);
     if (!state) return false;
     if (state === 'active') {
@@ -484,6 +554,11 @@ export class QueueManager {
     this.forget(id);
     this.opts.logger.info({ evt: 'queue_op', queueId: id, op: 'delete' }, 'message deleted');
     return true;
+  }
+
+  /** Accepted into the journal and not yet settled (waiting for, or in, its first attempt). */
+  private isJournaled(id: QueueId): boolean {
+    return this.inJournal.has(id) || this.handoffs.get(id)?.journaled === true;
   }
 
   private forget(id: QueueId): void {

@@ -32,6 +32,8 @@ import type { Readable } from 'node:stream';
 import { QUEUE_STATES, type DeliveryState, type Envelope, type QueueId, type QueueState } from '../envelope';
 import { isQueueId } from './queue-id';
 import { DirSyncer } from './dir-sync';
+import { close as fsClose, read as fsRead } from 'node:fs';
+import { reclaim } from './reclaim';
 
 export interface SpooledMessage {
   envelope: Envelope;
@@ -76,7 +78,7 @@ export async function writeAll(fh: fsp.FileHandle, bufs: readonly Buffer[]): Pro
 }
 
 /** writeAll for a plain descriptor, synchronously (small messages: page-cache writes). */
-function writeAllSync(fd: number, bufs: readonly Buffer[]): void {
+export function writeAllSync(fd: number, bufs: readonly Buffer[]): void {
   let rest = bufs.filter((b) => b.length > 0);
   while (rest.length > 0) rest = unwritten(rest, writevSync(fd, rest));
 }
@@ -148,14 +150,28 @@ export class Spool {
     }
   }
 
-  /** A large message: its tail is copied from the spill file in chunks, off the event loop. */
+  /**
+   * A large message: its tail is copied from the spill file off the event
+   * loop, through one reused 256 KB buffer (a read stream would allocate a
+   * new one per read: garbage that V8 collects late, see reclaim.ts).
+   */
   private async commitStreamed(envelope: Envelope, data: MessageData, spillFile: string, state: QueueState): Promise<void> {
     const tmp = this.tmpPath(`${envelope.id}.msg`);
     let fh: fsp.FileHandle | undefined;
     try {
       fh = await fsp.open(tmp, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o600);
       await writeAll(fh, [Buffer.from(`${JSON.stringify(envelope)}\n`), data.prefix, ...data.chunks]);
-      for await (const chunk of createReadStream(spillFile, { highWaterMark: 256 * 1024 })) await writeAll(fh, [chunk as Buffer]);
+      const src = await fsp.open(spillFile, 'r');
+      try {
+        const buf = Buffer.allocUnsafe(256 * 1024);
+        for (;;) {
+          const { bytesRead } = await src.read(buf, 0, buf.length, null);
+          if (bytesRead === 0) break;
+          await writeAll(fh, [buf.subarray(0, bytesRead)]);
+        }
+      } finally {
+        await src.close();
+      }
       if (this.fsync) await fh.datasync();
       await fh.close();
       fh = undefined;
@@ -218,9 +234,20 @@ export class Spool {
     }
   }
 
-  /** The message bytes (without the envelope line). */
+  /**
+   * The message bytes (without the envelope line). A large message's reads
+   * are counted for reclaim.ts: each is a new Buffer, garbage once sent.
+   */
   openData(msg: SpooledMessage, end?: number): Readable {
-    return createReadStream(this.pathOf(msg.state, msg.envelope.id), { start: msg.dataOffset, end, highWaterMark: 256 * 1024 });
+    const file = this.pathOf(msg.state, msg.envelope.id);
+    const opts = { start: msg.dataOffset, end, highWaterMark: 256 * 1024 };
+    if (msg.fileSize - msg.dataOffset <= 1024 * 1024) return createReadStream(file, opts);
+    const read = (fd: number, buf: Buffer, off: number, len: number, pos: number | null, cb: (err: NodeJS.ErrnoException | null, n: number, buf: Buffer) => void) =>
+      fsRead(fd, buf, off, len, pos, (err, n, b) => {
+        if (n > 0) reclaim(n);
+        cb(err, n, b);
+      });
+    return createReadStream(file, { ...opts, fs: { open: openCb, close: fsClose, read } });
   }
 
   async readState(id: QueueId): Promise<DeliveryState | undefined> {

@@ -38,6 +38,7 @@ describe('disk trouble', () => {
   let spoolDir: string;
   let mounted = false;
   let skip: string | undefined;
+  let configFile: string;
 
   before(async () => {
     dns = await startDnsServer();
@@ -45,8 +46,10 @@ describe('disk trouble', () => {
     dns.set('mx.dest.test', 'A', ['127.0.0.2']);
     const deadPort = await freePort('127.0.0.2'); // nothing listens: deliveries defer, mail stays queued
     const p = await prepareGateway({
-      config: { relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: deadPort, backoff: ['30s'] }, limits: { maxConnectionsPerIp: 100 } },
+      // The queue-file path first (journal off); the journal's own full-disk test follows.
+      config: { spool: { dir: 'spool', journal: false }, relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: deadPort, backoff: ['30s'] }, limits: { maxConnectionsPerIp: 100 } },
     });
+    configFile = p.configFile;
     dir = p.dir;
     spoolDir = path.join(dir, 'spool');
     await fsp.mkdir(spoolDir, { recursive: true });
@@ -147,5 +150,38 @@ describe('disk trouble', () => {
     while (!(await retried()) && Date.now() < by) await new Promise((r) => setTimeout(r, 100));
     assert.ok(await retried(), `every queued message was retried with its state recorded (attempts before: ${JSON.stringify([...attemptsBefore.values()])})`);
     assert.equal(await checkSpoolWhole(), ok + 1);
+  });
+
+  it('full disk with the acceptance journal: 452 4.3.1; what was acknowledged becomes queue files when space returns', async (t) => {
+    if (skip) return t.skip(`cannot mount a tmpfs here (${skip})`);
+    await app!.stop();
+    const cfg = loadConfigFile(configFile);
+    cfg.spool.journal = true;
+    app = await build(cfg, { logger: createLogger({ level: cfg.log.level, pretty: false }), scanIntervalMs: 200 });
+    await app.start();
+    const before = new Set<string>();
+    for (const s of ['incoming', 'active', 'deferred'] as const) for (const id of await app.spool.list(s)) before.add(id);
+    const filler = path.join(spoolDir, 'filler');
+    const free = Number(execFileSync('df', ['--output=avail', '-B1', spoolDir]).toString().split('\n')[1]);
+    await fsp.writeFile(filler, Buffer.alloc(Math.max(0, free - 100 * 1024), 1));
+    const body = 'z'.repeat(76) + '\r\n';
+    const replies: string[] = [];
+    for (let i = 0; i < 12; i++) replies.push(await send(body.repeat(400)));
+    const ok = replies.filter((r) => r.startsWith('250 ')).length;
+    const full = replies.filter((r) => r.startsWith('452 4.3.1 ')).length;
+    console.log(`# disk full, journal on: ${ok} accepted, ${full} refused 452 4.3.1 of ${replies.length}`);
+    assert.ok(ok >= 1, 'some mail fits');
+    assert.ok(full >= 1, `a full disk gives 452 4.3.1 (${replies.join(' | ')})`);
+    assert.equal(ok + full, replies.length, 'nothing else');
+    // The first attempts defer (dead next hop) but the queue files cannot be written: the
+    // messages stay in the journal, and the gateway keeps running.
+    await new Promise((r) => setTimeout(r, 1500));
+    await fsp.rm(filler);
+    // Space returns: every acknowledged message becomes a whole queue file in deferred/.
+    const want = ok + before.size;
+    const by = Date.now() + 15_000;
+    while ((await app.spool.list('deferred')).length < want && Date.now() < by) await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await app.spool.list('deferred')).length, want, 'the acknowledged messages reached the queue');
+    assert.equal(await checkSpoolWhole(), want);
   });
 });
