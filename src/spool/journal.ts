@@ -93,12 +93,13 @@ export class Journal {
 
   /** Durable before it returns (the group's fdatasync); throws SpoolError like Spool.commit. */
   async append(envelope: Envelope, data: readonly Buffer[]): Promise<void> {
-    const seg = this.segment();
     const bufs = record(KIND_MESSAGE, envelope.id, [Buffer.from(`${JSON.stringify(envelope)}\n`), ...data]);
+    let seg: Segment | undefined;
     try {
+      seg = this.segment();
       this.write(seg, bufs);
     } catch (err) {
-      this.retire(seg);
+      if (seg) this.retire(seg);
       const e = err as NodeJS.ErrnoException;
       throw new SpoolError(`journal append failed: ${e.message}`, e.code);
     }
@@ -123,7 +124,8 @@ export class Journal {
   done(id: QueueId): void {
     const seg = this.byId.get(id);
     if (!seg) return;
-    if (seg.fd !== undefined && !seg.retired) {
+    // Also into a retired segment while it is open: it may outlive a crash with other live messages.
+    if (seg.fd !== undefined) {
       try {
         this.write(seg, record(KIND_DONE, id, []));
       } catch (err) {
