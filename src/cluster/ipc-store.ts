@@ -5,6 +5,12 @@
  * accept mail. Every StateStore operation is one request/response pair and
  * runs atomically in the primary (its event loop serialises them), exactly
  * as one Lua script would in Redis.
+ *
+ * Requests made in the same event-loop turn travel as one IPC message, and
+ * so do the answers: a message costs six state operations (connection count
+ * up and down, open connections, hourly peek, two counts), and one message
+ * each way per operation made one gateway process per core slower than a
+ * single process (bench full-procs, CPU per message).
  * Talks to: the primary over process.send (worker side); the workers'
  * IPC channels (primary side). Trusts: its own processes only.
  */
@@ -15,17 +21,37 @@ const METHODS = ['hit', 'hitMany', 'peekMany', 'undo', 'record', 'count', 'incr'
 type Method = (typeof METHODS)[number];
 
 interface Request {
-  t: 'state-req';
   id: number;
   method: Method;
   args: unknown[];
 }
 interface Response {
-  t: 'state-res';
   id: number;
   ok: boolean;
   value?: unknown;
   error?: string;
+}
+interface RequestBatch {
+  t: 'state-req';
+  reqs: Request[];
+}
+interface ResponseBatch {
+  t: 'state-res';
+  res: Response[];
+}
+
+/** Collects items during one event-loop turn and hands them over together. */
+function batcher<T>(flush: (items: T[]) => void): (item: T) => void {
+  let items: T[] = [];
+  return (item) => {
+    items.push(item);
+    if (items.length > 1) return;
+    setImmediate(() => {
+      const out = items;
+      items = [];
+      flush(out);
+    });
+  };
 }
 
 /** Worker side: a StateStore whose every call is answered by the primary. */
@@ -33,15 +59,18 @@ export function createIpcStateStore(timeoutMs = 5000): StateStore {
   if (!process.send) throw new Error('the IPC state store needs an IPC channel to the primary');
   let nextId = 1;
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
-  process.on('message', (m: Response) => {
-    if (!m || m.t !== 'state-res') return;
-    const p = pending.get(m.id);
-    if (!p) return;
-    pending.delete(m.id);
-    clearTimeout(p.timer);
-    if (m.ok) p.resolve(m.value);
-    else p.reject(new Error(m.error ?? 'state store error'));
+  process.on('message', (m: ResponseBatch) => {
+    if (!m || m.t !== 'state-res' || !Array.isArray(m.res)) return;
+    for (const r of m.res) {
+      const p = pending.get(r.id);
+      if (!p) continue;
+      pending.delete(r.id);
+      clearTimeout(p.timer);
+      if (r.ok) p.resolve(r.value);
+      else p.reject(new Error(r.error ?? 'state store error'));
+    }
   });
+  const send = batcher<Request>((reqs) => process.send!({ t: 'state-req', reqs } satisfies RequestBatch));
   const call = (method: Method, args: unknown[]) =>
     new Promise<unknown>((resolve, reject) => {
       const id = nextId++;
@@ -51,7 +80,7 @@ export function createIpcStateStore(timeoutMs = 5000): StateStore {
         reject(new Error(`state store: no answer from the primary within ${timeoutMs} ms`));
       }, timeoutMs);
       pending.set(id, { resolve, reject, timer });
-      process.send!({ t: 'state-req', id, method, args } satisfies Request);
+      send({ id, method, args });
     });
   const store: Record<string, unknown> = { kind: 'memory (shared by the primary)', close: async () => undefined };
   for (const m of METHODS) store[m] = (...args: unknown[]) => call(m, args);
@@ -60,12 +89,19 @@ export function createIpcStateStore(timeoutMs = 5000): StateStore {
 
 /** Primary side: answer a worker's state requests from the one store. */
 export function serveStateStore(worker: Worker, store: StateStore): void {
-  worker.on('message', (m: Request) => {
-    if (!m || m.t !== 'state-req' || !METHODS.includes(m.method)) return;
-    const fn = (store[m.method] as (...a: unknown[]) => Promise<unknown>).bind(store);
-    fn(...m.args).then(
-      (value) => worker.isConnected() && worker.send({ t: 'state-res', id: m.id, ok: true, value } satisfies Response),
-      (err: Error) => worker.isConnected() && worker.send({ t: 'state-res', id: m.id, ok: false, error: err.message } satisfies Response),
-    );
+  const answer = batcher<Response>((res) => {
+    if (worker.isConnected()) worker.send({ t: 'state-res', res } satisfies ResponseBatch);
+  });
+  worker.on('message', (m: RequestBatch) => {
+    if (!m || m.t !== 'state-req' || !Array.isArray(m.reqs)) return;
+    // In arrival order: each operation is atomic in this one event loop, as before.
+    for (const r of m.reqs) {
+      if (!METHODS.includes(r.method)) continue;
+      const fn = (store[r.method] as (...a: unknown[]) => Promise<unknown>).bind(store);
+      fn(...r.args).then(
+        (value) => answer({ id: r.id, ok: true, value }),
+        (err: Error) => answer({ id: r.id, ok: false, error: err.message }),
+      );
+    }
   });
 }
