@@ -31,7 +31,7 @@
 import type { Account } from '../accounts/store';
 import type { ClientInfo, Verdict } from '../envelope';
 import type { Logger } from '../log';
-import type { ConnectDecision, ConnectFacts, DataFacts, PolicyHooks, TransactionFacts } from '../policy/types';
+import type { AuthGate, ConnectDecision, ConnectFacts, DataFacts, PolicyHooks, TransactionFacts } from '../policy/types';
 import type { StateStore } from '../state/store';
 import { type ContainmentConfig, type PlanThresholds, type ResponseName, type SignalName } from './config';
 import type { WebhookNotifier } from './notifier';
@@ -322,6 +322,10 @@ export class ContainedHooks implements PolicyHooks {
     const v = inner.auth ? await inner.auth(f) : { action: 'accept' as const, stage: 'auth' as const, rule: 'auth.none' };
     if (f.phase === 'after' && f.ok === true) await this.c.recordAuth(f.client, f.user);
     return v;
+  }
+
+  authGate(f: { client: ClientInfo; user: string }): AuthGate | undefined {
+    return this.inner().authGate?.(f);
   }
 
   async mail(f: TransactionFacts): Promise<Verdict> {

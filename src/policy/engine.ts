@@ -36,7 +36,7 @@ import type { PolicySet } from './load';
 import type { Netblock } from './netblocks';
 import { planFor } from './quotas';
 import type { Charge, CheckResult, EvalContext, Outcome, Rule, RuntimeEnv } from './rule';
-import { ACCEPT, type ConnectDecision, type ConnectFacts, type DataFacts, type PolicyHooks, type PolicyObserver, type TransactionFacts } from './types';
+import { ACCEPT, type AuthGate, type ConnectDecision, type ConnectFacts, type DataFacts, type PolicyHooks, type PolicyObserver, type TransactionFacts } from './types';
 
 /** Connection counters expire if a disconnect is ever missed (a crash, a bug). */
 const CONNECTION_TTL_MS = 60 * 60_000;
@@ -292,6 +292,21 @@ export class PolicyEngine implements PolicyHooks {
     if (f.phase === 'before') return (await this.evaluate('auth', facts, 'live')).verdict;
     await this.afterAuth(facts, f.ok === true, 'live');
     return ACCEPT('auth', 'auth.counted');
+  }
+
+  authGate(f: { client: ClientInfo; user: string }): AuthGate {
+    const facts: StageFacts = { listener: { name: f.client.listener, role: f.client.role }, ip: f.client.ip, user: f.user };
+    return {
+      key: ipSubject({ ip: f.client.ip, data: this.policy }).id,
+      headroom: async () => {
+        const ctx = this.context('auth', facts, 'live', this.deps.store);
+        let room = Infinity;
+        for (const rule of this.policy.stages.auth) {
+          if (rule.check.headroom && !this.skipReason(rule, ctx)) room = Math.min(room, await rule.check.headroom(ctx));
+        }
+        return room;
+      },
+    };
   }
 
   private tx(f: TransactionFacts): StageFacts {

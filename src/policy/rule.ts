@@ -77,6 +77,12 @@ export interface Check {
   run(ctx: EvalContext): Promise<CheckResult> | CheckResult;
   /** Auth stage only: told the result of the password check (count failures). */
   afterAuth?(ctx: EvalContext, ok: boolean): Promise<void>;
+  /**
+   * Auth stage only: how many more failed AUTHs the subjects of `ctx` can
+   * take before this check would delay or refuse an attempt (0: it would
+   * now; Infinity: never). A read: counts nothing, waits for nothing.
+   */
+  headroom?(ctx: EvalContext): Promise<number>;
 }
 
 export interface Rule {

@@ -42,6 +42,16 @@ export interface PolicyHooks {
    * `after`, with the result (to count failures).
    */
   auth?(f: { client: ClientInfo; user: string; phase: 'before' | 'after'; ok?: boolean }): Promise<Verdict>;
+  /**
+   * For the session's AUTH scheduling (src/smtp/session.ts onAuth): `key`
+   * names the attempts that share brute-force state (the client address,
+   * an IPv6 client by its prefix); `headroom()` reads how many more
+   * failures that address and the account `user` can take before an
+   * auth-failures rule would delay or lock out (Infinity: no such rule).
+   * Without it (or undefined), the session runs AUTH from one address one
+   * at a time.
+   */
+  authGate?(f: { client: ClientInfo; user: string }): AuthGate | undefined;
   mail(f: TransactionFacts): Promise<Verdict>;
   rcpt(f: TransactionFacts & { readonly rcpt: string }): Promise<Verdict>;
   data(f: DataFacts): Promise<Verdict>;
@@ -49,6 +59,11 @@ export interface PolicyHooks {
   accepted?(f: DataFacts): Promise<void>;
   /** The connection closed (release per-connection counters). */
   disconnect?(f: { client: ClientInfo }): void;
+}
+
+export interface AuthGate {
+  readonly key: string;
+  headroom(): Promise<number>;
 }
 
 /**

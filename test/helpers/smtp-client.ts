@@ -131,6 +131,14 @@ export class RawSmtp {
   }
 }
 
+/** An implicit-TLS session (port 465 style) from `ip`, greeted and past EHLO. */
+export async function tlsSessionFrom(port: number, ip: string, helo: string): Promise<RawSmtp> {
+  const c = await RawSmtp.connect(port, { localAddress: ip, implicitTls: true });
+  await c.reply();
+  await c.cmd(`EHLO ${helo}`);
+  return c;
+}
+
 export function authPlain(user: string, pass: string): string {
   return Buffer.from(`\0${user}\0${pass}`).toString('base64');
 }

@@ -296,6 +296,43 @@ authFailures:
     const v = await engine.auth({ client, user: 'carol@isp.example', phase: 'before' });
     assert.deepEqual([v.action, v.rule], ['tempfail', 'auth.failures:account']);
   });
+
+  it('reports the headroom before a delay or lockout (what lets the session run AUTHs in parallel)', async () => {
+    const { engine, clock } = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': QUOTAS });
+    const client = { listener: 'submission', role: 'submission' as const, ip: '192.0.2.77', tls: true };
+    const room = (user = 'dave@isp.example') => engine.authGate({ client, user }).headroom();
+    assert.equal(await room(), 2, 'min(delayAfter 2, lockoutAfter 4), no failures yet');
+    await engine.auth({ client, user: 'dave@isp.example', phase: 'after', ok: false });
+    assert.equal(await room(), 1);
+    await engine.auth({ client, user: 'dave@isp.example', phase: 'after', ok: false });
+    assert.equal(await room(), 0, 'the next attempt would be delayed');
+    assert.equal(await room('erin@isp.example'), 0, 'the address counts for every account name');
+    // The account's own failures count too, from any address.
+    const other = { ...client, ip: '192.0.2.78' };
+    const room2 = (user: string) => engine.authGate({ client: other, user }).headroom();
+    assert.equal(await room2('frank@isp.example'), 2);
+    for (let i = 0; i < 5; i++) await engine.auth({ client: { ...client, ip: `192.0.2.${100 + i}` }, user: 'frank@isp.example', phase: 'after', ok: false });
+    assert.equal(await room2('frank@isp.example'), 1, 'account: lockoutAfter 6 − 5 failures');
+    await engine.auth({ client: { ...client, ip: '192.0.2.110' }, user: 'frank@isp.example', phase: 'after', ok: false });
+    assert.equal(await room2('frank@isp.example'), 0, 'account locked out');
+    // Failures leave the window: full headroom again.
+    clock.now += 2 * 60 * 60_000;
+    assert.equal(await room(), 2);
+    // An IPv6 client shares its key with its /64 (quotas.yaml ipv6Prefix).
+    const k = (ip: string) => engine.authGate({ client: { ...client, ip }, user: 'x' }).key;
+    assert.equal(k('2001:db8:1000:1::1'), k('2001:db8:1000:1::2'));
+    assert.notEqual(k('2001:db8:1000:1::1'), k('2001:db8:1000:2::1'));
+  });
+
+  it('reports no limit when no auth-failures rule applies', async () => {
+    const { engine } = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': `
+authFailures:
+  perIp: { delayAfter: 0, lockoutAfter: 0 }
+  perAccount: { delayAfter: 0, lockoutAfter: 0 }
+` });
+    const client = { listener: 'submission', role: 'submission' as const, ip: '192.0.2.79', tls: true };
+    assert.equal(await engine.authGate({ client, user: 'a@isp.example' }).headroom(), Infinity);
+  });
 });
 
 describe('sender identity and account state', () => {

@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { authPlain, RawSmtp } from '../helpers/smtp-client';
+import { authPlain, RawSmtp, tlsSessionFrom } from '../helpers/smtp-client';
 import { sleep } from './util';
 
 const LOCKOUT_AFTER = 10;
@@ -42,12 +42,7 @@ describe('brute force', () => {
     await gw.stop();
   });
 
-  async function session(ip: string): Promise<RawSmtp> {
-    const c = await RawSmtp.connect(gw.port('submissions'), { localAddress: ip, implicitTls: true });
-    await c.reply();
-    await c.cmd('EHLO guesser.test');
-    return c;
-  }
+  const session = (ip: string): Promise<RawSmtp> => tlsSessionFrom(gw.port('submissions'), ip, 'guesser.test');
 
   it('500 wrong passwords from one IP: at most the limit reach the account store; then 454 4.7.0', async () => {
     const IP = '127.0.0.7';

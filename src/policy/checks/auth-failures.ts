@@ -7,6 +7,12 @@
  * (capped at maxDelay) before its password is looked at. Failures are
  * counted AFTER the check (afterAuth); reaching `lockoutAfter` failures in
  * the window locks the subject out for `lockout`.
+ *
+ * headroom(): how many more failures the address and the account can take
+ * before this check would delay or lock out (min of delayAfter and
+ * lockoutAfter, less the failures in the window; 0 when locked out). The
+ * SMTP session uses it to let AUTH attempts from a clean address run in
+ * parallel (src/smtp/session.ts onAuth).
  */
 import { keys, type Subject } from '../../state/keys';
 import type { AuthFailureLimits } from '../quotas';
@@ -46,6 +52,17 @@ export const authFailuresCheck: CheckType = {
           if (ctx.mode === 'live') await ctx.env.sleep(delay);
         }
         return { outcome: 'next', inputs };
+      },
+      async headroom(ctx: EvalContext): Promise<number> {
+        let room = Infinity;
+        for (const { s, limits } of subjects(ctx)) {
+          if ((await ctx.env.store.ttl(keys.authLock(s), ctx.now)) > 0) return 0;
+          const at = Math.min(limits.delayAfter > 0 ? limits.delayAfter : Infinity, limits.lockoutAfter > 0 ? limits.lockoutAfter : Infinity);
+          if (at === Infinity) continue;
+          const failures = await ctx.env.store.count(keys.authFailures(s), limits.windowMs, ctx.now);
+          room = Math.min(room, Math.max(0, at - failures));
+        }
+        return room;
       },
       async afterAuth(ctx: EvalContext, ok: boolean): Promise<void> {
         if (ok) return;
