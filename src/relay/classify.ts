@@ -17,7 +17,9 @@
  *    greeting or a 535 AUTH failure says nothing about the recipient
  *    (Postfix: smtp_skip_5xx_greeting, smtp_sasl_auth_soft_bounce).
  *  - Refused / timed-out / reset connections and TLS handshake failures are
- *    deferred. Unknown errors are deferred: never lose mail.
+ *    deferred, as is a certificate that fails `tls: verify` (4.7.5, never a
+ *    bounce: the next attempt may meet a fixed certificate or a corrected
+ *    config). Unknown errors are deferred: never lose mail.
  *  - A few locally-detected permanent problems bounce: message larger than
  *    the server's advertised SIZE (5.3.4), addresses nodemailer refuses to
  *    put on the wire (5.1.3 / 5.1.7), SMTPUTF8 needed but not offered (5.6.7).
@@ -47,6 +49,8 @@ export const LOCAL_ERRORS = {
   shutdown: 'ESHUTDOWN',
   /** The message could not be read from the spool. */
   source: 'ESOURCE',
+  /** tls: verify and the server's certificate did not verify (untrusted, wrong name, expired…). */
+  certificate: 'ECERT',
 } as const;
 
 const TRANSACTION_COMMANDS = new Set(['MAIL FROM', 'RCPT TO', 'DATA']);
@@ -124,6 +128,20 @@ export function isTlsFailure(err: SmtpErrorLike): boolean {
     err.timeoutType === 'UPGRADE_TIMEOUT' ||
     /^ERR_(SSL|TLS)_/.test(err.originalCode ?? '') ||
     /^ERR_(SSL|TLS)_/.test(err.code ?? '')
+  );
+}
+
+/**
+ * Whether a TLS error is a certificate verification failure (OpenSSL's
+ * X509_V_ERR_* names as Node reports them, or Node's own host name check),
+ * as opposed to a broken handshake.
+ */
+export function isCertificateFailure(err: SmtpErrorLike): boolean {
+  const code = err.originalCode ?? err.code ?? '';
+  return (
+    code === LOCAL_ERRORS.certificate ||
+    code === 'ERR_TLS_CERT_ALTNAME_INVALID' ||
+    /^(?:DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_|CERT_|HOSTNAME_MISMATCH|IP_ADDRESS_MISMATCH|INVALID_CA|PATH_LENGTH_EXCEEDED|INVALID_PURPOSE|ERROR_IN_CERT_|CRL_|UNABLE_TO_GET_CRL)/.test(code)
   );
 }
 

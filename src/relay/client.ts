@@ -12,11 +12,19 @@
  *    session is never pooled.
  *  - TLS: 'opportunistic' → opportunisticTLS (STARTTLS when offered, plain
  *    when the server refuses STARTTLS); 'required' → requireTLS; 'none' →
- *    ignoreTLS. Certificates are not verified (rejectUnauthorized: false):
- *    MX TLS is opportunistic, like Postfix's default `may` — MX hosts rarely
- *    present a certificate for the name we looked up, and refusing would
- *    only push the mail to plaintext. 'required' is Postfix's `encrypt`
- *    (encryption mandatory, identity not checked).
+ *    ignoreTLS. For these levels certificates are not verified
+ *    (rejectUnauthorized: false): MX TLS is opportunistic, like Postfix's
+ *    default `may` — MX hosts rarely present a certificate for the name we
+ *    looked up, and refusing would only push the mail to plaintext.
+ *    'required' is Postfix's `encrypt` (encryption mandatory, identity not
+ *    checked).
+ *  - 'verify' (Postfix `verify`) → requireTLS with rejectUnauthorized: true,
+ *    SNI set to the host name, the target's CA bundle when configured (else
+ *    Node's default roots), and tls.checkServerIdentity against the name we
+ *    meant to reach (relayhost/route host, MX exchange; an IP literal host is
+ *    checked against the certificate's IP SANs). A certificate that does not
+ *    verify fails the session set-up with LOCAL_ERRORS.certificate — a
+ *    deferral, never a plaintext retry.
  *  - AUTH credentials are only sent over an encrypted session, whatever the
  *    configured TLS level (opportunistic TLS can silently end up plaintext).
  *  - The SMTPUTF8 keyword is added by nodemailer itself when an envelope
@@ -25,9 +33,10 @@
  */
 import type { Readable } from 'node:stream';
 import { isIP } from 'node:net';
+import tls from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { OutboundTls } from './config';
-import { LOCAL_ERRORS, type SmtpErrorLike } from './classify';
+import { isCertificateFailure, LOCAL_ERRORS, type SmtpErrorLike } from './classify';
 
 /** Where to connect: one address of one host. */
 export interface Target {
@@ -36,6 +45,8 @@ export interface Target {
   readonly ip: string;
   readonly port: number;
   readonly tls: OutboundTls;
+  /** tls: verify — CA certificates (PEM) to trust instead of Node's default roots. */
+  readonly ca?: string;
   readonly auth?: { readonly user: string; readonly pass: string };
 }
 
@@ -100,8 +111,8 @@ export function openSession(target: Target, settings: SessionSettings): Promise<
       logger: false,
       ignoreTLS: target.tls === 'none',
       opportunisticTLS: target.tls === 'opportunistic',
-      requireTLS: target.tls === 'required',
-      tls: { rejectUnauthorized: false, ...(isIP(target.host) ? {} : { servername: target.host }) },
+      requireTLS: target.tls === 'required' || target.tls === 'verify',
+      tls: tlsOptions(target),
     };
     const conn = new SMTPConnection(opts);
     const state = { broken: false };
@@ -120,12 +131,12 @@ export function openSession(target: Target, settings: SessionSettings): Promise<
       if (!r.ok) conn.close();
       resolve(r);
     };
-    const onError = (err: Error): void => settle({ ok: false, err: err as SmtpError });
+    const onError = (err: Error): void => settle({ ok: false, err: certificateError(target, err as SmtpError) });
     const onEnd = (): void => settle({ ok: false, err: localError('ECONNECTION', 'Connection closed during session set-up') });
     conn.on('error', onError);
     conn.once('end', onEnd);
     conn.connect((err) => {
-      if (err) return settle({ ok: false, err: err as SmtpError });
+      if (err) return settle({ ok: false, err: certificateError(target, err as SmtpError) });
       const session: Session = {
         conn,
         target,
@@ -148,6 +159,41 @@ export function openSession(target: Target, settings: SessionSettings): Promise<
       });
     });
   });
+}
+
+/** The name a certificate must be valid for: the host we meant to reach. */
+function expectedName(target: Target): string {
+  return target.host.replace(/\.$/, '');
+}
+
+/** tls.connect options for STARTTLS at the target's level. */
+function tlsOptions(target: Target): tls.ConnectionOptions {
+  const name = expectedName(target);
+  // SNI carries host names only; an IP literal host has none.
+  const sni = isIP(name) ? {} : { servername: name };
+  if (target.tls !== 'verify') return { rejectUnauthorized: false, ...sni };
+  return {
+    ...sni,
+    rejectUnauthorized: true,
+    ...(target.ca !== undefined ? { ca: target.ca } : {}),
+    // Checked against the configured/looked-up name, whatever address we connected to.
+    checkServerIdentity: (_host, cert) => tls.checkServerIdentity(name, cert),
+  };
+}
+
+/**
+ * With tls: verify, a certificate that does not verify becomes a local
+ * error naming the problem (4.7.5, Postfix's "Server certificate not
+ * verified"), so it is logged and deferred as such.
+ */
+function certificateError(target: Target, err: SmtpError): SmtpError {
+  if (target.tls !== 'verify' || !isCertificateFailure(err)) return err;
+  const reason = (err.message ?? '').replace(/^Error initiating TLS - /, '').replace(/\s+/g, ' ').trim();
+  const e = localError(LOCAL_ERRORS.certificate, `4.7.5 Server certificate not verified for ${expectedName(target)}: ${reason}`);
+  // OpenSSL's / Node's name for the problem: describeError appends it.
+  const original = err.originalCode ?? err.code;
+  if (original) (e as { originalCode?: string }).originalCode = original;
+  return e;
 }
 
 /** RSET before reusing a pooled session; false when the session is unusable. */

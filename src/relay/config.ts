@@ -4,14 +4,33 @@
  * hop), the *relayhost* (next hop for everything without a route; absent
  * means MX delivery), and the *retry schedule*.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { At, duration, hostPort, int, isObj, list, obj, oneOf, optStr, str, strList } from '../config/validate';
 
-export type OutboundTls = 'none' | 'opportunistic' | 'required';
+/**
+ * Outbound TLS levels (Postfix smtp_tls_security_level in brackets):
+ *  - none: never STARTTLS;
+ *  - opportunistic [may]: STARTTLS when offered, plaintext otherwise (and
+ *    after a failed handshake); certificate not checked;
+ *  - required [encrypt]: STARTTLS or defer; certificate not checked;
+ *  - verify [verify/secure]: STARTTLS or defer, and the certificate must
+ *    chain to a trusted CA (the system's, or `ca`) and be valid for the host
+ *    name we connected to; a failure defers, never falls back to plaintext.
+ */
+export type OutboundTls = 'none' | 'opportunistic' | 'required' | 'verify';
+
+const TLS_LEVELS = ['none', 'opportunistic', 'required', 'verify'] as const;
 
 export interface NextHop {
   host: string;
   port: number;
   tls: OutboundTls;
+  /** tls: verify only — trusted CA certificates (PEM) instead of the system's; read at config load. */
+  ca?: string;
+  /** Where `ca` was read from (for the pool key and messages). */
+  caFile?: string;
   /** Credentials for an upstream smart host; never logged. */
   auth?: { user: string; pass: string };
   /**
@@ -33,6 +52,9 @@ export interface RelayConfig {
   mxPort: number;
   /** TLS towards MX hosts: opportunistic by default. */
   mxTls: OutboundTls;
+  /** mxTls: verify only — trusted CA certificates (PEM) instead of the system's. */
+  mxCa?: string;
+  mxCaFile?: string;
   relayhost?: NextHop;
   routes: Map<string, NextHop>;
   concurrencyPerDestination: number;
@@ -51,19 +73,51 @@ export interface RelayConfig {
   maxMessagesPerConnection: number;
 }
 
-function parseNextHop(v: unknown, at: At, defaultTls: OutboundTls, schedule = false): NextHop {
+/**
+ * A CA bundle for tls: verify, read now so a missing or unreadable file is a
+ * config error (naming file and key) rather than deferrals at delivery time.
+ * Relative paths are relative to the config file's directory.
+ */
+function readCa(v: unknown, at: At, baseDir: string): { ca: string; caFile: string } {
+  const file = path.resolve(baseDir, str(v, at));
+  let ca: string;
+  try {
+    ca = readFileSync(file, 'utf8');
+  } catch (err) {
+    at.fail(`cannot read CA bundle ${file}: ${(err as Error).message}`);
+  }
+  if (!/-----BEGIN CERTIFICATE-----/.test(ca)) at.fail(`no PEM certificate (-----BEGIN CERTIFICATE-----) in ${file}`);
+  try {
+    createSecureContext({ ca });
+  } catch (err) {
+    at.fail(`unusable CA bundle ${file}: ${(err as Error).message}`);
+  }
+  return { ca, caFile: file };
+}
+
+/** Where relative paths in the relay section are resolved: the config file's directory. */
+function defaultBaseDir(at: At): string {
+  return path.isAbsolute(at.file) ? path.dirname(at.file) : process.cwd();
+}
+
+function parseNextHop(v: unknown, at: At, defaultTls: OutboundTls, baseDir: string, schedule = false): NextHop {
   // Shorthand: "host:port"
   if (typeof v === 'string') return { ...hostPort(v, at, 25), tls: defaultTls };
-  const o = obj(v, at, schedule ? ['host', 'port', 'tls', 'auth', 'backoff', 'maxLifetime'] : ['host', 'port', 'tls', 'auth']);
+  const keys = ['host', 'port', 'tls', 'ca', 'auth'];
+  const o = obj(v, at, schedule ? [...keys, 'backoff', 'maxLifetime'] : keys);
   const hp = hostPort(o.port === undefined ? str(o.host, at.child('host')) : `${str(o.host, at.child('host'))}:${o.port}`, at.child('host'), 25);
   let auth: NextHop['auth'];
   if (o.auth !== undefined) {
     const a = obj(o.auth, at.child('auth'), ['user', 'pass']);
     auth = { user: str(a.user, at.child('auth').child('user')), pass: str(a.pass, at.child('auth').child('pass')) };
   }
-  const tls = oneOf(o.tls, at.child('tls'), ['none', 'opportunistic', 'required'] as const, defaultTls);
-  if (auth && tls === 'none') at.child('tls').fail('sending AUTH credentials needs tls: opportunistic or required');
+  const tls = oneOf(o.tls, at.child('tls'), TLS_LEVELS, defaultTls);
+  if (auth && tls === 'none') at.child('tls').fail('sending AUTH credentials needs tls: opportunistic, required or verify');
   const hop: NextHop = { ...hp, tls, auth };
+  if (o.ca !== undefined && o.ca !== null) {
+    if (tls !== 'verify') at.child('ca').fail(`a CA bundle is only used with tls: verify (tls is ${tls})`);
+    Object.assign(hop, readCa(o.ca, at.child('ca'), baseDir));
+  }
   if (o.backoff !== undefined) {
     hop.backoffMs = list(o.backoff, at.child('backoff')).map((d, i) => duration(d, at.child('backoff').child(i)));
     if (hop.backoffMs.length === 0) at.child('backoff').fail('needs at least one delay');
@@ -72,9 +126,9 @@ function parseNextHop(v: unknown, at: At, defaultTls: OutboundTls, schedule = fa
   return hop;
 }
 
-export function parseRelayConfig(v: unknown, at: At): RelayConfig {
+export function parseRelayConfig(v: unknown, at: At, baseDir = defaultBaseDir(at)): RelayConfig {
   const o = obj(v, at, [
-    'heloName', 'sourceAddress', 'dns', 'mxPort', 'mxTls', 'relayhost', 'routes', 'concurrencyPerDestination',
+    'heloName', 'sourceAddress', 'dns', 'mxPort', 'mxTls', 'mxCa', 'relayhost', 'routes', 'concurrencyPerDestination',
     'maxConnections', 'activeWindow', 'backoff', 'maxLifetime', 'connectTimeout', 'greetingTimeout', 'socketTimeout',
     'poolIdle', 'maxMessagesPerConnection',
   ]);
@@ -84,13 +138,19 @@ export function parseRelayConfig(v: unknown, at: At): RelayConfig {
   if (!isObj(rawRoutes)) at.child('routes').fail('expected a mapping of domain → next hop');
   {
     for (const [domain, hop] of Object.entries(rawRoutes)) {
-      routes.set(domain.toLowerCase(), parseNextHop(hop, at.child('routes').child(domain), 'opportunistic', true));
+      routes.set(domain.toLowerCase(), parseNextHop(hop, at.child('routes').child(domain), 'opportunistic', baseDir, true));
     }
   }
   const backoff = list(o.backoff, at.child('backoff'), ['5m', '10m', '20m', '40m', '1h', '2h', '4h']).map((d, i) =>
     duration(d, at.child('backoff').child(i)),
   );
   if (backoff.length === 0) at.child('backoff').fail('needs at least one delay');
+  const mxTls = oneOf(o.mxTls, at.child('mxTls'), TLS_LEVELS, 'opportunistic');
+  let mxCa: { ca: string; caFile: string } | undefined;
+  if (o.mxCa !== undefined && o.mxCa !== null) {
+    if (mxTls !== 'verify') at.child('mxCa').fail(`a CA bundle is only used with mxTls: verify (mxTls is ${mxTls})`);
+    mxCa = readCa(o.mxCa, at.child('mxCa'), baseDir);
+  }
   return {
     heloName: optStr(o.heloName, at.child('heloName')),
     sourceAddress: optStr(o.sourceAddress, at.child('sourceAddress')),
@@ -100,8 +160,11 @@ export function parseRelayConfig(v: unknown, at: At): RelayConfig {
       tries: int(dns.tries, at.child('dns').child('tries'), 2, 1, 10),
     },
     mxPort: int(o.mxPort, at.child('mxPort'), 25, 1, 65535),
-    mxTls: oneOf(o.mxTls, at.child('mxTls'), ['none', 'opportunistic', 'required'] as const, 'opportunistic'),
-    relayhost: o.relayhost === undefined || o.relayhost === null ? undefined : parseNextHop(o.relayhost, at.child('relayhost'), 'opportunistic'),
+    mxTls,
+    mxCa: mxCa?.ca,
+    mxCaFile: mxCa?.caFile,
+    relayhost:
+      o.relayhost === undefined || o.relayhost === null ? undefined : parseNextHop(o.relayhost, at.child('relayhost'), 'opportunistic', baseDir),
     routes,
     concurrencyPerDestination: int(o.concurrencyPerDestination, at.child('concurrencyPerDestination'), 20, 1),
     maxConnections: int(o.maxConnections, at.child('maxConnections'), 500, 1),

@@ -15,7 +15,13 @@
  * Bounded effort per attempt: at most 2 addresses per host and 5 addresses in
  * all (Postfix's smtp_mx_address_limit). An opportunistic STARTTLS whose
  * handshake fails is retried once in plaintext on the same address (Postfix
- * `may` does the same), except when credentials would be sent.
+ * `may` does the same), except when credentials would be sent. `required`
+ * and `verify` never fall back: a failed handshake or (verify) a certificate
+ * that is untrusted or not valid for the host name defers the recipients.
+ *
+ * At start, each relayhost/route that sends AUTH credentials without
+ * `tls: verify` is logged once as a warning (evt config): the credentials
+ * go to whoever answers, unauthenticated.
  *
  * Failures of the relayhost/route host name lookup are always deferred (a
  * configuration problem must not bounce mail); only the recipient domain's
@@ -102,6 +108,23 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       greetingTimeoutMs: cfg.greetingTimeoutMs,
       socketTimeoutMs: cfg.socketTimeoutMs,
     };
+    this.warnUnverifiedAuth();
+  }
+
+  /** Credentials sent to a peer whose certificate is not checked: say so once, at start. */
+  private warnUnverifiedAuth(): void {
+    const hops = [
+      ...(this.cfg.relayhost ? [{ key: 'relay.relayhost', hop: this.cfg.relayhost }] : []),
+      ...[...this.cfg.routes].map(([domain, hop]) => ({ key: `relay.routes.${domain}`, hop })),
+    ];
+    for (const { key, hop } of hops) {
+      if (!hop.auth || hop.tls === 'verify') continue;
+      // Neither the user name nor the password goes into log fields.
+      this.opts.logger.warn(
+        { evt: 'config', key, relay: `${hop.host}:${hop.port}`, tls: hop.tls },
+        'AUTH credentials are sent to a next hop whose TLS certificate is not verified; set tls: verify (and ca: if needed)',
+      );
+    }
   }
 
   deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
@@ -256,14 +279,14 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       }
       const addresses = this.usable(res.addresses).slice(0, MAX_ADDRESSES);
       if (addresses.length === 0) return { ok: false, outcome: (a) => noFamily(a, hop.host) };
-      return { ok: true, targets: addresses.map((ip) => ({ host: hop.host, ip, port: hop.port, tls: hop.tls, auth: hop.auth })) };
+      return { ok: true, targets: addresses.map((ip) => ({ host: hop.host, ip, port: hop.port, tls: hop.tls, ca: hop.ca, auth: hop.auth })) };
     }
     const mx = await this.dns.resolveMx(plan.domain);
     if (!mx.ok) return { ok: false, outcome: (address) => classifyDnsFailure(address, mx) };
     const targets: Target[] = [];
     for (const h of mx.hosts) {
       for (const ip of this.usable(h.addresses).slice(0, MAX_ADDRESSES_PER_HOST)) {
-        if (targets.length < MAX_ADDRESSES) targets.push({ host: h.name, ip, port: plan.port, tls: plan.tls });
+        if (targets.length < MAX_ADDRESSES) targets.push({ host: h.name, ip, port: plan.port, tls: plan.tls, ca: plan.ca });
       }
     }
     if (targets.length === 0) return { ok: false, outcome: (a) => noFamily(a, plan.domain) };

@@ -12,9 +12,10 @@ import type { DeliveryJob } from '../../src/relay/types';
 import type { TestDns } from '../helpers/dns-server';
 import { startTestMx, type TestMx, type TestMxOptions } from '../helpers/test-mx';
 
-export function relayConfig(dns: TestDns, mxPort: number, over: Partial<RelayConfig> = {}): RelayConfig {
+/** A relay config for delivery-agent tests; without a DNS server only relay hosts and routes resolve. */
+export function relayConfig(dns: TestDns | undefined, mxPort: number, over: Partial<RelayConfig> = {}): RelayConfig {
   return {
-    dns: { servers: [dns.server], timeoutMs: 250, tries: 1 },
+    dns: { servers: dns ? [dns.server] : [], timeoutMs: 250, tries: 1 },
     mxPort,
     mxTls: 'opportunistic',
     routes: new Map(),

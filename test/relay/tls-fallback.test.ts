@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { createDeliveryAgent } from '../../src/relay/deliver';
 import type { NextHop, RelayConfig } from '../../src/relay/config';
-import { captureLogger, job } from './fixtures';
+import { captureLogger, job, relayConfig } from './fixtures';
 
 interface Broken {
   port: number;
@@ -90,23 +90,7 @@ async function startBrokenTlsServer(): Promise<Broken> {
 }
 
 function cfg(hop: NextHop): RelayConfig {
-  return {
-    dns: { servers: [], timeoutMs: 500, tries: 1 },
-    mxPort: 25,
-    mxTls: 'opportunistic',
-    relayhost: hop,
-    routes: new Map(),
-    concurrencyPerDestination: 2,
-    maxConnections: 10,
-    activeWindow: 10,
-    backoffMs: [1000],
-    maxLifetimeMs: 60_000,
-    connectTimeoutMs: 3000,
-    greetingTimeoutMs: 3000,
-    socketTimeoutMs: 5000,
-    poolIdleMs: 1000,
-    maxMessagesPerConnection: 10,
-  };
+  return relayConfig(undefined, 25, { relayhost: hop, concurrencyPerDestination: 2, maxConnections: 10, activeWindow: 10, maxLifetimeMs: 60_000, socketTimeoutMs: 5000, poolIdleMs: 1000, maxMessagesPerConnection: 10 });
 }
 
 test('opportunistic: a failed TLS handshake falls back to plaintext on a new session', { timeout: 20_000 }, async () => {
