@@ -37,10 +37,8 @@ function envelope(): Envelope {
   };
 }
 
-async function run(label: string, fsync: boolean, concurrency: number): Promise<void> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-bench-spool-'));
-  const spool = new Spool(dir, { fsync });
-  await spool.init();
+/** N messages through `one`, `concurrency` at a time: messages/s and CPU per message. */
+async function measure(label: string, concurrency: number, one: (env: Envelope) => Promise<void>): Promise<void> {
   let next = 0;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -48,16 +46,24 @@ async function run(label: string, fsync: boolean, concurrency: number): Promise<
     Array.from({ length: concurrency }, async () => {
       while (next < N) {
         next++;
-        const env = envelope();
-        await spool.commit(env, { prefix: Buffer.alloc(0), chunks: [BODY] });
-        await spool.move(env.id, 'incoming', 'active', { sync: false });
-        await spool.remove(env.id, 'active', { hasMeta: false });
+        await one(envelope());
       }
     }),
   );
   const ms = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   console.log(`${label.padEnd(34)} ${((N / ms) * 1000).toFixed(0).padStart(7)} msgs/s  ${((cpu.user + cpu.system) / 1000 / N).toFixed(3)} ms CPU each (event loop + thread pool)`);
+}
+
+async function run(label: string, fsync: boolean, concurrency: number): Promise<void> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-bench-spool-'));
+  const spool = new Spool(dir, { fsync });
+  await spool.init();
+  await measure(label, concurrency, async (env) => {
+    await spool.commit(env, { prefix: Buffer.alloc(0), chunks: [BODY] });
+    await spool.move(env.id, 'incoming', 'active', { sync: false });
+    await spool.remove(env.id, 'active', { hasMeta: false });
+  });
   await fsp.rm(dir, { recursive: true, force: true });
 }
 
@@ -65,22 +71,10 @@ async function runJournal(label: string, concurrency: number): Promise<void> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-bench-journal-'));
   const journal = new Journal(dir, 'BENCH000', { fsync: true, logger: createLogger({ level: 'silent', pretty: false }) });
   await journal.init();
-  let next = 0;
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < N) {
-        next++;
-        const env = envelope();
-        await journal.append(env, [BODY]);
-        journal.done(env.id);
-      }
-    }),
-  );
-  const ms = performance.now() - t0;
-  const cpu = process.cpuUsage(cpu0);
-  console.log(`${label.padEnd(34)} ${((N / ms) * 1000).toFixed(0).padStart(7)} msgs/s  ${((cpu.user + cpu.system) / 1000 / N).toFixed(3)} ms CPU each (event loop + thread pool)`);
+  await measure(label, concurrency, async (env) => {
+    await journal.append(env, [BODY]);
+    journal.done(env.id);
+  });
   journal.close();
   await fsp.rm(dir, { recursive: true, force: true });
 }

@@ -32,13 +32,13 @@
  *
  * Talks to: the file system (its own directory), the Spool (recovery only).
  */
-import { closeSync, fdatasync, openSync, promises as fsp, unlink } from 'node:fs';
+import { closeSync, openSync, promises as fsp, unlink } from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from '../log';
 import type { Envelope, QueueId } from '../envelope';
 import { GroupCommit } from './group-commit';
-import { SpoolError, writeAllSync, type Spool } from './store';
+import { datasyncFd, envelopeLine, SpoolError, writeAllSync, type Spool } from './store';
 
 const MAGIC = 0x53484a31; // "SHJ1"
 const HEADER = 16;
@@ -93,7 +93,7 @@ export class Journal {
 
   /** Durable before it returns (the group's fdatasync); throws SpoolError like Spool.commit. */
   async append(envelope: Envelope, data: readonly Buffer[]): Promise<void> {
-    const bufs = record(KIND_MESSAGE, envelope.id, [Buffer.from(`${JSON.stringify(envelope)}\n`), ...data]);
+    const bufs = record(KIND_MESSAGE, envelope.id, [envelopeLine(envelope), ...data]);
     let seg: Segment | undefined;
     try {
       seg = this.segment();
@@ -155,13 +155,8 @@ export class Journal {
     const name = `${this.tag}-${Date.now().toString(36)}-${(this.counter++).toString(36)}.seg`;
     const file = path.join(this.dir, name);
     const fd = openSync(file, 'a', 0o600);
-    const sync = new GroupCommit(
-      () =>
-        new Promise<void>((resolve, reject) => {
-          if (seg.fd === undefined) return resolve(); // closed after its last message settled
-          fdatasync(seg.fd, (err) => (err ? reject(err) : resolve()));
-        }),
-    );
+    // A segment closed after its last message settled has nothing left to sync.
+    const sync = new GroupCommit(async () => (seg.fd === undefined ? undefined : datasyncFd(seg.fd)));
     const seg: Segment = { name, fd, size: 0, live: 0, retired: false, sync };
     this.current = seg;
     return seg;

@@ -328,6 +328,11 @@ export class QueueManager {
     const h = this.inJournal.get(id);
     if (!h) return;
     await this.spool.commit(h.envelope, { prefix: Buffer.alloc(0), chunks: h.data }, 'active');
+    this.settleJournaled(id);
+  }
+
+  /** The journal copy is no longer needed (delivered, or now a queue file). */
+  private settleJournaled(id: QueueId): void {
     this.inJournal.delete(id);
     this.opts.journal?.done(id);
   }
@@ -416,11 +421,7 @@ export class QueueManager {
     }
     if (this.inJournal.has(id)) {
       // The common case ends here: delivered on the first attempt, no queue file ever written.
-      if (ds.recipients.every((r) => r.status === 'delivered') && !this.pendingOps.has(id)) {
-        this.inJournal.delete(id);
-        this.opts.journal?.done(id);
-        return;
-      }
+      if (ds.recipients.every((r) => r.status === 'delivered') && !this.pendingOps.has(id)) return this.settleJournaled(id);
       await this.materialise(id);
     }
     if (await this.reportBounces(msg, ds)) hasMeta = true;

@@ -26,13 +26,12 @@
  * disk (fdatasync, the directory fsync) and a large message's spill copy.
  * A commit went from 7 threadpool trips to 3; accept p50 from 12 ms to 5 ms.
  */
-import { closeSync, createReadStream, fdatasync, open as openCb, promises as fsp, constants as fsc, renameSync, unlink as unlinkCb, unlinkSync, writevSync } from 'node:fs';
+import { close as fsClose, closeSync, createReadStream, fdatasync, open as openCb, promises as fsp, constants as fsc, read as fsRead, renameSync, unlink as unlinkCb, unlinkSync, writevSync } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { QUEUE_STATES, type DeliveryState, type Envelope, type QueueId, type QueueState } from '../envelope';
 import { isQueueId } from './queue-id';
 import { DirSyncer } from './dir-sync';
-import { close as fsClose, read as fsRead } from 'node:fs';
 import { reclaim } from './reclaim';
 
 export interface SpooledMessage {
@@ -96,7 +95,12 @@ function unwritten(bufs: readonly Buffer[], bytesWritten: number): Buffer[] {
   return next;
 }
 
-function datasyncFd(fd: number): Promise<void> {
+/** The first line of a queue file (and of a journal record): the envelope as JSON. */
+export function envelopeLine(envelope: Envelope): Buffer {
+  return Buffer.from(`${JSON.stringify(envelope)}\n`);
+}
+
+export function datasyncFd(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
 }
 
@@ -136,7 +140,7 @@ export class Spool {
     let fd: number | undefined;
     try {
       fd = await new Promise<number>((res, rej) => openCb(tmp, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o600, (e, f) => (e ? rej(e) : res(f))));
-      writeAllSync(fd, [Buffer.from(`${JSON.stringify(envelope)}\n`), data.prefix, ...data.chunks]);
+      writeAllSync(fd, [envelopeLine(envelope), data.prefix, ...data.chunks]);
       if (this.fsync) await datasyncFd(fd);
       closeSync(fd);
       fd = undefined;
@@ -160,7 +164,7 @@ export class Spool {
     let fh: fsp.FileHandle | undefined;
     try {
       fh = await fsp.open(tmp, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o600);
-      await writeAll(fh, [Buffer.from(`${JSON.stringify(envelope)}\n`), data.prefix, ...data.chunks]);
+      await writeAll(fh, [envelopeLine(envelope), data.prefix, ...data.chunks]);
       const src = await fsp.open(spillFile, 'r');
       try {
         const buf = Buffer.allocUnsafe(256 * 1024);
