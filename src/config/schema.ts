@@ -126,7 +126,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
     policy: { dir: resolve(str(policy.dir, at.child('policy').child('dir'), 'policies')) },
     listeners: parseListeners(top.listeners, at.child('listeners')),
     limits: parseLimits(top.limits, at.child('limits')),
-    relay: parseRelayConfig(top.relay, at.child('relay')),
+    relay: parseRelayConfig(top.relay, at.child('relay'), baseDir),
     dkim: parseDkimConfig(top.dkim, at.child('dkim'), resolve),
     admin: {
       address: str(admin.address, at.child('admin').child('address'), '127.0.0.1'),

@@ -95,11 +95,6 @@ function readCa(v: unknown, at: At, baseDir: string): { ca: string; caFile: stri
   return { ca, caFile: file };
 }
 
-/** Where relative paths in the relay section are resolved: the config file's directory. */
-function defaultBaseDir(at: At): string {
-  return path.isAbsolute(at.file) ? path.dirname(at.file) : process.cwd();
-}
-
 function parseNextHop(v: unknown, at: At, defaultTls: OutboundTls, baseDir: string, schedule = false): NextHop {
   // Shorthand: "host:port"
   if (typeof v === 'string') return { ...hostPort(v, at, 25), tls: defaultTls };
@@ -126,7 +121,8 @@ function parseNextHop(v: unknown, at: At, defaultTls: OutboundTls, baseDir: stri
   return hop;
 }
 
-export function parseRelayConfig(v: unknown, at: At, baseDir = defaultBaseDir(at)): RelayConfig {
+/** `baseDir`: where relative paths (`ca`, `mxCa`) resolve, the config file's directory as for every other path. */
+export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConfig {
   const o = obj(v, at, [
     'heloName', 'sourceAddress', 'dns', 'mxPort', 'mxTls', 'mxCa', 'relayhost', 'routes', 'concurrencyPerDestination',
     'maxConnections', 'activeWindow', 'backoff', 'maxLifetime', 'connectTimeout', 'greetingTimeout', 'socketTimeout',

@@ -247,14 +247,14 @@ test('config: tls verify with a ca file (relative to the config file), mxCa, and
   const plan = routeFor(c, 'far.test');
   assert.equal(plan.key, `relay:relay.test:587:verify::${caFile}`);
   // Without a CA file the key is what it always was.
-  const plain = parseRelayConfig({ relayhost: { host: 'relay.test', port: 587, tls: 'verify' } }, new At('/x/smarthost.yaml', 'relay'));
+  const plain = parseRelayConfig({ relayhost: { host: 'relay.test', port: 587, tls: 'verify' } }, new At('/x/smarthost.yaml', 'relay'), '/x');
   assert.equal(routeFor(plain, 'far.test').key, 'relay:relay.test:587:verify:');
 });
 
 test('config: an unreadable ca file is a config error naming the key and the file', () => {
   const missing = path.join(dir, 'nope.pem');
   assert.throws(
-    () => parseRelayConfig({ routes: { 'corp.test': { host: 'r.test', tls: 'verify', ca: missing } } }, new At('/etc/smarthost.yaml', 'relay')),
+    () => parseRelayConfig({ routes: { 'corp.test': { host: 'r.test', tls: 'verify', ca: missing } } }, new At('/etc/smarthost.yaml', 'relay'), '/etc'),
     (err: unknown) => {
       assert.ok(err instanceof ConfigError);
       assert.equal(err.key, 'relay.routes.corp.test.ca');
@@ -264,15 +264,15 @@ test('config: an unreadable ca file is a config error naming the key and the fil
   );
   writeFileSync(path.join(dir, 'junk.pem'), 'not a certificate\n');
   assert.throws(
-    () => parseRelayConfig({ relayhost: { host: 'r.test', tls: 'verify', ca: path.join(dir, 'junk.pem') } }, new At('/etc/smarthost.yaml', 'relay')),
+    () => parseRelayConfig({ relayhost: { host: 'r.test', tls: 'verify', ca: path.join(dir, 'junk.pem') } }, new At('/etc/smarthost.yaml', 'relay'), '/etc'),
     /relay\.relayhost\.ca: no PEM certificate/,
   );
   assert.throws(
-    () => parseRelayConfig({ relayhost: { host: 'r.test', tls: 'required', ca: caFile } }, new At('/etc/smarthost.yaml', 'relay')),
+    () => parseRelayConfig({ relayhost: { host: 'r.test', tls: 'required', ca: caFile } }, new At('/etc/smarthost.yaml', 'relay'), '/etc'),
     /relay\.relayhost\.ca: a CA bundle is only used with tls: verify/,
   );
   assert.throws(
-    () => parseRelayConfig({ mxCa: caFile }, new At('/etc/smarthost.yaml', 'relay')),
+    () => parseRelayConfig({ mxCa: caFile }, new At('/etc/smarthost.yaml', 'relay'), '/etc'),
     /relay\.mxCa: a CA bundle is only used with mxTls: verify/,
   );
 });
