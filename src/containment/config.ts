@@ -20,6 +20,8 @@ export const SIGNALS = [
   'authNetworksPerHour',
   'sameBodyPerDay',
   'dnsblListed',
+  'complaints',
+  'contentSpam',
 ] as const;
 export type SignalName = (typeof SIGNALS)[number];
 
@@ -42,6 +44,11 @@ export interface PlanThresholds {
   readonly refusedShare: number;
   readonly authNetworksPerHour: number;
   readonly sameBodyPerDay: number;
+  /** Verified complaints (ARF) in 14 days ≥ max(complaints, complaintShare × recipients in 14 days). */
+  readonly complaints: number;
+  readonly complaintShare: number;
+  /** Messages the content scanner judged spam in 24 hours. */
+  readonly contentSpamPerDay: number;
   /** Score at which each response starts (0: never). */
   readonly responses: Readonly<Record<ResponseName, number>>;
 }
@@ -73,6 +80,9 @@ const DEFAULT_THRESHOLDS: PlanThresholds = {
   refusedShare: 0.05,
   authNetworksPerHour: 3,
   sameBodyPerDay: 40,
+  complaints: 1,
+  complaintShare: 0.003,
+  contentSpamPerDay: 3,
   responses: { throttle: 1, hold: 2, suspend: 4 },
 };
 
@@ -85,6 +95,8 @@ const DEFAULT_WEIGHTS: Record<SignalName, number> = {
   authNetworksPerHour: 2,
   sameBodyPerDay: 1,
   dnsblListed: 2,
+  complaints: 2,
+  contentSpam: 1,
 };
 
 export const CONTAINMENT_OFF: ContainmentConfig = {
@@ -108,7 +120,7 @@ function num(v: unknown, at: At, dflt: number): number {
 }
 
 function thresholds(raw: unknown, at: At, base: PlanThresholds): PlanThresholds {
-  const o: Obj = obj(raw ?? {}, at, ['volumeFactor', 'volumeFloor', 'volumePeakFactor', 'newRecipientsPerHour', 'newShareOfPeak', 'newRecipientsPerDay', 'newDomainsPerHour', 'refusedPerHour', 'refusedShare', 'authNetworksPerHour', 'sameBodyPerDay', 'responses']);
+  const o: Obj = obj(raw ?? {}, at, ['volumeFactor', 'volumeFloor', 'volumePeakFactor', 'newRecipientsPerHour', 'newShareOfPeak', 'newRecipientsPerDay', 'newDomainsPerHour', 'refusedPerHour', 'refusedShare', 'authNetworksPerHour', 'sameBodyPerDay', 'complaints', 'complaintShare', 'contentSpamPerDay', 'responses']);
   const r = obj(o.responses ?? {}, at.child('responses'), RESPONSES);
   const responses = {
     throttle: num(r.throttle, at.child('responses').child('throttle'), base.responses.throttle),
@@ -127,6 +139,9 @@ function thresholds(raw: unknown, at: At, base: PlanThresholds): PlanThresholds 
     refusedShare: num(o.refusedShare, at.child('refusedShare'), base.refusedShare),
     authNetworksPerHour: num(o.authNetworksPerHour, at.child('authNetworksPerHour'), base.authNetworksPerHour),
     sameBodyPerDay: num(o.sameBodyPerDay, at.child('sameBodyPerDay'), base.sameBodyPerDay),
+    complaints: num(o.complaints, at.child('complaints'), base.complaints),
+    complaintShare: num(o.complaintShare, at.child('complaintShare'), base.complaintShare),
+    contentSpamPerDay: num(o.contentSpamPerDay, at.child('contentSpamPerDay'), base.contentSpamPerDay),
     responses,
   };
 }

@@ -34,6 +34,7 @@ import type { Logger } from '../log';
 import type { AuthGate, ConnectDecision, ConnectFacts, DataFacts, PolicyHooks, TransactionFacts } from '../policy/types';
 import type { StateStore } from '../state/store';
 import { type ContainmentConfig, type PlanThresholds, type ResponseName, type SignalName } from './config';
+import { checkExternal, type ExternalResult, type ExternalSignal, type ExternalSubject } from './external';
 import type { WebhookNotifier } from './notifier';
 import { ckeys, type CSubject, domainOf, HOUR, Signals, subjectName, type SignalValues } from './signals';
 
@@ -149,6 +150,8 @@ export class Containment {
     // A newsletter is one body to its whole list: its own busiest hour raises the bar.
     if (th.sameBodyPerDay > 0 && over(signals.sameBodyPerDay, Math.max(th.sameBodyPerDay, th.volumePeakFactor * signals.peakHour))) fired.push('sameBodyPerDay');
     if (signals.dnsblListed > 0) fired.push('dnsblListed');
+    if (th.complaints > 0 && over(signals.complaints, Math.max(th.complaints, th.complaintShare * signals.rcpt14d))) fired.push('complaints');
+    if (over(signals.contentSpamPerDay, th.contentSpamPerDay)) fired.push('contentSpam');
     const score = fired.reduce((a, n) => a + this.config.weights[n], 0);
     const r = th.responses;
     const level = r.suspend > 0 && score >= r.suspend ? 3 : r.hold > 0 && score >= r.hold ? 2 : r.throttle > 0 && score >= r.throttle ? 1 : 0;
@@ -264,10 +267,27 @@ export class Containment {
     if (s && this.enabled) await this.signals.recordRefused(s, n, this.clock());
   }
 
-  /** A DNSBL listing change of an intercept address (listed: the host is likely infected). */
-  async dnsblChange(ip: string, listed: boolean): Promise<void> {
-    const s: CSubject = { kind: 'ip', id: this.deps.ipSubject?.(ip) ?? ip };
-    await this.signals.recordDnsbl(s, listed, this.config.holdForMs, this.clock());
+  /**
+   * A signal from outside the SMTP conversation (complaint, content verdict,
+   * DNSBL listing): recorded, scored and answered at once. The contract is
+   * in external.ts (and docs/containment.md).
+   */
+  async external(who: ExternalSubject, signal: ExternalSignal, n = 1): Promise<ExternalResult> {
+    checkExternal(who, signal, n);
+    const s: CSubject = 'account' in who ? { kind: 'a', id: who.account.toLowerCase() } : { kind: 'ip', id: this.deps.ipSubject?.(who.ip) ?? who.ip };
+    if (!this.enabled) return { subject: subjectName(s), response: 'none', score: 0, fired: [] };
+    const now = this.clock();
+    if (signal === 'complaint') await this.signals.recordComplaints(s, n, now);
+    else if (signal === 'contentSpam') await this.signals.recordContentSpam(s, n, now);
+    else await this.signals.recordDnsbl(s, n > 0, this.config.holdForMs, now);
+    const account = s.kind === 'a' ? this.deps.accounts?.get(s.id) : undefined;
+    const client: ClientInfo = s.kind === 'a' ? { listener: 'external', role: 'submission', ip: '', tls: false, user: s.id } : { listener: 'external', role: 'intercept', ip: 'ip' in who ? who.ip : s.id, tls: false };
+    const plan = this.deps.planOf(client, account);
+    const a = await this.assess(s, plan, undefined, now);
+    if (!a.exempt) await this.respond(s, a, plan, s.kind === 'ip' ? client : undefined, now);
+    const sticky = await this.deps.store.get(ckeys.level(s), now);
+    const level = a.exempt ? 0 : Math.max(sticky, a.level);
+    return { subject: subjectName(s), response: LEVELS[level] ?? 'none', score: a.score, fired: a.fired };
   }
 
   /** The abuse desk: this subject's pattern is legitimate (thresholds × factor for a while). */

@@ -51,6 +51,8 @@ export const ckeys = {
   nets: (s: CSubject) => k(s, 'nets'),
   body: (s: CSubject, fp: string) => k(s, `b:${fp}`),
   dnsbl: (s: CSubject) => k(s, 'dnsbl'),
+  complaints: (s: CSubject) => k(s, 'arf'),
+  contentSpam: (s: CSubject) => k(s, 'cspam'),
   level: (s: CSubject) => k(s, 'level'),
   legit: (s: CSubject) => k(s, 'legit'),
   peak: (s: CSubject) => k(s, 'peak'),
@@ -69,6 +71,10 @@ export interface SignalValues {
   readonly authNetworksPerHour: number;
   readonly sameBodyPerDay: number;
   readonly dnsblListed: number;
+  /** Verified complaints in 14 days, and the recipients of those 14 days they are a share of. */
+  readonly complaints: number;
+  readonly rcpt14d: number;
+  readonly contentSpamPerDay: number;
 }
 
 /** The network an address belongs to for "AUTH from many networks": /24 or /48. */
@@ -159,6 +165,15 @@ export class Signals {
     } else await this.store.del(ckeys.dnsbl(s));
   }
 
+  /** Verified complaints (14 days) or content-scanner spam verdicts (24 hours) from outside the session. */
+  async recordComplaints(s: CSubject, n: number, now: number): Promise<void> {
+    if (n > 0) await this.store.record(ckeys.complaints(s), BASELINE_WINDOW, n, now);
+  }
+
+  async recordContentSpam(s: CSubject, n: number, now: number): Promise<void> {
+    if (n > 0) await this.store.record(ckeys.contentSpam(s), DAY, n, now);
+  }
+
   async read(s: CSubject, fingerprint: string | undefined, now: number): Promise<SignalValues> {
     const rcpt1h = await this.store.count(ckeys.rcpt1h(s), HOUR, now);
     const r14 = await this.store.count(ckeys.rcpt14d(s), BASELINE_WINDOW, now);
@@ -173,6 +188,9 @@ export class Signals {
       authNetworksPerHour: await this.store.setSize(ckeys.nets(s), HOUR, now),
       sameBodyPerDay: fingerprint ? await this.store.count(ckeys.body(s, fingerprint), DAY, now) : 0,
       dnsblListed: await this.store.get(ckeys.dnsbl(s), now),
+      complaints: await this.store.count(ckeys.complaints(s), BASELINE_WINDOW, now),
+      rcpt14d: r14,
+      contentSpamPerDay: await this.store.count(ckeys.contentSpam(s), DAY, now),
     };
   }
 

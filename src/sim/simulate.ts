@@ -408,7 +408,7 @@ async function drive(name: 'static' | 'dynamic', o: SimOptions, world: ReturnTyp
             t: l.t,
             run: async () => {
               listed.add(l.ip);
-              if (name === 'dynamic') await containment.dnsblChange(l.ip, true);
+              if (name === 'dynamic') await containment.external({ ip: l.ip }, 'dnsblListed', 1);
             },
             drop: () => listings.shift(),
           };

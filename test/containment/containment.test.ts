@@ -140,6 +140,30 @@ describe('scoring and responses', () => {
   });
 });
 
+describe('external signals (complaints, content verdicts, DNSBL listings)', () => {
+  it('one verified complaint holds a residential account at once, with its event; bad arguments are refused', async () => {
+    const { c, events, accounts } = setup({ accounts: [account('bob@isp.example')] });
+    const r = await c.external({ account: 'Bob@isp.example' }, 'complaint');
+    assert.deepEqual(r, { subject: 'account:bob@isp.example', response: 'hold', score: 2, fired: ['complaints'] });
+    assert.deepEqual(events.map((e) => [e.response, e.subject]), [['hold', 'account:bob@isp.example']]);
+    // Sticky: the next message is held without any new signal.
+    assert.equal((await c.atData(client('bob@isp.example'), ['a@known.example'], 'fp', accounts.get('bob@isp.example')))?.action, 'hold');
+    await assert.rejects(c.external({ account: 'bob@isp.example' }, 'bogus' as never), /unknown signal/);
+    await assert.rejects(c.external({ account: 'bob@isp.example' }, 'complaint', 0.5), /integer/);
+    await assert.rejects(c.external({} as never, 'complaint'), /account/);
+  });
+
+  it('content verdicts count per day; a DNSBL listing of an intercept address is recorded and cleared', async () => {
+    const { c } = setup({ accounts: [account('bob@isp.example')] });
+    assert.equal((await c.external({ account: 'bob@isp.example' }, 'contentSpam', 2)).response, 'none');
+    assert.deepEqual((await c.external({ account: 'bob@isp.example' }, 'contentSpam')).fired, ['contentSpam']);
+    const listed = await c.external({ ip: '198.18.0.9' }, 'dnsblListed', 1);
+    assert.deepEqual([listed.response, listed.fired], ['hold', ['dnsblListed']]);
+    await c.release({ kind: 'ip', id: '198.18.0.9' });
+    assert.equal((await c.external({ ip: '198.18.0.9' }, 'dnsblListed', 0)).response, 'none');
+  });
+});
+
 describe('admin routes', () => {
   it('status, legitimate and release by account or ip', async () => {
     const { c, accounts } = setup({ accounts: [account('club@isp.example')] });
