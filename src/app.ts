@@ -114,7 +114,9 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   const policy: PolicyRuntime = new PolicyRuntime({ dir: cfg.policy.dir, listeners: cfg.listeners, store: state, logger, accounts, observer: opts.policyObserver ?? metrics.policyObserver(dnsblZones), clock: opts.clock });
   metrics.catalogue.knownZones(dnsblZones());
   // Containment (src/containment): behaviour signals after each policy decision (policies/containment.yaml).
-  const containment = wireContainment({ dir: cfg.policy.dir, store: state, logger, accounts, policy: () => policy.current(), clock: opts.clock, observer: metrics.catalogue.containment });
+  // Its feeds too: complaint reports (feedback.yaml), rspamd at end of DATA (content.yaml), DNSBL polling.
+  const containment = wireContainment({ runtime: policy, store: state, logger, accounts, hostname: cfg.hostname, baseDir: cfg.baseDir, listeners: cfg.listeners, clock: opts.clock, observer: metrics.catalogue.feeds });
+  metrics.catalogue.watchPolled(() => containment.poller.size);
   const policyHooks = containment.wrap(() => policy.current());
   if (cfg.embedded && cfg.dkim.enabled && !existsSync(cfg.dkim.keysDir)) await createDemoKeys(cfg, logger);
   // Signing is the last change to a message (after Received:), once, before the spool write.
@@ -124,7 +126,8 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   let tls = await loadTlsMaterial(cfg);
   // Smart-host roles (src/roles): backup MX checks, POP-before-SMTP grants, rewriting maps.
   const roles = new Roles(cfg, { store: state, accounts, logger });
-  const agent = roles.guard(opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger }), logger);
+  // The complaint address is consumed here, never relayed (so it sits outside the loop guard).
+  const agent = containment.agent(roles.guard(opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger }), logger));
   const qmgr = new QueueManager(spool, agent, cfg.relay, {
     hostname: cfg.hostname,
     logger,
@@ -170,6 +173,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
           logger,
           bareNewline: cfg.smtp.bareNewline,
           roles,
+          endOfData: containment.endOfData,
           observer: metrics.catalogue.session,
         },
         () => tls,
@@ -199,7 +203,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     return { ok: p.ok, policy: p };
   };
   registerPolicyRoutes(admin, { runtime: policy, listeners: cfg.listeners, accounts, reload });
-  registerContainmentRoutes(admin, containment.containment);
+  registerContainmentRoutes(admin, () => containment.containment, () => containment.recent());
   const fleet = new Fleet({ role, logger, accounts, store: state, storeStatus: () => stateRt.status(), redis: stateRt.redis, keyPrefix: stateRt.keyPrefix, reload, policy: () => policy.current() });
   registerFleetRoutes(admin, fleet, stateRt);
   // Fail closed without Redis: not ready (the balancer prefers other gateways). Fail open: a warning.
@@ -241,6 +245,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       await qmgr.start();
       // The mailbox log is followed by the one process that owns the admin API (grants go to the shared store).
       if (role !== 'worker') await roles.start();
+      containment.start();
       if (role !== 'worker') await admin.listen();
       try {
         for (const l of listeners) await l.listen();
@@ -256,6 +261,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       listening = false;
       await Promise.all(listeners.map((l) => l.close()));
       await roles.stop();
+      await containment.stop();
       await qmgr.stop();
       journal?.close();
       await agent.close();

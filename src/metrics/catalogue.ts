@@ -18,7 +18,11 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { domainOf, type ClientInfo, type QueueState, type Verdict } from '../envelope';
-import type { ContainmentObserver } from '../containment/containment';
+import { SIGNALS } from '../containment/config';
+import { EXTERNAL_SIGNALS } from '../containment/external';
+import type { WiringObservers } from '../containment/wire';
+import { RSPAMD_ACTIONS } from '../content/config';
+import { FEEDBACK_RESULTS } from '../feedback/ingest';
 import { normalizeDomain } from '../dkim/config';
 import type { OnSigned } from '../dkim/sign';
 import type { PolicyObserver } from '../policy/types';
@@ -82,6 +86,12 @@ const ACTIONS = new Set(['accept', 'tempfail', 'reject', 'hold']);
 const REPLY_NAMES = new Set(Object.keys(REPLIES));
 const CONTAINMENT_RESPONSES = ['throttle', 'hold', 'suspend'];
 const CONTAINMENT_STAGES = ['connect', 'mail', 'data'];
+const SCORE_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16];
+/** rspamd's actions as label values ("add header" → "add_header"), plus what is not a verdict. */
+const CONTENT_ACTIONS = [...RSPAMD_ACTIONS.map((a) => a.replace(/ /g, '_')), 'error', 'skipped'];
+const CONTENT_OUTCOMES = ['accept', 'hold', 'tempfail', 'reject', 'warn'];
+const CONTENT_ERRORS = ['timeout', 'unavailable', 'bad_answer'];
+const oneOf = (v: string, allowed: readonly string[]): string => (allowed.includes(v) ? v : OTHER);
 
 export class MetricsCatalogue {
   readonly registry = new Registry();
@@ -96,6 +106,7 @@ export class MetricsCatalogue {
   private readonly actions = new BoundedLabel(ACTIONS.size, ACTIONS);
   private readonly mechanisms = new BoundedLabel(8, AUTH_MECHANISMS);
   private readonly algorithms = new BoundedLabel(8);
+  private readonly providers = new BoundedLabel(32);
 
   // ---- SMTP reception -------------------------------------------------------
   readonly connections: Counter<'listener' | 'outcome'>;
@@ -116,6 +127,16 @@ export class MetricsCatalogue {
   readonly accountsSuspended: Gauge;
   readonly containmentResponses: Counter<'response'>;
   readonly containmentActions: Counter<'response' | 'stage'>;
+  readonly containmentScore: Histogram;
+  readonly containmentSignalsFired: Counter<'signal'>;
+  readonly containmentExternal: Counter<'signal'>;
+  // ---- feeds: complaints, content scanning, DNSBL polling --------------------
+  readonly feedbackReports: Counter<'provider' | 'result'>;
+  readonly contentScans: Counter<'action' | 'outcome'>;
+  readonly contentScanErrors: Counter<'error'>;
+  readonly contentScanLatency: Histogram;
+  readonly dnsblPollChanges: Counter<'change'>;
+  readonly dnsblPollAddresses: Gauge;
   // ---- queue and delivery --------------------------------------------------
   readonly queueMessages: Gauge<'state'>;
   readonly queueOldestAge: Gauge;
@@ -131,6 +152,7 @@ export class MetricsCatalogue {
   private queueSource: { qmgr: QueueManager; spool: Spool } | undefined;
   private degradedSource: (() => boolean) | undefined;
   private suspendedSource: (() => number) | undefined;
+  private polledSource: (() => number) | undefined;
 
   constructor(opts: CatalogueOptions) {
     const r = this.registry;
@@ -246,6 +268,63 @@ export class MetricsCatalogue {
       registers: [r],
     });
 
+    this.containmentScore = new Histogram({
+      name: `${PREFIX}containment_score`,
+      help: 'Containment score of a subject when it reached a new response (the sum of the weights of its fired signals, containment.yaml).',
+      buckets: SCORE_BUCKETS,
+      registers: [r],
+    });
+    this.containmentSignalsFired = new Counter({
+      name: `${PREFIX}containment_signals_fired_total`,
+      help: 'Signals that had fired when a subject reached a new response, by signal name (containment.yaml weights): which behaviour contains subjects.',
+      labelNames: ['signal'],
+      registers: [r],
+    });
+    this.containmentExternal = new Counter({
+      name: `${PREFIX}containment_external_signals_total`,
+      help: 'Signals fed to containment from outside the SMTP conversation: complaint (an authenticated, mapped ARF report), contentSpam (an rspamd spam verdict), dnsblListed (a DNSBL listing change of an active intercept address).',
+      labelNames: ['signal'],
+      registers: [r],
+    });
+    this.feedbackReports = new Counter({
+      name: `${PREFIX}feedback_reports_total`,
+      help: 'Complaint reports (ARF) received at the feedback address, by provider (feedback.yaml; "none" when no provider matched) and result: counted (authenticated and mapped: a containment signal), not_complaint, unmapped (kept), unauthenticated (kept), unknown_provider (kept), not_report (kept), retry (DNS trouble: deferred).',
+      labelNames: ['provider', 'result'],
+      registers: [r],
+    });
+    this.contentScans = new Counter({
+      name: `${PREFIX}content_scans_total`,
+      help: 'Messages scanned by rspamd at end of DATA, by rspamd action (no_action, greylist, add_header, rewrite_subject, soft_reject, reject; error: no usable answer in time; skipped: over maxSize) and what the gateway did (accept, hold, tempfail, reject; warn: warnOnly would have acted).',
+      labelNames: ['action', 'outcome'],
+      registers: [r],
+    });
+    this.contentScanErrors = new Counter({
+      name: `${PREFIX}content_scan_errors_total`,
+      help: 'rspamd scans without a usable answer, by error (timeout: the deadline passed; unavailable: no connection; bad_answer): onError (fail-open or fail-closed) applied.',
+      labelNames: ['error'],
+      registers: [r],
+    });
+    this.contentScanLatency = new Histogram({
+      name: `${PREFIX}content_scan_duration_seconds`,
+      help: 'rspamd scan latency at end of DATA, answers and errors (a timeout at the deadline).',
+      buckets: SECONDS_FAST,
+      registers: [r],
+    });
+    this.dnsblPollChanges = new Counter({
+      name: `${PREFIX}dnsbl_poll_changes_total`,
+      help: 'DNSBL listing changes found by polling the active intercept addresses (listed, delisted).',
+      labelNames: ['change'],
+      registers: [r],
+    });
+    this.dnsblPollAddresses = new Gauge({
+      name: `${PREFIX}dnsbl_poll_addresses`,
+      help: 'Intercept addresses currently tracked for DNSBL polling (sent mail within dnsbl.yaml poll.activeFor; bounded by poll.maxAddresses).',
+      registers: [r],
+      collect: () => {
+        if (this.polledSource) this.dnsblPollAddresses.set(this.polledSource());
+      },
+    });
+
     this.queueMessages = new Gauge({
       name: `${PREFIX}queue_messages`,
       help: 'Messages in the queue by state (incoming, active, deferred, hold), read from the queue manager at scrape time.',
@@ -319,6 +398,12 @@ export class MetricsCatalogue {
     for (const [response, stage] of [['throttle', 'mail'], ['throttle', 'data'], ['hold', 'data'], ['suspend', 'connect'], ['suspend', 'mail']] as const) {
       this.containmentActions.inc({ response, stage }, 0);
     }
+    for (const signal of EXTERNAL_SIGNALS) this.containmentExternal.inc({ signal }, 0);
+    for (const result of FEEDBACK_RESULTS) this.feedbackReports.inc({ provider: 'none', result }, 0);
+    for (const outcome of CONTENT_OUTCOMES) this.contentScans.inc({ action: 'reject', outcome }, 0);
+    for (const error of CONTENT_ERRORS) this.contentScanErrors.inc({ error }, 0);
+    for (const change of ['listed', 'delisted']) this.dnsblPollChanges.inc({ change }, 0);
+    this.dnsblPollAddresses.set(0);
     for (const l of opts.listeners ?? []) {
       const listener = this.listenerNames.map(l.name);
       for (const outcome of ['accepted', 'refused']) this.connections.inc({ listener, outcome }, 0);
@@ -411,14 +496,31 @@ export class MetricsCatalogue {
     expired: (_id, recipients) => this.expirations.inc(recipients),
   };
 
-  /** For wireContainment({ observer }): bounded labels only (never the subject, account or IP). */
-  readonly containment: ContainmentObserver = {
-    event: (e) => this.containmentResponses.inc({ response: CONTAINMENT_RESPONSES.includes(e.response) ? e.response : OTHER }),
-    contained: (response, stage) =>
-      this.containmentActions.inc({
-        response: CONTAINMENT_RESPONSES.includes(response) ? response : OTHER,
-        stage: CONTAINMENT_STAGES.includes(stage) ? stage : OTHER,
-      }),
+  /** smarthost_dnsbl_poll_addresses: read on every scrape. */
+  watchPolled(source: () => number): void {
+    this.polledSource = source;
+  }
+
+  /**
+   * For wireContainment({ observer }): containment and its feeds. Bounded
+   * labels only: response, stage, signal, provider name, rspamd action;
+   * never the subject, account or IP.
+   */
+  readonly feeds: WiringObservers = {
+    event: (e) => {
+      this.containmentResponses.inc({ response: oneOf(e.response, CONTAINMENT_RESPONSES) });
+      this.containmentScore.observe(e.score);
+      for (const signal of e.fired) this.containmentSignalsFired.inc({ signal: oneOf(signal, SIGNALS) });
+    },
+    contained: (response, stage) => this.containmentActions.inc({ response: oneOf(response, CONTAINMENT_RESPONSES), stage: oneOf(stage, CONTAINMENT_STAGES) }),
+    external: (signal) => this.containmentExternal.inc({ signal: oneOf(signal, EXTERNAL_SIGNALS) }),
+    report: (provider, result) => this.feedbackReports.inc({ provider: provider === 'none' ? 'none' : this.providers.map(provider), result: oneOf(result, FEEDBACK_RESULTS) }),
+    scan: (s) => {
+      this.contentScans.inc({ action: oneOf(s.action.replace(/ /g, '_'), CONTENT_ACTIONS), outcome: oneOf(s.outcome, CONTENT_OUTCOMES) });
+      if (s.error) this.contentScanErrors.inc({ error: oneOf(s.error, CONTENT_ERRORS) });
+      if (s.action !== 'skipped') this.contentScanLatency.observe(s.ms / 1000);
+    },
+    change: (to) => this.dnsblPollChanges.inc({ change: to }),
   };
 
   readonly onSigned: OnSigned = (domain, algorithm, result) =>

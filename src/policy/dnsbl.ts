@@ -50,8 +50,26 @@ export interface DnsblZone {
   readonly onError: PerListener<ActionSpec>;
 }
 
+/**
+ * Re-checking the intercept addresses that sent mail recently
+ * (src/containment/dnsbl-poll.ts): an address that becomes listed is a
+ * containment signal (dnsblListed) even while its connection stays open.
+ */
+export interface DnsblPoll {
+  readonly enabled: boolean;
+  /** How often each active address is looked up again (answers still come through the cache: TTLs hold). */
+  readonly everyMs: number;
+  /** An address stays active this long after its last message. */
+  readonly activeForMs: number;
+  /** At most this many active addresses are tracked (the least recently seen go first). */
+  readonly maxAddresses: number;
+  /** At most this many addresses are looked up per second. */
+  readonly perSecond: number;
+}
+
 export interface DnsblConfig {
   readonly resolver: { readonly servers: readonly string[]; readonly timeoutMs: number; readonly tries: number };
+  readonly poll: DnsblPoll;
   readonly cache: { readonly maxEntries: number; readonly negativeTtlMs: number; readonly minTtlMs: number; readonly maxTtlMs: number };
   readonly queryPrivate: boolean;
   readonly zones: readonly DnsblZone[];
@@ -59,6 +77,7 @@ export interface DnsblConfig {
 
 export const NO_DNSBL: DnsblConfig = {
   resolver: { servers: [], timeoutMs: 2000, tries: 2 },
+  poll: { enabled: false, everyMs: 600_000, activeForMs: 86_400_000, maxAddresses: 10_000, perSecond: 20 },
   cache: { maxEntries: 100_000, negativeTtlMs: 300_000, minTtlMs: 30_000, maxTtlMs: 3_600_000 },
   queryPrivate: false,
   zones: [],
@@ -73,7 +92,16 @@ function ipv4Number(s: string): number | undefined {
 
 export function parseDnsblConfig(raw: unknown, file: string, listeners: readonly string[]): DnsblConfig {
   const at = new At(file);
-  const top = obj(raw ?? {}, at, ['resolver', 'cache', 'queryPrivate', 'zones']);
+  const top = obj(raw ?? {}, at, ['resolver', 'cache', 'queryPrivate', 'zones', 'poll']);
+  const p = obj(top.poll, at.child('poll'), ['enabled', 'every', 'activeFor', 'maxAddresses', 'perSecond']);
+  const poll: DnsblPoll = {
+    enabled: bool(p.enabled, at.child('poll').child('enabled'), top.poll !== undefined),
+    everyMs: duration(p.every, at.child('poll').child('every'), '10m'),
+    activeForMs: duration(p.activeFor, at.child('poll').child('activeFor'), '24h'),
+    maxAddresses: int(p.maxAddresses, at.child('poll').child('maxAddresses'), 10_000, 1, 1_000_000),
+    perSecond: int(p.perSecond, at.child('poll').child('perSecond'), 20, 1, 10_000),
+  };
+  if (poll.everyMs < 1000) at.child('poll').child('every').fail('must be at least 1s');
   const r = obj(top.resolver, at.child('resolver'), ['servers', 'timeout', 'tries']);
   const servers = list(r.servers, at.child('resolver').child('servers')).map((s, i) => {
     const a = at.child('resolver').child('servers').child(i);
@@ -141,6 +169,7 @@ export function parseDnsblConfig(raw: unknown, file: string, listeners: readonly
   });
   return {
     resolver: { servers, timeoutMs, tries: int(r.tries, at.child('resolver').child('tries'), 2, 1, 5) },
+    poll,
     cache,
     queryPrivate: bool(top.queryPrivate, at.child('queryPrivate'), false),
     zones,

@@ -32,8 +32,12 @@ import { readYaml } from './yaml';
 
 export const STAGES: readonly Stage[] = ['connect', 'auth', 'mail', 'rcpt', 'data'];
 export const POLICY_FILES = ['netblocks.yaml', 'dnsbl.yaml', 'quotas.yaml', 'identity.yaml', 'rules.yaml'] as const;
-/** Policy files read elsewhere: containment.yaml by src/containment/config.ts. */
-export const OTHER_POLICY_FILES = ['containment.yaml'] as const;
+/**
+ * Policy files read elsewhere (PolicyRuntime companions): containment.yaml by
+ * src/containment/config.ts, content.yaml by src/content/config.ts,
+ * feedback.yaml by src/feedback/config.ts.
+ */
+export const OTHER_POLICY_FILES = ['containment.yaml', 'content.yaml', 'feedback.yaml'] as const;
 
 /** The data the checks read (everything but the rules). */
 export interface PolicyData {

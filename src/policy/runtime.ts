@@ -7,6 +7,12 @@
  * state store and the DNSBL answer cache are shared by successive engines,
  * so counters and cached lookups survive reloads.
  *
+ * Companions are the policy files read by other modules (containment.yaml,
+ * content.yaml, feedback.yaml): each is loaded (validated) together with
+ * the policy files and applied only after every file of the reload was
+ * valid, so an invalid companion refuses the whole reload like an invalid
+ * rules.yaml, and the last good set stays in force.
+ *
  * Talks to: the filesystem (through load.ts), the logger, the observer.
  */
 import type { Account } from '../accounts/store';
@@ -30,6 +36,14 @@ export interface RuntimeOptions {
   readonly sleep?: (ms: number) => Promise<void>;
 }
 
+/** A policy file read by another module, reloaded with the policy (see above). */
+export interface PolicyCompanion<T = unknown> {
+  /** Validate the file(s) of `dir`; throw ConfigError (file, key, reason) when invalid. */
+  load(dir: string): T;
+  /** Put a loaded value in force (called after every load of the reload succeeded). */
+  apply(value: T): void;
+}
+
 export interface ReloadResult {
   readonly ok: boolean;
   /** The version in force after the attempt. */
@@ -42,6 +56,7 @@ export interface ReloadResult {
 export class PolicyRuntime {
   private engine: PolicyEngine;
   readonly dnsblCache = new DnsblCache();
+  private readonly companions: PolicyCompanion[] = [];
 
   /** Loads the policy; throws ConfigError if it is invalid (a start must not run without one). */
   constructor(private readonly opts: RuntimeOptions) {
@@ -53,6 +68,12 @@ export class PolicyRuntime {
     return new PolicyEngine(policy, { ...this.opts, dnsblCache: this.dnsblCache }, version);
   }
 
+  /** Load a companion now (throws ConfigError when invalid, like the constructor) and on every reload. */
+  attach<T>(c: PolicyCompanion<T>): void {
+    c.apply(c.load(this.opts.dir));
+    this.companions.push(c as PolicyCompanion);
+  }
+
   current(): PolicyEngine {
     return this.engine;
   }
@@ -61,7 +82,9 @@ export class PolicyRuntime {
     const t0 = performance.now();
     try {
       const next = this.build(this.engine.version + 1);
+      const values = this.companions.map((c) => c.load(this.opts.dir));
       this.engine = next;
+      this.companions.forEach((c, i) => c.apply(values[i]));
       const ms = Math.round(performance.now() - t0);
       this.opts.logger.info({ evt: 'reload', what: 'policy', version: next.version, files: next.policy.files.length, ms }, 'policy reloaded');
       this.opts.observer?.reload?.('ok');

@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerSession } from 'smtp-server';
 import type { Account, AccountStore } from '../accounts/store';
 import type { Config, ListenerConfig } from '../config/schema';
+import type { EndOfData } from '../content/end-of-data';
 import type { MessageSigner } from '../dkim/types';
 import { domainOf, type ClientInfo, type Envelope, type Verdict } from '../envelope';
 import type { Logger } from '../log';
@@ -54,6 +55,8 @@ export interface SessionDeps {
   bareNewline: 'normalise' | 'reject';
   /** Smart-host roles (src/roles): backup-MX recipient checks, POP-before-SMTP, rewriting. */
   roles?: RoleHooks;
+  /** The whole message after the data policy (src/content/end-of-data.ts: content scan, sender token). */
+  endOfData?: Pick<EndOfData, 'check'>;
 }
 
 interface ConnState {
@@ -370,7 +373,10 @@ export class SessionHandlers {
       const v = await this.deps.policy().data(facts);
       this.deps.observer?.verdict?.(v);
       if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
-      const hold = v.action === 'hold' ? v : st.verdicts.find((x) => x.action === 'hold');
+      const eod = await this.deps.endOfData?.check({ listener: this.listener, client: facts.client, account: st.account, mailFrom, recipients, queueId: id, chunks: msg.chunks, spillFile: msg.spillFile, size: msg.size });
+      if (eod?.verdict) this.deps.observer?.verdict?.(eod.verdict);
+      if (eod?.verdict && (eod.verdict.action === 'reject' || eod.verdict.action === 'tempfail')) return cb(this.refuse(eod.verdict, session));
+      const hold = v.action === 'hold' ? v : (eod?.verdict ?? st.verdicts.find((x) => x.action === 'hold'));
 
       // Address rewriting (canonical sender, aliases): after the policy judged what the client sent, before Received:/DKIM.
       const rw = this.deps.roles?.rewrite?.(this.listener, mailFrom, recipients, msg.chunks);
@@ -385,7 +391,7 @@ export class SessionHandlers {
 
       const now = Date.now();
       const client = st.popClient ?? st.client;
-      let prefix = receivedHeader(cfg.hostname, session, client, id, recipients, now);
+      let prefix = receivedHeader(cfg.hostname, session, client, id, recipients, now) + (eod?.headers ?? '');
       if (client.role === 'submission') {
         // RFC 6409 §8: a submission server may add missing Date and Message-ID.
         if (!msg.headers.some((h) => h.name === 'date')) prefix += `Date: ${rfc5322Date(now)}\r\n`;
@@ -410,7 +416,7 @@ export class SessionHandlers {
         recipients,
         size: msg.size,
         smtpUtf8: Boolean(session.envelope.smtpUtf8),
-        verdicts: [...st.verdicts, v],
+        verdicts: [...st.verdicts, v, ...(eod?.verdict ? [eod.verdict] : [])],
         ...(hold ? { holdReason: hold.rule } : {}),
       };
       const data = [prefixBuf, ...msg.chunks];

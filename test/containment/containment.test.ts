@@ -168,12 +168,13 @@ describe('admin routes', () => {
   it('status, legitimate and release by account or ip', async () => {
     const { c, accounts } = setup({ accounts: [account('club@isp.example')] });
     const routes = new Map<string, (r: ApiRequest) => Promise<ApiResponse>>();
-    registerContainmentRoutes({ route: (m: string, p: string, h: (r: ApiRequest) => Promise<ApiResponse>) => void routes.set(`${m} ${p}`, h) } as unknown as AdminServer, c);
+    registerContainmentRoutes({ route: (m: string, p: string, h: (r: ApiRequest) => Promise<ApiResponse>) => void routes.set(`${m} ${p}`, h) } as unknown as AdminServer, () => c);
     const call = (k: string, q: string) => routes.get(k)!({ query: new URLSearchParams(q) } as unknown as ApiRequest);
     const club = accounts.get('club@isp.example')!;
     await c.atData(client('club@isp.example'), Array.from({ length: 9 }, (_, i) => `m${i}@x${i}.example`), 'fp', club);
     assert.equal(((await call('GET /api/containment', 'account=club@isp.example')).body as { response: string }).response, 'hold');
-    assert.equal((await call('GET /api/containment', '')).status, 400);
+    assert.equal((await call('GET /api/containment', 'account=club@isp.example&ip=192.0.2.1')).status, 400);
+    assert.equal((await call('GET /api/containment', '')).status, 200, 'no subject: the list of recent subjects');
     assert.equal((await call('POST /api/containment/legitimate', 'account=club@isp.example&for=bogus')).status, 400);
     const r = await call('POST /api/containment/legitimate', 'account=club@isp.example&for=7d');
     assert.deepEqual([r.status, (r.body as { response: string; legitimate: boolean }).response, (r.body as { legitimate: boolean }).legitimate], [200, 'none', true]);

@@ -38,7 +38,7 @@ describe('metric labels are bounded', () => {
     m.queue.outcome?.(outcome('x@bücher.example'));
     m.queue.outcome?.(outcome('y@elsewhere.test'));
     m.onSigned('isp.test', 'rsa-sha256', 'ok');
-    m.containment.contained?.('throttle', 'mail');
+    m.feeds.contained?.('throttle', 'mail');
     const text = (await m.render()).body;
     assert.equal(sample(text, /^smarthost_refusals_total\{listener="submission",stage="rcpt",reply="other"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_refusals_total\{listener="submission",stage="rcpt",reply="relay_denied"\} (\S+)$/m), 1);
