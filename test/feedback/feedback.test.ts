@@ -165,7 +165,10 @@ describe('complaint feedback loops (ARF over SMTP)', () => {
     const tampered = genuine.replace(/^X-Smarthost-Sender: \S+/m, `X-Smarthost-Sender: ${/^X-Smarthost-Sender: (\S+)/m.exec(dave)![1]}`);
     assert.notEqual(tampered, genuine);
     assert.equal(await report(gw, 'feedback@arf.mail.yahoo.test', tampered), 250);
+    // outlook.test publishes no DMARC record: only the DKIM rule stands between this and a complaint
+    assert.equal(await report(gw, 'staff@outlook.test', arfReport({ ...base, from: 'staff@outlook.test' })), 250);
     await drained();
+    assert.equal(await reports('microsoft', 'unauthenticated'), 1);
     assert.equal(await reports('yahoo', 'unauthenticated'), 4);
     assert.equal(await reports('none', 'unknown_provider'), 1);
     assert.equal(await reports('yahoo', 'counted'), 0);
