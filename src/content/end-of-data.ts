@@ -45,7 +45,7 @@ export interface EndOfDataResult {
 
 export interface ContentObserver {
   /** One scan: rspamd's action (or "error"/"skipped"), what the gateway did, how long it took. */
-  scan?(result: { action: RspamdAction | 'error' | 'skipped'; outcome: VerdictAction | 'warn'; error?: string; ms: number; score?: number }): void;
+  scan?(result: { action: RspamdAction | 'error' | 'skipped'; outcome: VerdictAction | 'warn'; rule?: string; error?: string; ms: number; score?: number }): void;
 }
 
 export interface EndOfDataDeps {
@@ -108,7 +108,7 @@ export class EndOfData {
       rule = RULE('error');
     }
     const outcome: VerdictAction | 'warn' = cfg.warnOnly && spec.action !== 'accept' ? 'warn' : spec.action;
-    this.deps.observer?.scan?.({ action: r.ok ? r.action : 'error', outcome, ms: r.ms, ...(r.ok ? { score: r.score } : { error: r.error }) });
+    this.deps.observer?.scan?.({ action: r.ok ? r.action : 'error', outcome, rule, ms: r.ms, ...(r.ok ? { score: r.score } : { error: r.error }) });
     const line = { evt: 'content', queueId: i.queueId, rule, outcome, ms: r.ms, ...(r.ok ? { score: r.score, required: r.required, symbols: r.symbols.slice(0, 8) } : { error: r.error, detail: r.detail }) };
     if (outcome === 'accept') this.deps.logger.debug(line, 'content scanned');
     else this.deps.logger.warn(line, r.ok ? 'content verdict' : 'content scan failed');

@@ -519,6 +519,8 @@ export class MetricsCatalogue {
       this.contentScans.inc({ action: oneOf(s.action.replace(/ /g, '_'), CONTENT_ACTIONS), outcome: oneOf(s.outcome, CONTENT_OUTCOMES) });
       if (s.error) this.contentScanErrors.inc({ error: oneOf(s.error, CONTENT_ERRORS) });
       if (s.action !== 'skipped') this.contentScanLatency.observe(s.ms / 1000);
+      // The content check is a data-stage policy decision like the engine's: counted with its rule.
+      if (s.rule) this.policy.verdict?.({ stage: 'data', rule: s.rule, action: s.outcome === 'warn' ? 'accept' : s.outcome });
     },
     change: (to) => this.dnsblPollChanges.inc({ change: to }),
   };

@@ -374,7 +374,6 @@ export class SessionHandlers {
       this.deps.observer?.verdict?.(v);
       if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
       const eod = await this.deps.endOfData?.check({ listener: this.listener, client: facts.client, account: st.account, mailFrom, recipients, queueId: id, chunks: msg.chunks, spillFile: msg.spillFile, size: msg.size });
-      if (eod?.verdict) this.deps.observer?.verdict?.(eod.verdict);
       if (eod?.verdict && (eod.verdict.action === 'reject' || eod.verdict.action === 'tempfail')) return cb(this.refuse(eod.verdict, session));
       const hold = v.action === 'hold' ? v : (eod?.verdict ?? st.verdicts.find((x) => x.action === 'hold'));
 
