@@ -1,13 +1,17 @@
 /**
  * `smarthost check-config`: everything `start` would read, validated deeply
- * (config, policy files, accounts, certificate files) without binding a
- * port. Exit 1 with "file: key: reason" on the first problem.
+ * (config, policy files — containment.yaml, content.yaml and feedback.yaml
+ * included —, accounts, certificate files) without binding a port. Exit 1
+ * with "file: key: reason" on the first problem.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import YAML from 'yaml';
 import { parseAccounts } from '../accounts/store';
 import { ConfigError } from '../config/validate';
+import { loadContainment } from '../containment/config';
+import { loadContent } from '../content/config';
+import { loadFeedback } from '../feedback/config';
 import { loadPolicy } from '../policy/load';
 import { CliError, configFrom } from './common';
 
@@ -16,6 +20,9 @@ export async function runCheckConfig(args: string[]): Promise<number> {
   const cfg = configFrom(values);
   try {
     loadPolicy(cfg.policy.dir, { listeners: cfg.listeners });
+    loadContainment(cfg.policy.dir);
+    loadContent(cfg.policy.dir, cfg.listeners);
+    loadFeedback(cfg.policy.dir, { hostname: cfg.hostname, baseDir: cfg.baseDir, listeners: cfg.listeners });
     let accountsText = '';
     try {
       accountsText = readFileSync(cfg.accounts.file, 'utf8');

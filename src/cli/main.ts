@@ -5,6 +5,7 @@
 import './threadpool';
 import { runAccount } from './account';
 import { runCheckConfig } from './check-config';
+import { runContainment } from './containment';
 import { runDkim } from './dkim';
 import { runPolicy } from './policy';
 import { runQueue } from './queue';
@@ -27,6 +28,8 @@ const USAGE = `usage: smarthost <command> [options]
   account list
   dkim keygen --domain D --selector S [--algo rsa|ed25519] [--bits N] [--active-from ISO]
   dkim check --domain D [--dns IP:PORT]    compare published TXT records with the keys
+  containment show [--account N | --ip A]  contained subjects, or one subject's signals and score
+  containment release|legitimate --account N | --ip A [--for 30d]
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -46,6 +49,8 @@ async function main(argv: string[]): Promise<number> {
       return runAccount(rest);
     case 'dkim':
       return runDkim(rest);
+    case 'containment':
+      return runContainment(rest);
     case undefined:
     case 'help':
     case '--help':
