@@ -399,6 +399,7 @@ export class MetricsCatalogue {
       this.containmentActions.inc({ response, stage }, 0);
     }
     for (const signal of EXTERNAL_SIGNALS) this.containmentExternal.inc({ signal }, 0);
+    for (const signal of SIGNALS) this.containmentSignalsFired.inc({ signal }, 0);
     for (const result of FEEDBACK_RESULTS) this.feedbackReports.inc({ provider: 'none', result }, 0);
     for (const outcome of CONTENT_OUTCOMES) this.contentScans.inc({ action: 'reject', outcome }, 0);
     for (const error of CONTENT_ERRORS) this.contentScanErrors.inc({ error }, 0);
