@@ -28,6 +28,8 @@ export const DEFAULT_SIGNED_HEADERS: readonly string[] = [
   'in-reply-to', 'references',
   'resent-date', 'resent-from', 'resent-sender', 'resent-to', 'resent-cc', 'resent-message-id',
   'list-*', 'feedback-id', 'autocrypt', 'openpgp',
+  // The sender token complaint reports are mapped by (src/feedback/token.ts).
+  'x-smarthost-sender',
 ];
 
 /** Header names that must never be in h=: they are changed or added in transit. */
