@@ -25,7 +25,7 @@ import { startTestMx, type TestMx } from '../helpers/test-mx';
 const GTUBE = 'XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X';
 
 const CONTENT = (url: string, extra = '') => `
-rspamd: { url: "${url}", timeout: 1500ms }
+rspamd: { url: "${url}", timeout: 5s }
 listeners: [submission, intercept]
 actions:
   reject: { intercept: reject, submission: hold }
@@ -133,7 +133,7 @@ describe('content verdicts from a real rspamd', () => {
   });
 
   it('rspamd hung: the deadline passes and the intercept message is deferred', async (t) => {
-    assert.equal((await setContent(CONTENT(rspamd.url).replace('timeout: 1500ms', 'timeout: 300ms'))).ok, true);
+    assert.equal((await setContent(CONTENT(rspamd.url).replace('timeout: 5s', 'timeout: 300ms'))).ok, true);
     rspamd.pause();
     try {
       const r = await viaIntercept(gw, '127.0.0.6', 'Anyone there?');

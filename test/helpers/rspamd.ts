@@ -81,6 +81,8 @@ local_addrs = [];
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+  // rspamd compiles its regexp classes on the first task: one scan now, so no test's deadline meets a cold start.
+  await fetch(`${url}/checkv2`, { method: 'POST', body: 'From: <warm@up.test>\r\nSubject: warm-up\r\n\r\nwarm-up\r\n', signal: AbortSignal.timeout(opts.startupMs ?? 30_000) });
   const workerPids = () => childPids(child.pid!);
   return {
     url,
