@@ -34,7 +34,9 @@ export async function spawnGateway(configFile: string, adminPort: number): Promi
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const deadline = Date.now() + 20_000;
+  // A bound that catches a gateway that never comes up, not a speed check: on a
+  // machine loaded by other test files a cold start can take tens of seconds.
+  const deadline = Date.now() + 120_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`gateway exited early (${child.exitCode}):\n${out}`);
     try {
