@@ -3,18 +3,18 @@
  * gateway from 13 loopback addresses (127.0.0.2–14: inside the test
  * netblock 127.0.0.0/28, under 1,000 connections each, so no per-address
  * limit is the bound), waits for each greeting, then holds them silent and reads
- * the gateway's RSS (every process). Connections open in batches so the
+ * the gateway's PSS (every process). Connections open in batches so the
  * kernel's listen backlog never overflows.
  */
 import net from 'node:net';
-import { treeRssKb } from './proc';
+import { treePssKb } from './proc';
 
 export interface IdleResult {
   workers: number;
   connections: number;
   failed: number;
-  rssBeforeMb: number;
-  rssAfterMb: number;
+  pssBeforeMb: number;
+  pssAfterMb: number;
   kbPerConnection: number;
 }
 
@@ -34,7 +34,7 @@ function openGreeted(port: number, localAddress: string): Promise<net.Socket | u
 }
 
 export async function holdIdle(port: number, pid: number, n: number, workers: number): Promise<IdleResult> {
-  const before = treeRssKb(pid);
+  const before = treePssKb(pid);
   const socks: net.Socket[] = [];
   let failed = 0;
   try {
@@ -46,8 +46,8 @@ export async function holdIdle(port: number, pid: number, n: number, workers: nu
       }
     }
     await new Promise((r) => setTimeout(r, 500));
-    const after = treeRssKb(pid);
-    return { workers, connections: socks.length, failed, rssBeforeMb: before / 1024, rssAfterMb: after / 1024, kbPerConnection: socks.length ? (after - before) / socks.length : 0 };
+    const after = treePssKb(pid);
+    return { workers, connections: socks.length, failed, pssBeforeMb: before / 1024, pssAfterMb: after / 1024, kbPerConnection: socks.length ? (after - before) / socks.length : 0 };
   } finally {
     for (const s of socks) s.destroy();
   }

@@ -42,9 +42,19 @@ scache    unix  - - n -  1 scache
 postlog   unix-dgram n - n - 1 postlogd
 `;
 
-export async function startPostfix(port: number, relayPort: number): Promise<PostfixPeer | undefined> {
+/**
+ * Settings stated in the benchmark's output (the fairness block). Both are
+ * Postfix's defaults, written out so a reader sees them: in_flow_delay paces
+ * smtpd's acceptance to the queue manager's delivery rate (up to 1 s per
+ * message when the queue outruns cleanup), and 20 parallel deliveries per
+ * destination is the same limit the gateway runs with.
+ */
+export const POSTFIX_IN_FLOW_DELAY = '1s';
+export const POSTFIX_DESTINATION_CONCURRENCY = 20;
+
+export async function startPostfix(port: number, relayPort: number, baseDir = os.tmpdir()): Promise<PostfixPeer | undefined> {
   if (!existsSync('/usr/sbin/postfix') || !existsSync('/usr/lib/postfix/sbin/master') || process.getuid?.() !== 0) return undefined;
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-bench-postfix-'));
+  const dir = await fsp.mkdtemp(path.join(baseDir, 'smarthost-bench-postfix-'));
   // mkdtemp makes it 0700: Postfix's daemons (user postfix) must reach their queue.
   await fsp.chmod(dir, 0o755);
   await fsp.mkdir(path.join(dir, 'queue'));
@@ -73,6 +83,8 @@ maillog_file = ${dir}/maillog
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 default_process_limit = 100
+in_flow_delay = ${POSTFIX_IN_FLOW_DELAY}
+default_destination_concurrency_limit = ${POSTFIX_DESTINATION_CONCURRENCY}
 biff = no
 `;
   await fsp.writeFile(path.join(dir, 'main.cf'), main);

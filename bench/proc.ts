@@ -1,6 +1,11 @@
 /**
- * CPU time and RSS of a process tree from /proc (Linux), for the benchmark:
- * the gateway may run several processes, so every descendant counts.
+ * CPU time and memory of a process tree from /proc (Linux), for the benchmark:
+ * the gateway may run several processes, so every descendant counts. Memory is
+ * PSS (proportional set size, /proc/PID/smaps_rollup): pages shared between
+ * processes (Postfix's ~60 daemons share their binaries and libraries; a
+ * cluster's workers share Node's) count once in all, split between the
+ * sharers. Summed RSS counts them once per process and overstates a
+ * multi-process peer several times over.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 
@@ -19,9 +24,9 @@ function stat(pid: number): { ppid: number; cpuMs: number } | undefined {
   }
 }
 
-function rssKb(pid: number): number {
+function pssKb(pid: number): number {
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
     return m ? Number(m[1]) : 0;
   } catch {
     return 0;
@@ -51,8 +56,9 @@ export function treeCpuMs(root: number): number {
   return treePids(root).reduce((sum, p) => sum + (stat(p)?.cpuMs ?? 0), 0);
 }
 
-export function treeRssKb(root: number): number {
-  return treePids(root).reduce((sum, p) => sum + rssKb(p), 0);
+/** PSS of the tree: the fair figure to compare a one-process gateway with a multi-process one. */
+export function treePssKb(root: number): number {
+  return treePids(root).reduce((sum, p) => sum + pssKb(p), 0);
 }
 
 export function percentile(values: number[], p: number): number {

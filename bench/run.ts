@@ -15,11 +15,20 @@
  *               the denominator of the all-cores / one-core ratio
  * Each gateway first takes --warmup messages (not counted: V8 compiles the
  * hot paths during the first thousand or so), then the measured --n.
- *   idle        10,000 idle connections held: the gateway's RSS before and after
+ *   idle        10,000 idle connections held: the gateway's PSS before and after
  * Flags: --n N --warmup W --c C --per-session K --only a,b --workers W --idle N --out FILE
+ *        --dir DIR (where spools and queues live; default os.tmpdir()) --allow-tmpfs
+ *
+ * Fairness (printed at the start of every run): the gateway runs at the
+ * product's default log level (info: a line per reception and per delivery,
+ * written to a file like Postfix's maillog); both relays deliver 20
+ * messages in parallel to the one destination; both fsync before the 250;
+ * memory is PSS summed over each process tree; the spool's filesystem is
+ * checked and printed, and tmpfs (no disk, fsync free) is refused unless
+ * --allow-tmpfs says otherwise.
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { closeSync, openSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,9 +37,9 @@ import { startDnsServer, type TestDns } from '../test/helpers/dns-server';
 import { prepareGateway } from '../test/helpers/gateway';
 import { freePort } from '../test/helpers/process';
 import type { LoadOptions, LoadResult } from './loadgen';
-import { percentile, treeCpuMs, treeRssKb } from './proc';
+import { percentile, treeCpuMs, treePssKb } from './proc';
 import { BENCH_POLICY_FILES } from './policy-fixture';
-import { startPostfix } from './postfix-peer';
+import { POSTFIX_DESTINATION_CONCURRENCY, POSTFIX_IN_FLOW_DELAY, startPostfix } from './postfix-peer';
 import { holdIdle } from './idle';
 
 interface ScenarioResult {
@@ -45,7 +54,7 @@ interface ScenarioResult {
   acceptP99: number;
   e2eP50: number;
   e2eP99: number;
-  peakRssMb: number;
+  peakPssMb: number;
   cpuMsPerMsg: number;
   ratioToLimit: number;
   errors: string[];
@@ -64,6 +73,8 @@ const { values } = parseArgs({
     // full-procs measures.
     workers: { type: 'string', default: '1' },
     out: { type: 'string', default: 'bench/results/latest.json' },
+    dir: { type: 'string', default: os.tmpdir() },
+    'allow-tmpfs': { type: 'boolean', default: false },
   },
 });
 const N = Number(values.n);
@@ -72,6 +83,9 @@ const PER = Number(values['per-session']);
 const WARMUP = Number(values.warmup);
 const IDLE = Number(values.idle);
 const WORKERS = Number(values.workers);
+const BASE = path.resolve(values.dir!);
+/** The gateway's delivery concurrency per destination: Postfix's default_destination_concurrency_limit. */
+const DELIVERY_CONCURRENCY = POSTFIX_DESTINATION_CONCURRENCY;
 const ROOT = path.resolve(__dirname, '../..');
 const CLI = path.join(ROOT, 'dist/src/cli/main.js');
 
@@ -158,9 +172,9 @@ async function measure(
   }
   await sink.ask('reset');
   const cpu0 = target.pid ? treeCpuMs(target.pid) : 0;
-  let peakKb = target.pid ? treeRssKb(target.pid) : 0;
+  let peakKb = target.pid ? treePssKb(target.pid) : 0;
   const sampler = setInterval(() => {
-    if (target.pid) peakKb = Math.max(peakKb, treeRssKb(target.pid));
+    if (target.pid) peakKb = Math.max(peakKb, treePssKb(target.pid));
   }, 100);
   const t0 = Date.now();
   const load = await runLoadgen({ ...loadOptions(target, N), rate });
@@ -182,7 +196,7 @@ async function measure(
     acceptP99: percentile(load.acceptLatencyMs, 99),
     e2eP50: percentile(e2e, 50),
     e2eP99: percentile(e2e, 99),
-    peakRssMb: peakKb / 1024,
+    peakPssMb: peakKb / 1024,
     cpuMsPerMsg: load.accepted ? cpuMs / load.accepted : 0,
     ratioToLimit: limitRate ? ((delivered / (tEnd - t0)) * 1000) / limitRate : 1,
     errors: load.errors,
@@ -192,7 +206,7 @@ async function measure(
 async function withGateway<T>(setup: GatewaySetup, sinkPort: number, dns: TestDns, fn: (g: { port: number; pid: number }) => Promise<T>): Promise<T> {
   const port = await freePort();
   const adminPort = await freePort();
-  const keysDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-bench-keys-'));
+  const keysDir = await fsp.mkdtemp(path.join(BASE, 'smarthost-bench-keys-'));
   if (setup.dkim) {
     for (const domain of ['bench.test', 'isp.test']) {
       const r = await dkimKeygen({ keysDir, domain, selector: `b${setup.dkim}`, algo: setup.dkim, activeFrom: new Date(Date.now() - 60_000) });
@@ -200,9 +214,10 @@ async function withGateway<T>(setup: GatewaySetup, sinkPort: number, dns: TestDn
     }
   }
   const { dir, configFile } = await prepareGateway({
+    baseDir: BASE,
     policyFiles: setup.policy ? BENCH_POLICY_FILES(dns.server) : {},
     config: {
-      log: { level: 'warn' },
+      log: { level: PRODUCT_LOG_LEVEL },
       listeners: [
         setup.listener === 'intercept'
           ? { name: 'intercept', role: 'intercept', address: '127.0.0.1', port, tls: 'none', greetDelay: '0ms' }
@@ -210,7 +225,7 @@ async function withGateway<T>(setup: GatewaySetup, sinkPort: number, dns: TestDn
       ],
       limits: { maxConnectionsPerIp: 1000, maxConnections: setup.maxConnections ?? 5000 },
       admin: { address: '127.0.0.1', port: adminPort, token: 'bench' },
-      relay: { relayhost: { host: '127.0.0.1', port: sinkPort, tls: 'none' }, dns: { servers: [dns.server] }, concurrencyPerDestination: 50, maxConnections: 100 },
+      relay: { relayhost: { host: '127.0.0.1', port: sinkPort, tls: 'none' }, dns: { servers: [dns.server] }, concurrencyPerDestination: DELIVERY_CONCURRENCY, maxConnections: 100 },
       dkim: setup.dkim ? { keysDir, signingDomain: 'bench.test' } : { enabled: false },
       ...(setup.workers > 1 ? { process: { workers: setup.workers } } : {}),
     },
@@ -218,8 +233,12 @@ async function withGateway<T>(setup: GatewaySetup, sinkPort: number, dns: TestDn
   // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the gateway.
   const nodeArgs = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
   const argv = [...nodeArgs, CLI, 'start', '--config', configFile];
+  // The log goes to a file on the spool's filesystem, as Postfix's maillog does.
+  const logFd = openSync(path.join(dir, 'smarthost.log'), 'a');
+  const stdio: ['ignore', number, 'inherit'] = ['ignore', logFd, 'inherit'];
   // taskset execs node in place, so child.pid is the gateway's own pid.
-  const child = setup.cpus ? spawn('taskset', ['-c', setup.cpus, process.execPath, ...argv], { stdio: ['ignore', 'ignore', 'inherit'] }) : spawn(process.execPath, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = setup.cpus ? spawn('taskset', ['-c', setup.cpus, process.execPath, ...argv], { stdio }) : spawn(process.execPath, argv, { stdio });
+  closeSync(logFd);
   try {
     await waitReady(adminPort, child);
     return await fn({ port, pid: child.pid! });
@@ -229,6 +248,15 @@ async function withGateway<T>(setup: GatewaySetup, sinkPort: number, dns: TestDn
     await fsp.rm(dir, { recursive: true, force: true });
     await fsp.rm(keysDir, { recursive: true, force: true });
   }
+}
+
+/** The product's default log level (the embedded defaults say `log: { level: info }`). */
+const PRODUCT_LOG_LEVEL = 'info';
+
+/** The filesystem type under DIR (`stat -f`), e.g. ext2/ext3 (ext4 reports so), xfs, tmpfs. */
+function fsType(dir: string): string {
+  const r = spawnSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : 'unknown';
 }
 
 function smtpSourceLimit(): number | undefined {
@@ -247,25 +275,36 @@ function smtpSourceLimit(): number | undefined {
 
 function fmt(r: ScenarioResult): string {
   const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '-');
-  return [r.name.padEnd(11), f(r.acceptedPerSec).padStart(7), f(r.deliveredPerSec).padStart(7), `${f(r.acceptP50, 1)}/${f(r.acceptP99, 1)}`.padStart(11), `${f(r.e2eP50, 0)}/${f(r.e2eP99, 0)}`.padStart(11), f(r.peakRssMb).padStart(6), f(r.cpuMsPerMsg, 2).padStart(6), f(r.ratioToLimit, 3).padStart(6), r.failed ? ` failed=${r.failed} ${r.errors[0] ?? ''}` : ''].join('  ');
+  return [r.name.padEnd(11), f(r.acceptedPerSec).padStart(7), f(r.deliveredPerSec).padStart(7), `${f(r.acceptP50, 1)}/${f(r.acceptP99, 1)}`.padStart(11), `${f(r.e2eP50, 0)}/${f(r.e2eP99, 0)}`.padStart(11), f(r.peakPssMb).padStart(6), f(r.cpuMsPerMsg, 2).padStart(6), f(r.ratioToLimit, 3).padStart(6), r.failed ? ` failed=${r.failed} ${r.errors[0] ?? ''}` : ''].join('  ');
 }
 
 async function main(): Promise<void> {
   const only = values.only ? new Set(values.only.split(',')) : undefined;
   const want = (s: string) => !only || only.has(s);
+  const fs = fsType(BASE);
+  if ((fs === 'tmpfs' || fs === 'ramfs') && !values['allow-tmpfs']) {
+    console.error(`bench: ${BASE} is on ${fs}: fsync costs nothing there, so the figures would not be a disk's. Use --dir on a disk filesystem, or --allow-tmpfs.`);
+    process.exit(2);
+  }
   const sink = await forkSink();
   const dns = await startDnsServer();
   const results: ScenarioResult[] = [];
   console.log(`smarthost bench: N=${N} C=${C} per-session=${PER} workers=${WORKERS} on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), node ${process.version}`);
+  console.log('fairness:');
+  console.log(`  spools and queues: ${BASE} (${fs}); both fsync before the 250 (smarthost: spool.fsync + journal group commit)`);
+  console.log(`  logging: smarthost at its default level (${PRODUCT_LOG_LEVEL}) to a file; Postfix at its default to its maillog file`);
+  console.log(`  delivery: ${DELIVERY_CONCURRENCY} parallel deliveries per destination for both (Postfix default_destination_concurrency_limit)`);
+  console.log(`  Postfix in_flow_delay = ${POSTFIX_IN_FLOW_DELAY} (its default: paces acceptance to delivery)`);
+  console.log(`  memory: peak PSS of each process tree (shared pages split between sharers), sampled every 100 ms`);
   const ref = smtpSourceLimit();
   if (ref) console.log(`reference: Postfix smtp-source → smtp-sink ${ref.toFixed(0)} msgs/s`);
-  console.log(`${'scenario'.padEnd(11)}  ${'acc/s'.padStart(7)}  ${'dlv/s'.padStart(7)}  ${'acc p50/p99'.padStart(11)}  ${'e2e p50/p99'.padStart(11)}  ${'RSS MB'.padStart(6)}  ${'cpu/ms'.padStart(6)}  ${'ratio'.padStart(6)}`);
+  console.log(`${'scenario'.padEnd(11)}  ${'acc/s'.padStart(7)}  ${'dlv/s'.padStart(7)}  ${'acc p50/p99'.padStart(11)}  ${'e2e p50/p99'.padStart(11)}  ${'PSS MB'.padStart(6)}  ${'cpu/ms'.padStart(6)}  ${'ratio'.padStart(6)}`);
   const limit = await measure('limit', sink, { port: sink.port, from: 'load@bench.test' }, 0);
   results.push(limit);
   console.log(fmt(limit));
   const L = limit.deliveredPerSec;
   if (want('postfix')) {
-    const peer = await startPostfix(await freePort(), sink.port);
+    const peer = await startPostfix(await freePort(), sink.port, BASE);
     if (!peer) console.log('postfix      (not measured: Postfix is not installed here or needs root)');
     else {
       try {
@@ -302,11 +341,11 @@ async function main(): Promise<void> {
   }
   let idle: Awaited<ReturnType<typeof holdIdle>>[] = [];
   if (want('idle')) {
-    // Memory: 10,000 idle sessions (greeted, then silent), one process and all of them.
+    // Memory: 10,000 idle sessions (greeted, then silent), one process and all of them (PSS).
     for (const workers of [...new Set([1, WORKERS])]) {
       const r = await withGateway({ listener: 'intercept', policy: false, workers, maxConnections: IDLE + 100 }, sink.port, dns, (g) => holdIdle(g.port, g.pid, IDLE, workers));
       idle = [...idle, r];
-      console.log(`idle        ${r.connections} connections held by ${workers} process(es): RSS ${r.rssBeforeMb.toFixed(0)} → ${r.rssAfterMb.toFixed(0)} MB (${r.kbPerConnection.toFixed(1)} KB each)${r.failed ? `, ${r.failed} failed` : ''}`);
+      console.log(`idle        ${r.connections} connections held by ${workers} process(es): PSS ${r.pssBeforeMb.toFixed(0)} → ${r.pssAfterMb.toFixed(0)} MB (${r.kbPerConnection.toFixed(1)} KB each)${r.failed ? `, ${r.failed} failed` : ''}`);
     }
   }
   const zen = dns.queries.filter((q) => q.includes('zen.spamhaus.org')).length;
@@ -324,7 +363,7 @@ async function main(): Promise<void> {
   await fsp.mkdir(path.dirname(out), { recursive: true });
   await fsp.writeFile(
     out,
-    `${JSON.stringify({ date: new Date().toISOString(), machine: { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memGb: Math.round(os.totalmem() / 2 ** 30), node: process.version }, params: { N, C, perSession: PER, workers: WORKERS, warmup: WARMUP }, reference: { smtpSourceToSink: ref }, results, idle }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine: { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memGb: Math.round(os.totalmem() / 2 ** 30), node: process.version }, params: { N, C, perSession: PER, workers: WORKERS, warmup: WARMUP, spoolFs: fs, logLevel: PRODUCT_LOG_LEVEL, deliveryConcurrency: DELIVERY_CONCURRENCY, postfixInFlowDelay: POSTFIX_IN_FLOW_DELAY }, reference: { smtpSourceToSink: ref }, results, idle }, null, 2)}\n`,
   );
   console.log(`results written to ${out.startsWith(ROOT) ? path.relative(ROOT, out) : out}`);
   sink.child.send({ cmd: 'exit' });

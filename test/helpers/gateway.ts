@@ -27,6 +27,8 @@ export interface GatewaySpec {
   netblocks?: Array<{ cidr: string; class: string }>;
   /** Extra files under policies/ (name → YAML text). */
   policyFiles?: Record<string, string>;
+  /** Where the gateway's directory is made (default: os.tmpdir()). */
+  baseDir?: string;
 }
 
 export interface TestGateway {
@@ -45,7 +47,7 @@ export const DEFAULT_ACCOUNTS: TestAccount[] = [
 
 /** Writes the directory and config; returns the config file path. */
 export async function prepareGateway(spec: GatewaySpec = {}): Promise<{ dir: string; configFile: string }> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-test-'));
+  const dir = await fsp.mkdtemp(path.join(spec.baseDir ?? os.tmpdir(), 'smarthost-test-'));
   await fsp.mkdir(path.join(dir, 'policies'));
   await fsp.writeFile(
     path.join(dir, 'policies', 'netblocks.yaml'),
