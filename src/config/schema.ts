@@ -7,12 +7,13 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { ListenerRole } from '../envelope';
+import { parseProxyFrom } from '../fleet/proxy-from';
 import { parseDkimConfig, type DkimConfig } from '../dkim/config';
 import { parseRelayConfig, type RelayConfig } from '../relay/config';
 import { parseRolesConfig, type RolesConfig } from '../roles/config';
 import { parseStateConfig, type StateConfig } from '../state/config';
 import { parseMetricsConfig, type MetricsConfig } from '../metrics/config';
-import { At, bool, duration, int, list, obj, oneOf, optStr, size, str, strList, type Obj } from './validate';
+import { At, bool, duration, int, list, obj, oneOf, optStr, size, str, type Obj } from './validate';
 
 export type TlsMode = 'none' | 'starttls' | 'implicit';
 export type AuthMode = 'none' | 'required';
@@ -26,7 +27,7 @@ export interface ListenerConfig {
   auth: AuthMode;
   /** Pause before the greeting (early-talker detection); 0 on submission. */
   greetDelayMs: number;
-  /** Addresses allowed to send a PROXY protocol header. */
+  /** Balancers allowed to send a PROXY protocol header, as canonical CIDRs (src/fleet/proxy-from.ts). */
   proxyFrom: string[];
 }
 
@@ -178,7 +179,7 @@ function parseListeners(v: unknown, at: At): ListenerConfig[] {
       // A public-facing listener keeps smtp-server's early-talker pause;
       // authenticated submission has nothing to gain from it.
       greetDelayMs: duration(o.greetDelay, a.child('greetDelay'), role === 'submission' ? '0ms' : '100ms'),
-      proxyFrom: strList(o.proxyFrom, a.child('proxyFrom')),
+      proxyFrom: parseProxyFrom(o.proxyFrom, a.child('proxyFrom')),
     };
   });
 }

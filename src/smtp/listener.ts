@@ -3,9 +3,11 @@
  * mode, limits and the session handlers. Binding errors are turned into a
  * message that names the listener, the address and the likely cause.
  */
+import type { Socket } from 'node:net';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import type { Config, ListenerConfig } from '../config/schema';
+import { proxyTrust } from '../fleet/proxy-from';
 import type { Logger } from '../log';
 import { REPLIES } from './replies';
 import { adaptSmtpServer, sweepSlowClients } from './server-adapter';
@@ -60,7 +62,8 @@ export class Listener {
       socketTimeout: limits.idleTimeoutMs,
       closeTimeout: 5000,
       greetDelayMs: cfg.greetDelayMs,
-      useProxy: cfg.proxyFrom.length > 0 ? cfg.proxyFrom : false,
+      // Who must send a PROXY header is decided by proxyTrust below, not by the library's list.
+      useProxy: false,
       logger: false,
       onConnect: (session, cb) => void h.onConnect(session, cb),
       onClose: (session) => h.onClose(session),
@@ -70,6 +73,11 @@ export class Listener {
       onData: (stream, session, cb) => void h.onData(stream, session, cb as never),
     };
     this.server = new SMTPServer(options);
+    // smtp-server matches `useProxy` by exact text and trusts everyone for "*"; the
+    // balancers are matched here instead, as parsed CIDRs (src/fleet/proxy-from.ts).
+    // Its header readers (v1, and v2 in src/fleet/proxy-protocol.ts) all ask this method.
+    const trusted = proxyTrust(cfg.proxyFrom);
+    (this.server as unknown as { _expectsProxyHeader(socket: Socket): boolean })._expectsProxyHeader = (socket) => trusted(socket.remoteAddress);
     this.server.on('error', (err) => this.logger.warn({ evt: 'error', listener: cfg.name, err: err.message }, 'listener error'));
   }
 
