@@ -1,6 +1,6 @@
 /**
  * The classic peer, measured in the same run on the same machine: a private
- * Postfix instance (Debian's postfix package, installed by .ci/run) set up as
+ * Postfix instance (Debian's postfix package, installed by npm test's pretest, scripts/test-setup.sh) set up as
  * a plain smart host — smtpd on a loopback port, mynetworks 127.0.0.0/8,
  * relayhost = the benchmark's sink, no DKIM, no policy beyond the relay
  * check — so the relay scenario's figures compare with Postfix's, not with

@@ -34,7 +34,7 @@ const REMOTE_MODULES = [
 ];
 
 export async function startRspamd(opts: { dns: string; startupMs?: number }): Promise<TestRspamd> {
-  if (!existsSync(RSPAMD)) throw new Error(`${RSPAMD} is missing: install the Debian package rspamd (apt-get install rspamd; .ci/run does)`);
+  if (!existsSync(RSPAMD)) throw new Error(`${RSPAMD} is missing: install the Debian package rspamd (npm test's pretest, scripts/test-setup.sh, does as root)`);
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-rspamd-'));
   for (const d of ['override.d', 'db', 'run', 'log']) await fsp.mkdir(path.join(dir, d));
   const port = await freePort();

@@ -1,9 +1,9 @@
 /**
  * Scenario: POP-before-SMTP with a real Dovecot (Debian's dovecot-pop3d),
  * started by the test with a passwd-file in a temporary directory: a POP3
- * login from 127.0.0.11 makes that address relay as alice. Skipped when
- * Dovecot is not installed or the test cannot run it (it needs root to
- * drop privileges to its own users).
+ * login from 127.0.0.11 makes that address relay as alice. Dovecot is
+ * installed by `npm test`'s pretest (scripts/test-setup.sh); as root it drops
+ * to its own users, otherwise it runs every process as the test's user.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -16,7 +16,12 @@ import { RawSmtp } from '../helpers/smtp-client';
 import { BASE_LISTENERS, freePort, startRoleGateway, waitUntil, type RoleGateway } from './helpers';
 
 const DOVECOT = '/usr/sbin/dovecot';
-const skip = !existsSync(DOVECOT) ? 'dovecot not installed' : process.getuid?.() !== 0 ? 'dovecot needs root here' : false;
+const isRoot = process.getuid?.() === 0;
+
+/** The name of our primary group (Dovecot's default_internal_group takes a name). */
+function groupName(): string {
+  return spawnSync('id', ['-gn'], { encoding: 'utf8', timeout: 10_000 }).stdout.trim();
+}
 
 async function popLogin(port: number, user: string, pass: string, localAddress: string): Promise<string[]> {
   const s = net.connect({ host: '127.0.0.1', port, localAddress });
@@ -49,18 +54,22 @@ async function popLogin(port: number, user: string, pass: string, localAddress: 
   return lines;
 }
 
-describe('POP-before-SMTP with a real Dovecot', { skip, timeout: 30_000 }, () => {
+describe('POP-before-SMTP with a real Dovecot', { timeout: 30_000 }, () => {
   let dir: string;
   let conf: string;
   let popPort: number;
   let gw: RoleGateway;
 
   before(async () => {
+    assert.ok(existsSync(DOVECOT), `${DOVECOT} is missing: install the Debian package dovecot-pop3d (npm test's pretest does as root)`);
     dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-dovecot-'));
     await fsp.chmod(dir, 0o755);
     await fsp.mkdir(path.join(dir, 'mail'), { mode: 0o777 });
     await fsp.chmod(path.join(dir, 'mail'), 0o777);
-    await fsp.writeFile(path.join(dir, 'passwd'), `alice:{PLAIN}pop-secret:65534:65534::${dir}/mail/alice\n`, { mode: 0o644 });
+    // Mail is stored as nobody when Dovecot can switch users, as ourselves otherwise.
+    const me = os.userInfo();
+    const [uid, gid] = isRoot ? [65534, 65534] : [me.uid, me.gid];
+    await fsp.writeFile(path.join(dir, 'passwd'), `alice:{PLAIN}pop-secret:${uid}:${gid}::${dir}/mail/alice\n`, { mode: 0o644 });
     popPort = await freePort();
     conf = path.join(dir, 'dovecot.conf');
     await fsp.writeFile(
@@ -80,6 +89,7 @@ describe('POP-before-SMTP with a real Dovecot', { skip, timeout: 30_000 }, () =>
         `userdb {\n  driver = passwd-file\n  args = ${dir}/passwd\n}`,
         `service pop3-login {\n  chroot =\n  inet_listener pop3 {\n    address = 127.0.0.1\n    port = ${popPort}\n  }\n}`,
         'service anvil {\n  chroot =\n}',
+        ...(isRoot ? [] : [`default_internal_user = ${me.username}`, `default_login_user = ${me.username}`, `default_internal_group = ${groupName()}`]),
         '',
       ].join('\n'),
     );
