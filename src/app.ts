@@ -202,7 +202,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     opts.afterReload?.();
     return { ok: p.ok, policy: p };
   };
-  registerPolicyRoutes(admin, { runtime: policy, listeners: cfg.listeners, accounts, reload });
+  registerPolicyRoutes(admin, { runtime: policy, listeners: cfg.listeners, accounts, reload, signer: () => signer });
   registerContainmentRoutes(admin, () => containment.containment, () => containment.recent());
   const fleet = new Fleet({ role, logger, accounts, store: state, storeStatus: () => stateRt.status(), redis: stateRt.redis, keyPrefix: stateRt.keyPrefix, reload, policy: () => policy.current() });
   registerFleetRoutes(admin, fleet, stateRt);

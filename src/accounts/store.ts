@@ -15,7 +15,7 @@ import { AuthCache, decoyHash, hashPassword, isPasswordHash, verifyPassword } fr
 export interface Account {
   name: string;
   passwordHash: string;
-  /** Addresses ("a@b") and whole domains ("@b") this account may send as. */
+  /** Addresses ("a@b"), whole domains ("@b") and subdomains ("@*.b") this account may send as (see senderEntry). */
   senders: string[];
   plan: string;
   suspended: boolean;
@@ -174,12 +174,37 @@ export class AccountStore {
 }
 
 /**
- * May `account` use `address` as its sender? Its listed addresses and
- * "@domain" entries; with no list, only its own name when that is an address.
+ * What an account's sender entry covers. "a@b": that address (and, for
+ * signing, the domain b); "@b": every address at b; "@*.b" (or "*.b"):
+ * every address at a subdomain of b, not b itself. A wildcard counts only
+ * when written so: "@b" never covers sub.b.
  */
+export type SenderEntry =
+  | { readonly kind: 'address'; readonly address: string; readonly domain: string }
+  | { readonly kind: 'domain'; readonly domain: string }
+  | { readonly kind: 'subdomains'; readonly domain: string };
+
+export function senderEntry(s: string): SenderEntry {
+  const e = s.toLowerCase();
+  if (e.startsWith('@*.')) return { kind: 'subdomains', domain: e.slice(3) };
+  if (e.startsWith('*.')) return { kind: 'subdomains', domain: e.slice(2) };
+  if (e.startsWith('@')) return { kind: 'domain', domain: e.slice(1) };
+  return { kind: 'address', address: e, domain: domainOf(e) };
+}
+
+/** The account's sender entries; with none listed, its own name when that is an address. */
+export function accountSenders(account: Account): string[] {
+  return account.senders.length > 0 ? account.senders : account.name.includes('@') ? [account.name.toLowerCase()] : [];
+}
+
+/** May `account` use `address` as its sender? (its sender entries, see senderEntry) */
 export function ownsAddress(account: Account, address: string): boolean {
   const a = address.toLowerCase();
-  const senders = account.senders.length > 0 ? account.senders : account.name.includes('@') ? [account.name.toLowerCase()] : [];
   const domain = domainOf(a);
-  return senders.some((s) => (s.startsWith('@') ? s.slice(1) === domain : s === a));
+  return accountSenders(account).some((s) => {
+    const e = senderEntry(s);
+    if (e.kind === 'address') return e.address === a;
+    if (e.kind === 'domain') return e.domain === domain;
+    return domain.endsWith(`.${e.domain}`);
+  });
 }

@@ -10,6 +10,7 @@
  */
 import type { AccountStore } from '../accounts/store';
 import type { ListenerConfig } from '../config/schema';
+import type { MessageSigner } from '../dkim/types';
 import { canonicalIp } from '../policy/ip';
 import { explain } from '../policy/explain';
 import type { PolicyRuntime, ReloadResult } from '../policy/runtime';
@@ -19,6 +20,8 @@ export interface PolicyRouteDeps {
   readonly runtime: PolicyRuntime;
   readonly listeners: readonly ListenerConfig[];
   readonly accounts: AccountStore;
+  /** The DKIM signer in use (absent: DKIM off), for explain's signing decision. */
+  readonly signer?: () => Pick<MessageSigner, 'decide'> | undefined;
   /** What POST /api/reload reloads (the app's reload: the policy, and whatever joins it later). */
   readonly reload: () => Promise<{ ok: boolean; policy: ReloadResult }>;
 }
@@ -40,6 +43,7 @@ export function registerPolicyRoutes(admin: AdminServer, deps: PolicyRouteDeps):
     const account = user ? deps.accounts.get(user) : undefined;
     if (user && !account) return { status: 400, body: { error: `no account "${user}"` } };
     const size = q.get('size');
+    const signer = deps.signer?.();
     const report = await explain(deps.runtime.current(), {
       listener: { name: listener.name, role: listener.role },
       ip,
@@ -49,6 +53,7 @@ export function registerPolicyRoutes(admin: AdminServer, deps: PolicyRouteDeps):
       rcpts: q.getAll('rcpt'),
       ...(q.getAll('headerFrom').length ? { headerFrom: q.getAll('headerFrom').map((a) => a.toLowerCase()) } : {}),
       ...(size ? { size: Number(size) } : {}),
+      ...(signer ? { signer } : {}),
     });
     return { status: 200, body: report };
   });

@@ -8,7 +8,8 @@
  *     engine's own code on the policy files (or --policy-dir: a candidate
  *     policy, tested before it is deployed), with real DNS lookups and empty
  *     counters; --live asks the running gateway instead, which evaluates with
- *     its live counters (read, never written). Sends no mail.
+ *     its live counters (read, never written). Sends no mail. Ends with what
+ *     DKIM would sign the message as, and by which rule (or why not).
  *
  *   policy check [--policy-dir DIR]
  *     Validate a policy directory (file: key: reason on error) and summarise it.
@@ -16,6 +17,7 @@
 import { parseArgs } from 'node:util';
 import { AccountStore } from '../accounts/store';
 import { ConfigError } from '../config/validate';
+import { createSigner } from '../dkim/sign';
 import { createLogger } from '../log';
 import { PolicyEngine } from '../policy/engine';
 import { explain, formatExplain, type ExplainReport } from '../policy/explain';
@@ -104,7 +106,12 @@ async function runExplain(args: string[]): Promise<number> {
     const account = values.user ? accounts.get(values.user) : undefined;
     if (values.user && !account) throw new CliError(`no account "${values.user}" in ${cfg.accounts.file}`);
     const store = new MemoryStore();
-    const engine = new PolicyEngine(policy, { store, logger: createLogger({ level: 'silent', pretty: false }), accounts });
+    const logger = createLogger({ level: 'silent', pretty: false });
+    const engine = new PolicyEngine(policy, { store, logger, accounts });
+    const signer = cfg.dkim.enabled ? await createSigner(cfg.dkim, logger).catch((err: Error) => {
+      process.stderr.write(`smarthost: DKIM keys not readable (${err.message}): the signing decision is left out\n`);
+      return undefined;
+    }) : undefined;
     report = await explain(engine, {
       listener: { name: listener.name, role: listener.role },
       ip: values.ip,
@@ -114,7 +121,9 @@ async function runExplain(args: string[]): Promise<number> {
       rcpts: values.rcpt,
       ...(values['header-from'] ? { headerFrom: values['header-from'].map((a) => a.toLowerCase()) } : {}),
       ...(size !== undefined ? { size } : {}),
+      ...(signer ? { signer } : {}),
     });
+    await signer?.close();
     await store.close();
   }
   process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatExplain(report));

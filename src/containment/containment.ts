@@ -366,6 +366,10 @@ export class ContainedHooks implements PolicyHooks {
     return stricter(v, await this.c.atData(f.client, f.recipients, f.bodyFingerprint, f.account));
   }
 
+  signingAuthority(f: Parameters<PolicyHooks['signingAuthority']>[0]): ReturnType<PolicyHooks['signingAuthority']> {
+    return this.inner().signingAuthority(f);
+  }
+
   async accepted(f: DataFacts): Promise<void> {
     await this.inner().accepted?.(f);
   }

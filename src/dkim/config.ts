@@ -1,10 +1,13 @@
 /**
  * The `dkim:` section of the config. Keys live as files under keysDir (see
  * keys.ts); this section only says where, which domain signs when the
- * header From's domain has no key (the ISP's own), and what to do with mail
- * no key can sign. Composed into src/config/schema.ts by the lead.
+ * client is not authorised for the header From's domain or it has no key
+ * (the ISP's own), what to do with mail no key can sign, and which hosts are
+ * authorised for every domain (internalHosts). Who else may sign as what is
+ * policy: src/policy/signing.ts. Composed into src/config/schema.ts.
  */
 import { domainToASCII } from 'node:url';
+import ipaddr from 'ipaddr.js';
 import { At, bool, obj, oneOf, optStr, str, strList } from '../config/validate';
 
 export type UnsignedPolicy = 'pass' | 'refuse';
@@ -13,10 +16,16 @@ export interface DkimConfig {
   enabled: boolean;
   /** Absolute (resolved) directory holding <domain>/<selector>.<rsa|ed25519>.pem. */
   keysDir: string;
-  /** Fallback signing domain (A-label, lower case) for mail whose From domain has no key. */
+  /** Fallback signing domain (A-label, lower case): the ISP's own, for mail no authorised key signs. */
   signingDomain?: string;
-  /** No key for the From domain nor the fallback: pass unsigned, or refuse (550 5.7.1). */
+  /** Nothing signs the message (no authorised key, no fallback): pass it unsigned, or refuse (550 5.7.1). */
   unsignedPolicy: UnsignedPolicy;
+  /**
+   * Clients identified by their address (no account) that are authorised
+   * for every domain with a key: the gateway's own host by default, like
+   * OpenDKIM's InternalHosts (local scripts, a webmail relaying without AUTH).
+   */
+  internalHosts: readonly HostRange[];
   /** Header names to sign (lower case; `list-*` style prefixes allowed). From is always signed and over-signed. */
   headers: string[];
 }
@@ -37,7 +46,40 @@ const NEVER_SIGN = new Set(['dkim-signature', 'received', 'return-path', 'authen
 
 const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+\*?$/;
 
-export const DKIM_KEYS = ['enabled', 'keysDir', 'signingDomain', 'unsignedPolicy', 'headers'] as const;
+export const DKIM_KEYS = ['enabled', 'keysDir', 'signingDomain', 'unsignedPolicy', 'headers', 'internalHosts'] as const;
+
+/** An address or CIDR as written, parsed with ipaddr.js. */
+export interface HostRange {
+  readonly text: string;
+  readonly range: [ipaddr.IPv4 | ipaddr.IPv6, number];
+}
+
+/** The gateway's own host only: 127.0.0.1 and ::1, not the whole of 127/8 (tests and containers use the rest). */
+export const DEFAULT_INTERNAL_HOSTS: readonly string[] = ['127.0.0.1', '::1'];
+
+function parseHostRange(text: string, at: At): HostRange {
+  const t = text.trim();
+  let range: [ipaddr.IPv4 | ipaddr.IPv6, number];
+  try {
+    if (t.includes('/')) range = ipaddr.parseCIDR(t);
+    else {
+      const a = ipaddr.parse(t);
+      if (a.kind() === 'ipv4' && !ipaddr.IPv4.isValidFourPartDecimal(t)) throw new Error('not dotted quad');
+      range = [a, a.kind() === 'ipv4' ? 32 : 128];
+    }
+  } catch {
+    return at.fail(`not an IP address or CIDR: "${text}"`);
+  }
+  if (range[1] === 0) at.fail(`"${text}" would let every client sign as every domain with a key`);
+  return { text: t, range };
+}
+
+/** The internalHosts entry `ip` falls in (IPv4-mapped IPv6 read as IPv4), if any. */
+export function internalHost(hosts: readonly HostRange[], ip: string): HostRange | undefined {
+  if (hosts.length === 0 || !ipaddr.isValid(ip)) return undefined;
+  const addr = ipaddr.process(ip);
+  return hosts.find((h) => h.range[0].kind() === addr.kind() && addr.match(h.range));
+}
 
 /**
  * @param resolvePath makes keysDir absolute (the config's baseDir); identity by default.
@@ -68,6 +110,7 @@ export function parseDkimConfig(v: unknown, at: At, resolvePath: (p: string) => 
     signingDomain,
     unsignedPolicy: oneOf(o.unsignedPolicy, at.child('unsignedPolicy'), ['pass', 'refuse'] as const, 'pass'),
     headers,
+    internalHosts: strList(o.internalHosts, at.child('internalHosts'), [...DEFAULT_INTERNAL_HOSTS]).map((h, i) => parseHostRange(h, at.child('internalHosts').child(i))),
   };
 }
 

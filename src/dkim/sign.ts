@@ -1,7 +1,8 @@
 /**
  * The DKIM signer: the last change made to a message before the spool.
- * Picks the signing domain (header From's domain or a parent of it with a
- * key, else the configured fallback), then signs relaxed/relaxed with every
+ * Picks the signing domain (decide.ts: the header From's domain or a parent
+ * of it with a key, when the client is authorised for it; else the ISP's
+ * fallback, else none), then signs relaxed/relaxed with every
  * active key of that domain (RSA and/or Ed25519: dual signing), SHA-256,
  * From over-signed, no l= tag.
  *
@@ -19,9 +20,10 @@
 import { createHash, sign as cryptoSign } from 'node:crypto';
 import type { Logger } from '../log';
 import { parseHeaderFields, RelaxedBodyHash, relaxedHeader, selectHeaders, splitMessage } from './canon';
-import { normalizeDomain, type DkimConfig } from './config';
-import { KEY_ALGORITHMS, KeyRing, loadKeys, type DkimKey, type KeyAlgorithm, type KeyProblem, type KeyState } from './keys';
-import type { MessageSigner, SignResult } from './types';
+import type { DkimConfig } from './config';
+import { chooseSigningKeys } from './decide';
+import { KeyRing, loadKeys, type DkimKey, type KeyAlgorithm, type KeyProblem, type KeyState } from './keys';
+import type { MessageSigner, SignResult, SigningDecision, SigningRequest } from './types';
 import { reclaim } from '../spool/reclaim';
 
 export type SignOutcome = 'ok' | 'error';
@@ -80,15 +82,12 @@ export class DkimSigner implements MessageSigner {
     this.now = opts.now ?? Date.now;
   }
 
-  async sign(message: readonly Buffer[], headerFromDomain: string | undefined, rest?: () => AsyncIterable<Buffer>): Promise<SignResult> {
+  async sign(message: readonly Buffer[], request: SigningRequest, rest?: () => AsyncIterable<Buffer>): Promise<SignResult> {
     if (this.closed) throw new Error('DKIM signer is closed');
-    if (!this.cfg.enabled) return { kind: 'unsigned', reason: 'DKIM signing is disabled' };
+    if (!this.cfg.enabled) return { kind: 'unsigned', rule: 'dkim.enabled', reason: 'DKIM signing is disabled' };
     const now = this.now();
-    const choice = this.choose(headerFromDomain, now);
-    if (!choice) {
-      const reason = `no active DKIM key for ${headerFromDomain ?? '(no header From domain)'}${this.cfg.signingDomain ? ` nor for ${this.cfg.signingDomain}` : ''}`;
-      return this.cfg.unsignedPolicy === 'refuse' ? { kind: 'refuse', reason } : { kind: 'unsigned', reason };
-    }
+    const choice = chooseSigningKeys(this.ring, this.cfg, request, now);
+    if (choice.kind === 'none') return { kind: this.cfg.unsignedPolicy === 'refuse' ? 'refuse' : 'unsigned', rule: choice.rule, reason: choice.reason };
     const { domain, keys } = choice;
     const { header, body } = splitMessage(message);
     const fields = parseHeaderFields(header);
@@ -115,24 +114,16 @@ export class DkimSigner implements MessageSigner {
       domain,
       algorithms: keys.map((k) => ALGO_NAME[k.algorithm]),
       selectors: keys.map((k) => k.selector),
+      rule: choice.rule,
     };
   }
 
-  /** From domain, then its parents (relaxed DMARC alignment), then the fallback. */
-  private choose(fromDomain: string | undefined, now: number): { domain: string; keys: DkimKey[] } | undefined {
-    const candidates: string[] = [];
-    const d = fromDomain ? normalizeDomain(fromDomain) : '';
-    if (d) {
-      const labels = d.split('.');
-      for (let i = 0; i < labels.length - 1; i++) candidates.push(labels.slice(i).join('.'));
-    }
-    if (this.cfg.signingDomain) candidates.push(this.cfg.signingDomain);
-    for (const domain of candidates) {
-      const active = this.ring.active(domain, now);
-      const keys = KEY_ALGORITHMS.map((a) => active[a]).filter((k): k is DkimKey => k !== undefined);
-      if (keys.length > 0) return { domain, keys };
-    }
-    return undefined;
+  /** What sign() would decide now, without a message (policy explain). */
+  decide(request: SigningRequest): SigningDecision {
+    if (!this.cfg.enabled) return { kind: 'none', rule: 'dkim.enabled', reason: 'DKIM signing is disabled' };
+    const c = chooseSigningKeys(this.ring, this.cfg, request, this.now());
+    if (c.kind === 'none') return c;
+    return { kind: 'sign', domain: c.domain, selectors: c.keys.map((k) => k.selector), rule: c.rule, ...(c.notAuthorised ? { notAuthorised: c.notAuthorised } : {}) };
   }
 
   /**
@@ -162,7 +153,7 @@ export class DkimSigner implements MessageSigner {
         problems.push({
           severity: 'error',
           path: `${this.cfg.keysDir}/${this.cfg.signingDomain}`,
-          reason: `no active key for the fallback signing domain ${this.cfg.signingDomain}: mail without a customer key goes out ${this.cfg.unsignedPolicy === 'refuse' ? 'refused' : 'unsigned'}`,
+          reason: `no active key for the fallback signing domain ${this.cfg.signingDomain}: mail no authorised customer key signs goes out ${this.cfg.unsignedPolicy === 'refuse' ? 'refused' : 'unsigned'}`,
         });
       }
     }

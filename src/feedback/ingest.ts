@@ -190,6 +190,9 @@ export class FeedbackHooks implements PolicyHooks {
   data(f: DataFacts): Promise<Verdict> {
     return this.inner().data(f);
   }
+  signingAuthority(f: Parameters<PolicyHooks['signingAuthority']>[0]): ReturnType<PolicyHooks['signingAuthority']> {
+    return this.inner().signingAuthority(f);
+  }
   async accepted(f: DataFacts): Promise<void> {
     await this.inner().accepted?.(f);
   }

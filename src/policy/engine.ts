@@ -35,6 +35,8 @@ import { DnsblCache, DnsblClient } from './dnsbl';
 import type { PolicySet } from './load';
 import type { Netblock } from './netblocks';
 import { planFor } from './quotas';
+import { signingAuthority, type SigningFacts } from './signing';
+import type { SigningAuthority } from '../dkim/types';
 import type { Charge, CheckResult, EvalContext, Outcome, Rule, RuntimeEnv } from './rule';
 import { ACCEPT, type AuthGate, type ConnectDecision, type ConnectFacts, type DataFacts, type PolicyHooks, type PolicyObserver, type TransactionFacts } from './types';
 
@@ -330,6 +332,12 @@ export class PolicyEngine implements PolicyHooks {
 
   async data(f: DataFacts): Promise<Verdict> {
     return (await this.evaluate('data', { ...this.tx(f), headerFrom: f.headerFrom, size: f.size }, 'live')).verdict;
+  }
+
+  signingAuthority(f: SigningFacts): SigningAuthority {
+    // The account as the accounts file says now (as the checks read it): a removed sender stops signing at once.
+    const account = f.account ? (this.deps.accounts?.get(f.account.name) ?? f.account) : undefined;
+    return signingAuthority(this.policy.identity, { ...f, account });
   }
 
   disconnect(f: { client: ClientInfo }): void {

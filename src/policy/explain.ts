@@ -5,12 +5,16 @@
  * own evaluate() in the order the SMTP session would (connect → AUTH →
  * MAIL → each RCPT → DATA, stopping where the session would stop) over a
  * dry-run store: real counters are read, never written; AUTH is assumed to
- * succeed (no password); nothing is sent.
+ * succeed (no password); nothing is sent. When the message would be
+ * accepted, it says what the DKIM signer would sign it as and by which rule
+ * (the same decision code, src/dkim/decide.ts, with the policy's signing
+ * authority for this client).
  *
  * Talks to: the engine (and through it DNS and the state store, read-only).
  */
 import type { Account } from '../accounts/store';
-import type { ListenerRole, Stage, Verdict } from '../envelope';
+import type { MessageSigner, SigningDecision } from '../dkim/types';
+import { domainOf, type ClientInfo, type ListenerRole, type Stage, type Verdict } from '../envelope';
 import { isReplyName, REPLIES, formatReply } from '../smtp/replies';
 import { DryRunStore } from '../state/dry-run';
 import type { PolicyEngine, StageFacts, StageResult, Step } from './engine';
@@ -27,6 +31,15 @@ export interface ExplainInput {
   readonly headerFrom?: readonly string[];
   /** Message size in bytes for the DATA stage; default 2000. */
   readonly size?: number;
+  /** The DKIM signer, to say what an accepted message would be signed as (absent: DKIM off). */
+  readonly signer?: Pick<MessageSigner, 'decide'>;
+}
+
+/** What an accepted message would be signed as, and by which rule. */
+export interface ExplainSigning {
+  readonly decision: SigningDecision;
+  /** "would sign as D with selector S because <rule>" / "would not sign as D: not authorised (…)". */
+  readonly text: readonly string[];
 }
 
 export interface ExplainStage {
@@ -56,6 +69,8 @@ export interface ExplainReport {
   readonly user?: string;
   readonly stages: readonly ExplainStage[];
   readonly recipients: ReadonlyArray<{ readonly rcpt: string; readonly action: Verdict['action']; readonly rule: string }>;
+  /** Present when the message would be accepted and a signer was given. */
+  readonly signing?: ExplainSigning;
   readonly final: ExplainFinal;
 }
 
@@ -82,7 +97,7 @@ export async function explain(engine: PolicyEngine, input: ExplainInput): Promis
     stages.push({ label, stage, verdict: r.verdict, steps: r.steps });
     return r;
   };
-  const report = (final: Verdict): ExplainReport => ({
+  const report = (final: Verdict, signing?: ExplainSigning): ExplainReport => ({
     policyVersion: engine.version,
     policyDir: engine.policy.dir,
     store: store.kind,
@@ -94,6 +109,7 @@ export async function explain(engine: PolicyEngine, input: ExplainInput): Promis
     ...(input.user ? { user: input.user } : {}),
     stages,
     recipients,
+    ...(signing ? { signing } : {}),
     final: { action: final.action, stage: final.stage, rule: final.rule, reply: replyText(final) },
   });
 
@@ -129,10 +145,23 @@ export async function explain(engine: PolicyEngine, input: ExplainInput): Promis
     const d = await run('end of data', 'data', { ...facts, mailFrom: input.from, recipients: accepted, headerFrom, size: input.size ?? 2000 });
     if (refused(d.verdict)) return report(d.verdict);
     if (d.verdict.action === 'hold') holds.push(d.verdict);
-    return report(holds[0] ?? d.verdict);
+    let signing: ExplainSigning | undefined;
+    if (input.signer) {
+      const client: ClientInfo = { listener: input.listener.name, role: input.listener.role, ip: input.ip, tls: true, ...(first?.netblock ? { netblockClass: first.netblock.cls } : {}) };
+      const authority = engine.signingAuthority({ client, account: input.account });
+      const decision = input.signer.decide({ headerFromDomain: headerFrom[0] ? domainOf(headerFrom[0]) : undefined, authority });
+      signing = { decision, text: signingText(decision) };
+    }
+    return report(holds[0] ?? d.verdict, signing);
   } finally {
     await store.close();
   }
+}
+
+function signingText(d: SigningDecision): string[] {
+  if (d.kind === 'none') return [d.rule === 'dkim.not-authorised' ? `would not sign as ${d.reason} [${d.rule}]` : `would not sign: ${d.reason} [${d.rule}]`];
+  const selectors = `selector${d.selectors.length > 1 ? 's' : ''} ${d.selectors.join(', ')}`;
+  return [...(d.notAuthorised ? [`would not sign as ${d.notAuthorised}`] : []), `would sign as ${d.domain} with ${selectors} because ${d.rule}`];
 }
 
 function inputsText(inputs: Record<string, unknown> | undefined): string {
@@ -157,6 +186,11 @@ export function formatExplain(r: ExplainReport): string {
       out.push(`  ${tag.padEnd(8)} ${st.rule.padEnd(34)} ${inputsText(st.inputs)}${reply}${st.note ? ` (${st.note})` : ''}${flags ? ` [${flags}]` : ''}`);
     }
     out.push(`  => ${s.verdict.action} by ${s.verdict.rule}${s.verdict.action === 'reject' || s.verdict.action === 'tempfail' ? `: ${replyText(s.verdict)}` : ''}`);
+  }
+  if (r.signing) {
+    out.push('');
+    out.push('dkim:');
+    for (const line of r.signing.text) out.push(`  ${line}`);
   }
   out.push('');
   out.push(`final: ${r.final.action} at ${r.final.stage} by ${r.final.rule}: ${r.final.reply}`);

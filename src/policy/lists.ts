@@ -104,6 +104,11 @@ export class DomainSet {
   get size(): number {
     return this.exact.size + this.under.size;
   }
+
+  /** The entries as stored ("example.com", "*.example.com"), for explanations. */
+  entries(): string[] {
+    return [...this.exact.keys(), ...[...this.under.keys()].map((d) => `*.${d}`)];
+  }
 }
 
 export class AddressList {

@@ -7,6 +7,8 @@
 import type { ClientInfo, Verdict } from '../envelope';
 import type { ListenerConfig } from '../config/schema';
 import type { Account } from '../accounts/store';
+import type { SigningAuthority } from '../dkim/types';
+import type { SigningFacts } from './signing';
 
 export interface ConnectFacts {
   readonly listener: ListenerConfig;
@@ -55,6 +57,11 @@ export interface PolicyHooks {
   mail(f: TransactionFacts): Promise<Verdict>;
   rcpt(f: TransactionFacts & { readonly rcpt: string }): Promise<Verdict>;
   data(f: DataFacts): Promise<Verdict>;
+  /**
+   * Which domains this client may sign as (src/policy/signing.ts), asked at
+   * end of DATA for the DKIM signer: policy data, never the header From.
+   */
+  signingAuthority(f: SigningFacts): SigningAuthority;
   /** The message was committed (for what must count committed mail only). */
   accepted?(f: DataFacts): Promise<void>;
   /** The connection closed (release per-connection counters). */

@@ -398,13 +398,20 @@ export class SessionHandlers {
       }
       let prefixBuf = Buffer.from(prefix);
       const signer = this.deps.signer?.();
+      let dkim: { dkim: string; dkimRule: string } | undefined;
       if (signer) {
-        const fromDomain = headerFrom[0] ? domainOf(headerFrom[0]) : undefined;
+        const headerFromDomain = headerFrom[0] ? domainOf(headerFrom[0]) : undefined;
+        // Who this client is decides what it may be signed as (policy data), never the header From alone.
+        const authority = this.deps.policy().signingAuthority({ client, account: st.account, popGrant: st.popClient !== undefined });
         // A large message's tail is streamed from its spill file, never read whole.
         const spill = msg.spillFile;
         const rest = spill ? () => createReadStream(spill, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer> : undefined;
-        const signed = await signer.sign([prefixBuf, ...msg.chunks], fromDomain, rest);
-        if (signed.kind === 'refuse') return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'dkim.unsigned-policy', reply: 'unsigned_refused' }, session));
+        const signed = await signer.sign([prefixBuf, ...msg.chunks], { headerFromDomain, authority }, rest);
+        if (signed.kind === 'refuse') {
+          this.log.info({ evt: 'dkim', sid: session.id, queueId: id, dkimRule: signed.rule, reason: signed.reason }, 'unsigned mail refused');
+          return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'dkim.unsigned-policy', reply: 'unsigned_refused' }, session));
+        }
+        dkim = signed.kind === 'signed' ? { dkim: signed.domain, dkimRule: signed.rule } : { dkim: 'none', dkimRule: `${signed.rule}: ${signed.reason}` };
         if (signed.kind === 'signed') prefixBuf = Buffer.concat([Buffer.from(signed.headers), prefixBuf]);
       }
       const envelope: Envelope = {
@@ -428,7 +435,7 @@ export class SessionHandlers {
       this.deps.policy().accepted?.(facts)?.catch((err: Error) => this.log.error({ evt: 'error', err }, 'quota accounting failed'));
       this.deps.observer?.accepted?.(this.listener.name, msg.size, Boolean(hold), client);
       this.log.info(
-        { evt: 'reception', sid: session.id, queueId: id, ip: st.client.ip, user: st.client.user, from: mailFrom, rcpts: recipients.length, size: msg.size, held: Boolean(hold) },
+        { evt: 'reception', sid: session.id, queueId: id, ip: st.client.ip, user: st.client.user, from: mailFrom, rcpts: recipients.length, size: msg.size, held: Boolean(hold), ...dkim },
         'message accepted',
       );
       const r = REPLIES.accepted;

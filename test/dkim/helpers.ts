@@ -12,6 +12,7 @@ import { dkimVerify } from 'mailauth/lib/dkim/verify';
 import type { DKIMResult } from 'mailauth';
 import { dkimKeygen, type KeygenOptions, type KeygenResult } from '../../src/dkim/cli';
 import type { DkimConfig } from '../../src/dkim/config';
+import type { SigningRequest } from '../../src/dkim/types';
 import { DEFAULT_SIGNED_HEADERS } from '../../src/dkim/config';
 import type { TestDns } from '../helpers/dns-server';
 
@@ -23,7 +24,16 @@ export async function tempKeysDir(): Promise<{ dir: string; cleanup: () => Promi
 }
 
 export function dkimConfig(keysDir: string, over: Partial<DkimConfig> = {}): DkimConfig {
-  return { enabled: true, keysDir, unsignedPolicy: 'pass', headers: [...DEFAULT_SIGNED_HEADERS], ...over };
+  return { enabled: true, keysDir, unsignedPolicy: 'pass', headers: [...DEFAULT_SIGNED_HEADERS], internalHosts: [], ...over };
+}
+
+/**
+ * A signing request from a client authorised for `fromDomain` and its
+ * parents (these tests are about signatures, not authorisation: that is
+ * test/dkim/decide.test.ts and test/security/signing-authority.test.ts).
+ */
+export function signAs(fromDomain: string | undefined): SigningRequest {
+  return { headerFromDomain: fromDomain, authority: { authorises: () => 'test: authorised for every domain', summary: 'test client' } };
 }
 
 /** Generate a key (active since an hour ago unless told) and publish its TXT record on the test DNS. */

@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { createSigner } from '../../src/dkim/sign';
 import { loadKeys } from '../../src/dkim/keys';
-import { dkimConfig, keyAndPublish, passes, sampleMessage, silentLogger, tempKeysDir, verify } from './helpers';
+import { dkimConfig, keyAndPublish, passes, sampleMessage, silentLogger, tempKeysDir, verify, signAs } from './helpers';
 
 let dns: TestDns;
 let keys: { dir: string; cleanup: () => Promise<void> };
@@ -40,7 +40,7 @@ test('two selectors, one future-dated: the active one signs; the future one take
   const signer = await createSigner(dkimConfig(keysDir), silentLogger, { now: () => now });
   try {
     const msg = sampleMessage('a@rot.example');
-    let r = await signer.sign([msg], 'rot.example');
+    let r = await signer.sign([msg], signAs('rot.example'));
     assert.deepEqual(await selectorsUsed(r), ['old', 'ed-old']);
     assert.equal(passes(await verify(Buffer.concat([Buffer.from(r.kind === 'signed' ? r.headers : ''), msg]), dns)).length, 2);
     const st = signer.status().domains.find((d) => d.domain === 'rot.example')!;
@@ -48,16 +48,16 @@ test('two selectors, one future-dated: the active one signs; the future one take
 
     // Eleven days later the dated key signs, without a reload.
     now = t0 + 11 * DAY;
-    r = await signer.sign([msg], 'rot.example');
+    r = await signer.sign([msg], signAs('rot.example'));
     assert.deepEqual(await selectorsUsed(r), ['future', 'ed-old']);
     const later = Buffer.concat([Buffer.from(r.kind === 'signed' ? r.headers : ''), msg]);
     assert.equal(passes(await verify(later, dns, new Date(now + 1000))).length, 2);
 
     // A new Ed25519 key written now is only seen after reload().
     await keyAndPublish(dns, { keysDir, domain: 'rot.example', selector: 'ed-new', algo: 'ed25519', activeFrom: new Date(t0 + 11 * DAY - 1000) });
-    assert.deepEqual(await selectorsUsed(await signer.sign([msg], 'rot.example')), ['future', 'ed-old']);
+    assert.deepEqual(await selectorsUsed(await signer.sign([msg], signAs('rot.example'))), ['future', 'ed-old']);
     await signer.reload();
-    r = await signer.sign([msg], 'rot.example');
+    r = await signer.sign([msg], signAs('rot.example'));
     assert.deepEqual(await selectorsUsed(r), ['future', 'ed-new']);
     assert.equal(passes(await verify(Buffer.concat([Buffer.from(r.kind === 'signed' ? r.headers : ''), msg]), dns, new Date(now + 1000))).length, 2);
   } finally {
@@ -73,10 +73,10 @@ test('retireAt ends a key; with nothing left the domain falls to the fallback', 
   let now = t0;
   const signer = await createSigner(dkimConfig(keysDir, { signingDomain: 'isp.example' }), silentLogger, { now: () => now });
   try {
-    const a = await signer.sign([sampleMessage('a@ret.example')], 'ret.example');
+    const a = await signer.sign([sampleMessage('a@ret.example')], signAs('ret.example'));
     assert.equal(a.kind === 'signed' && a.domain, 'ret.example');
     now = t0 + 2 * DAY;
-    const b = await signer.sign([sampleMessage('a@ret.example')], 'ret.example');
+    const b = await signer.sign([sampleMessage('a@ret.example')], signAs('ret.example'));
     assert.equal(b.kind === 'signed' && b.domain, 'isp.example');
   } finally {
     await signer.close();
@@ -116,7 +116,7 @@ test('a reload that cannot read the directory keeps the previous keys', async ()
     await fs.rm(keysDir, { recursive: true });
     await fs.writeFile(keysDir, 'not a directory');
     await assert.rejects(signer.reload());
-    const r = await signer.sign([sampleMessage('a@keep.example')], 'keep.example');
+    const r = await signer.sign([sampleMessage('a@keep.example')], signAs('keep.example'));
     assert.equal(r.kind, 'signed');
     assert.doesNotMatch(JSON.stringify(signer.status()), /PRIVATE|BEGIN/);
   } finally {

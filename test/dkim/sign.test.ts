@@ -10,7 +10,7 @@ import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { startTestMx } from '../helpers/test-mx';
 import { RelaxedBodyHash } from '../../src/dkim/canon';
 import { createSigner, type DkimSigner } from '../../src/dkim/sign';
-import { CRLF, chunked, dkimConfig, keyAndPublish, passes, sampleMessage, silentLogger, tempKeysDir, verify } from './helpers';
+import { CRLF, chunked, dkimConfig, keyAndPublish, passes, sampleMessage, silentLogger, tempKeysDir, verify, signAs } from './helpers';
 
 let dns: TestDns;
 let keys: { dir: string; cleanup: () => Promise<void> };
@@ -38,7 +38,7 @@ after(async () => {
 });
 
 async function signAndJoin(msg: Buffer, fromDomain: string | undefined, s: DkimSigner = signer): Promise<{ out: Buffer; headers: string; domain: string; algorithms: readonly string[] }> {
-  const r = await s.sign(chunked(msg), fromDomain);
+  const r = await s.sign(chunked(msg), signAs(fromDomain));
   assert.equal(r.kind, 'signed', JSON.stringify(r));
   if (r.kind !== 'signed') throw new Error('unreachable');
   return { out: Buffer.concat([Buffer.from(r.headers, 'latin1'), msg]), headers: r.headers, domain: r.domain, algorithms: r.algorithms };
@@ -111,15 +111,15 @@ describe('which domain signs', () => {
     const pass = await createSigner(dkimConfig(keys.dir, { unsignedPolicy: 'pass' }), silentLogger);
     const refuse = await createSigner(dkimConfig(keys.dir, { unsignedPolicy: 'refuse' }), silentLogger);
     try {
-      const a = await pass.sign([sampleMessage('c@nokey.example')], 'nokey.example');
+      const a = await pass.sign([sampleMessage('c@nokey.example')], signAs('nokey.example'));
       assert.equal(a.kind, 'unsigned');
-      const b = await refuse.sign([sampleMessage('c@nokey.example')], 'nokey.example');
+      const b = await refuse.sign([sampleMessage('c@nokey.example')], signAs('nokey.example'));
       assert.equal(b.kind, 'refuse');
       assert.match(b.kind === 'refuse' ? b.reason : '', /nokey\.example/);
-      const c = await refuse.sign([sampleMessage()], undefined);
+      const c = await refuse.sign([sampleMessage()], signAs(undefined));
       assert.equal(c.kind, 'refuse');
       // A domain with a key is still signed under refuse.
-      assert.equal((await refuse.sign([sampleMessage()], 'customer.example')).kind, 'signed');
+      assert.equal((await refuse.sign([sampleMessage()], signAs('customer.example'))).kind, 'signed');
     } finally {
       await pass.close();
       await refuse.close();
@@ -128,7 +128,7 @@ describe('which domain signs', () => {
 
   test('enabled: false signs nothing', async () => {
     const off = await createSigner(dkimConfig(keys.dir, { enabled: false, unsignedPolicy: 'refuse' }), silentLogger);
-    assert.equal((await off.sign([sampleMessage()], 'customer.example')).kind, 'unsigned');
+    assert.equal((await off.sign([sampleMessage()], signAs('customer.example'))).kind, 'unsigned');
     await off.close();
   });
 });
@@ -206,7 +206,7 @@ describe('awkward messages verify', () => {
     };
     setImmediate(tick);
     try {
-      const r = await signer.sign(msg, 'customer.example');
+      const r = await signer.sign(msg, signAs('customer.example'));
       assert.equal(r.kind, 'signed');
     } finally {
       ticking = false;
