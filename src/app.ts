@@ -31,7 +31,8 @@ import type { DeliveryAgent } from './relay/types';
 import { Listener } from './smtp/listener';
 import { loadTlsMaterial } from './smtp/tls-material';
 import { QueueManager } from './spool/qmgr';
-import { Journal, recoverJournal } from './spool/journal';
+import { Journal, onJournalSkippedBytes, recoverJournal } from './spool/journal';
+import { storageHealth } from './spool/storage-faults';
 import { processIdSuffix } from './spool/queue-id';
 import { recoverSpool } from './spool/recover';
 import { Spool } from './spool/store';
@@ -87,6 +88,9 @@ export interface BuildOptions {
   /** Called after every reload (the primary tells its workers). */
   afterReload?: () => void;
 }
+
+/** How often a gateway whose spool writes failed checks whether they work again. */
+const STORAGE_PROBE_MS = 2000;
 
 export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> {
   const logger = opts.logger ?? createLogger(cfg.log);
@@ -211,8 +215,30 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   admin.readiness('state', async () => stateRt.readinessWarning(), { warnOnly: true });
   let listening = false;
   admin.readiness('listeners', async () => ((opts.listenersReady ? opts.listenersReady() : listening) ? undefined : 'not bound'));
-  // A real write in spool/tmp (access(2) says yes to root, and nothing about a broken tmp/).
-  admin.readiness('spool', async () => spoolWriteProbe(spool.dir));
+  // A real write in spool/tmp (access(2) says yes to root, and nothing about a broken tmp/). After
+  // a failed spool write or sync (storage-faults.ts) not ready until a probe or a commit succeeds;
+  // the probe also runs every few seconds meanwhile, so the gateway recovers when space returns.
+  const storageProbe = async (): Promise<string | undefined> => {
+    const fault = storageHealth.current();
+    const failure = (await spoolWriteProbe(spool.dir)) ?? (fault?.file === 'journal' ? await spoolWriteProbe(spool.dir, 'journal') : undefined);
+    if (!failure && fault) {
+      logger.info({ evt: 'recovery', code: fault.code, file: fault.file, op: fault.op, downMs: Date.now() - fault.since }, 'spool storage writable again');
+      storageHealth.succeeded();
+    }
+    return failure;
+  };
+  admin.readiness('spool', storageProbe);
+  const unwatchStorage = [
+    storageHealth.onFailure((file, op, code) => {
+      metrics.catalogue.storageErrors.inc({ file, op, code });
+      logger.error({ evt: 'error', file, op, code }, 'spool storage failed: answering 4xx to new mail until a write succeeds');
+    }),
+    onJournalSkippedBytes((bytes) => metrics.catalogue.journalSkippedBytes.inc(bytes)),
+  ];
+  const probeTimer = setInterval(() => {
+    if (storageHealth.current()) void storageProbe();
+  }, STORAGE_PROBE_MS);
+  probeTimer.unref();
 
   return {
     cfg,
@@ -264,6 +290,8 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       await containment.stop();
       await qmgr.stop();
       journal?.close();
+      clearInterval(probeTimer);
+      for (const u of unwatchStorage) u();
       await agent.close();
       await admin.close();
       await signer?.close();

@@ -30,6 +30,7 @@ import type { SessionObserver } from '../smtp/session';
 import { REPLIES } from '../smtp/replies';
 import type { QueueObserver, QueueManager } from '../spool/qmgr';
 import type { Spool } from '../spool/store';
+import { storageHealth } from '../spool/storage-faults';
 
 export const PREFIX = 'smarthost_';
 export const OTHER = 'other';
@@ -143,6 +144,10 @@ export class MetricsCatalogue {
   readonly deliveryAttempts: Counter<'result' | 'domain'>;
   readonly deliveryLatency: Histogram<'domain'>;
   readonly expirations: Counter;
+  // ---- spool storage (src/spool/storage-faults.ts) -------------------------------
+  readonly storageErrors: Counter<'file' | 'op' | 'code'>;
+  readonly storageDegraded: Gauge;
+  readonly journalSkippedBytes: Counter;
   // ---- DKIM ----------------------------------------------------------------
   readonly dkimSignatures: Counter<'domain' | 'algorithm' | 'result'>;
   // ---- process state -------------------------------------------------------
@@ -369,6 +374,25 @@ export class MetricsCatalogue {
       registers: [r],
     });
 
+    this.storageErrors = new Counter({
+      name: `${PREFIX}spool_storage_errors_total`,
+      help: 'Failed writes and syncs of spool files, by file (journal: a journal segment, queue: a queue file), op (write, sync) and error code (ENOSPC, EDQUOT, EIO, EROFS, other). The message concerned got a 4xx.',
+      labelNames: ['file', 'op', 'code'],
+      registers: [r],
+    });
+    this.storageDegraded = new Gauge({
+      name: `${PREFIX}spool_storage_degraded`,
+      help: 'Whether spool writes are failing: 1 from a failed spool write or sync until a write and sync succeed again (/readyz is red meanwhile), else 0.',
+      registers: [r],
+      aggregator: 'max',
+      collect: () => this.storageDegraded.set(storageHealth.current() ? 1 : 0),
+    });
+    this.journalSkippedBytes = new Counter({
+      name: `${PREFIX}spool_journal_skipped_bytes_total`,
+      help: 'Bytes of acceptance-journal segments that recovery read past because they formed no valid record (a write cut by a crash or a failed write).',
+      registers: [r],
+    });
+
     this.stateDegraded = new Gauge({
       name: `${PREFIX}state_degraded`,
       help: '1 while the shared state store (Redis) is unreachable and the gateway runs degraded, else 0.',
@@ -393,6 +417,8 @@ export class MetricsCatalogue {
     for (const result of ['ok', 'error']) this.policyReloads.inc({ result }, 0);
     for (const result of DELIVERY_RESULTS) for (const domain of [...opts.domains, OTHER]) this.deliveryAttempts.inc({ result, domain: this.domains.map(domain) }, 0);
     this.expirations.inc(0);
+    this.journalSkippedBytes.inc(0);
+    for (const file of ['journal', 'queue']) for (const op of ['write', 'sync']) this.storageErrors.inc({ file, op, code: 'ENOSPC' }, 0);
     for (const response of CONTAINMENT_RESPONSES) this.containmentResponses.inc({ response }, 0);
     // The stages where each response acts (src/containment/containment.ts verdict()).
     for (const [response, stage] of [['throttle', 'mail'], ['throttle', 'data'], ['hold', 'data'], ['suspend', 'connect'], ['suspend', 'mail']] as const) {

@@ -445,7 +445,8 @@ export class SessionHandlers {
       if (timedOut) return cb(new SmtpReplyError('data_timeout'));
       if (err instanceof SpoolError) {
         this.log.error({ evt: 'error', sid: session.id, code: err.code, err: err.message }, 'spool write failed');
-        return cb(new SmtpReplyError('storage_full'));
+        // A full disk: 452 4.3.1; any other storage failure (EIO): 451 4.3.0. Either way a retry later.
+        return cb(new SmtpReplyError(err.isStorageFull ? 'storage_full' : 'local_error'));
       }
       // The client went away mid-DATA (smtp-server destroys the stream with ECONNECTION):
       // its behaviour, not a gateway error; nothing was accepted and no one is left to answer.

@@ -18,12 +18,21 @@
  *
  * Segments: <process tag>-<time>-<n>.seg under spool/journal/, one open for
  * appends per process; a full segment is closed and deleted once all its
- * messages are done. Records: a 16-byte header (magic "SHJ1", kind M or D,
- * id length, payload length, CRC-32 of id and payload), the queue id, then
- * for M the envelope JSON line and the message bytes. A write that fails
- * (full disk) retires the segment, so a torn record is always a segment's
- * last; recovery stops reading a segment at the first record that does not
- * check out.
+ * messages are done. A new segment's name is an entry in spool/journal/,
+ * durable only once that directory is fsync'd: the segment's first group
+ * sync does so, before the first 250 that rests on it (without it a power
+ * cut can take the whole segment and every message acknowledged from it).
+ * Records: a 16-byte header (magic "SHJ1", kind M or D, id length, payload
+ * length, CRC-32 of id and payload), the queue id, then for M the envelope
+ * JSON line and the message bytes.
+ *
+ * Any write or sync error retires the segment at once, and a segment whose
+ * sync failed never syncs again: no later 250 rests on it (after a failed
+ * fdatasync Linux marks the pages clean, so a later sync can succeed over
+ * a record that is garbage after a power cut). Its messages still pending
+ * keep it open for their done records. Recovery reads past a torn or
+ * corrupt record to the next record whose magic and CRC check out, and
+ * reports the bytes it skipped.
  *
  * Recovery (start-up, or when a worker process dies: its tag): every M
  * without a D becomes an ordinary queue file in incoming/ (unless a queue
@@ -37,7 +46,9 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from '../log';
 import type { Envelope, QueueId } from '../envelope';
+import { fsyncDir, mkdirDurable } from './dir-sync';
 import { GroupCommit } from './group-commit';
+import { storageHealth } from './storage-faults';
 import { datasyncFd, envelopeLine, SpoolError, writeAllSync, type Spool } from './store';
 
 const MAGIC = 0x53484a31; // "SHJ1"
@@ -54,6 +65,10 @@ interface Segment {
   live: number;
   /** No more appends (full, or a write failed). */
   retired: boolean;
+  /** A write or sync failed: its syncs fail from now on (nothing more is acknowledged from it). */
+  failed: boolean;
+  /** Its name in spool/journal/ is durable (the directory was fsync'd after it was created). */
+  named: boolean;
   readonly sync: GroupCommit;
 }
 
@@ -88,7 +103,7 @@ export class Journal {
   ) {}
 
   async init(): Promise<void> {
-    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await mkdirDurable(this.dir, this.opts.fsync);
   }
 
   /** Durable before it returns (the group's fdatasync); throws SpoolError like Spool.commit. */
@@ -99,8 +114,9 @@ export class Journal {
       seg = this.segment();
       this.write(seg, bufs);
     } catch (err) {
-      if (seg) this.retire(seg);
+      if (seg) this.fail(seg);
       const e = err as NodeJS.ErrnoException;
+      storageHealth.failed('journal', 'write', e);
       throw new SpoolError(`journal append failed: ${e.message}`, e.code);
     }
     seg.live++;
@@ -109,10 +125,13 @@ export class Journal {
       if (this.opts.fsync) await seg.sync.sync();
     } catch (err) {
       // Not durable: the caller answers 4xx; the done record keeps recovery from delivering it.
+      this.fail(seg);
       this.done(envelope.id);
       const e = err as NodeJS.ErrnoException;
+      storageHealth.failed('journal', 'sync', e);
       throw new SpoolError(`journal fsync failed: ${e.message}`, e.code);
     }
+    storageHealth.succeeded();
   }
 
   /** Is this message's only durable copy in the journal? */
@@ -131,7 +150,8 @@ export class Journal {
       } catch (err) {
         // Only a duplicate delivery after a crash can follow; the segment takes no more appends.
         this.opts.logger.warn({ evt: 'error', err: (err as Error).message }, 'journal done record not written');
-        this.retire(seg);
+        storageHealth.failed('journal', 'write', err);
+        this.fail(seg);
       }
     }
     this.settle(id, seg);
@@ -155,16 +175,33 @@ export class Journal {
     const name = `${this.tag}-${Date.now().toString(36)}-${(this.counter++).toString(36)}.seg`;
     const file = path.join(this.dir, name);
     const fd = openSync(file, 'a', 0o600);
-    // A segment closed after its last message settled has nothing left to sync.
-    const sync = new GroupCommit(async () => (seg.fd === undefined ? undefined : datasyncFd(seg.fd)));
-    const seg: Segment = { name, fd, size: 0, live: 0, retired: false, sync };
+    const sync = new GroupCommit(() => this.syncSegment(seg));
+    const seg: Segment = { name, fd, size: 0, live: 0, retired: false, failed: false, named: false, sync };
     this.current = seg;
     return seg;
   }
 
+  /** One group commit: the data, and the first time also the segment's name. */
+  private async syncSegment(seg: Segment): Promise<void> {
+    if (seg.failed) throw Object.assign(new Error('journal segment retired after a failed write or sync'), { code: 'EIO' });
+    // A segment closed after its last message settled has nothing left to sync.
+    if (seg.fd === undefined) return;
+    await datasyncFd(seg.fd, 'journal');
+    if (!seg.named) {
+      await fsyncDir(this.dir);
+      seg.named = true;
+    }
+  }
+
+  /** A write or sync failed: no more appends to this segment, and no more syncs that could acknowledge one. */
+  private fail(seg: Segment): void {
+    seg.failed = true;
+    this.retire(seg);
+  }
+
   private write(seg: Segment, bufs: Buffer[]): void {
     if (seg.fd === undefined) throw new Error('journal segment closed');
-    writeAllSync(seg.fd, bufs);
+    writeAllSync(seg.fd, bufs, 'journal');
     for (const b of bufs) seg.size += b.length;
   }
 
@@ -199,8 +236,8 @@ export class Journal {
 export interface JournalRecovery {
   segments: number;
   recovered: number;
-  /** Bytes at segment tails that did not form a complete record (writes cut by a crash). */
-  tornBytes: number;
+  /** Bytes that did not form a valid record (writes cut by a crash, a failed write's torn bytes): skipped. */
+  skippedBytes: number;
 }
 
 /**
@@ -209,7 +246,7 @@ export interface JournalRecovery {
  * Runs before anything appends with these tags (start-up; a dead worker).
  */
 export async function recoverJournal(dir: string, spool: Spool, logger: Logger, tag?: string): Promise<JournalRecovery> {
-  const out: JournalRecovery = { segments: 0, recovered: 0, tornBytes: 0 };
+  const out: JournalRecovery = { segments: 0, recovered: 0, skippedBytes: 0 };
   let names: string[];
   try {
     names = (await fsp.readdir(dir)).filter((n) => n.endsWith('.seg') && (!tag || n.startsWith(`${tag}-`))).sort();
@@ -222,22 +259,19 @@ export async function recoverJournal(dir: string, spool: Spool, logger: Logger, 
     const buf = await fsp.readFile(file);
     const pending = new Map<string, Buffer>();
     let off = 0;
-    while (off + HEADER <= buf.length) {
-      if (buf.readUInt32BE(off) !== MAGIC) break;
-      const kind = buf.readUInt8(off + 4);
-      const idLen = buf.readUInt8(off + 5);
-      const len = buf.readUInt32BE(off + 8);
-      const end = off + HEADER + idLen + len;
-      if (end > buf.length) break;
-      const idBuf = buf.subarray(off + HEADER, off + HEADER + idLen);
-      const payload = buf.subarray(off + HEADER + idLen, end);
-      if (crc32(payload, crc32(idBuf)) !== buf.readUInt32BE(off + 12)) break;
-      const id = idBuf.toString('latin1');
-      if (kind === KIND_MESSAGE) pending.set(id, payload);
-      else if (kind === KIND_DONE) pending.delete(id);
-      off = end;
+    while (off < buf.length) {
+      const rec = readRecord(buf, off);
+      if (!rec) {
+        // Torn or corrupt: resume at the next offset where a whole record checks out.
+        const next = nextRecord(buf, off + 1);
+        out.skippedBytes += next - off;
+        off = next;
+        continue;
+      }
+      if (rec.kind === KIND_MESSAGE) pending.set(rec.id, rec.payload);
+      else if (rec.kind === KIND_DONE) pending.delete(rec.id);
+      off = rec.end;
     }
-    out.tornBytes += buf.length - off;
     for (const [id, payload] of pending) {
       if (await spool.locate(id)) continue; // written to the spool before the crash
       const nl = payload.indexOf(10);
@@ -248,6 +282,46 @@ export async function recoverJournal(dir: string, spool: Spool, logger: Logger, 
     await fsp.rm(file, { force: true });
     out.segments++;
   }
-  if (out.segments > 0) logger.info({ evt: 'recovery', journalSegments: out.segments, journalRecovered: out.recovered, journalTornBytes: out.tornBytes }, 'journal recovered');
+  if (out.skippedBytes > 0) logger.warn({ evt: 'recovery', journalSkippedBytes: out.skippedBytes }, 'journal: skipped bytes that formed no valid record');
+  if (out.segments > 0) logger.info({ evt: 'recovery', journalSegments: out.segments, journalRecovered: out.recovered, journalSkippedBytes: out.skippedBytes }, 'journal recovered');
+  if (out.skippedBytes > 0) for (const l of skippedListeners) l(out.skippedBytes);
   return out;
+}
+
+const skippedListeners: Array<(bytes: number) => void> = [];
+
+/** For the metric smarthost_spool_journal_skipped_bytes_total; returns the unsubscribe. */
+export function onJournalSkippedBytes(l: (bytes: number) => void): () => void {
+  skippedListeners.push(l);
+  return () => skippedListeners.splice(skippedListeners.indexOf(l), 1);
+}
+
+interface RecordAt {
+  kind: number;
+  id: string;
+  payload: Buffer;
+  end: number;
+}
+
+/** The record at `off` if its header, length and CRC check out. */
+function readRecord(buf: Buffer, off: number): RecordAt | undefined {
+  if (off + HEADER > buf.length || buf.readUInt32BE(off) !== MAGIC) return undefined;
+  const kind = buf.readUInt8(off + 4);
+  if (kind !== KIND_MESSAGE && kind !== KIND_DONE) return undefined;
+  const idLen = buf.readUInt8(off + 5);
+  const end = off + HEADER + idLen + buf.readUInt32BE(off + 8);
+  if (end > buf.length) return undefined;
+  const idBuf = buf.subarray(off + HEADER, off + HEADER + idLen);
+  const payload = buf.subarray(off + HEADER + idLen, end);
+  if (crc32(payload, crc32(idBuf)) !== buf.readUInt32BE(off + 12)) return undefined;
+  return { kind, id: idBuf.toString('latin1'), payload, end };
+}
+
+/** The first offset at or after `from` holding a valid record, else the end of the buffer. */
+function nextRecord(buf: Buffer, from: number): number {
+  const magic = Buffer.from('SHJ1', 'latin1');
+  for (let at = buf.indexOf(magic, from); at >= 0; at = buf.indexOf(magic, at + 1)) {
+    if (readRecord(buf, at)) return at;
+  }
+  return buf.length;
 }

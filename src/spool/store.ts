@@ -31,8 +31,9 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { QUEUE_STATES, type DeliveryState, type Envelope, type QueueId, type QueueState } from '../envelope';
 import { isQueueId } from './queue-id';
-import { DirSyncer } from './dir-sync';
+import { DirSyncer, mkdirDurable } from './dir-sync';
 import { reclaim } from './reclaim';
+import { injectedFault, storageHealth, type StorageFile, type StorageOp } from './storage-faults';
 
 export interface SpooledMessage {
   envelope: Envelope;
@@ -71,15 +72,31 @@ export class SpoolError extends Error {
  * this loop a truncated file could be committed and acknowledged. The retry
  * of the remainder gets the ENOSPC (test/security/disk-full.test.ts).
  */
-export async function writeAll(fh: fsp.FileHandle, bufs: readonly Buffer[]): Promise<void> {
+export async function writeAll(fh: fsp.FileHandle, bufs: readonly Buffer[], file?: StorageFile): Promise<void> {
   let rest = bufs.filter((b) => b.length > 0);
+  const fault = file && injectedFault(file, 'write');
+  if (fault) {
+    await fh.writev(torn(rest));
+    throw fault;
+  }
   while (rest.length > 0) rest = unwritten(rest, (await fh.writev(rest)).bytesWritten);
 }
 
 /** writeAll for a plain descriptor, synchronously (small messages: page-cache writes). */
-export function writeAllSync(fd: number, bufs: readonly Buffer[]): void {
+export function writeAllSync(fd: number, bufs: readonly Buffer[], file?: StorageFile): void {
   let rest = bufs.filter((b) => b.length > 0);
+  const fault = file && injectedFault(file, 'write');
+  if (fault) {
+    writevSync(fd, torn(rest));
+    throw fault;
+  }
   while (rest.length > 0) rest = unwritten(rest, writevSync(fd, rest));
+}
+
+/** An injected write fault writes half of the bytes first, as a disk filling up mid-write does. */
+function torn(bufs: Buffer[]): Buffer[] {
+  const total = bufs.reduce((n, b) => n + b.length, 0);
+  return unwritten(bufs, total - Math.floor(total / 2));
 }
 
 /** What a short writev left over. */
@@ -100,8 +117,17 @@ export function envelopeLine(envelope: Envelope): Buffer {
   return Buffer.from(`${JSON.stringify(envelope)}\n`);
 }
 
-export function datasyncFd(fd: number): Promise<void> {
+export function datasyncFd(fd: number, file?: StorageFile): Promise<void> {
+  const fault = file && injectedFault(file, 'sync');
+  if (fault) return Promise.reject(fault);
   return new Promise((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+/** fh.datasync() through the fault seam. */
+async function datasyncHandle(fh: fsp.FileHandle, file: StorageFile): Promise<void> {
+  const fault = injectedFault(file, 'sync');
+  if (fault) throw fault;
+  await fh.datasync();
 }
 
 export class Spool {
@@ -115,10 +141,12 @@ export class Spool {
     this.dirSync = new DirSyncer(opts.fsync);
   }
 
+  /** Creates the tree; every new entry (the spool dir in its parent, the state dirs in it) is synced. */
   async init(): Promise<void> {
-    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await mkdirDurable(this.dir, this.fsync);
     await fsp.chmod(this.dir, 0o700);
     for (const d of ['tmp', 'meta', ...QUEUE_STATES]) await fsp.mkdir(path.join(this.dir, d), { recursive: true, mode: 0o700 });
+    if (this.fsync) await this.dirSync.sync(this.dir);
   }
 
   pathOf(state: QueueState, id: QueueId): string {
@@ -138,10 +166,12 @@ export class Spool {
     if (data.spillFile) return this.commitStreamed(envelope, data, data.spillFile, state);
     const tmp = this.tmpPath(`${envelope.id}.msg`);
     let fd: number | undefined;
+    let op: StorageOp = 'write';
     try {
       fd = await new Promise<number>((res, rej) => openCb(tmp, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o600, (e, f) => (e ? rej(e) : res(f))));
-      writeAllSync(fd, [envelopeLine(envelope), data.prefix, ...data.chunks]);
-      if (this.fsync) await datasyncFd(fd);
+      writeAllSync(fd, [envelopeLine(envelope), data.prefix, ...data.chunks], 'queue');
+      op = 'sync';
+      if (this.fsync) await datasyncFd(fd, 'queue');
       closeSync(fd);
       fd = undefined;
       renameSync(tmp, this.pathOf(state, envelope.id));
@@ -149,9 +179,9 @@ export class Spool {
     } catch (err) {
       if (fd !== undefined) closeQuietly(fd);
       unlinkQuietly(tmp);
-      const e = err as NodeJS.ErrnoException;
-      throw new SpoolError(`spool commit failed: ${e.message}`, e.code);
+      throw commitFailed(op, err);
     }
+    storageHealth.succeeded();
   }
 
   /**
@@ -162,9 +192,10 @@ export class Spool {
   private async commitStreamed(envelope: Envelope, data: MessageData, spillFile: string, state: QueueState): Promise<void> {
     const tmp = this.tmpPath(`${envelope.id}.msg`);
     let fh: fsp.FileHandle | undefined;
+    let op: StorageOp = 'write';
     try {
       fh = await fsp.open(tmp, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o600);
-      await writeAll(fh, [envelopeLine(envelope), data.prefix, ...data.chunks]);
+      await writeAll(fh, [envelopeLine(envelope), data.prefix, ...data.chunks], 'queue');
       const src = await fsp.open(spillFile, 'r');
       try {
         const buf = Buffer.allocUnsafe(256 * 1024);
@@ -176,7 +207,8 @@ export class Spool {
       } finally {
         await src.close();
       }
-      if (this.fsync) await fh.datasync();
+      op = 'sync';
+      if (this.fsync) await datasyncHandle(fh, 'queue');
       await fh.close();
       fh = undefined;
       renameSync(tmp, this.pathOf(state, envelope.id));
@@ -184,9 +216,9 @@ export class Spool {
     } catch (err) {
       await fh?.close().catch(() => undefined);
       unlinkQuietly(tmp);
-      const e = err as NodeJS.ErrnoException;
-      throw new SpoolError(`spool commit failed: ${e.message}`, e.code);
+      throw commitFailed(op, err);
     }
+    storageHealth.succeeded();
   }
 
   /**
@@ -263,7 +295,10 @@ export class Spool {
     }
   }
 
-  /** Atomic replace of the delivery state (write tmp, fsync, rename). */
+  /**
+   * Atomic replace of the delivery state (write tmp, fsync, rename, fsync
+   * meta/: recovery reads attempt counts and retry times from here).
+   */
   async writeState(ds: DeliveryState): Promise<void> {
     const tmp = this.tmpPath(`${ds.id}.${ds.version}.json`);
     const fh = await fsp.open(tmp, 'w', 0o600);
@@ -275,6 +310,7 @@ export class Spool {
         await fh.close();
       }
       await fsp.rename(tmp, this.metaPath(ds.id));
+      await this.dirSync.sync(path.join(this.dir, 'meta'));
     } catch (err) {
       // Full disk: no half-written state file is left behind; the old state stays.
       await fsp.unlink(tmp).catch(() => undefined);
@@ -306,6 +342,13 @@ export class Spool {
       return false;
     }
   }
+}
+
+/** A failed commit: counted against the disk's health, and a SpoolError for the session's 4xx. */
+function commitFailed(op: StorageOp, err: unknown): SpoolError {
+  const e = err as NodeJS.ErrnoException;
+  storageHealth.failed('queue', op, e);
+  return new SpoolError(`spool commit failed: ${e.message}`, e.code);
 }
 
 function closeQuietly(fd: number): void {

@@ -69,7 +69,7 @@ describe('acceptance journal', () => {
     assert.equal(j.has(envs[1]!.id), false);
     // A crash: nothing is closed or flushed beyond what append made durable.
     const r = await recoverJournal(jdir, spool, logger);
-    assert.deepEqual(r, { segments: 1, recovered: 2, tornBytes: 0 });
+    assert.deepEqual(r, { segments: 1, recovered: 2, skippedBytes: 0 });
     assert.deepEqual((await spool.list('incoming')).sort(), [envs[0]!.id, envs[2]!.id].sort());
     assert.equal(await spooled(envs[2]!.id), Buffer.concat(body(2)).toString());
     assert.equal((await spool.read(envs[0]!.id, 'incoming')).envelope.mailFrom, 'a@home.test');
@@ -92,7 +92,7 @@ describe('acceptance journal', () => {
     assert.equal((await recoverJournal(jdir, spool, logger)).recovered, 1);
   });
 
-  it('a crash mid-append (torn tail) loses only the record being written; damage stops the read there', async () => {
+  it('a crash mid-append (torn tail) loses only the record being written; damage is skipped to the next valid record', async () => {
     const j = new Journal(jdir, 'AAAA0003', { fsync: true, logger });
     await j.init();
     const envs = [envelope(), envelope(), envelope()];
@@ -103,21 +103,26 @@ describe('acceptance journal', () => {
     await fsp.truncate(file, full.length - 7);
     const r = await recoverJournal(jdir, spool, logger);
     assert.equal(r.recovered, 2);
-    assert.ok(r.tornBytes > 0);
+    assert.ok(r.skippedBytes > 0);
     assert.deepEqual((await spool.list('incoming')).sort(), [envs[0]!.id, envs[1]!.id].sort());
 
-    // A flipped byte inside the second record of another segment: the first is still recovered.
+    // A flipped byte inside the first of three records of another segment: the read goes on at
+    // the second (the next valid magic and CRC), and says how many bytes it skipped.
     const k = new Journal(jdir, 'AAAA0004', { fsync: true, logger });
-    const more = [envelope(), envelope()];
+    const more = [envelope(), envelope(), envelope()];
     for (const [i, e] of more.entries()) await k.append(e, body(10 + i));
     const [seg2] = await segments();
     const buf = await fsp.readFile(path.join(jdir, seg2!));
-    buf[buf.length - 3] ^= 0xff;
+    const firstLen = buf.indexOf('SHJ1', 4, 'latin1');
+    buf[firstLen - 3] ^= 0xff;
     await fsp.writeFile(path.join(jdir, seg2!), buf);
     const r2 = await recoverJournal(jdir, spool, logger);
-    assert.equal(r2.recovered, 1);
-    assert.ok((await spool.list('incoming')).includes(more[0]!.id));
-    assert.ok(!(await spool.list('incoming')).includes(more[1]!.id));
+    assert.equal(r2.recovered, 2);
+    assert.equal(r2.skippedBytes, firstLen);
+    const incoming = await spool.list('incoming');
+    assert.ok(!incoming.includes(more[0]!.id));
+    assert.ok(incoming.includes(more[1]!.id) && incoming.includes(more[2]!.id));
+    assert.equal(await spooled(more[2]!.id), Buffer.concat(body(12)).toString());
   });
 
   it('skips a message already written to the spool (materialised before the crash) and other processes\' segments', async () => {
@@ -131,7 +136,7 @@ describe('acceptance journal', () => {
     // a was deferred: its queue file exists, the done record did not make it to disk.
     await spool.commit(a, { prefix: Buffer.alloc(0), chunks: body(1) }, 'deferred');
     const r = await recoverJournal(jdir, spool, logger, 'AAAA0005');
-    assert.deepEqual(r, { segments: 1, recovered: 0, tornBytes: 0 });
+    assert.deepEqual(r, { segments: 1, recovered: 0, skippedBytes: 0 });
     assert.deepEqual(await spool.list('incoming'), []);
     assert.deepEqual(await spool.list('deferred'), [a.id]);
     assert.equal((await segments()).length, 1, "the other process's segment is left alone");
