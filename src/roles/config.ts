@@ -9,7 +9,8 @@
  *   popBeforeSmtp  relay without AUTH after a POP/IMAP login (off by default)
  * Relative paths resolve against the config file's directory.
  */
-import { At, bool, duration, list, obj, oneOf, optStr, str, strList } from '../config/validate';
+import { At, bool, duration, isObj, list, obj, oneOf, optStr, strList } from '../config/validate';
+import type { DovecotLogFormat } from './dovecot-log';
 
 export type VerifyStep = 'list' | 'callout';
 
@@ -50,8 +51,8 @@ export interface PopBeforeSmtpConfig {
   ttlMs: number;
   /** Mailbox server log to follow (absent: grants come from the admin API only). */
   logFile?: string;
-  /** A regex with named groups `user` and `ip`. */
-  logPattern: string;
+  /** How the log is written: through syslog (tag `dovecot`) or Dovecot's own log_path file (src/roles/dovecot-log.ts). */
+  logFormat: DovecotLogFormat;
   /** Appended to a log user name without `@` to find the account. */
   userDomain?: string;
   /** How often the log is polled for new lines. */
@@ -63,12 +64,6 @@ export interface RolesConfig {
   rewrite?: RewriteConfig;
   popBeforeSmtp: PopBeforeSmtpConfig;
 }
-
-/**
- * Dovecot's login line, through syslog (`dovecot: pop3-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.7, lip=…`)
- * or its own log_path (`pop3-login: Info: Login: user=<alice>, …`).
- */
-export const DOVECOT_LOGIN_PATTERN = String.raw`(?:pop3|imap)-login: (?:Info: )?Login: user=<(?<user>[^>]+)>.*?\brip=(?<ip>[0-9a-fA-F.:]+)`;
 
 export function parseRolesConfig(v: unknown, at: At, resolve: (p: string) => string): RolesConfig {
   const o = obj(v, at, ['backupMx', 'rewrite', 'popBeforeSmtp']);
@@ -113,15 +108,9 @@ function parseRewrite(v: unknown, at: At, resolve: (p: string) => string): Rewri
 }
 
 function parsePop(v: unknown, at: At, resolve: (p: string) => string): PopBeforeSmtpConfig {
-  const o = obj(v, at, ['enabled', 'listeners', 'ttl', 'logFile', 'logPattern', 'userDomain', 'poll']);
-  const pattern = str(o.logPattern, at.child('logPattern'), DOVECOT_LOGIN_PATTERN);
-  try {
-    const re = new RegExp(pattern);
-    if (!re.source.includes('?<user>') || !re.source.includes('?<ip>')) at.child('logPattern').fail('needs named groups (?<user>...) and (?<ip>...)');
-  } catch (err) {
-    if (err instanceof SyntaxError) at.child('logPattern').fail(`not a regular expression: ${err.message}`);
-    throw err;
-  }
+  // logPattern (a free regex) is gone: a pattern not anchored to Dovecot's own line lets anyone who can write to the log grant relay.
+  if (isObj(v) && v.logPattern !== undefined) at.child('logPattern').fail("no longer supported: only Dovecot's own login lines grant; set logFormat: syslog or dovecot (docs/roles.md)");
+  const o = obj(v, at, ['enabled', 'listeners', 'ttl', 'logFile', 'logFormat', 'userDomain', 'poll']);
   const logFile = optStr(o.logFile, at.child('logFile'));
   const userDomain = optStr(o.userDomain, at.child('userDomain'));
   return {
@@ -129,7 +118,7 @@ function parsePop(v: unknown, at: At, resolve: (p: string) => string): PopBefore
     listeners: strList(o.listeners, at.child('listeners'), ['intercept']),
     ttlMs: duration(o.ttl, at.child('ttl'), '10m'),
     ...(logFile ? { logFile: resolve(logFile) } : {}),
-    logPattern: pattern,
+    logFormat: oneOf(o.logFormat, at.child('logFormat'), ['syslog', 'dovecot'] as const, 'syslog'),
     ...(userDomain ? { userDomain: userDomain.toLowerCase() } : {}),
     pollMs: duration(o.poll, at.child('poll'), '1s'),
   };

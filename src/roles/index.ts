@@ -49,7 +49,7 @@ export class Roles implements RoleHooks {
       const grants = new PopGrants(r.popBeforeSmtp, { ...deps, logger });
       this.grants = grants;
       const file = r.popBeforeSmtp.logFile;
-      if (file) this.follower = new LogFollower(file, r.popBeforeSmtp.logPattern, r.popBeforeSmtp.pollMs, (l) => grants.grant(l.user, l.ip, 'log'), logger);
+      if (file) this.follower = new LogFollower(file, r.popBeforeSmtp.logFormat, r.popBeforeSmtp.pollMs, (l) => grants.grant(l.user, l.ip, 'log'), logger);
     }
   }
 

@@ -63,3 +63,19 @@ export const BASE_LISTENERS = [
   { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls' },
   { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'starttls', greetDelay: '0ms' },
 ];
+
+/** A gateway following `logFile` for POP-before-SMTP grants on the intercept listener (alice → alice@isp.test). */
+export function startPopGateway(logFile: string, logFormat: 'syslog' | 'dovecot', spec: GatewaySpec = {}, files: Record<string, string> = {}): Promise<RoleGateway> {
+  return startRoleGateway(
+    {
+      ...spec,
+      config: {
+        dkim: { enabled: false },
+        listeners: BASE_LISTENERS,
+        roles: { popBeforeSmtp: { enabled: true, ttl: '10m', logFile, logFormat, poll: '50ms', userDomain: 'isp.test' } },
+        ...spec.config,
+      },
+    },
+    files,
+  );
+}

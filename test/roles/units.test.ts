@@ -62,7 +62,8 @@ test('config: roles and per-route schedules are validated', () => {
   assert.equal(cfg.roles.backupMx?.recipientsFile, '/etc/smarthost/maps/r');
   assert.equal(cfg.roles.popBeforeSmtp.enabled, false, 'off by default');
   assert.throws(() => parseConfig({ roles: { backupMx: { domains: ['b.test'], verify: ['list'] } } }, 't.yaml', '/'), ConfigError);
-  assert.throws(() => parseConfig({ roles: { popBeforeSmtp: { logPattern: 'user=(\\S+)' } } }, 't.yaml', '/'), /named groups/);
+  assert.throws(() => parseConfig({ roles: { popBeforeSmtp: { logPattern: 'user=(\\S+)' } } }, 't.yaml', '/'), /roles\.popBeforeSmtp\.logPattern: no longer supported/);
+  assert.throws(() => parseConfig({ roles: { popBeforeSmtp: { logFormat: 'journald' } } }, 't.yaml', '/'), /logFormat: must be one of syslog, dovecot/);
   assert.throws(() => parseConfig({ relay: { relayhost: { host: 'h', backoff: ['1m'] } } }, 't.yaml', '/'), /unknown key/);
 });
 
