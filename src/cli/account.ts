@@ -3,7 +3,7 @@
  * gateway notices the change within a second.
  */
 import { randomBytes } from 'node:crypto';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { AccountStore } from '../accounts/store';
 import { hashPassword } from '../accounts/password';
 import { CliError, configFrom } from './common';
@@ -14,16 +14,19 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
 }
 
+/** What the command accepts (usage.ts describes each; a test compares). */
+export const ACCOUNT_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  sender: { type: 'string', multiple: true },
+  plan: { type: 'string' },
+  'password-stdin': { type: 'boolean' },
+} satisfies ParseArgsConfig['options'];
+
 export async function runAccount(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      sender: { type: 'string', multiple: true },
-      plan: { type: 'string' },
-      'password-stdin': { type: 'boolean' },
-    },
+    options: ACCOUNT_OPTIONS,
   });
   const [op, name] = positionals;
   const cfg = configFrom(values);
@@ -78,6 +81,6 @@ export async function runAccount(args: string[]): Promise<number> {
       return 0;
     }
     default:
-      throw new CliError('usage: smarthost account add|passwd|suspend|unsuspend|list NAME', 2);
+      throw new CliError(op === undefined ? 'account needs add, passwd, suspend, unsuspend or list' : `unknown account command "${op}"`, 2);
   }
 }

@@ -5,7 +5,7 @@
  * with "file: key: reason" on the first problem.
  */
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import YAML from 'yaml';
 import { parseAccounts } from '../accounts/store';
 import { ConfigError } from '../config/validate';
@@ -13,10 +13,13 @@ import { loadContainment } from '../containment/config';
 import { loadContent } from '../content/config';
 import { loadFeedback } from '../feedback/config';
 import { loadPolicy } from '../policy/load';
-import { CliError, configFrom } from './common';
+import { CliError, configFrom, count } from './common';
+
+/** What the command accepts (usage.ts describes each; a test compares). */
+export const CHECK_CONFIG_OPTIONS = { config: { type: 'string', short: 'c' } } satisfies ParseArgsConfig['options'];
 
 export async function runCheckConfig(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } } });
+  const { values } = parseArgs({ args, options: CHECK_CONFIG_OPTIONS });
   const cfg = configFrom(values);
   try {
     loadPolicy(cfg.policy.dir, { listeners: cfg.listeners });
@@ -44,6 +47,6 @@ export async function runCheckConfig(args: string[]): Promise<number> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new CliError(`invalid config: ${(err as Error).message}`);
     throw err;
   }
-  process.stdout.write(`${cfg.file}: ok (${cfg.listeners.length} listeners, policy ${cfg.policy.dir})\n`);
+  process.stdout.write(`${cfg.file}: ok (${count(cfg.listeners.length, 'listener')}, policy ${cfg.policy.dir})\n`);
   return 0;
 }

@@ -14,6 +14,11 @@ export class CliError extends Error {
   }
 }
 
+/** "1 listener", "2 listeners", "0 DNSBL zones": counts in messages read as English. */
+export function count(n: number, singular: string, plural = `${singular}s`): string {
+  return `${n} ${n === 1 ? singular : plural}`;
+}
+
 export function configFrom(values: { config?: string }): Config {
   try {
     return loadConfig(values.config);

@@ -1,38 +1,47 @@
 /**
- * `smarthost dkim keygen|check|list`: create keys (printing the exact TXT
- * record to publish) and compare what DNS publishes with the keys on disk.
- * Keys live under dkim.keysDir; a running gateway picks new ones up on
- * reload (SIGHUP / `smarthost reload`) and dated ones on their date.
+ * `smarthost dkim keygen|check`: create keys (printing the exact TXT record
+ * to publish) and compare what DNS publishes with the keys on disk. Keys
+ * live under dkim.keysDir (or --keys-dir), and keygen says which directory
+ * that was; a running gateway picks new ones up on reload (SIGHUP /
+ * `smarthost reload`) and dated ones on their date.
  */
-import { parseArgs } from 'node:util';
+import path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { dkimCheck, dkimKeygen } from '../dkim/cli';
 import { CliError, configFrom } from './common';
+
+/** What the command accepts (usage.ts describes each; a test compares). */
+export const DKIM_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  domain: { type: 'string' },
+  selector: { type: 'string' },
+  algo: { type: 'string', default: 'rsa' },
+  bits: { type: 'string' },
+  'active-from': { type: 'string' },
+  'retire-at': { type: 'string' },
+  dns: { type: 'string', multiple: true },
+  'keys-dir': { type: 'string' },
+  json: { type: 'boolean' },
+} satisfies ParseArgsConfig['options'];
 
 export async function runDkim(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      domain: { type: 'string' },
-      selector: { type: 'string' },
-      algo: { type: 'string', default: 'rsa' },
-      bits: { type: 'string' },
-      'active-from': { type: 'string' },
-      'retire-at': { type: 'string' },
-      dns: { type: 'string', multiple: true },
-      json: { type: 'boolean' },
-    },
+    options: DKIM_OPTIONS,
   });
-  const cfg = configFrom(values);
   const [op] = positionals;
-  if (!values.domain) throw new CliError(`dkim ${op ?? ''} needs --domain`, 2);
+  if (op !== 'keygen' && op !== 'check') throw new CliError(op === undefined ? 'dkim needs keygen or check' : `unknown dkim command "${op}"`, 2);
+  if (!values.domain) throw new CliError(`dkim ${op} needs --domain`, 2);
+  const cfg = configFrom(values);
+  const keysDir = path.resolve(values['keys-dir'] ?? cfg.dkim.keysDir);
+  const keysDirFrom = values['keys-dir'] ? '--keys-dir' : cfg.embedded ? 'the embedded default; --keys-dir or --config to choose' : `dkim.keysDir of ${cfg.file}`;
   switch (op) {
     case 'keygen': {
       if (!values.selector) throw new CliError('dkim keygen needs --selector', 2);
       if (values.algo !== 'rsa' && values.algo !== 'ed25519') throw new CliError('--algo must be rsa or ed25519', 2);
       const r = await dkimKeygen({
-        keysDir: cfg.dkim.keysDir,
+        keysDir,
         domain: values.domain,
         selector: values.selector,
         algo: values.algo,
@@ -45,12 +54,12 @@ export async function runDkim(args: string[]): Promise<number> {
       if (values.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
       else
         process.stdout.write(
-          `private key: ${r.privateKeyPath} (mode 0600)\nmetadata:    ${r.metadataPath}\n\nPublish this TXT record:\n  name:  ${r.dnsName}\n  value: ${r.txtRecord}\n\nZone file line:\n${r.zoneLine}\n`,
+          `keys directory: ${keysDir} (${keysDirFrom})\nprivate key: ${r.privateKeyPath} (mode 0600)\nmetadata:    ${r.metadataPath}\n\nPublish this TXT record:\n  name:  ${r.dnsName}\n  value: ${r.txtRecord}\n\nZone file line:\n${r.zoneLine}\n`,
         );
       return 0;
     }
     case 'check': {
-      const r = await dkimCheck({ keysDir: cfg.dkim.keysDir, domain: values.domain, dnsServers: values.dns ?? cfg.relay.dns.servers });
+      const r = await dkimCheck({ keysDir, domain: values.domain, dnsServers: values.dns ?? cfg.relay.dns.servers });
       if (values.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
       else {
         for (const s of r.selectors) {
@@ -59,11 +68,9 @@ export async function runDkim(args: string[]): Promise<number> {
           if (!s.matches) process.stdout.write(`         publish: ${s.expected}\n`);
         }
         for (const p of r.problems) process.stdout.write(`PROBLEM  ${JSON.stringify(p)}\n`);
-        if (r.selectors.length === 0) process.stdout.write(`no keys for ${r.domain} under ${cfg.dkim.keysDir}\n`);
+        if (r.selectors.length === 0) process.stdout.write(`no keys for ${r.domain} under ${keysDir} (${keysDirFrom})\n`);
       }
       return r.ok ? 0 : 1;
     }
-    default:
-      throw new CliError('usage: smarthost dkim keygen|check --domain D [--selector S] [--algo rsa|ed25519] [--bits N]', 2);
   }
 }

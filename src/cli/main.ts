@@ -1,8 +1,11 @@
 /**
- * The `smarthost` command. Each subcommand lives in its own file; this one
- * only dispatches. Exit codes: 0 ok, 1 failure (message on stderr), 2 usage.
+ * The `smarthost` command. Each subcommand lives in its own file and its
+ * usage text in usage.ts; this one dispatches, answers --help, and turns
+ * usage and configuration errors into one clean message (never a stack
+ * trace). Exit codes: 0 ok, 1 failure (message on stderr), 2 usage.
  */
 import './threadpool';
+import { ConfigError } from '../config/validate';
 import { runAccount } from './account';
 import { runCheckConfig } from './check-config';
 import { runContainment } from './containment';
@@ -12,54 +15,64 @@ import { runQueue } from './queue';
 import { runReload } from './reload';
 import { runStart } from './start';
 import { CliError } from './common';
+import { COMMAND_USAGE, MAIN_USAGE } from './usage';
 
-const USAGE = `usage: smarthost <command> [options]
+const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = {
+  start: runStart,
+  'check-config': runCheckConfig,
+  reload: runReload,
+  policy: runPolicy,
+  queue: runQueue,
+  account: runAccount,
+  dkim: runDkim,
+  containment: runContainment,
+};
 
-  start [--config FILE]                 run the gateway (embedded defaults without --config)
-  check-config [--config FILE]          validate config, policies and accounts; exit 1 on error
-  reload [--config FILE]                re-read the policy files of the running gateway (as SIGHUP)
-  policy explain --listener NAME --ip ADDR [--user U] --from ADDR --rcpt ADDR... [--live] [--json]
-                                        what the policy would decide, rule by rule, without sending
-  policy check [--policy-dir DIR]       validate a policy directory
-  queue list|show ID|flush [ID]|delete ID|hold ID|release ID [--config FILE] [--json]
-  account add NAME [--sender ADDR]... [--plan PLAN] [--password-stdin]
-  account passwd NAME [--password-stdin]
-  account suspend|unsuspend NAME
-  account list
-  dkim keygen --domain D --selector S [--algo rsa|ed25519] [--bits N] [--active-from ISO]
-  dkim check --domain D [--dns IP:PORT]    compare published TXT records with the keys
-  containment show [--account N | --ip A]  contained subjects, or one subject's signals and score
-  containment release|legitimate --account N | --ip A [--for 30d]
-`;
+/** --help or -h among the options (not after `--`, where it would be a value). */
+function asksForHelp(args: string[]): boolean {
+  const end = args.indexOf('--');
+  return (end < 0 ? args : args.slice(0, end)).some((a) => a === '--help' || a === '-h');
+}
+
+/** node:util parseArgs refusals (unknown option, missing value, stray positional). */
+function isParseArgsError(err: unknown): err is Error {
+  return typeof (err as { code?: unknown })?.code === 'string' && (err as { code: string }).code.startsWith('ERR_PARSE_ARGS_');
+}
+
+function help(topic: string | undefined): number {
+  if (topic === undefined) {
+    process.stdout.write(MAIN_USAGE);
+    return 0;
+  }
+  const usage = COMMAND_USAGE[topic];
+  if (!usage) {
+    process.stderr.write(`smarthost: unknown command "${topic}"\n${MAIN_USAGE}`);
+    return 2;
+  }
+  process.stdout.write(usage);
+  return 0;
+}
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  switch (cmd) {
-    case 'start':
-      return runStart(rest);
-    case 'check-config':
-      return runCheckConfig(rest);
-    case 'queue':
-      return runQueue(rest);
-    case 'policy':
-      return runPolicy(rest);
-    case 'reload':
-      return runReload(rest);
-    case 'account':
-      return runAccount(rest);
-    case 'dkim':
-      return runDkim(rest);
-    case 'containment':
-      return runContainment(rest);
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(USAGE);
-      return cmd === undefined ? 2 : 0;
-    default:
-      process.stderr.write(`smarthost: unknown command "${cmd}"\n${USAGE}`);
-      return 2;
+  if (cmd === undefined) {
+    process.stderr.write(MAIN_USAGE);
+    return 2;
+  }
+  if (cmd === 'help' || cmd === '--help' || cmd === '-h') return help(rest[0]);
+  const run = COMMANDS[cmd];
+  if (!run) {
+    process.stderr.write(`smarthost: unknown command "${cmd}"\n${MAIN_USAGE}`);
+    return 2;
+  }
+  if (asksForHelp(rest)) return help(cmd);
+  try {
+    return await run(rest);
+  } catch (err) {
+    // A usage error is followed by the command's usage, however the subcommand phrased it.
+    if (isParseArgsError(err)) throw new CliError(`${err.message}\n${COMMAND_USAGE[cmd]}`, 2);
+    if (err instanceof CliError && err.exitCode === 2) throw new CliError(`${err.message}\n${COMMAND_USAGE[cmd]}`, 2);
+    throw err;
   }
 }
 
@@ -69,8 +82,12 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     if (err instanceof CliError) {
-      process.stderr.write(`smarthost: ${err.message}\n`);
+      process.stderr.write(`smarthost: ${err.message.trimEnd()}\n`);
       process.exitCode = err.exitCode;
+    } else if (err instanceof ConfigError) {
+      // From any command, `start` included: the same "file: key: reason" as check-config.
+      process.stderr.write(`smarthost: invalid config: ${err.message}\n`);
+      process.exitCode = 1;
     } else {
       process.stderr.write(`smarthost: ${(err as Error).stack ?? String(err)}\n`);
       process.exitCode = 1;

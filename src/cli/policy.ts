@@ -14,7 +14,7 @@
  *   policy check [--policy-dir DIR]
  *     Validate a policy directory (file: key: reason on error) and summarise it.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { AccountStore } from '../accounts/store';
 import { ConfigError } from '../config/validate';
 import { createSigner } from '../dkim/sign';
@@ -24,15 +24,30 @@ import { explain, formatExplain, type ExplainReport } from '../policy/explain';
 import { canonicalIp } from '../policy/ip';
 import { loadPolicy, STAGES, type LoadOptions, type PolicySet } from '../policy/load';
 import { MemoryStore } from '../state/memory';
-import { adminCall, CliError, configFrom } from './common';
+import { adminCall, CliError, configFrom, count } from './common';
 
-const USAGE = 'usage: smarthost policy explain --listener NAME --ip ADDR [--user USER] --from ADDR --rcpt ADDR... [--header-from ADDR]... [--size BYTES] [--policy-dir DIR] [--live] [--json] [--config FILE]\n       smarthost policy check [--policy-dir DIR] [--config FILE]';
+/** What the command accepts (usage.ts describes each; a test compares). */
+export const POLICY_CHECK_OPTIONS = { config: { type: 'string', short: 'c' }, 'policy-dir': { type: 'string' } } satisfies ParseArgsConfig['options'];
+
+export const POLICY_EXPLAIN_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  listener: { type: 'string' },
+  ip: { type: 'string' },
+  user: { type: 'string' },
+  from: { type: 'string' },
+  rcpt: { type: 'string', multiple: true },
+  'header-from': { type: 'string', multiple: true },
+  size: { type: 'string' },
+  'policy-dir': { type: 'string' },
+  live: { type: 'boolean' },
+  json: { type: 'boolean' },
+} satisfies ParseArgsConfig['options'];
 
 export async function runPolicy(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === 'explain') return runExplain(rest);
   if (sub === 'check') return runCheck(rest);
-  throw new CliError(USAGE, 2);
+  throw new CliError(sub === undefined ? 'policy needs explain or check' : `unknown policy command "${sub}"`, 2);
 }
 
 function load(dir: string, listeners: LoadOptions['listeners']): PolicySet {
@@ -45,13 +60,13 @@ function load(dir: string, listeners: LoadOptions['listeners']): PolicySet {
 }
 
 async function runCheck(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'policy-dir': { type: 'string' } } });
+  const { values } = parseArgs({ args, options: POLICY_CHECK_OPTIONS });
   const cfg = configFrom(values);
   const dir = values['policy-dir'] ?? cfg.policy.dir;
   const p = load(dir, cfg.listeners);
   const rules = STAGES.map((s) => `${s} ${p.stages[s].length}`).join(', ');
   process.stdout.write(
-    `${dir}: ok (${p.files.length} files; ${p.netblocks.size} netblocks in ${p.netblocks.classes.size} classes; ${p.dnsbl.zones.length} DNSBL zones; ${p.quotas.plans.size} plans; rules: ${rules})\n`,
+    `${dir}: ok (${count(p.files.length, 'file')}; ${count(p.netblocks.size, 'netblock')} in ${count(p.netblocks.classes.size, 'class', 'classes')}; ${count(p.dnsbl.zones.length, 'DNSBL zone')}; ${count(p.quotas.plans.size, 'plan')}; rules: ${rules})\n`,
   );
   return 0;
 }
@@ -59,21 +74,9 @@ async function runCheck(args: string[]): Promise<number> {
 async function runExplain(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: {
-      config: { type: 'string', short: 'c' },
-      listener: { type: 'string' },
-      ip: { type: 'string' },
-      user: { type: 'string' },
-      from: { type: 'string' },
-      rcpt: { type: 'string', multiple: true },
-      'header-from': { type: 'string', multiple: true },
-      size: { type: 'string' },
-      'policy-dir': { type: 'string' },
-      live: { type: 'boolean' },
-      json: { type: 'boolean' },
-    },
+    options: POLICY_EXPLAIN_OPTIONS,
   });
-  if (!values.listener || !values.ip || values.from === undefined || !values.rcpt?.length) throw new CliError(USAGE, 2);
+  if (!values.listener || !values.ip || values.from === undefined || !values.rcpt?.length) throw new CliError('policy explain needs --listener, --ip, --from and --rcpt', 2);
   if (!canonicalIp(values.ip)) throw new CliError(`not an IP address: "${values.ip}"`, 2);
   const size = values.size === undefined ? undefined : Number(values.size);
   if (size !== undefined && !(Number.isInteger(size) && size >= 0)) throw new CliError(`--size: not a number of bytes: "${values.size}"`, 2);

@@ -2,15 +2,18 @@
  * `smarthost queue …` (mailq / postqueue / postsuper): talks to the running
  * gateway's admin API so its schedule stays consistent.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { QueueEntry } from '../spool/qmgr';
 import { adminCall, CliError, configFrom } from './common';
+
+/** What the command accepts (usage.ts describes each; a test compares). */
+export const QUEUE_OPTIONS = { config: { type: 'string', short: 'c' }, json: { type: 'boolean' } } satisfies ParseArgsConfig['options'];
 
 export async function runQueue(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { config: { type: 'string', short: 'c' }, json: { type: 'boolean' } },
+    options: QUEUE_OPTIONS,
   });
   const [op, id] = positionals;
   const cfg = configFrom(values);
@@ -48,7 +51,7 @@ export async function runQueue(args: string[]): Promise<number> {
       return 0;
     }
     default:
-      throw new CliError('usage: smarthost queue list|show ID|flush [ID]|delete ID|hold ID|release ID', 2);
+      throw new CliError(op === undefined ? 'queue needs list, show, flush, delete, hold or release' : `unknown queue command "${op}"`, 2);
   }
 }
 

@@ -4,12 +4,15 @@
  * is invalid: the message names file, key and reason, and the gateway
  * keeps the policy it had.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { ReloadResult } from '../policy/runtime';
 import { adminCall, CliError, configFrom } from './common';
 
+/** What the command accepts (usage.ts describes each; a test compares). */
+export const RELOAD_OPTIONS = { config: { type: 'string', short: 'c' } } satisfies ParseArgsConfig['options'];
+
 export async function runReload(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } } });
+  const { values } = parseArgs({ args, options: RELOAD_OPTIONS });
   const cfg = configFrom(values);
   const r = await adminCall(cfg, 'POST', '/api/reload');
   const body = r.body as { ok?: boolean; policy?: ReloadResult; error?: string };

@@ -4,7 +4,7 @@
  * primary and forks the workers (src/cluster/supervisor.ts).
  */
 import cluster from 'node:cluster';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { build, type App } from '../app';
 import type { Config } from '../config/schema';
 import { createIpcStateStore } from '../cluster/ipc-store';
@@ -15,8 +15,11 @@ import { MemoryStore } from '../state/memory';
 import { CliError, configFrom } from './common';
 import { dropPrivileges } from './privileges';
 
+/** What the command accepts (usage.ts describes each; a test compares). */
+export const START_OPTIONS = { config: { type: 'string', short: 'c' } } satisfies ParseArgsConfig['options'];
+
 export async function runStart(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } } });
+  const { values } = parseArgs({ args, options: START_OPTIONS });
   const cfg = configFrom(values);
   if (cfg.process.workers > 1 && cluster.isWorker) return runWorker(cfg);
   if (cfg.process.workers > 1) return runPrimary(cfg, args);

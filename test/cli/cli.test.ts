@@ -4,7 +4,6 @@
  * running gateway; a clear error when a port cannot be bound.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,19 +11,9 @@ import { after, before, describe, it } from 'node:test';
 import YAML from 'yaml';
 import { startGateway, prepareGateway, type TestGateway } from '../helpers/gateway';
 import { message, RawSmtp } from '../helpers/smtp-client';
+import { runCli } from '../helpers/cli';
 
-const CLI = path.resolve(__dirname, '../../src/cli/main.js');
-
-function run(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = execFile(process.execPath, [CLI, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-    if (input !== undefined) child.stdin!.end(input);
-    else child.stdin!.end();
-  });
-}
+const run = runCli;
 
 describe('smarthost CLI', () => {
   const dirs: string[] = [];
@@ -132,6 +121,41 @@ describe('smarthost CLI', () => {
       const missing = await run(['queue', 'show', 'NOTANID', ...cfgArgs]);
       assert.equal(missing.code, 1);
     });
+  });
+
+  it('start with an invalid policy file: the same "file: key: reason" line as check-config, exit 1, no stack trace', async () => {
+    const { dir, configFile } = await prepareGateway({ policyFiles: { 'netblocks.yaml': 'netblocks:\n  - cidr: 10.0.0.0/33\n    class: local\n' } });
+    dirs.push(dir);
+    const check = await run(['check-config', '--config', configFile]);
+    const start = await run(['start', '--config', configFile]);
+    assert.equal(start.code, 1);
+    const line = `smarthost: invalid config: ${path.join(dir, 'policies', 'netblocks.yaml')}: netblocks[0].cidr: not a CIDR`;
+    assert.ok(start.stderr.startsWith(line), start.stderr);
+    assert.equal(start.stderr.trimEnd().split('\n').length, 1, `one line, no stack trace: ${start.stderr}`);
+    assert.equal(start.stderr, check.stderr);
+  });
+
+  it('check-config counts in English: 1 listener, 3 listeners', async () => {
+    const one = await prepareGateway({ config: { listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'none' }] } });
+    const three = await prepareGateway();
+    dirs.push(one.dir, three.dir);
+    assert.match((await run(['check-config', '--config', one.configFile])).stdout, /: ok \(1 listener, policy /);
+    assert.match((await run(['check-config', '--config', three.configFile])).stdout, /: ok \(3 listeners, policy /);
+  });
+
+  it('dkim keygen --keys-dir writes there and says where; without it, says the keys directory and where it came from', async () => {
+    const { dir, configFile } = await prepareGateway({ config: { dkim: { keysDir: 'configured-keys' } } });
+    dirs.push(dir);
+    const chosen = path.join(dir, 'chosen');
+    const r = await run(['dkim', 'keygen', '--domain', 'example.com', '--selector', 's1', '--algo', 'ed25519', '--keys-dir', chosen, '--config', configFile]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.startsWith(`keys directory: ${chosen} (--keys-dir)\nprivate key: ${path.join(chosen, 'example.com', 's1.ed25519.pem')}`), r.stdout);
+    await fsp.access(path.join(chosen, 'example.com', 's1.ed25519.pem'));
+    const c = await run(['dkim', 'keygen', '--domain', 'example.com', '--selector', 's1', '--algo', 'ed25519', '--config', configFile]);
+    assert.equal(c.code, 0, c.stderr);
+    assert.ok(c.stdout.startsWith(`keys directory: ${path.join(dir, 'configured-keys')} (dkim.keysDir of ${configFile})\n`), c.stdout);
+    const check = await run(['dkim', 'check', '--domain', 'nokeys.example', '--keys-dir', chosen, '--dns', '127.0.0.1:9', '--config', configFile]);
+    assert.match(check.stdout, new RegExp(`no keys for nokeys\\.example under ${chosen} \\(--keys-dir\\)`));
   });
 
   it('says which listener cannot bind and why', async () => {
