@@ -143,6 +143,8 @@ describe('signing is authorised, not inferred from the header From', { timeout: 
 
     it('headerFrom: any lets the From through, but not the customer signature: the ISP fallback signs', async () => {
       await expectSigned('isp.example', 'submission', '127.0.0.3', { user: 'anyone@isp.example', mailFrom: 'anyone@isp.example', headerFrom: 'orders@bakery.example' });
+      // An account is its identity even on the gateway's own host: internalHosts is for clients without one.
+      await expectSigned('isp.example', 'submission', '127.0.0.1', { user: 'anyone@isp.example', mailFrom: 'anyone@isp.example', headerFrom: 'orders@bakery.example' });
     });
 
     it('a warnOnly header-from rule lets the From through, but not the customer signature', async () => {
