@@ -11,6 +11,7 @@ listeners:
   - { name: submission, role: submission, address: 127.0.0.1, port: 2587, tls: starttls }
   - { name: submissions, role: submission, address: 127.0.0.1, port: 2465, tls: implicit }
   - { name: intercept, role: intercept, address: 127.0.0.1, port: 2525, tls: starttls }
+tls: { selfSigned: true }
 spool: { dir: var/spool }
 accounts: { file: var/accounts.yaml }
 policy: { dir: policies }

@@ -52,7 +52,13 @@ export interface Config {
   hostname: string;
   log: { level: string; pretty: boolean };
   spool: { dir: string; fsync: boolean; journal: boolean };
-  tls: { cert?: string; key?: string; minVersion: 'TLSv1.2' | 'TLSv1.3' };
+  /**
+   * The listeners' certificate. Without cert/key a TLS listener is a config
+   * error unless `selfSigned: true` (the embedded quick start sets it): a
+   * self-signed certificate made silently would make subscribers' clients
+   * warn, or teach them to click through warnings.
+   */
+  tls: { cert?: string; key?: string; selfSigned: boolean; minVersion: 'TLSv1.2' | 'TLSv1.3' };
   accounts: { file: string; authCacheTtlMs: number };
   policy: { dir: string };
   listeners: ListenerConfig[];
@@ -91,7 +97,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
 
   const log = obj(top.log, at.child('log'), ['level', 'pretty']);
   const spool = obj(top.spool, at.child('spool'), ['dir', 'fsync', 'journal']);
-  const tls = obj(top.tls, at.child('tls'), ['cert', 'key', 'minVersion']);
+  const tls = obj(top.tls, at.child('tls'), ['cert', 'key', 'selfSigned', 'minVersion']);
   const accounts = obj(top.accounts, at.child('accounts'), ['file', 'authCacheTtl']);
   const policy = obj(top.policy, at.child('policy'), ['dir']);
   const admin = obj(top.admin, at.child('admin'), ['address', 'port', 'token', 'tokenFile']);
@@ -101,6 +107,8 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
   const cert = optStr(tls.cert, at.child('tls').child('cert'));
   const key = optStr(tls.key, at.child('tls').child('key'));
   if ((cert === undefined) !== (key === undefined)) at.child('tls').fail('cert and key must be given together');
+  const selfSigned = bool(tls.selfSigned, at.child('tls').child('selfSigned'), false);
+  if (selfSigned && cert !== undefined) at.child('tls').child('selfSigned').fail('true, but tls.cert and tls.key are given too: remove one');
 
   const cfg: Config = {
     file,
@@ -118,6 +126,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
     tls: {
       cert: cert === undefined ? undefined : resolve(cert),
       key: key === undefined ? undefined : resolve(key),
+      selfSigned,
       minVersion: oneOf(tls.minVersion, at.child('tls').child('minVersion'), ['TLSv1.2', 'TLSv1.3'], 'TLSv1.2'),
     },
     accounts: {
@@ -145,6 +154,12 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
     metrics: parseMetricsConfig(top.metrics, at.child('metrics')),
     smtp: { bareNewline: oneOf(smtp.bareNewline, at.child('smtp').child('bareNewline'), ['normalise', 'reject'] as const, 'normalise') },
   };
+  const tlsListener = cfg.listeners.find((l) => l.tls !== 'none');
+  if (tlsListener && cert === undefined && !selfSigned) {
+    at.child('tls').child('cert').fail(
+      `listener "${tlsListener.name}" uses TLS (${tlsListener.tls}) but no certificate is configured: set tls.cert and tls.key, or tls.selfSigned: true for a generated self-signed one (clients will warn)`,
+    );
+  }
   return cfg;
 }
 

@@ -1,7 +1,9 @@
 /**
- * The listeners' certificate: the configured files, or on first start
- * without them a self-signed certificate for the hostname, kept under
- * var/tls/ so it stays the same across restarts. Key files are mode 0600.
+ * The listeners' certificate: the configured files, or (`tls.selfSigned`,
+ * the quick start; or no TLS listener at all) a self-signed certificate for
+ * the hostname made on first start and kept under var/tls/ so it stays the
+ * same across restarts. Key files are mode 0600. A TLS listener with neither
+ * is refused when the config is parsed (src/config/schema.ts).
  */
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';

@@ -237,7 +237,7 @@ test('AUTH to a next hop without tls: verify is warned about once at start, with
 });
 
 test('config: tls verify with a ca file (relative to the config file), mxCa, and the pool key', () => {
-  writeFileSync(path.join(dir, 'smarthost.yaml'), `relay:\n  relayhost: { host: relay.test, port: 587, tls: verify, ca: ca.pem }\n  mxTls: verify\n  mxCa: ${caFile}\n`);
+  writeFileSync(path.join(dir, 'smarthost.yaml'), `tls: { selfSigned: true }\nrelay:\n  relayhost: { host: relay.test, port: 587, tls: verify, ca: ca.pem }\n  mxTls: verify\n  mxCa: ${caFile}\n`);
   const c = loadConfigFile(path.join(dir, 'smarthost.yaml')).relay;
   assert.equal(c.relayhost?.tls, 'verify');
   assert.equal(c.relayhost?.ca, pki.caPem);

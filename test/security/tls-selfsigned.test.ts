@@ -1,0 +1,125 @@
+/**
+ * Attack surface: a production gateway that forgot `tls.cert` silently
+ * serving a self-signed certificate (subscribers' clients warn, or have been
+ * taught to click through warnings, and a man in the middle goes unseen).
+ * A TLS listener without a certificate must be a config error naming the
+ * file and key, in `check-config` and `start` alike, unless the operator
+ * writes `tls.selfSigned: true` (the embedded quick start does). The legacy
+ * top-level `tls: {cert, key}` (what every deployment and the independent
+ * benchmark use) keeps working, and is what the listeners serve.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { promises as fsp, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { loadConfig, parseConfigText } from '../../src/config/load';
+import { ConfigError } from '../../src/config/validate';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+import { RawSmtp } from '../helpers/smtp-client';
+
+const MAIN = path.resolve(__dirname, '../../src/cli/main.js');
+
+const PRODUCTION = `
+hostname: gw.isp.example
+spool: { dir: spool }
+listeners:
+  - { name: intercept, role: intercept, address: 127.0.0.1, port: 2525, tls: none }
+  - { name: submission, role: submission, address: 127.0.0.1, port: 2587, tls: starttls }
+`;
+
+function refusal(text: string): ConfigError {
+  try {
+    parseConfigText(text, '/etc/smarthost/smarthost.yaml', '/etc/smarthost');
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  assert.fail('the config was accepted');
+}
+
+describe('a TLS listener needs a certificate', () => {
+  let dir: string;
+  before(async () => {
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-tlscfg-'));
+  });
+  after(async () => {
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  it('no tls.cert with a STARTTLS or implicit-TLS listener: config error naming file, key and listener', () => {
+    const e = refusal(PRODUCTION);
+    assert.equal(e.file, '/etc/smarthost/smarthost.yaml');
+    assert.equal(e.key, 'tls.cert');
+    assert.match(e.reason, /listener "submission" uses TLS \(starttls\).*tls\.selfSigned: true/);
+    const implicit = refusal('listeners:\n  - { name: smtps, role: submission, port: 465, tls: implicit }\n');
+    assert.match(implicit.reason, /listener "smtps" uses TLS \(implicit\)/);
+    // No listeners written: the defaults (587, 465, 25) all use TLS.
+    assert.equal(refusal('hostname: gw.isp.example\n').key, 'tls.cert');
+  });
+
+  it('check-config and start refuse it with one line, no stack trace, without binding anything', async () => {
+    const file = path.join(dir, 'smarthost.yaml');
+    await fsp.writeFile(file, PRODUCTION);
+    for (const cmd of ['check-config', 'start']) {
+      const r = spawnSync(process.execPath, [MAIN, cmd, '--config', file], { encoding: 'utf8', timeout: 30_000 });
+      assert.notEqual(r.status, 0, cmd);
+      const out = r.stdout + r.stderr;
+      assert.match(out, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: tls\\.cert: listener "submission" uses TLS`), cmd);
+      assert.doesNotMatch(out, /^\s+at /m, `${cmd}: no stack trace`);
+    }
+  });
+
+  it('accepted: tls.selfSigned: true, listeners without TLS only, and the embedded quick start', async () => {
+    assert.equal(parseConfigText(`${PRODUCTION}tls: { selfSigned: true }\n`, 'f.yaml', '/tmp').tls.selfSigned, true);
+    parseConfigText('listeners:\n  - { name: intercept, role: intercept, port: 25, tls: none }\n', 'f.yaml', '/tmp');
+    const empty = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-embedded-'));
+    try {
+      const cfg = loadConfig(undefined, empty);
+      assert.equal(cfg.embedded, true);
+      assert.equal(cfg.tls.selfSigned, true);
+    } finally {
+      await fsp.rm(empty, { recursive: true, force: true });
+    }
+    // Both at once is ambiguous.
+    assert.equal(refusal(`${PRODUCTION}tls: { cert: c.pem, key: k.pem, selfSigned: true }\n`).key, 'tls.selfSigned');
+  });
+});
+
+describe('what the listeners serve', { timeout: 60_000 }, () => {
+  let legacy: TestGateway;
+  let self: TestGateway;
+  before(async () => {
+    // The helper writes the legacy top-level `tls: { cert: tls.crt, key: tls.key }`.
+    legacy = await startGateway();
+    self = await startGateway({ config: { tls: { cert: null, key: null, selfSigned: true } } });
+  });
+  after(async () => {
+    await legacy.stop();
+    await self.stop();
+  });
+
+  async function served(gw: TestGateway): Promise<X509Certificate> {
+    const c = await RawSmtp.connect(gw.port('submission'));
+    await c.reply();
+    await c.cmd('EHLO client.test');
+    assert.equal((await c.starttls()).code, 220);
+    const raw = c.peerCertificate()!.raw;
+    await c.quit();
+    return new X509Certificate(raw);
+  }
+
+  it('legacy top-level tls: {cert, key}: the configured certificate', async () => {
+    const configured = new X509Certificate(readFileSync(path.join(legacy.dir, 'tls.crt')));
+    assert.equal((await served(legacy)).fingerprint256, configured.fingerprint256);
+  });
+
+  it('tls.selfSigned: true: a generated certificate for the hostname, kept under var/tls', async () => {
+    const cert = await served(self);
+    assert.match(cert.subject, /CN=gw\.isp\.test/);
+    assert.equal(cert.issuer, cert.subject);
+    assert.equal(cert.fingerprint256, new X509Certificate(readFileSync(path.join(self.dir, 'tls', 'selfsigned.crt'))).fingerprint256);
+  });
+});
