@@ -318,8 +318,9 @@ export class DnsblClient {
         cached = true;
       }
     }
-    const meanings = raw.result === 'listed' ? [...new Set(raw.codes.map((c) => meaningOf(zone, c)))] : [];
-    return { zone: zone.name, query, result: raw.result, codes: raw.codes, meanings, cached, ms, ttlMs: raw.ttlMs, error: raw.error };
+    const codes = raw.result === 'listed' ? inTableOrder(zone, raw.codes) : raw.codes;
+    const meanings = [...new Set(raw.result === 'listed' ? codes.map((c) => meaningOf(zone, c)) : [])];
+    return { zone: zone.name, query, result: raw.result, codes, meanings, cached, ms, ttlMs: raw.ttlMs, error: raw.error };
   }
 
   private clampTtl(ttlMs: number | undefined): number {
@@ -346,6 +347,24 @@ export class DnsblClient {
       return { result: 'error', codes: [], error: code || (err as Error).message };
     }
   }
+}
+
+/**
+ * Listed codes in the order of the zone's table (then numerically; unknown
+ * codes last), so that equal-severity meanings are chosen by configuration,
+ * not by the order the DNS server happened to return the A records in.
+ */
+function inTableOrder(zone: DnsblZone, codes: readonly string[]): string[] {
+  const rank = (code: string): [number, number] => {
+    const n = ipv4Number(code) ?? Number.MAX_SAFE_INTEGER;
+    const i = zone.codes.findIndex((c) => n >= c.from && n <= c.to);
+    return [i < 0 ? zone.codes.length : i, n];
+  };
+  return [...codes].sort((a, b) => {
+    const [ia, na] = rank(a);
+    const [ib, nb] = rank(b);
+    return ia - ib || na - nb;
+  });
 }
 
 export function meaningOf(zone: DnsblZone, code: string): string {

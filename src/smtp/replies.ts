@@ -48,7 +48,8 @@ export const REPLIES = {
   recipient_relay_denied: { code: 550, enhanced: '5.7.1', text: 'Relay access denied' },
   unknown_recipient: { code: 550, enhanced: '5.1.1', text: 'No such user here' },
   policy_reject: { code: 550, enhanced: '5.7.1', text: 'Refused by policy' },
-  dnsbl_listed: { code: 554, enhanced: '5.7.1', text: 'Service unavailable; client host is blocklisted' },
+  // The dnsbl rule always continues it with "[ip] listed at <zone> (<meaning>)" (Postfix: "blocked using <zone>").
+  dnsbl_listed: { code: 554, enhanced: '5.7.1', text: 'Service unavailable; client host' },
   content_rejected: { code: 554, enhanced: '5.7.1', text: 'Message content rejected as spam' },
   account_suspended: { code: 550, enhanced: '5.7.1', text: 'Account suspended, contact support' },
   unsigned_refused: { code: 550, enhanced: '5.7.1', text: 'No signing key for sender domain' },

@@ -419,7 +419,7 @@ zones:
     const lookups: string[] = [];
     const { engine } = await engineFor({ 'netblocks.yaml': NB, 'dnsbl.yaml': DNSBL(dns.server) }, { observer: { dnsblLookup: (z, r) => lookups.push(`${z}:${r}`) } });
     const xbl = await engine.evaluate('connect', intercept('198.51.100.7'), 'live');
-    assert.deepEqual(xbl.verdict, { action: 'reject', stage: 'connect', rule: 'dnsbl:zen.xbl', reply: 'dnsbl_listed', detail: 'see https://help.isp.example/xbl?ip=198.51.100.7' });
+    assert.deepEqual(xbl.verdict, { action: 'reject', stage: 'connect', rule: 'dnsbl:zen.xbl', reply: 'dnsbl_listed', detail: '[198.51.100.7] listed at zen.test (xbl); see https://help.isp.example/xbl?ip=198.51.100.7' });
     const trace = await engine.evaluate('connect', intercept('198.51.100.7'), 'explain');
     assert.match(String(trace.steps.find((s) => s.check === 'dnsbl')!.inputs!.zen), /127\.0\.0\.4 \(xbl\) ttl 1m \[cached\]/);
     assert.equal((await engine.evaluate('connect', submission('198.51.100.7'), 'live')).verdict.action, 'hold');
@@ -428,6 +428,29 @@ zones:
     assert.match(pbl.steps.find((s) => s.check === 'dnsbl')!.note!, /ignored on this listener/);
     assert.equal((await engine.evaluate('connect', intercept('198.51.100.9'), 'live')).verdict.rule, 'dnsbl:zen.css');
     assert.deepEqual(lookups, ['zen:listed', 'zen:listed', 'zen:listed'], 'the second 198.51.100.7 lookup came from the cache');
+  });
+
+  it('a listing without a detail names the zone and meaning; several listings: configuration order, not DNS answer order', async () => {
+    // Zone b (second in dnsbl.yaml) and zone a both list .20 and .21; within zone a, SBL
+    // and XBL (both reject) come back in one order for .20 and the other for .21.
+    dns.set('20.100.51.198.b.test', 'A', ['127.0.0.2']);
+    dns.set('21.100.51.198.b.test', 'A', ['127.0.0.2']);
+    dns.set('20.100.51.198.a.test', 'A', ['127.0.0.2', '127.0.0.4']);
+    dns.set('21.100.51.198.a.test', 'A', ['127.0.0.4', '127.0.0.2']);
+    dns.set('22.100.51.198.b.test', 'A', ['127.0.0.2']);
+    const zone = (name: string) => `
+  - name: ${name}
+    zone: ${name}.test
+    codes: { 127.0.0.2: sbl, 127.0.0.4: xbl }
+    actions: { sbl: { intercept: reject }, xbl: { intercept: reject } }`;
+    const yaml = `resolver: { servers: ["${dns.server}"], timeout: 300ms, tries: 1 }\nqueryPrivate: true\nzones:${zone('a')}${zone('b')}\n`;
+    const { engine } = await engineFor({ 'netblocks.yaml': NB, 'dnsbl.yaml': yaml });
+    for (const ip of ['198.51.100.20', '198.51.100.21']) {
+      const v = (await engine.evaluate('connect', intercept(ip), 'live')).verdict;
+      assert.deepEqual(v, { action: 'reject', stage: 'connect', rule: 'dnsbl:a.sbl', reply: 'dnsbl_listed', detail: `[${ip}] listed at a.test (sbl)` }, ip);
+    }
+    const onlyB = (await engine.evaluate('connect', intercept('198.51.100.22'), 'live')).verdict;
+    assert.equal(onlyB.detail, '[198.51.100.22] listed at b.test (sbl)');
   });
 
   it('fail-closed on intercept (451 4.7.1) and fail-open elsewhere, for refusals and timeouts alike', async () => {

@@ -180,7 +180,7 @@ stages:
     assert.match(r.stdout, /client 127\.0\.0\.3 on listener intercept \(intercept\): netblock 127\.0\.0\.0\/28 class residential-dynamic/);
     assert.match(r.stdout, /pass +relay\.netblock-gate +ip=127\.0\.0\.3; netblock=127\.0\.0\.0\/28 class residential-dynamic .*\[built-in\]/);
     assert.match(r.stdout, /reject +dnsbl:zen\.xbl +query=3\.0\.0\.127; zen=127\.0\.0\.4 \(xbl\) ttl 1m/);
-    assert.match(r.stdout, /\nfinal: reject at connect by dnsbl:zen\.xbl: 554 5\.7\.1 Service unavailable; client host is blocklisted see https:\/\/help\.isp\.test\/xbl\?ip=127\.0\.0\.3\n$/);
+    assert.match(r.stdout, /\nfinal: reject at connect by dnsbl:zen\.xbl: 554 5\.7\.1 Service unavailable; client host \[127\.0\.0\.3\] listed at zen\.test \(xbl\); see https:\/\/help\.isp\.test\/xbl\?ip=127\.0\.0\.3\n$/);
     const usage = await cli(['policy', 'explain', '--config', gw.configFile, '--ip', '127.0.0.3']);
     assert.equal(usage.code, 2);
   });

@@ -92,7 +92,7 @@ describe('policy in a running gateway', () => {
 
   it('refuses an XBL-listed subscriber on intercept with the help page; ignores a PBL listing', async () => {
     const x = await client('127.0.0.3');
-    assert.equal(x.greeting, '554 5.7.1 Service unavailable; client host is blocklisted see https://help.isp.test/infected?ip=127.0.0.3');
+    assert.equal(x.greeting, '554 5.7.1 Service unavailable; client host [127.0.0.3] listed at zen.test (xbl); see https://help.isp.test/infected?ip=127.0.0.3');
     x.c.close();
     const p = await client('127.0.0.4');
     assert.match(p.greeting, /^220 /);

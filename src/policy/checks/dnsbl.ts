@@ -4,8 +4,12 @@
  * a meaning (sbl, xbl, pbl, ...) and each meaning an action per listener;
  * a failed lookup takes the zone's onError action (fail-open: accept, or
  * fail-closed: tempfail 451 4.7.1). When several zones or meanings answer,
- * the strongest action wins (reject > tempfail > hold > accept) and the
- * verdict's rule id says which: "dnsbl:zen.xbl", "dnsbl:zen.error".
+ * the strongest action wins (reject > tempfail > hold > accept); between
+ * equals, the first in configuration order (zones as listed, codes in the
+ * order of the zone's table), never the order DNS answered in. The verdict's
+ * rule id says which: "dnsbl:zen.xbl", "dnsbl:zen.error". A listing's reply
+ * names the zone: "554 5.7.1 Service unavailable; client host [ip] listed at
+ * zen.spamhaus.org (xbl)", then the configured detail, if any, after "; ".
  */
 import { list, str } from '../../config/validate';
 import type { VerdictAction } from '../../envelope';
@@ -73,9 +77,10 @@ export const dnsblCheck: CheckType = {
           return { outcome: 'next', inputs, ...(listed.length ? { note: `listed in ${listed.join(', ')}: ignored on this listener` } : {}) };
         }
         const b = best as { spec: ActionSpec; sub: string; zone: DnsblZone; code?: string; meaning: string };
-        const detail = fillDetail(b.spec.detail, { ip: ctx.ip, zone: b.zone.zone, code: b.code, meaning: b.meaning });
-        const replies = b.meaning === 'error' ? { reject: 'dnsbl_listed' as const, tempfail: 'dnsbl_tempfail' as const } : { reject: 'dnsbl_listed' as const, tempfail: 'policy_tempfail' as const };
-        return fromAction(b.spec, replies, { inputs, sub: b.sub }, detail);
+        const custom = fillDetail(b.spec.detail, { ip: ctx.ip, zone: b.zone.zone, code: b.code, meaning: b.meaning });
+        if (b.meaning === 'error') return fromAction(b.spec, { reject: 'policy_reject', tempfail: 'dnsbl_tempfail' }, { inputs, sub: b.sub }, custom);
+        const listed = `[${ctx.ip}] listed at ${b.zone.zone} (${b.meaning})`;
+        return fromAction(b.spec, { reject: 'dnsbl_listed', tempfail: 'policy_tempfail' }, { inputs, sub: b.sub }, custom ? `${listed}; ${custom}` : listed);
       },
     };
   },
