@@ -13,10 +13,10 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { prepareGateway } from '../helpers/gateway';
-import { freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
+import { freePort, killTree, spawnGateway } from '../helpers/process';
 import { message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
-import { childPids, OPEN_QUOTAS, sleep } from '../security/util';
+import { OPEN_QUOTAS, sleep } from '../security/util';
 
 const CLIENTS = 24;
 
@@ -81,19 +81,6 @@ describe('crash safety with workers', () => {
         }
       }
     };
-    const killAll = async (gw: GatewayProcess) => {
-      const pids = [gw.child.pid!, ...childPids(gw.child.pid!)];
-      for (const pid of pids) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-      await gw.kill('SIGKILL');
-      // Workers of a killed primary: make sure none survives holding the port.
-      for (let i = 0; i < 50 && pids.some((p) => existsSync(`/proc/${p}`)); i++) await sleep(20);
-    };
 
     let halfWritten = 0;
     const t0 = Date.now();
@@ -106,7 +93,7 @@ describe('crash safety with workers', () => {
       while (seq < target && Date.now() < deadline) await sleep(5);
       // No new sessions after this point; the ones in flight are cut by the kill.
       stop = true;
-      await killAll(gw);
+      await killTree(gw);
       await Promise.all(loops);
       halfWritten += (await fsp.readdir(path.join(spool, 'tmp'))).length;
     }
@@ -146,7 +133,7 @@ describe('crash safety with workers', () => {
           `${halfWritten} unacknowledged tmp files found after kills (removed by recovery), ${Math.round((Date.now() - t0) / 100) / 10}s`,
       );
     } finally {
-      await killAll(gw);
+      await killTree(gw);
     }
   }
 

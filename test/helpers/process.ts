@@ -4,7 +4,7 @@
  * child's port-0 choices could not be read back.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -74,6 +74,21 @@ export function childPids(pid: number): number[] {
       }
     })
     .map(Number);
+}
+
+/** SIGKILL a gateway and its workers at once (a crash of the whole tree); returns once all are gone. */
+export async function killTree(gw: GatewayProcess): Promise<void> {
+  const pids = [gw.child.pid!, ...childPids(gw.child.pid!)];
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  await gw.kill('SIGKILL');
+  // Workers of a killed primary: make sure none survives holding the port.
+  for (let i = 0; i < 100 && pids.some((p) => existsSync(`/proc/${p}`)); i++) await new Promise((r) => setTimeout(r, 20));
 }
 
 /** Resident set size of a process in MB (VmRSS). */
