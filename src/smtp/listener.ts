@@ -9,7 +9,7 @@ import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import type { Config, ListenerConfig } from '../config/schema';
 import { proxyTrust } from '../fleet/proxy-from';
 import type { Logger } from '../log';
-import { REPLIES } from './replies';
+import { replyLine } from './replies';
 import { adaptSmtpServer, sweepSlowClients } from './server-adapter';
 import { SessionHandlers, type SessionDeps } from './session';
 
@@ -53,6 +53,8 @@ export class Listener {
       hideREQUIRETLS: true,
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: cfg.auth !== 'required',
+      // MAIL/RCPT/DATA before AUTH: the library's own text would be "Error: authentication Required".
+      authRequiredMessage: replyLine('auth_required'),
       disabledCommands: cfg.auth === 'required' ? [] : ['AUTH'],
       allowInsecureAuth: false,
       authOnlyAfterTls: true,
@@ -122,9 +124,8 @@ export class Listener {
   /** Slow clients (server-adapter.ts, patch 6): each command line within limits.idleTimeout. */
   private startSweeper(): void {
     const limit = this.idleTimeoutMs;
-    const r = REPLIES.command_timeout;
     this.sweeper = setInterval(() => {
-      const cut = sweepSlowClients(this.server, limit, `${r.enhanced} ${r.text}`);
+      const cut = sweepSlowClients(this.server, limit, replyLine('command_timeout'));
       if (cut > 0) this.logger.info({ evt: 'rejection', listener: this.cfg.name, stage: 'command', reply: 'command_timeout', clients: cut }, 'slow clients disconnected');
     }, Math.max(50, Math.min(1000, Math.floor(limit / 4))));
     this.sweeper.unref();

@@ -77,6 +77,16 @@ export function formatReply(name: ReplyName, detail?: string): string {
 }
 
 /**
+ * "5.7.1 Relay access denied (detail)": the reply after its basic code, as
+ * smtp-server's handlers and options take it (src/smtp/server-adapter.ts
+ * sends text that starts with an enhanced status as is).
+ */
+export function replyLine(name: ReplyName, detail?: string): string {
+  const r: Reply = REPLIES[name];
+  return `${r.enhanced} ${r.text}${detail ? ` ${detail}` : ''}`;
+}
+
+/**
  * An Error that smtp-server turns into a reply. The text starts with the
  * enhanced code; src/smtp/server-adapter.ts makes smtp-server send it as is
  * instead of deriving an enhanced code from the basic one.
@@ -85,9 +95,8 @@ export class SmtpReplyError extends Error {
   readonly responseCode: number;
   readonly replyName: ReplyName;
   constructor(name: ReplyName, detail?: string) {
-    const r: Reply = REPLIES[name];
-    super(`${r.enhanced} ${r.text}${detail ? ` ${detail}` : ''}`);
-    this.responseCode = r.code;
+    super(replyLine(name, detail));
+    this.responseCode = REPLIES[name].code;
     this.replyName = name;
   }
 }
