@@ -18,6 +18,7 @@ import { registerPolicyRoutes } from './admin/policy-routes';
 import { registerContainmentRoutes } from './containment/admin-routes';
 import { wireContainment } from './containment/wire';
 import { PolicyRuntime, type ReloadResult } from './policy/runtime';
+import { loadUserHash } from './user-hash';
 import type { PolicyObserver } from './policy/types';
 import { createGatewayMetrics, spoolWriteProbe, type GatewayMetrics } from './metrics/index';
 import { createState, type StateRuntime } from './state/config';
@@ -115,7 +116,9 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   metrics.catalogue.watchDegraded(() => stateRt.degraded());
   metrics.catalogue.watchSuspended(() => accounts.all().filter((a) => accounts.get(a.name)?.suspended).length);
   const dnsblZones = (): string[] => policy.current().policy.dnsbl.zones.map((z) => z.name);
-  const policy: PolicyRuntime = new PolicyRuntime({ dir: cfg.policy.dir, listeners: cfg.listeners, store: state, logger, accounts, observer: opts.policyObserver ?? metrics.policyObserver(dnsblZones), clock: opts.clock });
+  // User names that failed AUTH are logged as a keyed hash, never as text (src/user-hash.ts).
+  const userHash = await loadUserHash(cfg.spool.dir);
+  const policy: PolicyRuntime = new PolicyRuntime({ dir: cfg.policy.dir, listeners: cfg.listeners, store: state, logger, accounts, userHash, observer: opts.policyObserver ?? metrics.policyObserver(dnsblZones), clock: opts.clock });
   metrics.catalogue.knownZones(dnsblZones());
   // Containment (src/containment): behaviour signals after each policy decision (policies/containment.yaml).
   // Its feeds too: complaint reports (feedback.yaml), rspamd at end of DATA (content.yaml), DNSBL polling.
@@ -175,6 +178,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
               }
             : undefined,
           logger,
+          userHash,
           bareNewline: cfg.smtp.bareNewline,
           roles,
           endOfData: containment.endOfData,

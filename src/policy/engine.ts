@@ -27,6 +27,7 @@
 import type { Account } from '../accounts/store';
 import type { ClientInfo, ListenerRole, Stage, Verdict } from '../envelope';
 import type { Logger } from '../log';
+import type { UserHash } from '../user-hash';
 import { keys } from '../state/keys';
 import { isStateUnavailable } from '../state/resilient';
 import type { StateStore } from '../state/store';
@@ -53,6 +54,8 @@ export interface EngineDeps {
   /** Injectable clock (ms since the epoch). */
   readonly clock?: () => number;
   readonly sleep?: (ms: number) => Promise<void>;
+  /** At the auth stage the user is what the client typed (maybe a password): logged only as this hash (src/user-hash.ts). */
+  readonly userHash?: UserHash;
 }
 
 export type Mode = 'live' | 'explain';
@@ -250,13 +253,20 @@ export class PolicyEngine implements PolicyHooks {
       ...(v.detail ? { detail: v.detail } : {}),
       listener: ctx.listener.name,
       ip: ctx.ip,
-      ...(ctx.user ? { user: ctx.user } : {}),
+      ...this.userField(v.stage, ctx.user),
       ...(ctx.mailFrom !== undefined ? { from: ctx.mailFrom } : {}),
       ...(ctx.rcpt ? { rcpt: ctx.rcpt } : {}),
       ms: Math.round(ms * 100) / 100,
     };
     if (v.action === 'accept') this.log.debug(fields, 'policy decision');
     else this.log.info(fields, 'policy decision');
+  }
+
+  /** After AUTH the user is the account; at the auth stage it is unverified text: a keyed hash or nothing. */
+  private userField(stage: Stage, user: string | undefined): { user?: string; userHash?: string } {
+    if (!user) return {};
+    if (stage !== 'auth') return { user };
+    return this.deps.userHash ? { userHash: this.deps.userHash(user) } : {};
   }
 
   /** Count an opening (+1) or closing (−1) connection (intercept: per address). */

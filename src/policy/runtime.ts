@@ -19,6 +19,7 @@ import type { Account } from '../accounts/store';
 import { ConfigError } from '../config/validate';
 import type { ListenerRole } from '../envelope';
 import type { Logger } from '../log';
+import type { UserHash } from '../user-hash';
 import type { StateStore } from '../state/store';
 import { DnsblCache } from './dnsbl';
 import { PolicyEngine } from './engine';
@@ -34,6 +35,7 @@ export interface RuntimeOptions {
   readonly observer?: PolicyObserver;
   readonly clock?: () => number;
   readonly sleep?: (ms: number) => Promise<void>;
+  readonly userHash?: UserHash;
 }
 
 /** A policy file read by another module, reloaded with the policy (see above). */

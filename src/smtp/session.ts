@@ -17,6 +17,7 @@ import type { EndOfData } from '../content/end-of-data';
 import type { MessageSigner } from '../dkim/types';
 import { domainOf, type ClientInfo, type Envelope, type Verdict } from '../envelope';
 import type { Logger } from '../log';
+import type { UserHash } from '../user-hash';
 import type { AuthGate, DataFacts, PolicyHooks } from '../policy/types';
 import type { RoleHooks } from '../roles/index';
 import type { Handoff } from '../spool/qmgr';
@@ -51,6 +52,8 @@ export interface SessionDeps {
    */
   journal?: (envelope: Envelope, data: readonly Buffer[], size: number) => Promise<boolean>;
   logger: Logger;
+  /** Failed AUTH user names are logged as this keyed hash, never as text (src/user-hash.ts). */
+  userHash?: UserHash;
   observer?: SessionObserver;
   bareNewline: 'normalise' | 'reject';
   /** Smart-host roles (src/roles): backup-MX recipient checks, POP-before-SMTP, rewriting. */
@@ -269,6 +272,7 @@ export class SessionHandlers {
         const pre = await policy.auth({ client: st.client, user, phase: 'before' });
         if (pre.action !== 'accept') {
           this.deps.observer?.auth?.(this.listener.name, method, 'locked');
+          this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result: 'locked', ...this.typedUser(user) }, 'authentication refused before the password check');
           return cb(this.refuse(pre, session));
         }
       }
@@ -277,7 +281,7 @@ export class SessionHandlers {
       if (!res.ok) {
         const result = res.reason === 'suspended' ? 'suspended' : 'fail';
         this.deps.observer?.auth?.(this.listener.name, method, result);
-        this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result }, 'authentication failed');
+        this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result, ...this.typedUser(user) }, 'authentication failed');
         return cb(new SmtpReplyError('auth_failed'));
       }
       st.account = res.account;
@@ -289,6 +293,11 @@ export class SessionHandlers {
       this.log.error({ evt: 'error', sid: session.id, err }, 'authentication error');
       cb(new SmtpReplyError('auth_temp_failure'));
     }
+  }
+
+  /** What a client typed as its user name: people type passwords there, so only its keyed hash is logged. */
+  private typedUser(user: string): { userHash?: string } {
+    return user && this.deps.userHash ? { userHash: this.deps.userHash(user) } : {};
   }
 
   async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
