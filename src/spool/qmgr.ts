@@ -126,6 +126,9 @@ export class QueueManager {
   /**
    * A worker died: its in-flight messages (active/, ids carrying its tag)
    * go back to incoming/ for this queue manager. Not ours in flight only.
+   * So do those it had moved to deferred/ without living to tell us
+   * (onDeferred): scheduled here from their delivery state, not left until
+   * a restart.
    */
   async requeueActive(idSuffix: string): Promise<number> {
     let n = 0;
@@ -138,6 +141,12 @@ export class QueueManager {
       } catch {
         // settled meanwhile
       }
+    }
+    for (const id of await this.spool.list('deferred')) {
+      if (!id.endsWith(idSuffix) || this.deferred.has(id) || this.active.has(id)) continue;
+      const ds = await this.spool.readState(id).catch(() => undefined);
+      this.deferred.set(id, ds?.nextAttemptAt ?? this.now());
+      n++;
     }
     if (n > 0) await this.scanIncoming();
     this.pump();
