@@ -6,6 +6,7 @@
  * grants live here too.
  *   POST /api/pop-grants   {user, ip[, ttl ms]} → grant (as a POP login would)
  *   GET  /api/pop-grants?ip=&user=   → { granted, ttlMs }
+ *   GET  /api/pop-grants?ip=         → { grants: [{ user, ttlMs }] } made through this gateway
  * Talks to: the state store, the accounts, the map files, the primary MX.
  */
 import type { Account } from '../accounts/store';
@@ -13,6 +14,7 @@ import type { AdminServer } from '../admin/server';
 import type { Config } from '../config/schema';
 import type { Verdict } from '../envelope';
 import type { Logger } from '../log';
+import { canonicalIp } from '../policy/ip';
 import type { DeliveryAgent } from '../relay/types';
 import type { StateStore } from '../state/store';
 import { BackupMx, localNames, loopGuard } from './backup-mx';
@@ -91,8 +93,15 @@ export class Roles implements RoleHooks {
     });
     admin.route('GET', '/api/pop-grants', async (req) => {
       if (!this.grants) return { status: 409, body: { error: 'popBeforeSmtp is not enabled' } };
-      const ip = req.query.get('ip') ?? '';
-      const user = this.grants.accountName(req.query.get('user') ?? '');
+      const ip = canonicalIp(req.query.get('ip') ?? '');
+      if (!ip) return { status: 400, body: { error: 'need ?ip=ADDRESS (and optionally &user=NAME)' } };
+      const rawUser = req.query.get('user');
+      if (rawUser === null) {
+        const grants = await this.grants.grantsFor(ip);
+        return { status: 200, body: { ip, grants, scope: 'grants made through this gateway; ask with &user= for one made elsewhere in a fleet' } };
+      }
+      if (!rawUser.trim()) return { status: 400, body: { error: 'user= is empty' } };
+      const user = this.grants.accountName(rawUser);
       const ttlMs = await this.grants.ttl(ip, user);
       return { status: 200, body: { ip, user, granted: ttlMs > 0, ttlMs } };
     });

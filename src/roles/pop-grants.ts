@@ -100,6 +100,26 @@ export class PopGrants {
     return undefined;
   }
 
+  /**
+   * The grants of one address that this process made (log follower, admin
+   * API), each confirmed against the store, with its remaining time. A
+   * grant made by another gateway of a fleet is not known here by address
+   * (the store holds counters, not lists): ask for it by account (ttl).
+   */
+  async grantsFor(rawIp: string): Promise<Array<{ user: string; ttlMs: number }>> {
+    const ip = canonicalIp(rawIp);
+    const m = ip ? this.local.get(ip) : undefined;
+    if (!ip || !m) return [];
+    const out: Array<{ user: string; ttlMs: number }> = [];
+    for (const name of [...m.keys()].sort()) {
+      const ttlMs = await this.deps.store.ttl(grantKey(ip, name), this.now());
+      if (ttlMs > 0) out.push({ user: name, ttlMs });
+      else m.delete(name);
+    }
+    if (m.size === 0) this.local.delete(ip);
+    return out;
+  }
+
   /** Remaining time of a grant (admin API). */
   async ttl(rawIp: string, account: string): Promise<number> {
     const ip = canonicalIp(rawIp) ?? rawIp;

@@ -113,6 +113,25 @@ describe('POP-before-SMTP', { timeout: 30_000 }, () => {
     assert.equal((await admin(gw, 'POST', '/api/pop-grants', { user: 'nobody', ip: '127.0.0.9' })).status, 400);
   });
 
+  it('GET by address lists its grants; a missing or bad ip, or an empty user=, is a 400 (never the user "@domain")', async () => {
+    assert.equal((await admin(gw, 'POST', '/api/pop-grants', { user: 'alice', ip: '127.0.0.10' })).status, 200);
+    const listed = await admin(gw, 'GET', '/api/pop-grants?ip=127.0.0.10');
+    assert.equal(listed.status, 200);
+    assert.equal(listed.body.ip, '127.0.0.10');
+    const grants = listed.body.grants as Array<{ user: string; ttlMs: number }>;
+    assert.deepEqual(grants.map((g) => g.user), ['alice@isp.test']);
+    assert.ok(grants[0]!.ttlMs > 0 && grants[0]!.ttlMs <= TTL_MS, String(grants[0]!.ttlMs));
+    assert.ok(!('user' in listed.body), JSON.stringify(listed.body));
+    assert.deepEqual((await admin(gw, 'GET', '/api/pop-grants?ip=127.0.0.11')).body.grants, []);
+    for (const q of ['', '?user=alice', '?ip=not-an-ip', '?ip=127.0.0.10&user=', '?ip=127.0.0.10&user=%20']) {
+      const r = await admin(gw, 'GET', `/api/pop-grants${q}`);
+      assert.equal(r.status, 400, `${q}: ${JSON.stringify(r.body)}`);
+      assert.equal(typeof r.body.error, 'string');
+    }
+    // By account, as before.
+    assert.equal((await admin(gw, 'GET', '/api/pop-grants?ip=127.0.0.10&user=alice')).body.granted, true);
+  });
+
   it('is off by default', async () => {
     const other = await startRoleGateway({ config: { dkim: { enabled: false }, listeners: BASE_LISTENERS } });
     try {
