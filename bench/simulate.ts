@@ -1,44 +1,42 @@
 /**
- * `npm run simulate`: the containment simulation (src/sim/simulate.ts) at
- * full size, printed as a table and as JSON (--json). Options:
- *   --seed N  --accounts N  --hosts N  --warmup DAYS  --days DAYS
+ * `npm run simulate`: the containment evaluation (src/sim/simulate.ts) over
+ * the seed set at full size, printed as the per-profile table (containment
+ * beside the static limits) and the events on legitimate senders; --json
+ * prints the reports. Options:
+ *   --seeds 1,2,3  --instances N  --background N  --hosts N  --warmup DAYS  --days DAYS
+ *   --containment FILE   a containment.yaml in place of policies/containment.yaml
  */
-import { simulate, type PolicyReport } from '../src/sim/simulate';
+import { SEEDS, simulate, table, type SimOptions, type SimReport } from '../src/sim/simulate';
 
-function arg(name: string): number | undefined {
+function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : undefined;
+  return i > 0 ? process.argv[i + 1] : undefined;
 }
 
 async function main(): Promise<void> {
-  const opts = {
-    ...(arg('seed') !== undefined ? { seed: arg('seed')! } : {}),
-    ...(arg('accounts') !== undefined ? { accounts: arg('accounts')! } : {}),
-    ...(arg('hosts') !== undefined ? { interceptHosts: arg('hosts')! } : {}),
-    ...(arg('warmup') !== undefined ? { warmupDays: arg('warmup')! } : {}),
-    ...(arg('days') !== undefined ? { measureDays: arg('days')! } : {}),
+  const num = (name: string) => (arg(name) !== undefined ? Number(arg(name)) : undefined);
+  const opts: Partial<SimOptions> = {
+    ...(num('instances') !== undefined ? { instances: num('instances')! } : {}),
+    ...(num('background') !== undefined ? { background: num('background')! } : {}),
+    ...(num('hosts') !== undefined ? { hosts: num('hosts')! } : {}),
+    ...(num('warmup') !== undefined ? { warmupDays: num('warmup')! } : {}),
+    ...(num('days') !== undefined ? { measureDays: num('days')! } : {}),
   };
-  const r = await simulate(opts);
+  const seeds = arg('seeds') ? arg('seeds')!.split(',').map(Number) : SEEDS;
+  const reports: SimReport[] = [];
+  for (const seed of seeds) {
+    const r = await simulate({ ...opts, seed }, arg('containment'));
+    reports.push(r);
+    if (!process.argv.includes('--json')) console.error(`seed ${seed}: ${r.messages} messages, ${r.ms} ms`);
+  }
   if (process.argv.includes('--json')) {
-    console.log(JSON.stringify(r, null, 2));
+    console.log(JSON.stringify(reports, null, 2));
     return;
   }
-  const pct = (x: number) => `${(x * 100).toFixed(3)}%`;
-  const row = (p: PolicyReport) => [
-    p.name.padEnd(8),
-    `${p.spamLeft}/${p.spamMessages} left (${pct(p.spamContainedRate)} contained)`,
-    `per incident median ${p.leftPerIncident.median} p95 ${p.leftPerIncident.p95} max ${p.leftPerIncident.max}`,
-    `detection median ${p.detection.median} p95 ${p.detection.p95} undetected ${p.detection.undetected}`,
-    `legit delayed ${p.legitDelayed} refused ${p.legitRefused} of ${p.legitMessages} (${pct(p.legitDelayedRate)})`,
-  ].join(' | ');
-  console.log(`seed ${r.options.seed}, ${r.options.accounts} accounts + ${r.options.interceptHosts} intercept hosts, ${r.options.warmupDays}d warm-up + ${r.options.measureDays}d measured, ${r.ms} ms`);
-  console.log(`population ${JSON.stringify(r.population)}; incidents ${JSON.stringify(r.incidents)}`);
-  console.log(row(r.static));
-  console.log(row(r.dynamic));
-  console.log(`detection median by style (static)  ${JSON.stringify(r.static.detectionByStyle)}`);
-  console.log(`detection median by style (dynamic) ${JSON.stringify(r.dynamic.detectionByStyle)}`);
-  console.log(`containment events ${JSON.stringify(r.dynamic.events)}`);
-  console.log(`events on legitimate senders (kind:response:signal) ${JSON.stringify(r.dynamic.falsePositives)}`);
+  console.log(table(reports));
+  const fp: Record<string, number> = {};
+  for (const r of reports) for (const [k, v] of Object.entries(r.dynamic.falsePositives)) fp[k] = (fp[k] ?? 0) + v;
+  console.log(`\ncontainment events on legitimate and background senders (profile:response:signal): ${JSON.stringify(fp)}`);
 }
 
 main().catch((err) => {

@@ -1,0 +1,76 @@
+/**
+ * What containment needs to know about a message beyond its envelope,
+ * taken once at end of DATA (the session) or from a simulated message (the
+ * simulation) by the same code:
+ *   bodyFingerprint  the body with the cheap personalisation tricks undone
+ *                    (case, digits, URL query strings, whitespace runs)
+ *   linkDomains      the registrable domains of the body's http(s) links
+ *                    (at most MAX_LINKS, sorted, deduplicated)
+ *   replyTo          the Reply-To address, when there is one
+ *   fromName         the From display name (lower case, spaces collapsed)
+ * Shared vocabulary (ground floor): the session computes it, the policy
+ * layer (containment) reads it.
+ */
+import { createHash } from 'node:crypto';
+import { getDomain } from 'tldts';
+
+export interface MessageTraits {
+  readonly bodyFingerprint: string;
+  readonly linkDomains: readonly string[];
+  readonly replyTo?: string;
+  readonly fromName?: string;
+}
+
+/** How much of the body is looked at (a fingerprint of the start is enough to see a campaign). */
+export const TRAITS_BODY_BYTES = 64 * 1024;
+const MAX_LINKS = 20;
+
+/**
+ * A body fingerprint that survives the cheap personalisation tricks: lower
+ * case, digits and URLs' query strings dropped, whitespace collapsed.
+ */
+export function bodyFingerprint(body: string | Buffer): string {
+  const text = (typeof body === 'string' ? body : body.toString('latin1'))
+    .toLowerCase()
+    .replace(/(https?:\/\/[^\s?#"'<>]+)[?#][^\s"'<>]*/g, '$1')
+    .replace(/[0-9]+/g, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+}
+
+/** Registrable domains of the http(s) links in a text (quoted-printable soft breaks and =3D undone first). */
+export function linkDomains(text: string): string[] {
+  const plain = text.replace(/=\r?\n/g, '').replace(/=3D/gi, '=');
+  const out = new Set<string>();
+  for (const m of plain.matchAll(/https?:\/\/([a-z0-9.-]+)/gi)) {
+    const host = m[1]!.toLowerCase().replace(/\.$/, '');
+    out.add(getDomain(host, { allowPrivateDomains: false }) ?? host);
+    if (out.size >= MAX_LINKS) break;
+  }
+  return [...out].sort();
+}
+
+/** The display name of a From value: `"Bob Smith" <bob@x>` → `bob smith`. */
+export function displayName(from: string): string | undefined {
+  const lt = from.indexOf('<');
+  if (lt <= 0) return undefined;
+  const name = from.slice(0, lt).trim().replace(/^"(.*)"$/, '$1').replace(/\s+/g, ' ').toLowerCase();
+  return name || undefined;
+}
+
+/** The first address in a header value (lower case). */
+function firstAddress(value: string): string | undefined {
+  const angle = /<([^<>@\s]+@[^<>\s]+)>/.exec(value);
+  const bare = /([^\s<>,;:"]+@[^\s<>,;:"]+)/.exec(value);
+  return (angle?.[1] ?? bare?.[1])?.toLowerCase();
+}
+
+export function messageTraits(headers: readonly { name: string; value: string }[], body: string | Buffer): MessageTraits {
+  const text = (typeof body === 'string' ? body : body.toString('latin1')).slice(0, TRAITS_BODY_BYTES);
+  const from = headers.find((h) => h.name === 'from')?.value;
+  const replyToValue = headers.find((h) => h.name === 'reply-to')?.value;
+  const replyTo = replyToValue ? firstAddress(replyToValue) : undefined;
+  const fromName = from ? displayName(from) : undefined;
+  return { bodyFingerprint: bodyFingerprint(text), linkDomains: linkDomains(text), ...(replyTo ? { replyTo } : {}), ...(fromName ? { fromName } : {}) };
+}
