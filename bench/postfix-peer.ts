@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { POSTFIX_SERVICES, postfixBaseMainCf } from '../test/helpers/postfix';
 
 export interface PostfixPeer {
   port: number;
@@ -19,28 +20,6 @@ export interface PostfixPeer {
   pid: number;
   stop(): Promise<void>;
 }
-
-const SERVICES = `
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n -  0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-rewrite   unix  - - n -  - trivial-rewrite
-bounce    unix  - - n -  0 bounce
-defer     unix  - - n -  0 bounce
-trace     unix  - - n -  0 bounce
-verify    unix  - - n -  1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n -  - proxymap
-smtp      unix  - - n -  - smtp
-relay     unix  - - n -  - smtp
-showq     unix  n - n -  - showq
-error     unix  - - n -  - error
-retry     unix  - - n -  - error
-discard   unix  - - n -  - discard
-anvil     unix  - - n -  1 anvil
-scache    unix  - - n -  1 scache
-postlog   unix-dgram n - n - 1 postlogd
-`;
 
 /**
  * Settings stated in the benchmark's output (the fairness block). Both are
@@ -61,34 +40,13 @@ export async function startPostfix(port: number, relayPort: number, baseDir = os
   await fsp.mkdir(path.join(dir, 'data'));
   spawnSync('chown', ['postfix', path.join(dir, 'data')]);
   // Logging to a file (no syslog here); Postfix logs every message as smarthost does at info.
-  const main = `compatibility_level = 3.6
-queue_directory = ${dir}/queue
-data_directory = ${dir}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-shlib_directory = /usr/lib/postfix
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = postfix.bench.test
-mydestination =
-local_recipient_maps =
-mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:${relayPort}
-smtpd_relay_restrictions = permit_mynetworks, reject
-maillog_file_prefixes = ${dir}
-maillog_file = ${dir}/maillog
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
+  const main = `${postfixBaseMainCf(dir, relayPort)}myhostname = postfix.bench.test
 default_process_limit = 100
 in_flow_delay = ${POSTFIX_IN_FLOW_DELAY}
 default_destination_concurrency_limit = ${POSTFIX_DESTINATION_CONCURRENCY}
-biff = no
 `;
   await fsp.writeFile(path.join(dir, 'main.cf'), main);
-  await fsp.writeFile(path.join(dir, 'master.cf'), `127.0.0.1:${port} inet n - n - - smtpd\n${SERVICES}`);
+  await fsp.writeFile(path.join(dir, 'master.cf'), `127.0.0.1:${port} inet n - n - - smtpd\n${POSTFIX_SERVICES}`);
   const start = spawnSync('postfix', ['-c', dir, 'start'], { encoding: 'utf8' });
   const pidFile = path.join(dir, 'queue/pid/master.pid');
   for (let i = 0; i < 50 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 100));

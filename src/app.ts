@@ -28,6 +28,8 @@ import { adaptProxyProtocolV2 } from './fleet/proxy-protocol';
 import { registerFleetRoutes } from './admin/fleet-routes';
 import { createDeliveryAgent } from './relay/deliver';
 import { Roles } from './roles/index';
+import { PostfixServices } from './postfix/index';
+import { postfixListener } from './postfix/config';
 import type { DeliveryAgent } from './relay/types';
 import { Listener } from './smtp/listener';
 import { loadTlsMaterial } from './smtp/tls-material';
@@ -58,6 +60,8 @@ export interface App {
   readonly metrics: GatewayMetrics;
   /** Re-read what can change at run time (SIGHUP, `smarthost reload`): the policy files. */
   reload(): Promise<{ ok: boolean; policy: ReloadResult }>;
+  /** The Postfix policy service and milter, when configured. */
+  readonly postfix: PostfixServices | undefined;
   /** Bound port of a listener by name (useful with port 0 in tests). */
   port(name: string): number;
   start(): Promise<void>;
@@ -118,7 +122,9 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   const dnsblZones = (): string[] => policy.current().policy.dnsbl.zones.map((z) => z.name);
   // User names that failed AUTH are logged as a keyed hash, never as text (src/user-hash.ts).
   const userHash = await loadUserHash(cfg.spool.dir);
-  const policy: PolicyRuntime = new PolicyRuntime({ dir: cfg.policy.dir, listeners: cfg.listeners, store: state, logger, accounts, userHash, observer: opts.policyObserver ?? metrics.policyObserver(dnsblZones), clock: opts.clock });
+  // Postfix's clients appear as listener "postfix" in rules (src/postfix), beside the native listeners.
+  const ruleListeners = cfg.postfix ? [...cfg.listeners, postfixListener(cfg.postfix.role)] : cfg.listeners;
+  const policy: PolicyRuntime = new PolicyRuntime({ dir: cfg.policy.dir, listeners: ruleListeners, store: state, logger, accounts, userHash, observer: opts.policyObserver ?? metrics.policyObserver(dnsblZones), clock: opts.clock });
   metrics.catalogue.knownZones(dnsblZones());
   // Containment (src/containment): behaviour signals after each policy decision (policies/containment.yaml).
   // Its feeds too: complaint reports (feedback.yaml), rspamd at end of DATA (content.yaml), DNSBL polling.
@@ -189,6 +195,20 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       ),
   );
 
+  // The policy service and milter for an existing Postfix: the same hooks, signer and state store.
+  const postfix =
+    cfg.postfix && role !== 'worker'
+      ? new PostfixServices({
+          cfg: cfg.postfix,
+          hooks: policyHooks,
+          accounts,
+          classOf: (ip) => policy.current().policy.netblocks.match(ip)?.cls,
+          signer: () => signer,
+          hostname: cfg.hostname,
+          logger,
+        })
+      : undefined;
+
   const admin = new AdminServer({ address: cfg.admin.address, port: cfg.admin.port, token: await adminToken(cfg), logger });
   registerQueueRoutes(admin, qmgr);
   admin.metrics(() => metrics.render());
@@ -258,6 +278,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     fleet,
     metrics,
     reload,
+    postfix,
     port(name) {
       const l = listeners.find((x) => x.cfg.name === name);
       if (!l) throw new Error(`no listener named ${name}`);
@@ -279,8 +300,10 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       if (role !== 'worker') await admin.listen();
       try {
         for (const l of listeners) await l.listen();
+        await postfix?.start();
       } catch (err) {
         for (const l of listeners) await l.close().catch(() => undefined);
+        await postfix?.stop().catch(() => undefined);
         await admin.close();
         await qmgr.stop();
         throw err;
@@ -290,6 +313,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     async stop() {
       listening = false;
       await Promise.all(listeners.map((l) => l.close()));
+      await postfix?.stop();
       await roles.stop();
       await containment.stop();
       await qmgr.stop();

@@ -26,9 +26,18 @@ export interface Verdict {
   readonly detail?: string;
 }
 
+/**
+ * How a decision was asked for: a native listener, or Postfix through its
+ * policy delegation protocol or a milter (src/postfix). A metric label: bounded.
+ */
+export type Via = 'native' | 'policy-service' | 'milter';
+export const VIAS: readonly Via[] = ['native', 'policy-service', 'milter'];
+
 /** Who is talking to us: established at connect and AUTH. */
 export interface ClientInfo {
   readonly listener: string;
+  /** Unset: a native listener. */
+  readonly via?: Via;
   readonly role: ListenerRole;
   readonly ip: string;
   readonly helo?: string;

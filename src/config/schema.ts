@@ -13,6 +13,7 @@ import { parseRelayConfig, type RelayConfig } from '../relay/config';
 import { parseRolesConfig, type RolesConfig } from '../roles/config';
 import { parseStateConfig, type StateConfig } from '../state/config';
 import { parseMetricsConfig, type MetricsConfig } from '../metrics/config';
+import { parsePostfixConfig, type PostfixConfig } from '../postfix/config';
 import { At, bool, duration, int, list, obj, oneOf, optStr, size, str, type Obj } from './validate';
 
 export type TlsMode = 'none' | 'starttls' | 'implicit';
@@ -86,9 +87,11 @@ export interface Config {
    * test/security/smuggling.test.ts).
    */
   smtp: { bareNewline: 'normalise' | 'reject' };
+  /** Policy service and milter for an existing Postfix (docs/postfix.md); unset: none. */
+  postfix?: PostfixConfig;
 }
 
-const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'dkim', 'admin', 'process', 'roles', 'state', 'metrics', 'smtp'] as const;
+const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'dkim', 'admin', 'process', 'roles', 'state', 'metrics', 'smtp', 'postfix'] as const;
 
 export function parseConfig(raw: unknown, file: string, baseDir: string): Config {
   const at = new At(file);
@@ -153,6 +156,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
     state: parseStateConfig(top.state, at.child('state'), resolve),
     metrics: parseMetricsConfig(top.metrics, at.child('metrics')),
     smtp: { bareNewline: oneOf(smtp.bareNewline, at.child('smtp').child('bareNewline'), ['normalise', 'reject'] as const, 'normalise') },
+    postfix: parsePostfixConfig(top.postfix, at.child('postfix')),
   };
   const tlsListener = cfg.listeners.find((l) => l.tls !== 'none');
   if (tlsListener && cert === undefined && !selfSigned) {

@@ -88,11 +88,29 @@ export class DkimSigner implements MessageSigner {
     const now = this.now();
     const choice = chooseSigningKeys(this.ring, this.cfg, request, now);
     if (choice.kind === 'none') return { kind: this.cfg.unsignedPolicy === 'refuse' ? 'refuse' : 'unsigned', rule: choice.rule, reason: choice.reason };
-    const { domain, keys } = choice;
     const { header, body } = splitMessage(message);
+    return this.signChosen(choice, header, await bodyHash(body, rest), now);
+  }
+
+  /**
+   * Sign a message whose body was hashed as it streamed past (a
+   * RelaxedBodyHash over its CRLF body: the milter, src/postfix/milter),
+   * so a large body is never held. `header` is the header section with
+   * CRLF line ends.
+   */
+  async signHashed(header: Buffer, bh: string, request: SigningRequest): Promise<SignResult> {
+    if (this.closed) throw new Error('DKIM signer is closed');
+    if (!this.cfg.enabled) return { kind: 'unsigned', rule: 'dkim.enabled', reason: 'DKIM signing is disabled' };
+    const now = this.now();
+    const choice = chooseSigningKeys(this.ring, this.cfg, request, now);
+    if (choice.kind === 'none') return { kind: this.cfg.unsignedPolicy === 'refuse' ? 'refuse' : 'unsigned', rule: choice.rule, reason: choice.reason };
+    return this.signChosen(choice, header, bh, now);
+  }
+
+  private async signChosen(choice: Extract<ReturnType<typeof chooseSigningKeys>, { kind: 'sign' }>, header: Buffer, bh: string, now: number): Promise<SignResult> {
+    const { domain, keys } = choice;
     const fields = parseHeaderFields(header);
     const { h, canonical } = selectHeaders(fields, this.cfg.headers);
-    const bh = await bodyHash(body, rest);
     const t = Math.floor(now / 1000);
     const results = await Promise.allSettled(keys.map((k) => signOne(k, domain, h, bh, t, canonical)));
     let headers = '';

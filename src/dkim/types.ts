@@ -71,6 +71,12 @@ export interface MessageSigner {
    *   after `message`; the header block is always inside `message`
    */
   sign(message: readonly Buffer[], request: SigningRequest, rest?: () => AsyncIterable<Buffer>): Promise<SignResult>;
+  /**
+   * The same, for a message whose body was hashed as it arrived (relaxed
+   * body canonicalization, SHA-256, base64): `header` is the header
+   * section (CRLF line ends), `bodyHash` the bh= value.
+   */
+  signHashed(header: Buffer, bodyHash: string, request: SigningRequest): Promise<SignResult>;
   /** The decision alone (no message): which domain, selectors and rule, or why none. */
   decide(request: SigningRequest): SigningDecision;
   /** Re-read keys (rotation) without a restart. */

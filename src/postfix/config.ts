@@ -1,0 +1,56 @@
+/**
+ * The `postfix:` section: smarthost's policy engine, quotas, containment and
+ * DKIM authority offered to an existing Postfix over its two open
+ * protocols (docs/postfix.md):
+ *
+ *   postfix:
+ *     role: intercept        # what a client Postfix did not authenticate is (intercept | mx)
+ *     policyService: { address: 127.0.0.1, port: 10040 }   # check_policy_service inet:...
+ *     milter: { address: 127.0.0.1, port: 8891 }          # smtpd_milters = inet:...
+ *
+ * Either service may be left out. A client Postfix authenticated
+ * (sasl_username / the {auth_authen} macro) is a submission client of that
+ * account, as on a native submission listener.
+ */
+import type { ListenerConfig } from '../config/schema';
+import { At, int, obj, oneOf, str } from '../config/validate';
+
+export interface PostfixEndpoint {
+  address: string;
+  port: number;
+}
+
+export interface PostfixConfig {
+  /** Role of clients Postfix did not authenticate: which restriction lists and gates apply. */
+  role: 'intercept' | 'mx';
+  policyService?: PostfixEndpoint;
+  milter?: PostfixEndpoint;
+}
+
+export const POSTFIX_KEYS = ['role', 'policyService', 'milter'] as const;
+
+function endpoint(v: unknown, at: At, dfltPort: number): PostfixEndpoint | undefined {
+  if (v === undefined || v === null) return undefined;
+  const o = obj(v, at, ['address', 'port']);
+  return { address: str(o.address, at.child('address'), '127.0.0.1'), port: int(o.port, at.child('port'), dfltPort, 0, 65535) };
+}
+
+export function parsePostfixConfig(v: unknown, at: At): PostfixConfig | undefined {
+  if (v === undefined || v === null) return undefined;
+  const o = obj(v, at, POSTFIX_KEYS);
+  const cfg: PostfixConfig = {
+    role: oneOf(o.role, at.child('role'), ['intercept', 'mx'] as const, 'intercept'),
+    policyService: endpoint(o.policyService, at.child('policyService'), 10040),
+    milter: endpoint(o.milter, at.child('milter'), 8891),
+  };
+  if (!cfg.policyService && !cfg.milter) at.fail('set policyService, milter or both (or remove the section)');
+  return cfg;
+}
+
+/** The listener names Postfix's clients appear under in rules (`listeners: [postfix]`), logs and explain. */
+export const POSTFIX_LISTENER = 'postfix';
+
+/** The listener a Postfix client is judged as: role from sasl_username or postfix.role. */
+export function postfixListener(role: ListenerConfig['role']): ListenerConfig {
+  return { name: POSTFIX_LISTENER, role, address: '', port: 0, tls: 'none', auth: role === 'submission' ? 'required' : 'none', greetDelayMs: 0, proxyFrom: [] };
+}
