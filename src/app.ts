@@ -31,7 +31,8 @@ import { Roles } from './roles/index';
 import { PostfixServices } from './postfix/index';
 import { postfixListener } from './postfix/config';
 import type { DeliveryAgent } from './relay/types';
-import { Listener } from './smtp/listener';
+import { Listener, type TlsMaterial } from './smtp/listener';
+import type { BoundSocket } from './net/bound-socket';
 import { loadTlsMaterial } from './smtp/tls-material';
 import { QueueManager } from './spool/qmgr';
 import { Journal, onJournalSkippedBytes, recoverJournal } from './spool/journal';
@@ -64,6 +65,15 @@ export interface App {
   readonly postfix: PostfixServices | undefined;
   /** Bound port of a listener by name (useful with port 0 in tests). */
   port(name: string): number;
+  /** The certificate in use (a primary hands it to the workers it forks, which start unprivileged). */
+  tlsMaterial(): TlsMaterial;
+  /**
+   * Reserve every address this process serves (listeners, admin API) without
+   * accepting: the part that needs root. start() does everything else and
+   * binds first if bind() was not called; `smarthost start` drops privileges
+   * in between (src/cli/start.ts).
+   */
+  bind(): Promise<void>;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -92,6 +102,10 @@ export interface BuildOptions {
   listenersReady?: () => boolean;
   /** Called after every reload (the primary tells its workers). */
   afterReload?: () => void;
+  /** Worker: the certificate the primary read (a worker starts unprivileged and may not read the key). */
+  tls?: TlsMaterial;
+  /** Worker: the listeners' sockets, bound by the primary, by listener name. */
+  sockets?: ReadonlyMap<string, BoundSocket>;
 }
 
 /** How often a gateway whose spool writes failed checks whether they work again. */
@@ -136,7 +150,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   let signer: DkimSigner | undefined = cfg.dkim.enabled ? await createSigner(cfg.dkim, logger) : undefined;
   if (signer) signer.onSigned = metrics.catalogue.onSigned;
 
-  let tls = await loadTlsMaterial(cfg);
+  let tls = opts.tls ?? (await loadTlsMaterial(cfg));
   // Smart-host roles (src/roles): backup MX checks, POP-before-SMTP grants, rewriting maps.
   const roles = new Roles(cfg, { store: state, accounts, logger });
   // The complaint address is consumed here, never relayed (so it sits outside the loop guard).
@@ -264,6 +278,20 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   }, STORAGE_PROBE_MS);
   probeTimer.unref();
 
+  let bound = false;
+  const bind = async () => {
+    if (bound) return;
+    try {
+      if (role !== 'worker') await admin.bind();
+      for (const l of listeners) await l.bind(opts.sockets?.get(l.cfg.name));
+    } catch (err) {
+      for (const l of listeners) await l.close().catch(() => undefined);
+      await admin.close();
+      throw err;
+    }
+    bound = true;
+  };
+
   return {
     cfg,
     logger,
@@ -284,7 +312,12 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       if (!l) throw new Error(`no listener named ${name}`);
       return l.port;
     },
+    tlsMaterial: () => tls,
+    bind,
     async start() {
+      await bind();
+      // Everything from here runs as the service user when `smarthost start` drops privileges (uid: the evidence).
+      logger.info({ evt: 'starting', role, uid: process.geteuid?.() }, 'starting: recovery, delivery, admin API, listeners');
       // Bounded by state.redis.connectTimeout: without Redis the gateway starts degraded.
       await stateRt.start();
       await fleet.start();
@@ -297,8 +330,8 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       // The mailbox log is followed by the one process that owns the admin API (grants go to the shared store).
       if (role !== 'worker') await roles.start();
       containment.start();
-      if (role !== 'worker') await admin.listen();
       try {
+        if (role !== 'worker') await admin.listen();
         for (const l of listeners) await l.listen();
         await postfix?.start();
       } catch (err) {

@@ -11,6 +11,7 @@
 import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../log';
+import { bindHint, bindSocket, type BindError, type BoundSocket } from '../net/bound-socket';
 
 export type ReadyCheck = () => Promise<string | undefined>;
 
@@ -42,6 +43,7 @@ export class AdminServer {
   private metricsProvider: (() => Promise<{ contentType: string; body: string }>) | undefined;
   private server: http.Server | undefined;
   private boundPort = 0;
+  private socket: BoundSocket | undefined;
 
   constructor(
     private readonly opts: { address: string; port: number; token: string; logger: Logger },
@@ -67,22 +69,38 @@ export class AdminServer {
     return this.boundPort;
   }
 
+  /** Reserve the admin address before the privilege drop; listen() serves, after it. */
+  async bind(): Promise<void> {
+    if (this.socket) return;
+    const { address, port } = this.opts;
+    try {
+      this.socket = await bindSocket(address, port);
+    } catch (err) {
+      throw new Error(`admin listener: cannot bind ${address}:${port}: ${bindHint((err as BindError).code ?? (err as Error).message)}`);
+    }
+  }
+
   async listen(): Promise<void> {
+    await this.bind();
     this.server = http.createServer((req, res) => void this.handle(req, res));
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new Error(`admin listener: cannot bind ${this.opts.address}:${this.opts.port}: ${err.code ?? err.message}`)),
+        reject(new Error(`admin listener: cannot bind ${this.opts.address}:${this.opts.port}: ${bindHint(err.code ?? err.message)}`)),
       );
-      this.server!.listen(this.opts.port, this.opts.address, () => resolve());
+      this.server!.listen(this.socket as never, () => resolve());
     });
     const a = this.server.address();
     this.boundPort = typeof a === 'object' && a ? a.port : this.opts.port;
-    this.opts.logger.info({ evt: 'listening', listener: 'admin', address: this.opts.address, port: this.boundPort }, 'admin listening');
+    this.opts.logger.info({ evt: 'listening', listener: 'admin', address: this.opts.address, port: this.boundPort, uid: process.geteuid?.() }, 'admin listening');
   }
 
   close(): Promise<void> {
     return new Promise((resolve) => {
-      if (!this.server) return resolve();
+      if (!this.server) {
+        this.socket?.close();
+        this.socket = undefined;
+        return resolve();
+      }
       this.server.close(() => resolve());
       this.server.closeAllConnections();
     });

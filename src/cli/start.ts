@@ -2,6 +2,11 @@
  * `smarthost start`: build and run the gateway; SIGTERM/SIGINT drain and
  * stop; SIGHUP reloads. With `process.workers` > 1 this process becomes the
  * primary and forks the workers (src/cluster/supervisor.ts).
+ *
+ * The order is the privilege boundary: build (read config, keys, certificate)
+ * → bind every address (root, for ports below 1024; nothing accepts yet) →
+ * drop to `process.user` → start (recovery, delivery, the admin API, the
+ * mailbox log, accepting). Workers are forked after the drop.
  */
 import cluster from 'node:cluster';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -9,7 +14,8 @@ import { build, type App } from '../app';
 import type { Config } from '../config/schema';
 import { createIpcStateStore } from '../cluster/ipc-store';
 import { superviseWorkers, type ClusterMessage, type Supervisor } from '../cluster/supervisor';
-import { ListenError } from '../smtp/listener';
+import { bindHint, bindSocket, BindError, type BoundSocket } from '../net/bound-socket';
+import { ListenError, type TlsMaterial } from '../smtp/listener';
 import { processIdSuffix } from '../spool/queue-id';
 import { MemoryStore } from '../state/memory';
 import { CliError, configFrom } from './common';
@@ -24,21 +30,40 @@ export async function runStart(args: string[]): Promise<number> {
   if (cfg.process.workers > 1 && cluster.isWorker) return runWorker(cfg);
   if (cfg.process.workers > 1) return runPrimary(cfg, args);
   const app = await build(cfg);
-  await startOrExplain(app);
-  // Ports are bound: from here on, the unprivileged user (process.user).
+  await explained(app.bind());
   dropPrivileges(cfg, app.logger);
-  app.logger.info({ evt: 'listening', config: cfg.file }, 'smarthost started');
+  await explained(app.start());
+  app.logger.info({ evt: 'listening', config: cfg.file, uid: process.geteuid?.() }, 'smarthost started');
   await untilStopped(app, () => void app.reload());
   return 0;
 }
 
-async function startOrExplain(app: App): Promise<void> {
+/** Binding and listening errors name the address and the likely cause: an operator's error, not a crash. */
+async function explained<T>(step: Promise<T>): Promise<T> {
   try {
-    await app.start();
+    return await step;
   } catch (err) {
-    if (err instanceof ListenError) throw new CliError(err.message);
+    if (err instanceof ListenError || err instanceof BindError || /^admin listener: /.test((err as Error).message)) throw new CliError((err as Error).message);
     throw err;
   }
+}
+
+/** The primary reserves the listeners' addresses for its workers (they start unprivileged). */
+async function bindListeners(cfg: Config): Promise<Map<string, BoundSocket>> {
+  const sockets = new Map<string, BoundSocket>();
+  try {
+    for (const l of cfg.listeners) {
+      try {
+        sockets.set(l.name, await bindSocket(l.address, l.port));
+      } catch (err) {
+        throw new CliError(`listener "${l.name}": cannot bind ${l.address}:${l.port}: ${bindHint((err as BindError).code)}`);
+      }
+    }
+  } catch (err) {
+    for (const s of sockets.values()) s.close();
+    throw err;
+  }
+  return sockets;
 }
 
 function untilStopped(app: App, onHup: () => void, beforeStop?: () => Promise<void>): Promise<void> {
@@ -69,8 +94,12 @@ async function runPrimary(cfg: Config, args: string[]): Promise<number> {
     listenersReady: () => workersReady,
     afterReload: () => supervisor?.broadcast({ t: 'reload' }),
   });
-  await startOrExplain(app);
-  supervisor = superviseWorkers({ count: cfg.process.workers, app, store, logger: app.logger, argv: ['start', ...args] });
+  const sockets = await bindListeners(cfg);
+  await explained(app.bind());
+  // Every address is reserved: from here on the unprivileged user, the workers too.
+  dropPrivileges(cfg, app.logger);
+  await explained(app.start());
+  supervisor = superviseWorkers({ count: cfg.process.workers, app, store, logger: app.logger, argv: ['start', ...args], sockets });
   try {
     await supervisor.ready;
   } catch (err) {
@@ -79,9 +108,7 @@ async function runPrimary(cfg: Config, args: string[]): Promise<number> {
     throw new CliError((err as Error).message);
   }
   workersReady = true;
-  // The workers hold their listening sockets: the primary drops root too.
-  dropPrivileges(cfg, app.logger);
-  app.logger.info({ evt: 'listening', config: cfg.file, workers: cfg.process.workers }, 'smarthost started');
+  app.logger.info({ evt: 'listening', config: cfg.file, workers: cfg.process.workers, uid: process.geteuid?.() }, 'smarthost started');
   await untilStopped(
     app,
     () => void app.reload(),
@@ -92,20 +119,24 @@ async function runPrimary(cfg: Config, args: string[]): Promise<number> {
 
 async function runWorker(cfg: Config): Promise<number> {
   const send = (m: ClusterMessage) => process.send?.(m);
+  const handoff = await fromPrimary(send);
   const app = await build(cfg, {
     role: 'worker',
     state: createIpcStateStore(),
     onDeferred: (id, nextAttemptAt) => send({ t: 'deferred', id, nextAttemptAt }),
+    tls: handoff.tls,
+    sockets: handoff.sockets,
   });
   try {
+    // Forked after the primary's drop: already the service user (a no-op then).
+    dropPrivileges(cfg, app.logger);
     await app.start();
   } catch (err) {
-    send({ t: 'start-failed', error: err instanceof ListenError ? err.message : String((err as Error).message) });
+    send({ t: 'start-failed', error: (err as Error).message });
     process.exitCode = 1;
     setTimeout(() => process.exit(1), 100);
     return -1;
   }
-  dropPrivileges(cfg, app.logger);
   process.on('message', (m: ClusterMessage) => {
     if (m?.t === 'reload') void app.reload();
   });
@@ -114,4 +145,20 @@ async function runWorker(cfg: Config): Promise<number> {
   await untilStopped(app, () => void app.reload());
   process.disconnect?.();
   return 0;
+}
+
+/** A worker's listening sockets and certificate, from the primary that bound and read them. */
+function fromPrimary(send: (m: ClusterMessage) => void): Promise<{ sockets: Map<string, BoundSocket>; tls: TlsMaterial }> {
+  return new Promise((resolve) => {
+    const sockets = new Map<string, BoundSocket>();
+    const onMessage = (m: ClusterMessage, handle?: unknown) => {
+      if (m?.t === 'socket' && handle) sockets.set(m.name, handle as BoundSocket);
+      else if (m?.t === 'start') {
+        process.removeListener('message', onMessage);
+        resolve({ sockets, tls: m.tls });
+      }
+    };
+    process.on('message', onMessage);
+    send({ t: 'hello' });
+  });
 }

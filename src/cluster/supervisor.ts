@@ -14,16 +14,27 @@
  *            delivery attempt of what they accepted (from memory); a
  *            deferral is handed to the primary's queue manager.
  *
+ * The primary binds the listeners' sockets (as root, for ports below 1024),
+ * drops privileges, and only then forks the workers: they never run as
+ * root. A worker asks for its sockets ('hello'); the primary sends each
+ * bound socket and then the certificate it read (the key may be readable
+ * by root only), and the worker starts listening on them. A worker started
+ * again after a crash gets the same sockets.
+ *
  * A queue move is an atomic rename, so when the primary's scan and a
  * worker race for the same message exactly one of them gets it.
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { App } from '../app';
 import type { Logger } from '../log';
+import type { BoundSocket } from '../net/bound-socket';
 import type { StateStore } from '../state/store';
 import { serveStateStore } from './ipc-store';
 
 export type ClusterMessage =
+  | { t: 'hello' }
+  | { t: 'socket'; name: string }
+  | { t: 'start'; tls: { cert: string; key: string } }
   | { t: 'ready'; idSuffix: string }
   | { t: 'deferred'; id: string; nextAttemptAt: number }
   | { t: 'reload' }
@@ -37,10 +48,8 @@ export interface Supervisor {
   stop(): Promise<void>;
 }
 
-export function superviseWorkers(opts: { count: number; app: App; store: StateStore; logger: Logger; argv: string[] }): Supervisor {
+export function superviseWorkers(opts: { count: number; app: App; store: StateStore; logger: Logger; argv: string[]; sockets: ReadonlyMap<string, BoundSocket> }): Supervisor {
   const { app, store, logger } = opts;
-  // Let every worker accept on the shared socket itself.
-  cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: process.argv[1], args: opts.argv, silent: false });
   const suffixes = new Map<number, string>();
   let stopping = false;
@@ -56,7 +65,11 @@ export function superviseWorkers(opts: { count: number; app: App; store: StateSt
     const w = cluster.fork({ SMARTHOST_WORKER: '1' });
     serveStateStore(w, store);
     w.on('message', (m: ClusterMessage) => {
-      if (m.t === 'ready') {
+      if (m.t === 'hello') {
+        for (const [name, socket] of opts.sockets) w.send({ t: 'socket', name } satisfies ClusterMessage, socket as never);
+        const tls = app.tlsMaterial();
+        w.send({ t: 'start', tls: { cert: String(tls.cert), key: String(tls.key) } } satisfies ClusterMessage);
+      } else if (m.t === 'ready') {
         suffixes.set(w.id, m.idSuffix);
         if (++readyCount === opts.count) resolveReady();
       } else if (m.t === 'deferred') app.qmgr.adoptDeferred(m.id, m.nextAttemptAt);
@@ -97,6 +110,7 @@ export function superviseWorkers(opts: { count: number; app: App; store: StateSt
             }),
         ),
       );
+      for (const socket of opts.sockets.values()) socket.close();
     },
   };
 }

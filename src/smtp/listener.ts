@@ -9,6 +9,7 @@ import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import type { Config, ListenerConfig } from '../config/schema';
 import { proxyTrust } from '../fleet/proxy-from';
 import type { Logger } from '../log';
+import { bindHint, bindSocket, type BindError, type BoundSocket } from '../net/bound-socket';
 import { replyLine } from './replies';
 import { adaptSmtpServer, sweepSlowClients } from './server-adapter';
 import { SessionHandlers, type SessionDeps } from './session';
@@ -26,6 +27,7 @@ export class Listener {
   private boundPort = 0;
   private sweeper: NodeJS.Timeout | undefined;
   private readonly idleTimeoutMs: number;
+  private socket: BoundSocket | undefined;
 
   constructor(
     readonly cfg: ListenerConfig,
@@ -95,26 +97,34 @@ export class Listener {
     return this.boundPort;
   }
 
-  listen(): Promise<void> {
+  /**
+   * Reserve the address (bind, as root for ports below 1024) without
+   * accepting; `socket`: one another process bound (a worker's, from the
+   * primary). listen() starts accepting, after the privilege drop.
+   */
+  async bind(socket?: BoundSocket): Promise<void> {
+    if (this.socket) return;
+    const { address, port, name } = this.cfg;
+    try {
+      this.socket = socket ?? (await bindSocket(address, port));
+    } catch (err) {
+      throw new ListenError(`listener "${name}": cannot bind ${address}:${port}: ${bindHint((err as BindError).code ?? (err as Error).message)}`);
+    }
+  }
+
+  async listen(): Promise<void> {
+    await this.bind();
     const { address, port, name } = this.cfg;
     return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        const why =
-          err.code === 'EACCES'
-            ? 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)'
-            : err.code === 'EADDRINUSE'
-              ? 'address already in use (another MTA or gateway is listening there)'
-              : err.code === 'EADDRNOTAVAIL'
-                ? 'address not available on this host'
-                : err.message;
-        reject(new ListenError(`listener "${name}": cannot bind ${address}:${port}: ${why}`));
-      };
+      const onError = (err: NodeJS.ErrnoException) =>
+        reject(new ListenError(`listener "${name}": cannot bind ${address}:${port}: ${bindHint(err.code ?? err.message)}`));
       this.server.server.once('error', onError);
-      this.server.listen(port, address, () => {
+      this.server.listen(this.socket as never, () => {
         this.server.server.removeListener('error', onError);
         const a = this.server.server.address();
         this.boundPort = typeof a === 'object' && a ? a.port : port;
-        this.logger.info({ evt: 'listening', listener: name, address, port: this.boundPort, role: this.cfg.role, tls: this.cfg.tls }, 'listening');
+        // The uid says who accepts: the service user (process.user), never root (test/security/privilege.test.ts).
+        this.logger.info({ evt: 'listening', listener: name, address, port: this.boundPort, role: this.cfg.role, tls: this.cfg.tls, uid: process.geteuid?.() }, 'listening');
         this.startSweeper();
         resolve();
       });
@@ -133,6 +143,12 @@ export class Listener {
 
   close(): Promise<void> {
     clearInterval(this.sweeper);
+    // Bound but never listening: the server does not own the socket yet.
+    if (this.socket && !this.server.server.listening) {
+      this.socket.close();
+      this.socket = undefined;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }
