@@ -15,7 +15,7 @@ returns counters as JSON.
 Durability model, `strict` (POSIX, nothing more):
   - a file's data (and size) is durable only after fsync/fdatasync of that
     file; a file never synced comes back empty;
-  - a directory's entries (create, mkdir, unlink, rename) are durable only
+  - a directory's entries (create, mkdir, link, unlink, rename) are durable only
     after fsync of that directory; a directory never synced comes back empty;
   - rename is atomic: when either directory of a pending rename is synced,
     the whole rename (both entries) becomes durable, as on every Linux
@@ -331,6 +331,18 @@ class PowerCutFS(fuse.Operations):
             dp.entries[dn] = child
             sp.mtime = dp.mtime = time.time()
             self.pending_renames.append((sp.ino, sn, dp.ino, dn, child))
+
+    def link(self, target, source):
+        # ln source target: a second name for source's inode (an entry operation like create).
+        with self.mu:
+            n = self._lookup(source)
+            if n.is_dir:
+                raise FuseOSError(errno.EPERM)
+            parent, name = self._parent(target)
+            if name in parent.entries:
+                raise FuseOSError(errno.EEXIST)
+            parent.entries[name] = n.ino
+            parent.mtime = time.time()
 
     def fsync(self, path, datasync, fh):
         with self.mu:

@@ -90,6 +90,8 @@ describe('power cuts', () => {
       await fsp.writeFile(prepared.configFile, YAML.stringify(cfg));
     };
     const acked = new Set<number>();
+    /** Replies other than 250 (0: connection failed or cut), for the report. */
+    const refused = new Map<number, number>();
     let seq = 0;
     const client = async (stopAt: () => boolean, limit: number) => {
       while (!stopAt() && seq < limit) {
@@ -102,8 +104,10 @@ describe('power cuts', () => {
           await c.cmd('RCPT TO:<sink@dest.test>');
           const r = await c.data(message({ from: 'load@sender.test', to: 'sink@dest.test', headers: [`X-Tag: ${tag}`, `X-Seq: ${n}`], body: `${'p'.repeat(1200)}\r\n` }));
           if (r.code === 250) acked.add(n);
+          else refused.set(r.code, (refused.get(r.code) ?? 0) + 1);
           c.close();
         } catch {
+          refused.set(0, (refused.get(0) ?? 0) + 1);
           await sleep(10);
         }
       }
@@ -125,8 +129,9 @@ describe('power cuts', () => {
         const loops = Array.from({ length: CLIENTS }, () => client(() => stop, limit));
         const deadline = Date.now() + 30_000;
         while (acked.size < target && seq < limit && Date.now() < deadline) await sleep(5);
-        await killTree(gw);
+        // No new sessions from here; those in flight are cut by the kill.
         stop = true;
+        await killTree(gw);
         await Promise.all(loops);
         const st = await disk.cut();
         discarded = `${st.lost_entries} directory entries lost and ${st.resurrected_entries ?? 0} brought back, ${st.lost_bytes} bytes lost`;
@@ -156,7 +161,7 @@ describe('power cuts', () => {
           // for a while (then what is missing is lost).
           if (missing.length === 0 || idle >= 25) {
             const duplicates = [...seen.values()].reduce((s, c) => s + c - 1, 0);
-            const line = `powercut ${tag}: ${CUTS} cuts, ${seq} attempted, ${acked.size} acknowledged, ${missing.length} lost, ${duplicates} duplicated, ${seen.size} distinct delivered; not made durable at the cuts: ${discarded}`;
+            const line = `powercut ${tag}: ${CUTS} cuts, ${seq} attempted, ${acked.size} acknowledged (others ${JSON.stringify(Object.fromEntries(refused))}), ${missing.length} lost, ${duplicates} duplicated, ${seen.size} distinct delivered; not made durable at the cuts: ${discarded}`;
             console.log(`# ${line}`);
             assert.deepEqual(missing, [], `${tag}: acknowledged messages lost: ${missing.length}`);
             break;
