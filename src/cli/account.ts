@@ -29,7 +29,7 @@ export async function runAccount(args: string[]): Promise<number> {
     options: ACCOUNT_OPTIONS,
   });
   const [op, name] = positionals;
-  const cfg = configFrom(values);
+  const cfg = configFrom(values, { serving: false });
   const store = new AccountStore(cfg.accounts.file, 0);
   const needName = () => {
     if (!name) throw new CliError(`account ${op} needs an account name`, 2);

@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { loadConfig } from '../config/load';
-import type { Config } from '../config/schema';
+import type { Config, ParseOptions } from '../config/schema';
 import { ConfigError } from '../config/validate';
 
 export class CliError extends Error {
@@ -19,9 +19,10 @@ export function count(n: number, singular: string, plural = `${singular}s`): str
   return `${n} ${n === 1 ? singular : plural}`;
 }
 
-export function configFrom(values: { config?: string }): Config {
+/** The config for a command; `serving: false` for commands that open no listener (see ParseOptions). */
+export function configFrom(values: { config?: string }, opts: ParseOptions = {}): Config {
   try {
-    return loadConfig(values.config);
+    return loadConfig(values.config, process.cwd(), opts);
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(`invalid config: ${err.message}`);
     throw err;

@@ -56,7 +56,7 @@ export async function runContainment(args: string[]): Promise<number> {
   const query = values.account ? `account=${encodeURIComponent(values.account)}` : values.ip ? `ip=${encodeURIComponent(values.ip)}` : '';
   if (op !== 'show' && !query) throw new CliError(`containment ${op} needs --account NAME or --ip ADDR`, 2);
   if (values.for && op !== 'legitimate') throw new CliError(`--for is only for containment legitimate`, 2);
-  const cfg = configFrom(values);
+  const cfg = configFrom(values, { serving: false });
   const who = values.account ? `account:${values.account}` : `ip:${values.ip}`;
   if (op === 'show') {
     const r = await adminCall(cfg, 'GET', `/api/containment${query ? `?${query}` : ''}`);

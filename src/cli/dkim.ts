@@ -33,7 +33,7 @@ export async function runDkim(args: string[]): Promise<number> {
   const [op] = positionals;
   if (op !== 'keygen' && op !== 'check') throw new CliError(op === undefined ? 'dkim needs keygen or check' : `unknown dkim command "${op}"`, 2);
   if (!values.domain) throw new CliError(`dkim ${op} needs --domain`, 2);
-  const cfg = configFrom(values);
+  const cfg = configFrom(values, { serving: false });
   const keysDir = path.resolve(values['keys-dir'] ?? cfg.dkim.keysDir);
   const keysDirFrom = values['keys-dir'] ? '--keys-dir' : cfg.embedded ? 'the embedded default; --keys-dir or --config to choose' : `dkim.keysDir of ${cfg.file}`;
   switch (op) {

@@ -61,7 +61,7 @@ function load(dir: string, listeners: LoadOptions['listeners']): PolicySet {
 
 async function runCheck(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: POLICY_CHECK_OPTIONS });
-  const cfg = configFrom(values);
+  const cfg = configFrom(values, { serving: false });
   const dir = values['policy-dir'] ?? cfg.policy.dir;
   const p = load(dir, cfg.listeners);
   const rules = STAGES.map((s) => `${s} ${p.stages[s].length}`).join(', ');
@@ -80,7 +80,7 @@ async function runExplain(args: string[]): Promise<number> {
   if (!canonicalIp(values.ip)) throw new CliError(`not an IP address: "${values.ip}"`, 2);
   const size = values.size === undefined ? undefined : Number(values.size);
   if (size !== undefined && !(Number.isInteger(size) && size >= 0)) throw new CliError(`--size: not a number of bytes: "${values.size}"`, 2);
-  const cfg = configFrom(values);
+  const cfg = configFrom(values, { serving: false });
   const listener = cfg.listeners.find((l) => l.name === values.listener);
   if (!listener) throw new CliError(`no listener "${values.listener}" (listeners: ${cfg.listeners.map((l) => l.name).join(', ')})`, 2);
   if (values.user && listener.role !== 'submission') throw new CliError(`--user: listener ${listener.name} is ${listener.role}, AUTH is only on submission listeners`, 2);

@@ -16,7 +16,7 @@ export async function runQueue(args: string[]): Promise<number> {
     options: QUEUE_OPTIONS,
   });
   const [op, id] = positionals;
-  const cfg = configFrom(values);
+  const cfg = configFrom(values, { serving: false });
   const need = (what: string) => {
     if (!id) throw new CliError(`queue ${what} needs a queue id`, 2);
     return id;

@@ -13,7 +13,7 @@ export const RELOAD_OPTIONS = { config: { type: 'string', short: 'c' } } satisfi
 
 export async function runReload(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: RELOAD_OPTIONS });
-  const cfg = configFrom(values);
+  const cfg = configFrom(values, { serving: false });
   const r = await adminCall(cfg, 'POST', '/api/reload');
   const body = r.body as { ok?: boolean; policy?: ReloadResult; error?: string };
   const p = body.policy;

@@ -93,7 +93,16 @@ export interface Config {
 
 const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'dkim', 'admin', 'process', 'roles', 'state', 'metrics', 'smtp', 'postfix'] as const;
 
-export function parseConfig(raw: unknown, file: string, baseDir: string): Config {
+export interface ParseOptions {
+  /**
+   * Whether the config is read to serve mail (`start`, `check-config`: the
+   * default) or only for its paths and addresses (`dkim keygen`, `account`,
+   * `queue`, …): a command that opens no listener does not need their certificate.
+   */
+  serving?: boolean;
+}
+
+export function parseConfig(raw: unknown, file: string, baseDir: string, opts: ParseOptions = {}): Config {
   const at = new At(file);
   const top = obj(raw, at, TOP_KEYS);
   const resolve = (p: string) => path.resolve(baseDir, p);
@@ -159,7 +168,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string): Config
     postfix: parsePostfixConfig(top.postfix, at.child('postfix')),
   };
   const tlsListener = cfg.listeners.find((l) => l.tls !== 'none');
-  if (tlsListener && cert === undefined && !selfSigned) {
+  if (tlsListener && cert === undefined && !selfSigned && opts.serving !== false) {
     at.child('tls').child('cert').fail(
       `listener "${tlsListener.name}" uses TLS (${tlsListener.tls}) but no certificate is configured: set tls.cert and tls.key, or tls.selfSigned: true for a generated self-signed one (clients will warn)`,
     );
