@@ -6,27 +6,9 @@
  */
 import './threadpool';
 import { ConfigError } from '../config/validate';
-import { runAccount } from './account';
-import { runCheckConfig } from './check-config';
-import { runContainment } from './containment';
-import { runDkim } from './dkim';
-import { runPolicy } from './policy';
-import { runQueue } from './queue';
-import { runReload } from './reload';
-import { runStart } from './start';
+import { COMMANDS } from './commands';
 import { CliError } from './common';
 import { COMMAND_USAGE, MAIN_USAGE } from './usage';
-
-const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = {
-  start: runStart,
-  'check-config': runCheckConfig,
-  reload: runReload,
-  policy: runPolicy,
-  queue: runQueue,
-  account: runAccount,
-  dkim: runDkim,
-  containment: runContainment,
-};
 
 /** --help or -h among the options (not after `--`, where it would be a value). */
 function asksForHelp(args: string[]): boolean {

@@ -1,7 +1,8 @@
 /**
  * Every command's usage text, in one place: `smarthost help <command>`,
  * `smarthost <command> --help` and every usage error print these. A test
- * checks that each option a command accepts appears in its text.
+ * checks that every command (commands.ts) has one and that each option the
+ * command accepts appears in it.
  */
 
 const COMMON = `common options:

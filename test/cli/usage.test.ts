@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ACCOUNT_OPTIONS } from '../../src/cli/account';
 import { CHECK_CONFIG_OPTIONS } from '../../src/cli/check-config';
+import { COMMANDS } from '../../src/cli/commands';
 import { CONTAINMENT_OPTIONS } from '../../src/cli/containment';
 import { DKIM_OPTIONS } from '../../src/cli/dkim';
 import { POLICY_CHECK_OPTIONS, POLICY_EXPLAIN_OPTIONS } from '../../src/cli/policy';
@@ -30,7 +31,8 @@ const ACCEPTS: Record<string, Array<Record<string, { type: string; short?: strin
 
 describe('usage texts', () => {
   it('every command has one, and it names every option the command accepts', () => {
-    assert.deepEqual(Object.keys(COMMAND_USAGE).sort(), Object.keys(ACCEPTS).sort());
+    assert.deepEqual(Object.keys(COMMAND_USAGE).sort(), Object.keys(COMMANDS).sort(), 'a usage text for every command, and no other');
+    assert.deepEqual(Object.keys(ACCEPTS).sort(), Object.keys(COMMANDS).sort(), 'this test knows every command');
     for (const [cmd, sets] of Object.entries(ACCEPTS)) {
       const usage = COMMAND_USAGE[cmd]!;
       assert.ok(usage.startsWith(`usage: smarthost ${cmd}`), cmd);
