@@ -15,6 +15,7 @@
  * IPC channels (primary side). Trusts: its own processes only.
  */
 import type { Worker } from 'node:cluster';
+import { isConnectionKey } from '../state/keys';
 import type { StateStore } from '../state/store';
 
 const METHODS = ['hit', 'hitMany', 'peekMany', 'undo', 'record', 'count', 'incr', 'get', 'ttl', 'del', 'addToSet', 'setSize'] as const;
@@ -87,16 +88,33 @@ export function createIpcStateStore(timeoutMs = 5000): StateStore {
   return store as unknown as StateStore;
 }
 
-/** Primary side: answer a worker's state requests from the one store. */
+/**
+ * Primary side: answer a worker's state requests from the one store. The
+ * open-connection counters a worker holds (isConnectionKey) are tallied and
+ * given back when it exits: a worker that dies never gets to close its
+ * sessions, and its addresses would otherwise stay counted (refused for
+ * "too many connections") for as long as they keep connecting.
+ */
 export function serveStateStore(worker: Worker, store: StateStore): void {
   const answer = batcher<Response>((res) => {
     if (worker.isConnected()) worker.send({ t: 'state-res', res } satisfies ResponseBatch);
+  });
+  const held = new Map<string, { n: number; ttlMs: number }>();
+  worker.once('exit', () => {
+    for (const [key, h] of held) if (h.n > 0) void store.incr(key, -h.n, h.ttlMs, Date.now()).catch(() => undefined);
+    held.clear();
   });
   worker.on('message', (m: RequestBatch) => {
     if (!m || m.t !== 'state-req' || !Array.isArray(m.reqs)) return;
     // In arrival order: each operation is atomic in this one event loop, as before.
     for (const r of m.reqs) {
       if (!METHODS.includes(r.method)) continue;
+      if (r.method === 'incr' && typeof r.args[0] === 'string' && isConnectionKey(r.args[0])) {
+        const [key, by, ttlMs] = r.args as [string, number, number];
+        const n = (held.get(key)?.n ?? 0) + by;
+        if (n === 0) held.delete(key);
+        else held.set(key, { n, ttlMs });
+      }
       const fn = (store[r.method] as (...a: unknown[]) => Promise<unknown>).bind(store);
       fn(...r.args).then(
         (value) => answer({ id: r.id, ok: true, value }),

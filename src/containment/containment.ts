@@ -31,7 +31,7 @@
 import type { Account } from '../accounts/store';
 import type { ClientInfo, Verdict } from '../envelope';
 import type { Logger } from '../log';
-import type { AuthGate, ConnectDecision, ConnectFacts, DataFacts, PolicyHooks, TransactionFacts } from '../policy/types';
+import type { AuthGate, ConnectDecision, ConnectionSlot, ConnectFacts, DataFacts, PolicyHooks, TransactionFacts } from '../policy/types';
 import type { StateStore } from '../state/store';
 import { type ContainmentConfig, type PlanThresholds, type ResponseName, type SignalName } from './config';
 import { checkExternal, type ExternalResult, type ExternalSignal, type ExternalSubject } from './external';
@@ -372,6 +372,10 @@ export class ContainedHooks implements PolicyHooks {
 
   async accepted(f: DataFacts): Promise<void> {
     await this.inner().accepted?.(f);
+  }
+
+  openSlot(f: { listener: string; ip: string }): Promise<ConnectionSlot> {
+    return this.inner().openSlot(f);
   }
 
   disconnect(f: { client: ClientInfo }): void {

@@ -26,7 +26,7 @@
 import type { ExternalResult, ExternalSubject } from '../containment/external';
 import type { RecipientOutcome, Verdict } from '../envelope';
 import type { Logger } from '../log';
-import type { ConnectDecision, ConnectFacts, DataFacts, PolicyHooks, TransactionFacts } from '../policy/types';
+import type { ConnectDecision, ConnectFacts, ConnectionSlot, DataFacts, PolicyHooks, TransactionFacts } from '../policy/types';
 import type { DeliveryAgent, DeliveryJob } from '../relay/types';
 import { parseArf, type ArfReport } from './arf';
 import { authenticateReport, type DnsLookup } from './authenticate';
@@ -198,5 +198,8 @@ export class FeedbackHooks implements PolicyHooks {
   }
   disconnect(f: { client: import('../envelope').ClientInfo }): void {
     this.inner().disconnect?.(f);
+  }
+  openSlot(f: { listener: string; ip: string }): Promise<ConnectionSlot> {
+    return this.inner().openSlot(f);
   }
 }

@@ -39,7 +39,7 @@ import { planFor } from './quotas';
 import { signingAuthority, type SigningFacts } from './signing';
 import type { SigningAuthority } from '../dkim/types';
 import type { Charge, CheckResult, EvalContext, Outcome, Rule, RuntimeEnv } from './rule';
-import { ACCEPT, type AuthGate, type ConnectDecision, type ConnectFacts, type DataFacts, type PolicyHooks, type PolicyObserver, type TransactionFacts } from './types';
+import { ACCEPT, type AuthGate, type ConnectDecision, type ConnectionSlot, type ConnectFacts, type DataFacts, type PolicyHooks, type PolicyObserver, type TransactionFacts } from './types';
 
 /** Connection counters expire if a disconnect is ever missed (a crash, a bug). */
 const CONNECTION_TTL_MS = 60 * 60_000;
@@ -348,6 +348,24 @@ export class PolicyEngine implements PolicyHooks {
     // The account as the accounts file says now (as the checks read it): a removed sender stops signing at once.
     const account = f.account ? (this.deps.accounts?.get(f.account.name) ?? f.account) : undefined;
     return signingAuthority(this.policy.identity, { ...f, account });
+  }
+
+  async openSlot(f: { listener: string; ip: string }): Promise<ConnectionSlot> {
+    // The key is fixed now: a reload that changes ipv6Prefix must not make the release miss.
+    const subject = ipSubject({ ip: f.ip, data: this.policy });
+    const key = keys.connectionSlots(subject, f.listener);
+    const store = this.deps.store;
+    const count = await store.incr(key, 1, CONNECTION_TTL_MS, this.clock());
+    let held = true;
+    return {
+      count,
+      subject: subject.id,
+      release: async () => {
+        if (!held) return;
+        held = false;
+        await store.incr(key, -1, CONNECTION_TTL_MS, this.clock());
+      },
+    };
   }
 
   disconnect(f: { client: ClientInfo }): void {

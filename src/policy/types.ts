@@ -66,6 +66,22 @@ export interface PolicyHooks {
   accepted?(f: DataFacts): Promise<void>;
   /** The connection closed (release per-connection counters). */
   disconnect?(f: { client: ClientInfo }): void;
+  /**
+   * Take one of the client's connection slots on a listener: a counter in
+   * the state store, so one count across every process (and, with Redis,
+   * every gateway); an IPv6 client counts by the policy's ipv6Prefix. The
+   * engine only counts; the session compares with limits.maxConnectionsPerIp.
+   */
+  openSlot(f: { listener: string; ip: string }): Promise<ConnectionSlot>;
+}
+
+export interface ConnectionSlot {
+  /** Open connections of this address (prefix) on the listener, this one included. */
+  readonly count: number;
+  /** The address or IPv6 prefix counted. */
+  readonly subject: string;
+  /** Give the slot back (idempotent). */
+  release(): Promise<void>;
 }
 
 export interface AuthGate {

@@ -5,7 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
-import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { Config, ListenerConfig } from '../config/schema';
 import { proxyTrust } from '../fleet/proxy-from';
 import type { Logger } from '../log';
@@ -71,6 +71,7 @@ export class Listener {
       logger: false,
       onConnect: (session, cb) => void h.onConnect(session, cb),
       onClose: (session) => h.onClose(session),
+      onQuit: (session: SMTPServerSession) => h.onQuit(session),
       onAuth: (auth, session, cb) => void h.onAuth(auth, session, cb),
       onMailFrom: (address, session, cb) => void h.onMailFrom(address, session, cb),
       onRcptTo: (address, session, cb) => void h.onRcptTo(address, session, cb),

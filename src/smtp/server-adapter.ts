@@ -33,6 +33,13 @@
  *    server spends (a handler, DATA being judged) never counts; a DATA
  *    transfer has its own total deadline (limits.dataTimeout, session.ts).
  *    (test/security/exhaustion.test.ts)
+ * 7. QUIT gives the connection slot back before the 221 is sent: the
+ *    library reports a session's end (onClose) only after the socket's
+ *    close event, by which time a client that got its 221 has often
+ *    connected again, and was counted twice (smtp-source with 20 sessions
+ *    against maxConnectionsPerIp 20 was refused after 19-62 messages). The
+ *    listener's `onQuit(session)` runs first and the 221 waits for it.
+ *    (test/security/per-ip-limit.test.ts)
  */
 import { SMTPServer } from 'smtp-server';
 
@@ -49,6 +56,8 @@ interface ConnectionProto {
   _setListeners(cb: () => void): void;
   _parseAddressCommand(name: string, command: string): false | { address: string; sourceRoute?: boolean };
   _onCommand(command: Buffer, callback?: () => void): void;
+  handler_QUIT(command: Buffer, callback: () => void): void;
+  session: unknown;
   secure: boolean;
   _server: { options: Record<string, unknown>; connections: Set<unknown> } & SMTPServer;
   name: string;
@@ -89,6 +98,17 @@ export function adaptSmtpServer(): void {
     // A complete command line arrived: the client's deadline restarts.
     this._idleFrom = Date.now();
     return origOnCommand.call(this, command, callback);
+  };
+
+  const origQuit = proto.handler_QUIT;
+  proto.handler_QUIT = function handleQuit(this: ConnectionProto, command, callback) {
+    const onQuit = this._server.options.onQuit as ((session: unknown) => Promise<void>) | undefined;
+    if (!onQuit) return origQuit.call(this, command, callback);
+    // The hook never fails the QUIT: its errors are its own to log.
+    void onQuit(this.session).then(
+      () => origQuit.call(this, command, callback),
+      () => origQuit.call(this, command, callback),
+    );
   };
 
   proto.init = function init(this: ConnectionProto) {

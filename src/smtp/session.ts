@@ -18,7 +18,7 @@ import type { MessageSigner } from '../dkim/types';
 import { domainOf, type ClientInfo, type Envelope, type Verdict } from '../envelope';
 import type { Logger } from '../log';
 import type { UserHash } from '../user-hash';
-import type { AuthGate, DataFacts, PolicyHooks } from '../policy/types';
+import type { AuthGate, ConnectionSlot, DataFacts, PolicyHooks } from '../policy/types';
 import type { RoleHooks } from '../roles/index';
 import type { Handoff } from '../spool/qmgr';
 import { newQueueId } from '../spool/queue-id';
@@ -96,7 +96,10 @@ const SPILL_AT = 1024 * 1024;
 
 export class SessionHandlers {
   private readonly conns = new Map<string, ConnState>();
-  private readonly perIp = new Map<string, number>();
+  /** Each session's connection slot (limits.maxConnectionsPerIp), given back at QUIT or close, whichever comes first. */
+  private readonly slots = new Map<string, Promise<ConnectionSlot>>();
+  /** Refusals for too many connections, logged once a minute per address (prefix). */
+  private readonly refusalLog = new Map<string, { at: number; suppressed: number }>();
   /** AUTH scheduling per address (see onAuth). */
   private readonly authGates = new Map<string, AuthGateState>();
   private readonly log: Logger;
@@ -117,14 +120,16 @@ export class SessionHandlers {
 
   async onConnect(session: SMTPServerSession, cb: Callback): Promise<void> {
     const ip = session.remoteAddress;
-    const n = (this.perIp.get(ip) ?? 0) + 1;
-    this.perIp.set(ip, n);
-    // Counted even when refused: onClose always decrements.
-    if (n > this.deps.cfg.limits.maxConnectionsPerIp) {
-      this.deps.observer?.connection?.(this.listener.name, 'refused');
-      return cb(new SmtpReplyError('too_many_connections_ip'));
-    }
     try {
+      // Counted even when refused: the slot is given back at QUIT or close like any other.
+      const slotP = this.deps.policy().openSlot({ listener: this.listener.name, ip });
+      this.slots.set(session.id, slotP);
+      const slot = await slotP;
+      if (slot.count > this.deps.cfg.limits.maxConnectionsPerIp) {
+        this.deps.observer?.connection?.(this.listener.name, 'refused');
+        this.logSlotRefusal(session, slot);
+        return cb(new SmtpReplyError('too_many_connections_ip'));
+      }
       const d = await this.deps.policy().connect({ listener: this.listener, ip });
       this.deps.observer?.verdict?.(d.verdict);
       const client: ClientInfo = {
@@ -150,11 +155,41 @@ export class SessionHandlers {
     }
   }
 
+  /** QUIT: the slot goes back before the 221 (src/smtp/server-adapter.ts patch 7). */
+  onQuit(session: SMTPServerSession): Promise<void> {
+    return this.releaseSlot(session);
+  }
+
+  private releaseSlot(session: SMTPServerSession): Promise<void> {
+    const slot = this.slots.get(session.id);
+    if (!slot) return Promise.resolve();
+    this.slots.delete(session.id);
+    return slot.then(
+      (s) => s.release(),
+      () => undefined, // never taken (the store failed): nothing to give back
+    ).catch((err: Error) => this.log.error({ evt: 'error', sid: session.id, err }, 'releasing the connection slot failed'));
+  }
+
+  /** The 421 for too many connections, with the address: at most one line a minute per address (prefix) and listener. */
+  private logSlotRefusal(session: SMTPServerSession, slot: ConnectionSlot): void {
+    const now = Date.now();
+    const seen = this.refusalLog.get(slot.subject);
+    if (seen && now - seen.at < 60_000) {
+      seen.suppressed++;
+      return;
+    }
+    if (this.refusalLog.size >= 10_000) this.refusalLog.clear();
+    this.refusalLog.set(slot.subject, { at: now, suppressed: 0 });
+    const limit = this.deps.cfg.limits.maxConnectionsPerIp;
+    const r = REPLIES.too_many_connections_ip;
+    this.log.warn(
+      { evt: 'connect_refused', sid: session.id, ip: session.remoteAddress, subject: slot.subject, open: slot.count - 1, limit, reply: 'too_many_connections_ip', code: `${r.code} ${r.enhanced}`, suppressedBefore: seen?.suppressed ?? 0 },
+      'too many connections from this address',
+    );
+  }
+
   onClose(session: SMTPServerSession): void {
-    const ip = session.remoteAddress;
-    const n = (this.perIp.get(ip) ?? 1) - 1;
-    if (n <= 0) this.perIp.delete(ip);
-    else this.perIp.set(ip, n);
+    void this.releaseSlot(session);
     const st = this.conns.get(session.id);
     if (st) this.deps.policy().disconnect?.({ client: st.client });
     this.conns.delete(session.id);

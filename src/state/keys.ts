@@ -36,6 +36,8 @@ export const keys = {
   quota: (s: Subject, limit: string): string => `sh:q:${tag(s)}:${limit}`,
   /** Open connections of a subject (an anvil counter). */
   connections: (s: Subject): string => `sh:c:${tag(s)}`,
+  /** Connection slots a client address (IPv6: its prefix) holds on one listener (limits.maxConnectionsPerIp). */
+  connectionSlots: (s: Subject, listener: string): string => `sh:cs:${tag(s)}:${escapeId(listener)}`,
   /** Failed AUTH attempts of a client address or an account name. */
   authFailures: (s: Subject): string => `sh:af:${tag(s)}`,
   /** A temporary AUTH lockout (a counter whose TTL is the lockout). */
@@ -43,3 +45,8 @@ export const keys = {
   /** A behaviour signal (sliding set or log) for later containment rules. */
   signal: (s: Subject, name: string): string => `sh:s:${tag(s)}:${name}`,
 };
+
+/** Counters of open connections: a process that dies holding some must give them back (src/cluster/ipc-store.ts). */
+export function isConnectionKey(key: string): boolean {
+  return key.startsWith('sh:c:') || key.startsWith('sh:cs:');
+}
