@@ -29,7 +29,7 @@ import { registerFleetRoutes } from './admin/fleet-routes';
 import { createDeliveryAgent } from './relay/deliver';
 import { Roles } from './roles/index';
 import { PostfixServices } from './postfix/index';
-import { postfixListener } from './postfix/config';
+import { ruleListeners } from './postfix/config';
 import type { DeliveryAgent } from './relay/types';
 import { Listener, type TlsMaterial } from './smtp/listener';
 import type { BoundSocket } from './net/bound-socket';
@@ -137,8 +137,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   // User names that failed AUTH are logged as a keyed hash, never as text (src/user-hash.ts).
   const userHash = await loadUserHash(cfg.spool.dir);
   // Postfix's clients appear as listener "postfix" in rules (src/postfix), beside the native listeners.
-  const ruleListeners = cfg.postfix ? [...cfg.listeners, postfixListener(cfg.postfix.role)] : cfg.listeners;
-  const policy: PolicyRuntime = new PolicyRuntime({ dir: cfg.policy.dir, listeners: ruleListeners, store: state, logger, accounts, userHash, observer: opts.policyObserver ?? metrics.policyObserver(dnsblZones), clock: opts.clock });
+  const policy: PolicyRuntime = new PolicyRuntime({ dir: cfg.policy.dir, listeners: ruleListeners(cfg), store: state, logger, accounts, userHash, observer: opts.policyObserver ?? metrics.policyObserver(dnsblZones), clock: opts.clock });
   metrics.catalogue.knownZones(dnsblZones());
   // Containment (src/containment): behaviour signals after each policy decision (policies/containment.yaml).
   // Its feeds too: complaint reports (feedback.yaml), rspamd at end of DATA (content.yaml), DNSBL polling.
@@ -244,7 +243,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     opts.afterReload?.();
     return { ok: p.ok, policy: p };
   };
-  registerPolicyRoutes(admin, { runtime: policy, listeners: cfg.listeners, accounts, reload, signer: () => signer });
+  registerPolicyRoutes(admin, { runtime: policy, listeners: ruleListeners(cfg), accounts, reload, signer: () => signer });
   registerContainmentRoutes(admin, () => containment.containment, () => containment.recent());
   const fleet = new Fleet({ role, logger, accounts, store: state, storeStatus: () => stateRt.status(), redis: stateRt.redis, keyPrefix: stateRt.keyPrefix, reload, policy: () => policy.current() });
   registerFleetRoutes(admin, fleet, stateRt);

@@ -15,6 +15,7 @@ import { canonicalIp } from '../policy/ip';
 import { explain } from '../policy/explain';
 import type { PolicyRuntime, ReloadResult } from '../policy/runtime';
 import type { AdminServer } from './server';
+import { explainListener } from '../postfix/config';
 
 export interface PolicyRouteDeps {
   readonly runtime: PolicyRuntime;
@@ -34,7 +35,7 @@ export function registerPolicyRoutes(admin: AdminServer, deps: PolicyRouteDeps):
   admin.route('POST', '/api/policy/explain', async (req) => {
     const q = req.query;
     const name = q.get('listener') ?? '';
-    const listener = deps.listeners.find((l) => l.name === name);
+    const listener = explainListener(deps.listeners, name, q.get('user') ?? undefined);
     if (!listener) return { status: 400, body: { error: `no listener "${name}" (listeners: ${deps.listeners.map((l) => l.name).join(', ')})` } };
     const ip = q.get('ip') ?? '';
     if (!canonicalIp(ip)) return { status: 400, body: { error: `not an IP address: "${ip}"` } };

@@ -25,6 +25,7 @@ import { canonicalIp } from '../policy/ip';
 import { loadPolicy, STAGES, type LoadOptions, type PolicySet } from '../policy/load';
 import { MemoryStore } from '../state/memory';
 import { adminCall, CliError, configFrom, count } from './common';
+import { explainListener, ruleListeners } from '../postfix/config';
 
 /** What the command accepts (usage.ts describes each; a test compares). */
 export const POLICY_CHECK_OPTIONS = { config: { type: 'string', short: 'c' }, 'policy-dir': { type: 'string' } } satisfies ParseArgsConfig['options'];
@@ -81,8 +82,9 @@ async function runExplain(args: string[]): Promise<number> {
   const size = values.size === undefined ? undefined : Number(values.size);
   if (size !== undefined && !(Number.isInteger(size) && size >= 0)) throw new CliError(`--size: not a number of bytes: "${values.size}"`, 2);
   const cfg = configFrom(values, { serving: false });
-  const listener = cfg.listeners.find((l) => l.name === values.listener);
-  if (!listener) throw new CliError(`no listener "${values.listener}" (listeners: ${cfg.listeners.map((l) => l.name).join(', ')})`, 2);
+  // "postfix" too, with a postfix section: Postfix's clients (docs/postfix.md).
+  const listener = explainListener(ruleListeners(cfg), values.listener, values.user);
+  if (!listener) throw new CliError(`no listener "${values.listener}" (listeners: ${ruleListeners(cfg).map((l) => l.name).join(', ')})`, 2);
   if (values.user && listener.role !== 'submission') throw new CliError(`--user: listener ${listener.name} is ${listener.role}, AUTH is only on submission listeners`, 2);
   const from = values.from.replace(/^<(.*)>$/, '$1');
 
@@ -98,7 +100,7 @@ async function runExplain(args: string[]): Promise<number> {
     if (r.status !== 200) throw new CliError(`explain failed: HTTP ${r.status} ${JSON.stringify(r.body)}`);
     report = r.body as ExplainReport;
   } else {
-    const policy = load(values['policy-dir'] ?? cfg.policy.dir, cfg.listeners);
+    const policy = load(values['policy-dir'] ?? cfg.policy.dir, ruleListeners(cfg));
     const accounts = new AccountStore(cfg.accounts.file, 0);
     try {
       accounts.load();

@@ -167,6 +167,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string, opts: P
     smtp: { bareNewline: oneOf(smtp.bareNewline, at.child('smtp').child('bareNewline'), ['normalise', 'reject'] as const, 'normalise') },
     postfix: parsePostfixConfig(top.postfix, at.child('postfix')),
   };
+  if (cfg.postfix && cfg.listeners.some((l) => l.name === 'postfix')) at.child('listeners').fail('"postfix" names the Postfix services\' clients (postfix section): give this listener another name');
   const tlsListener = cfg.listeners.find((l) => l.tls !== 'none');
   if (tlsListener && cert === undefined && !selfSigned && opts.serving !== false) {
     at.child('tls').child('cert').fail(

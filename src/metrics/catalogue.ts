@@ -17,7 +17,7 @@
  * Trusts: nothing it is given as a label value.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { domainOf, type ClientInfo, type QueueState, type Verdict } from '../envelope';
+import { domainOf, VIAS, type ClientInfo, type QueueState, type Verdict, type Via } from '../envelope';
 import { SIGNALS } from '../containment/config';
 import { EXTERNAL_SIGNALS } from '../containment/external';
 import type { WiringObservers } from '../containment/wire';
@@ -118,7 +118,7 @@ export class MetricsCatalogue {
   readonly refusals: Counter<'listener' | 'stage' | 'reply'>;
   readonly interceptMessages: Counter<'netblock_class'>;
   // ---- policy --------------------------------------------------------------
-  readonly verdicts: Counter<'stage' | 'rule' | 'action'>;
+  readonly verdicts: Counter<'stage' | 'rule' | 'action' | 'via'>;
   readonly dnsblLookups: Counter<'zone' | 'result'>;
   readonly dnsblLatency: Histogram<'zone'>;
   readonly quotaHits: Counter<'limit'>;
@@ -210,8 +210,8 @@ export class MetricsCatalogue {
 
     this.verdicts = new Counter({
       name: `${PREFIX}policy_verdicts_total`,
-      help: 'Live policy decisions by stage, rule id (from the policy files, or <stage>.default) and action (accept, reject, tempfail, hold).',
-      labelNames: ['stage', 'rule', 'action'],
+      help: 'Live policy decisions by stage, rule id (from the policy files, or <stage>.default), action (accept, reject, tempfail, hold) and via (native: a smarthost listener; policy-service or milter: asked by Postfix).',
+      labelNames: ['stage', 'rule', 'action', 'via'],
       registers: [r],
     });
     this.dnsblLookups = new Counter({
@@ -501,7 +501,8 @@ export class MetricsCatalogue {
   };
 
   readonly policy: PolicyObserver = {
-    verdict: (v: Verdict) => this.verdicts.inc({ stage: this.stages.map(v.stage), rule: this.rules.map(v.rule), action: this.actions.map(v.action) }),
+    verdict: (v: Verdict, via?: Via) =>
+      this.verdicts.inc({ stage: this.stages.map(v.stage), rule: this.rules.map(v.rule), action: this.actions.map(v.action), via: via && VIAS.includes(via) ? via : 'native' }),
     dnsblLookup: (z, result, ms) => {
       const zone = this.zones.map(z);
       this.dnsblLookups.inc({ zone, result });

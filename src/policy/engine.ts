@@ -25,7 +25,7 @@
  * (reads). Trusts: the session's facts (client address, authenticated user).
  */
 import type { Account } from '../accounts/store';
-import type { ClientInfo, ListenerRole, Stage, Verdict } from '../envelope';
+import type { ClientInfo, ListenerRole, Stage, Verdict, Via } from '../envelope';
 import type { Logger } from '../log';
 import type { UserHash } from '../user-hash';
 import { keys } from '../state/keys';
@@ -71,6 +71,8 @@ export interface StageFacts {
   readonly rcpt?: string;
   readonly headerFrom?: readonly string[];
   readonly size?: number;
+  /** Who asked: a native listener (unset) or Postfix's policy service or milter (src/postfix). */
+  readonly via?: Via;
 }
 
 /** One rule's evaluation, for explain and logs. */
@@ -228,7 +230,7 @@ export class PolicyEngine implements PolicyHooks {
     }
     if (!final) final = hold ?? this.stageDefault(stage);
     if ((final.action === 'reject' || final.action === 'tempfail') && ctx.charges.length > 0) await this.refund(ctx.charges, store);
-    if (mode === 'live') this.report(final, ctx, performance.now() - t0);
+    if (mode === 'live') this.report(final, ctx, performance.now() - t0, f.via);
     return { stage, verdict: final, steps, netblock: ctx.netblock, plan: ctx.plan };
   }
 
@@ -242,8 +244,8 @@ export class PolicyEngine implements PolicyHooks {
     for (const c of charges) await store.undo(c.limits, c.cost, c.stamp);
   }
 
-  private report(v: Verdict, ctx: EvalContext, ms: number): void {
-    this.deps.observer?.verdict?.(v);
+  private report(v: Verdict, ctx: EvalContext, ms: number, via: Via | undefined): void {
+    this.deps.observer?.verdict?.(v, via ?? 'native');
     const fields = {
       evt: 'policy',
       stage: v.stage,
@@ -252,6 +254,7 @@ export class PolicyEngine implements PolicyHooks {
       ...(v.reply ? { reply: v.reply } : {}),
       ...(v.detail ? { detail: v.detail } : {}),
       listener: ctx.listener.name,
+      ...(via ? { via } : {}),
       ip: ctx.ip,
       ...this.userField(v.stage, ctx.user),
       ...(ctx.mailFrom !== undefined ? { from: ctx.mailFrom } : {}),
@@ -287,7 +290,7 @@ export class PolicyEngine implements PolicyHooks {
   // ---- PolicyHooks (the session's side) ----
 
   async connect(f: ConnectFacts): Promise<ConnectDecision> {
-    const facts: StageFacts = { listener: { name: f.listener.name, role: f.listener.role }, ip: f.ip };
+    const facts: StageFacts = { listener: { name: f.listener.name, role: f.listener.role }, ip: f.ip, ...(f.via ? { via: f.via } : {}) };
     // Counted before the rules so that every connect has its disconnect.
     await this.countConnection(facts, 1);
     try {
@@ -329,6 +332,7 @@ export class PolicyEngine implements PolicyHooks {
       account: f.account,
       mailFrom: f.mailFrom,
       recipients: f.recipients,
+      ...(f.client.via ? { via: f.client.via } : {}),
     };
   }
 

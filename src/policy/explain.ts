@@ -175,6 +175,7 @@ function inputsText(inputs: Record<string, unknown> | undefined): string {
 export function formatExplain(r: ExplainReport): string {
   const out: string[] = [];
   out.push(`policy v${r.policyVersion} from ${r.policyDir} (state: ${r.store})`);
+  if (r.listener === 'postfix') out.push('asked by Postfix: the policy service (connect, mail, rcpt) and the milter (data, DKIM), docs/postfix.md');
   out.push(`client ${r.ip} on listener ${r.listener} (${r.role}): ${r.netblock ? `netblock ${r.netblock}` : 'in no subscriber netblock'}${r.plan ? `, plan ${r.plan}` : ''}${r.user ? `, user ${r.user}` : ''}`);
   for (const s of r.stages) {
     out.push('');

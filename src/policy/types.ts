@@ -4,7 +4,7 @@
  * Verdict: accept → continue, tempfail/reject → reply from the table,
  * hold → accept into the hold queue. The engine never touches sockets.
  */
-import type { ClientInfo, Verdict } from '../envelope';
+import type { ClientInfo, Verdict, Via } from '../envelope';
 import type { ListenerConfig } from '../config/schema';
 import type { Account } from '../accounts/store';
 import type { SigningAuthority } from '../dkim/types';
@@ -13,6 +13,8 @@ import type { SigningFacts } from './signing';
 export interface ConnectFacts {
   readonly listener: ListenerConfig;
   readonly ip: string;
+  /** Unset: a native listener; else which Postfix protocol asked (src/postfix). */
+  readonly via?: Via;
 }
 
 export interface ConnectDecision {
@@ -100,7 +102,8 @@ export interface AuthGate {
  *   reload       after each reload attempt
  */
 export interface PolicyObserver {
-  verdict?(v: Verdict): void;
+  /** `via`: native, or the Postfix protocol that asked (a bounded label). */
+  verdict?(v: Verdict, via?: Via): void;
   dnsblLookup?(zone: string, result: 'listed' | 'clean' | 'error' | 'timeout', ms: number): void;
   quotaHit?(limit: string): void;
   reload?(result: 'ok' | 'error'): void;

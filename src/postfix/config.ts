@@ -50,6 +50,17 @@ export function parsePostfixConfig(v: unknown, at: At): PostfixConfig | undefine
 /** The listener names Postfix's clients appear under in rules (`listeners: [postfix]`), logs and explain. */
 export const POSTFIX_LISTENER = 'postfix';
 
+/** Listeners rules and `policy explain` may name: the configured ones and, with a postfix section, "postfix". */
+export function ruleListeners(cfg: { listeners: ListenerConfig[]; postfix?: PostfixConfig }): ListenerConfig[] {
+  return cfg.postfix ? [...cfg.listeners, postfixListener(cfg.postfix.role)] : cfg.listeners;
+}
+
+/** The listener `policy explain` judges as; for "postfix" a user makes it a submission client, as a SASL login does. */
+export function explainListener(listeners: readonly ListenerConfig[], name: string, user: string | undefined): ListenerConfig | undefined {
+  const l = listeners.find((x) => x.name === name);
+  return l && l.name === POSTFIX_LISTENER && user ? postfixListener('submission') : l;
+}
+
 /** The listener a Postfix client is judged as: role from sasl_username or postfix.role. */
 export function postfixListener(role: ListenerConfig['role']): ListenerConfig {
   return { name: POSTFIX_LISTENER, role, address: '', port: 0, tls: 'none', auth: role === 'submission' ? 'required' : 'none', greetDelayMs: 0, proxyFrom: [] };

@@ -114,7 +114,7 @@ describe('content verdicts from a real rspamd', () => {
     assert.equal(await scans('reject', 'hold'), 1);
     assert.ok((await scans('no_action', 'accept')) + (await scans('add_header', 'accept')) >= 1);
     assert.equal(await metric(/^smarthost_containment_external_signals_total\{signal="contentSpam"\} (\S+)$/m), 2, 'both GTUBEs raise contentSpam');
-    assert.match(await body(), /smarthost_policy_verdicts_total\{stage="data",rule="content.rspamd.reject",action="reject"\} 1/);
+    assert.match(await body(), /smarthost_policy_verdicts_total\{stage="data",rule="content.rspamd.reject",action="reject",via="native"\} 1/);
     const sum = await metric(/^smarthost_content_scan_duration_seconds_sum (\S+)$/m);
     const count = await metric(/^smarthost_content_scan_duration_seconds_count (\S+)$/m);
     t.diagnostic(`rspamd scans: ${count}, mean latency ${((sum / count) * 1000).toFixed(1)} ms`);

@@ -43,7 +43,7 @@ describe('metric labels are bounded', () => {
     assert.equal(sample(text, /^smarthost_refusals_total\{listener="submission",stage="rcpt",reply="other"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_refusals_total\{listener="submission",stage="rcpt",reply="relay_denied"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_auth_attempts_total\{listener="submission",mechanism="other",result="fail"\} (\S+)$/m), 1);
-    assert.equal(sample(text, /^smarthost_policy_verdicts_total\{stage="rcpt",rule="other",action="reject"\} (\S+)$/m), 1);
+    assert.equal(sample(text, /^smarthost_policy_verdicts_total\{stage="rcpt",rule="other",action="reject",via="native"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_delivery_attempts_total\{result="delivered",domain="dest.test"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_delivery_attempts_total\{result="delivered",domain="xn--bcher-kva.example"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_delivery_attempts_total\{result="delivered",domain="other"\} (\S+)$/m), 1);

@@ -258,7 +258,7 @@ describe('metrics through a real Prometheus', () => {
     // Bounded names from the policy files, not "other".
     assert.match(exposition, /smarthost_quota_hits_total\{limit="messagesPerHour"\} 1/);
     assert.match(exposition, /smarthost_quota_hits_total\{limit="recipientsPerHour"\} 1/);
-    assert.match(exposition, /smarthost_policy_verdicts_total\{stage="connect",rule="[a-z.-]+",action="reject"\}/);
+    assert.match(exposition, /smarthost_policy_verdicts_total\{stage="connect",rule="[a-z.-]+",action="reject",via="native"\}/);
     // Destination domains: the configured one, everything else "other".
     assert.match(exposition, /domain="dest\.test"/);
     assert.match(exposition, /domain="other"/);

@@ -126,6 +126,12 @@ milter_protocol = 6`,
     assert.equal(sink.messages.length, before);
   });
 
+  it('metrics count the milter\'s verdicts with via="milter"', async () => {
+    const text = await (await fetch(`http://127.0.0.1:${gw.app!.admin.port}/metrics`)).text();
+    assert.match(text, /^smarthost_policy_verdicts_total\{stage="data",rule="[^"]+",action="accept",via="milter"\} [1-9]/m);
+    assert.match(text, /^smarthost_policy_verdicts_total\{stage="connect",rule="[^"]+",action="reject",via="milter"\} 1$/m);
+  });
+
   it('with the milter down, Postfix tempfails (milter_default_action = tempfail) and relays nothing', async () => {
     const before = sink.messages.length;
     await gw.app!.postfix!.milter!.close();

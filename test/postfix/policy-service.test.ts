@@ -112,6 +112,25 @@ smtpd_end_of_data_restrictions = check_policy_service ${svc}`,
     assert.equal(sink.messages.length, before);
   });
 
+  it('metrics and policy explain show verdicts made through Postfix like native ones (via label)', async () => {
+    const text = await (await fetch(`http://127.0.0.1:${gw.app!.admin.port}/metrics`)).text();
+    assert.match(text, /^smarthost_policy_verdicts_total\{stage="connect",rule="[^"]+",action="reject",via="policy-service"\} 1$/m);
+    assert.match(text, /^smarthost_policy_verdicts_total\{stage="rcpt",rule="[^"]+",action="tempfail",via="policy-service"\} 1$/m);
+    assert.match(text, /^smarthost_policy_verdicts_total\{stage="rcpt",rule="[^"]+",action="accept",via="native"\} 2$/m);
+    const vias = [...text.matchAll(/^smarthost_policy_verdicts_total\{[^}]*via="([^"]*)"/gm)].map((m) => m[1]);
+    assert.deepEqual([...new Set(vias)].sort(), ['native', 'policy-service']);
+    const res = await fetch(`http://127.0.0.1:${gw.app!.admin.port}/api/policy/explain?${new URLSearchParams({ listener: 'postfix', ip: '127.0.0.3', from: 'me@home.test', rcpt: 'you@dest.test' })}`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer test-admin-token' },
+    });
+    assert.equal(res.status, 200);
+    const r = (await res.json()) as { listener: string; role: string; final: { rule: string; reply: string } };
+    assert.equal(r.listener, 'postfix');
+    assert.equal(r.role, 'intercept');
+    assert.equal(r.final.rule, 'dnsbl:zen.xbl');
+    assert.match(r.final.reply, /^554 5\.7\.1 /);
+  });
+
   it('answers malformed requests with 451 4.3.0 and stays in step; never crashes', async () => {
     const s = net.connect(policyPort, '127.0.0.1');
     let buf = '';

@@ -168,7 +168,7 @@ export class MilterSession {
     if (!this.ownsEnvelope) return this.send(packet(REPLY.CONTINUE));
     const who = this.client()!;
     const hooks = this.deps.hooks();
-    const d = await this.guard(() => hooks.connect({ listener: who.listener, ip: who.client.ip }));
+    const d = await this.guard(() => hooks.connect({ listener: who.listener, ip: who.client.ip, via: 'milter' }));
     if (!d) return;
     this.counted = who.client;
     this.verdict(d.verdict);
