@@ -64,6 +64,13 @@ export interface AuthFailureLimits {
   /** Failures in the window that lock the subject out (0: never). */
   readonly lockoutAfter: number;
   readonly lockoutMs: number;
+  /**
+   * perAccount only: how long a successful login makes its address (IPv6:
+   * prefix) known for the account. The account's delay and lockout never
+   * apply to a known address (penalise the source, not the victim); 0: they
+   * apply to every address.
+   */
+  readonly knownForMs: number;
 }
 
 export interface QuotaConfig {
@@ -96,8 +103,8 @@ export interface ResolvedQuotas {
 const RATE_LIMITED: ActionSpec = { action: 'tempfail', reply: 'rate_limited' };
 
 const DEFAULT_AUTH = {
-  perIp: { windowMs: 15 * 60_000, delayAfter: 5, delayMs: 500, maxDelayMs: 5000, lockoutAfter: 20, lockoutMs: 15 * 60_000 },
-  perAccount: { windowMs: 60 * 60_000, delayAfter: 0, delayMs: 500, maxDelayMs: 5000, lockoutAfter: 50, lockoutMs: 10 * 60_000 },
+  perIp: { windowMs: 15 * 60_000, delayAfter: 5, delayMs: 500, maxDelayMs: 5000, lockoutAfter: 20, lockoutMs: 15 * 60_000, knownForMs: 0 },
+  perAccount: { windowMs: 60 * 60_000, delayAfter: 0, delayMs: 500, maxDelayMs: 5000, lockoutAfter: 50, lockoutMs: 10 * 60_000, knownForMs: 30 * 86_400_000 },
 };
 
 export const NO_QUOTAS: QuotaConfig = {
@@ -130,9 +137,10 @@ function parsePlan(v: unknown, at: At, allowOnExceed = true): PlanSpec {
   return { limits, onExceed: o.onExceed === undefined ? undefined : parseAction(o.onExceed, at.child('onExceed')) };
 }
 
-function parseAuthLimits(v: unknown, at: At, d: AuthFailureLimits): AuthFailureLimits {
-  const o = obj(v, at, ['window', 'delayAfter', 'delay', 'maxDelay', 'lockoutAfter', 'lockout']);
+function parseAuthLimits(v: unknown, at: At, d: AuthFailureLimits, perAccount = false): AuthFailureLimits {
+  const o = obj(v, at, ['window', 'delayAfter', 'delay', 'maxDelay', 'lockoutAfter', 'lockout', ...(perAccount ? ['knownAddressesFor'] : [])]);
   return {
+    knownForMs: perAccount ? duration(o.knownAddressesFor, at.child('knownAddressesFor'), `${d.knownForMs}ms`) : 0,
     windowMs: duration(o.window, at.child('window'), `${d.windowMs}ms`),
     delayAfter: int(o.delayAfter, at.child('delayAfter'), d.delayAfter, 0),
     delayMs: duration(o.delay, at.child('delay'), `${d.delayMs}ms`),
@@ -192,7 +200,7 @@ export function parseQuotas(raw: unknown, file: string, classes: ReadonlySet<str
     ips,
     authFailures: {
       perIp: parseAuthLimits(af.perIp, at.child('authFailures').child('perIp'), DEFAULT_AUTH.perIp),
-      perAccount: parseAuthLimits(af.perAccount, at.child('authFailures').child('perAccount'), DEFAULT_AUTH.perAccount),
+      perAccount: parseAuthLimits(af.perAccount, at.child('authFailures').child('perAccount'), DEFAULT_AUTH.perAccount, true),
     },
   };
 }

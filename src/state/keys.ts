@@ -40,6 +40,8 @@ export const keys = {
   connectionSlots: (s: Subject, listener: string): string => `sh:cs:${tag(s)}:${escapeId(listener)}`,
   /** Failed AUTH attempts of a client address or an account name. */
   authFailures: (s: Subject): string => `sh:af:${tag(s)}`,
+  /** An address (IPv6: prefix) that logged in to the account: a counter whose TTL is authFailures.perAccount.knownAddressesFor. */
+  knownAddress: (account: Subject, ip: Subject): string => `sh:ka:${tag(account)}:${escapeId(ip.id)}`,
   /** A temporary AUTH lockout (a counter whose TTL is the lockout). */
   authLock: (s: Subject): string => `sh:al:${tag(s)}`,
   /** A behaviour signal (sliding set or log) for later containment rules. */

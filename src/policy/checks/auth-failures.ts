@@ -8,6 +8,16 @@
  * counted AFTER the check (afterAuth); reaching `lockoutAfter` failures in
  * the window locks the subject out for `lockout`.
  *
+ *
+ * The account's limits penalise the source, not the victim (as Dovecot
+ * does, whose auth penalty is per client address): an address that logged
+ * in to the account successfully within perAccount.knownAddressesFor is
+ * known, and the account's delay and lockout do not apply to it (its own
+ * per-address limits still do). So failures from addresses that never
+ * logged in, however many, lock out only such addresses: the account's
+ * owner keeps working from where they log in, while a distributed guesser
+ * is stopped. Failures from anywhere count towards the account's window.
+ *
  * headroom(): how many more failures the address and the account can take
  * before this check would delay or lock out (min of delayAfter and
  * lockoutAfter, less the failures in the window; 0 when locked out). The
@@ -26,6 +36,19 @@ function subjects(ctx: EvalContext): Array<{ s: Subject; limits: AuthFailureLimi
   return out;
 }
 
+/** The subjects whose limits apply to this attempt: the account's not from an address known for it. */
+async function applicable(ctx: EvalContext): Promise<{ list: ReturnType<typeof subjects>; known: boolean }> {
+  const all = subjects(ctx);
+  const known = await isKnownAddress(ctx);
+  return { list: known ? all.filter((x) => x.label !== 'account') : all, known };
+}
+
+async function isKnownAddress(ctx: EvalContext): Promise<boolean> {
+  const knownFor = ctx.data.quotas.authFailures.perAccount.knownForMs;
+  if (!ctx.user || knownFor <= 0) return false;
+  return (await ctx.env.store.get(keys.knownAddress(accountSubject(ctx.user), ipSubject(ctx)), ctx.now)) > 0;
+}
+
 export const authFailuresCheck: CheckType = {
   name: 'auth-failures',
   stages: ['auth'],
@@ -36,7 +59,9 @@ export const authFailuresCheck: CheckType = {
       async run(ctx: EvalContext): Promise<CheckResult> {
         const inputs: Record<string, unknown> = {};
         let delay = 0;
-        for (const { s, limits, label } of subjects(ctx)) {
+        const { list, known } = await applicable(ctx);
+        if (known) inputs.knownAddress = 'logged in to this account before: the account limits do not apply';
+        for (const { s, limits, label } of list) {
           const locked = await ctx.env.store.ttl(keys.authLock(s), ctx.now);
           const failures = await ctx.env.store.count(keys.authFailures(s), limits.windowMs, ctx.now);
           inputs[label] = `${s.id}: ${failures} failures in ${humanMs(limits.windowMs)}${locked ? `, locked for ${humanMs(locked)}` : ''}`;
@@ -55,7 +80,7 @@ export const authFailuresCheck: CheckType = {
       },
       async headroom(ctx: EvalContext): Promise<number> {
         let room = Infinity;
-        for (const { s, limits } of subjects(ctx)) {
+        for (const { s, limits } of (await applicable(ctx)).list) {
           if ((await ctx.env.store.ttl(keys.authLock(s), ctx.now)) > 0) return 0;
           const at = Math.min(limits.delayAfter > 0 ? limits.delayAfter : Infinity, limits.lockoutAfter > 0 ? limits.lockoutAfter : Infinity);
           if (at === Infinity) continue;
@@ -65,7 +90,11 @@ export const authFailuresCheck: CheckType = {
         return room;
       },
       async afterAuth(ctx: EvalContext, ok: boolean): Promise<void> {
-        if (ok) return;
+        if (ok) {
+          const knownFor = ctx.data.quotas.authFailures.perAccount.knownForMs;
+          if (ctx.user && knownFor > 0) await ctx.env.store.incr(keys.knownAddress(accountSubject(ctx.user), ipSubject(ctx)), 1, knownFor, ctx.now);
+          return;
+        }
         for (const { s, limits } of subjects(ctx)) {
           const n = await ctx.env.store.record(keys.authFailures(s), limits.windowMs, 1, ctx.now);
           if (limits.lockoutAfter > 0 && n >= limits.lockoutAfter && (await ctx.env.store.get(keys.authLock(s), ctx.now)) === 0) {
