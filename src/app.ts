@@ -11,6 +11,7 @@ import { AccountStore } from './accounts/store';
 import { AdminServer } from './admin/server';
 import { registerQueueRoutes } from './admin/queue-routes';
 import type { Config } from './config/schema';
+import { ConfigError } from './config/validate';
 import { createSigner, type DkimSigner } from './dkim/sign';
 import { dkimKeygen } from './dkim/cli';
 import { createLogger, type Logger } from './log';
@@ -222,7 +223,15 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
         })
       : undefined;
 
-  const admin = new AdminServer({ address: cfg.admin.address, port: cfg.admin.port, token: await adminToken(cfg), logger });
+  const admin = new AdminServer({
+    address: cfg.admin.address,
+    port: cfg.admin.port,
+    token: cfg.admin.token ?? (await tokenFrom(cfg.admin.tokenFile)),
+    readToken: cfg.admin.readTokenFile ? await tokenFrom(cfg.admin.readTokenFile) : undefined,
+    // Read before the privilege drop: the key may be root's alone.
+    tls: cfg.admin.tls ? readAdminTls(cfg) : undefined,
+    logger,
+  });
   registerQueueRoutes(admin, qmgr);
   admin.metrics(() => metrics.render());
   roles.registerRoutes(admin);
@@ -237,6 +246,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       const next = await loadTlsMaterial(cfg);
       for (const l of listeners) l.updateTls(next);
       tls = next;
+      if (cfg.admin.tls) admin.updateTls(readAdminTls(cfg));
     } catch (err) {
       logger.error({ evt: 'error', err: (err as Error).message }, 'TLS reload failed; keeping the certificate in use');
     }
@@ -362,13 +372,22 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   };
 }
 
-async function adminToken(cfg: Config): Promise<string> {
-  if (cfg.admin.token) return cfg.admin.token;
-  if (existsSync(cfg.admin.tokenFile)) return readFileSync(cfg.admin.tokenFile, 'utf8').trim();
+/** A token file's token, created (0600) on first start when missing. */
+async function tokenFrom(file: string): Promise<string> {
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
   const token = randomBytes(24).toString('base64url');
-  await fsp.mkdir(path.dirname(cfg.admin.tokenFile), { recursive: true, mode: 0o700 });
-  await fsp.writeFile(cfg.admin.tokenFile, `${token}\n`, { mode: 0o600 });
+  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  await fsp.writeFile(file, `${token}\n`, { mode: 0o600 });
   return token;
+}
+
+function readAdminTls(cfg: Config): { cert: Buffer; key: Buffer } {
+  const t = cfg.admin.tls!;
+  try {
+    return { cert: readFileSync(t.cert), key: readFileSync(t.key) };
+  } catch (err) {
+    throw new ConfigError(cfg.file, 'admin.tls', `cannot read certificate or key: ${(err as Error).message}`);
+  }
 }
 
 /** Quick start: a dual-algorithm key for the demo domain, so mail leaves signed. */

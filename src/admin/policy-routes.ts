@@ -57,5 +57,6 @@ export function registerPolicyRoutes(admin: AdminServer, deps: PolicyRouteDeps):
       ...(signer ? { signer } : {}),
     });
     return { status: 200, body: report };
-  });
+    // A POST for its query, but it only reads (the NOC's "why was this refused?").
+  }, 'read');
 }

@@ -4,11 +4,15 @@
  *   GET  /readyz             listeners bound, spool writable, registered checks; 503 + reasons otherwise
  *                            (warnOnly checks are listed under `warnings` and never fail it)
  *   GET  /metrics            Prometheus exposition (registered by src/metrics)
- *   /api/...                 operator actions, bearer token required
+ *   /api/...                 bearer token required: the operator token for every route, the
+ *                            read-only token (NOC) for the views only; a route that changes
+ *                            anything is 'operate' (every non-GET unless registered 'read')
+ * Over TLS when given a certificate (src/admin/config.ts decides when it must be).
  * Routes are registered by the modules that own them (queue, accounts,
  * policy), so this file knows HTTP and nothing about mail.
  */
 import http from 'node:http';
+import https from 'node:https';
 import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../log';
 import { bindHint, bindSocket, type BindError, type BoundSocket } from '../net/bound-socket';
@@ -30,30 +34,63 @@ export interface ApiResponse {
 
 type Handler = (req: ApiRequest) => Promise<ApiResponse>;
 
+/** 'read': views (queue, policy, containment, grants, fleet); 'operate': anything that changes state. */
+export type Access = 'read' | 'operate';
+
 interface Route {
   method: string;
   pattern: RegExp;
+  path: string;
   keys: string[];
   handler: Handler;
+  access: Access;
 }
 
 export class AdminServer {
   private readonly routes: Route[] = [];
   private readonly readyChecks: Array<{ name: string; check: ReadyCheck; warnOnly?: boolean }> = [];
   private metricsProvider: (() => Promise<{ contentType: string; body: string }>) | undefined;
-  private server: http.Server | undefined;
+  private server: http.Server | https.Server | undefined;
   private boundPort = 0;
   private socket: BoundSocket | undefined;
 
   constructor(
-    private readonly opts: { address: string; port: number; token: string; logger: Logger },
+    private readonly opts: {
+      address: string;
+      port: number;
+      /** The operator token. */
+      token: string;
+      /** The read-only token, if any. */
+      readToken?: string;
+      tls?: { cert: string | Buffer; key: string | Buffer };
+      logger: Logger;
+    },
   ) {}
 
-  /** `path` like /api/queue/:id/hold */
-  route(method: string, path: string, handler: Handler): void {
+  /**
+   * `path` like /api/queue/:id/hold. `access` defaults to 'read' for GET and
+   * 'operate' for everything else: a POST that only reads (policy explain)
+   * says 'read' explicitly.
+   */
+  route(method: string, path: string, handler: Handler, access: Access = method === 'GET' ? 'read' : 'operate'): void {
     const keys: string[] = [];
     const pattern = new RegExp(`^${path.replace(/:([a-z]+)/g, (_m, k: string) => (keys.push(k), '([^/]+)'))}$`);
-    this.routes.push({ method, pattern, keys, handler });
+    this.routes.push({ method, path, pattern, keys, handler, access });
+  }
+
+  /** Every /api route and who may call it (docs, and the tests that hold every mutating route to the operator). */
+  routeTable(): Array<{ method: string; path: string; access: Access }> {
+    return this.routes.map(({ method, path, access }) => ({ method, path, access }));
+  }
+
+  /** Whether the API is served over TLS. */
+  get secure(): boolean {
+    return this.opts.tls !== undefined;
+  }
+
+  /** A renewed certificate for new connections (reload); throws on a broken pair, keeping the one in use. */
+  updateTls(tls: { cert: string | Buffer; key: string | Buffer }): void {
+    if (this.server instanceof https.Server) this.server.setSecureContext(tls);
   }
 
   /** A readiness check; `warnOnly`: reported in /readyz but never makes it fail (a degraded but serving part). */
@@ -82,7 +119,8 @@ export class AdminServer {
 
   async listen(): Promise<void> {
     await this.bind();
-    this.server = http.createServer((req, res) => void this.handle(req, res));
+    const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => void this.handle(req, res);
+    this.server = this.opts.tls ? https.createServer({ ...this.opts.tls, minVersion: 'TLSv1.2' }, onRequest) : http.createServer(onRequest);
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', (err: NodeJS.ErrnoException) =>
         reject(new Error(`admin listener: cannot bind ${this.opts.address}:${this.opts.port}: ${bindHint(err.code ?? err.message)}`)),
@@ -91,7 +129,7 @@ export class AdminServer {
     });
     const a = this.server.address();
     this.boundPort = typeof a === 'object' && a ? a.port : this.opts.port;
-    this.opts.logger.info({ evt: 'listening', listener: 'admin', address: this.opts.address, port: this.boundPort, uid: process.geteuid?.() }, 'admin listening');
+    this.opts.logger.info({ evt: 'listening', listener: 'admin', address: this.opts.address, port: this.boundPort, tls: this.secure, uid: process.geteuid?.() }, 'admin listening');
   }
 
   close(): Promise<void> {
@@ -106,13 +144,19 @@ export class AdminServer {
     });
   }
 
-  private authorised(req: http.IncomingMessage): boolean {
-    const h = req.headers.authorization ?? '';
-    const m = /^Bearer (.+)$/.exec(h);
-    if (!m) return false;
+  /** Which token the request carries: the operator's, the read-only one, or none (compared in constant time). */
+  private access(req: http.IncomingMessage): Access | undefined {
+    const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
+    if (!m) return undefined;
     const given = Buffer.from(m[1]!);
-    const want = Buffer.from(this.opts.token);
-    return given.length === want.length && timingSafeEqual(given, want);
+    const is = (token: string | undefined) => {
+      if (!token) return false;
+      const want = Buffer.from(token);
+      return given.length === want.length && timingSafeEqual(given, want);
+    };
+    if (is(this.opts.token)) return 'operate';
+    if (is(this.opts.readToken)) return 'read';
+    return undefined;
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -139,11 +183,13 @@ export class AdminServer {
         return send(200, m.body, m.contentType);
       }
       if (!url.pathname.startsWith('/api/')) return send(404, { error: 'not found' });
-      if (!this.authorised(req)) return send(401, { error: 'missing or wrong bearer token' });
+      const access = this.access(req);
+      if (!access) return send(401, { error: 'missing or wrong bearer token' });
       for (const r of this.routes) {
         if (r.method !== req.method) continue;
         const m = r.pattern.exec(url.pathname);
         if (!m) continue;
+        if (r.access === 'operate' && access !== 'operate') return send(403, { error: 'this token may only read: the operator token is needed to change anything' });
         const params: Record<string, string> = {};
         r.keys.forEach((k, i) => (params[k] = decodeURIComponent(m[i + 1]!)));
         const body = req.method === 'POST' || req.method === 'PUT' ? await readJson(req) : undefined;

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ListenerRole } from '../envelope';
 import { parseProxyFrom } from '../fleet/proxy-from';
+import { parseAdminConfig, type AdminConfig } from '../admin/config';
 import { parseDkimConfig, type DkimConfig } from '../dkim/config';
 import { parseRelayConfig, type RelayConfig } from '../relay/config';
 import { parseRolesConfig, type RolesConfig } from '../roles/config';
@@ -66,7 +67,8 @@ export interface Config {
   limits: LimitsConfig;
   relay: RelayConfig;
   dkim: DkimConfig;
-  admin: { address: string; port: number; token?: string; tokenFile: string };
+  /** The admin API: address, operator and read-only tokens, TLS off loopback (src/admin/config.ts). */
+  admin: AdminConfig;
   /**
    * Processes accepting mail (1: everything in one process), and the
    * unprivileged user/group to run as once the ports are bound (least
@@ -112,7 +114,6 @@ export function parseConfig(raw: unknown, file: string, baseDir: string, opts: P
   const tls = obj(top.tls, at.child('tls'), ['cert', 'key', 'selfSigned', 'minVersion']);
   const accounts = obj(top.accounts, at.child('accounts'), ['file', 'authCacheTtl']);
   const policy = obj(top.policy, at.child('policy'), ['dir']);
-  const admin = obj(top.admin, at.child('admin'), ['address', 'port', 'token', 'tokenFile']);
 
   const proc = obj(top.process, at.child('process'), ['workers', 'user', 'group']);
   const smtp = obj(top.smtp, at.child('smtp'), ['bareNewline']);
@@ -150,12 +151,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string, opts: P
     limits: parseLimits(top.limits, at.child('limits')),
     relay: parseRelayConfig(top.relay, at.child('relay'), baseDir),
     dkim: parseDkimConfig(top.dkim, at.child('dkim'), resolve),
-    admin: {
-      address: str(admin.address, at.child('admin').child('address'), '127.0.0.1'),
-      port: int(admin.port, at.child('admin').child('port'), 8025, 0, 65535),
-      token: optStr(admin.token, at.child('admin').child('token')),
-      tokenFile: resolve(str(admin.tokenFile, at.child('admin').child('tokenFile'), 'var/admin.token')),
-    },
+    admin: parseAdminConfig(top.admin, at.child('admin'), resolve, { cert: cert === undefined ? undefined : resolve(cert), key: key === undefined ? undefined : resolve(key) }),
     process: {
       workers: parseWorkers(proc.workers, at.child('process').child('workers')),
       user: optStr(proc.user, at.child('process').child('user')),
