@@ -57,6 +57,10 @@ export class PolicyService {
     return this.served?.port ?? 0;
   }
 
+  get openConnections(): number {
+    return this.served?.open() ?? 0;
+  }
+
   async listen(at: PostfixEndpoint): Promise<void> {
     this.served = await serve('policy-service', at, IDLE_MS, this.deps.logger, (s) => this.connection(s));
   }

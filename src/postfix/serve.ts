@@ -9,6 +9,8 @@ import type { PostfixEndpoint } from './config';
 
 export interface Served {
   readonly port: number;
+  /** Connections open now (tests: nothing is left hanging). */
+  open(): number;
   close(): Promise<void>;
 }
 
@@ -31,6 +33,7 @@ export async function serve(name: string, at: PostfixEndpoint, idleMs: number, l
   logger.info({ evt: 'listening', listener: `postfix-${name}`, address: at.address, port }, 'listening');
   return {
     port,
+    open: () => sockets.size,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

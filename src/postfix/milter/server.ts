@@ -25,6 +25,10 @@ export class Milter {
     return this.served?.port ?? 0;
   }
 
+  get openConnections(): number {
+    return this.served?.open() ?? 0;
+  }
+
   async listen(at: PostfixEndpoint): Promise<void> {
     this.served = await serve('milter', at, IDLE_MS, this.deps.logger, (s) => this.connection(s));
   }
