@@ -16,6 +16,12 @@ function asksForHelp(args: string[]): boolean {
   return (end < 0 ? args : args.slice(0, end)).some((a) => a === '--help' || a === '-h');
 }
 
+/** A refusal by the operating system about a path (ENOENT, EACCES, ENOTDIR, EROFS, …): the machine's state, not a bug. */
+function isPathError(err: unknown): err is NodeJS.ErrnoException & { syscall: string; path: string; code: string } {
+  const e = err as NodeJS.ErrnoException | undefined;
+  return typeof e?.code === 'string' && typeof e.syscall === 'string' && typeof e.path === 'string';
+}
+
 /** node:util parseArgs refusals (unknown option, missing value, stray positional). */
 function isParseArgsError(err: unknown): err is Error {
   return typeof (err as { code?: unknown })?.code === 'string' && (err as { code: string }).code.startsWith('ERR_PARSE_ARGS_');
@@ -69,6 +75,11 @@ main(process.argv.slice(2)).then(
     } else if (err instanceof ConfigError) {
       // From any command, `start` included: the same "file: key: reason" as check-config.
       process.stderr.write(`smarthost: invalid config: ${err.message}\n`);
+      process.exitCode = 1;
+    } else if (isPathError(err)) {
+      // e.g. a spool.dir that cannot be created: which path, what was tried, why.
+      const why = err.message.replace(/^[A-Z]+: /, '').replace(/, \S+ '.*'$/, '');
+      process.stderr.write(`smarthost: cannot ${err.syscall} ${err.path}: ${why} (${err.code})\n`);
       process.exitCode = 1;
     } else {
       process.stderr.write(`smarthost: ${(err as Error).stack ?? String(err)}\n`);

@@ -135,6 +135,18 @@ describe('smarthost CLI', () => {
     assert.equal(start.stderr, check.stderr);
   });
 
+  it('start with a spool directory that cannot be made: one line naming the path and the reason', async () => {
+    const { dir, configFile } = await prepareGateway();
+    dirs.push(dir);
+    await fsp.writeFile(path.join(dir, 'a-file'), '');
+    const cfg = YAML.parse(await fsp.readFile(configFile, 'utf8'));
+    cfg.spool.dir = 'a-file/spool';
+    await fsp.writeFile(configFile, YAML.stringify(cfg));
+    const r = await run(['start', '--config', configFile]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `smarthost: cannot mkdir ${path.join(dir, 'a-file', 'spool')}: not a directory (ENOTDIR)\n`);
+  });
+
   it('check-config counts in English: 1 listener, 3 listeners', async () => {
     const one = await prepareGateway({ config: { listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'none' }] } });
     const three = await prepareGateway();
