@@ -98,6 +98,17 @@ function firstBytes(s: net.Socket, n: number, send?: string): Promise<string> {
 
 const isRoot = process.getuid?.() === 0;
 
+describe('the service user, through the system (getent)', () => {
+  it('resolves names and numbers; a missing user or group is an error naming the key', async () => {
+    const { resolveIds } = await import('../../src/cli/privileges');
+    assert.deepEqual(resolveIds('nobody'), { uid: 65534, gid: 65534 });
+    assert.deepEqual(resolveIds('65534'), { uid: 65534, gid: 65534 });
+    assert.deepEqual(resolveIds('nobody', 'root'), { uid: 65534, gid: 0 });
+    assert.throws(() => resolveIds('no-such-user-i14'), /process\.user: no such user "no-such-user-i14"/);
+    assert.throws(() => resolveIds('nobody', 'no-such-group-i14'), /process\.group: no such group "no-such-group-i14"/);
+  });
+});
+
 describe('least privilege', { skip: isRoot ? false : 'needs root to change user' }, () => {
   const dirs: string[] = [];
   let gw: GatewayProcess | undefined;
