@@ -16,6 +16,8 @@ import { getDomain } from 'tldts';
 
 export interface MessageTraits {
   readonly bodyFingerprint: string;
+  /** Length of the normalised text the fingerprint was taken of (short bodies are common to many). */
+  readonly bodyChars: number;
   readonly linkDomains: readonly string[];
   readonly replyTo?: string;
   readonly fromName?: string;
@@ -30,13 +32,21 @@ const MAX_LINKS = 20;
  * case, digits and URLs' query strings dropped, whitespace collapsed.
  */
 export function bodyFingerprint(body: string | Buffer): string {
-  const text = (typeof body === 'string' ? body : body.toString('latin1'))
+  return createHash('sha256').update(normalise(body)).digest('hex').slice(0, 16);
+}
+
+const BOUNDARY = /boundary\s*=\s*"?([^";\r\n]+)"?/gi;
+
+function normalise(body: string | Buffer, contentType = ''): string {
+  let text = typeof body === 'string' ? body : body.toString('latin1');
+  // MIME boundaries are random per message: the same photo must fingerprint the same.
+  for (const m of [...contentType.matchAll(BOUNDARY), ...text.matchAll(BOUNDARY)]) if (m[1]!.length >= 6) text = text.split(m[1]!).join('');
+  return text
     .toLowerCase()
     .replace(/(https?:\/\/[^\s?#"'<>]+)[?#][^\s"'<>]*/g, '$1')
     .replace(/[0-9]+/g, '')
     .replace(/\s+/g, ' ')
     .trim();
-  return createHash('sha256').update(text).digest('hex').slice(0, 16);
 }
 
 /** Registrable domains of the http(s) links in a text (quoted-printable soft breaks and =3D undone first). */
@@ -72,5 +82,20 @@ export function messageTraits(headers: readonly { name: string; value: string }[
   const replyToValue = headers.find((h) => h.name === 'reply-to')?.value;
   const replyTo = replyToValue ? firstAddress(replyToValue) : undefined;
   const fromName = from ? displayName(from) : undefined;
-  return { bodyFingerprint: bodyFingerprint(text), linkDomains: linkDomains(text), ...(replyTo ? { replyTo } : {}), ...(fromName ? { fromName } : {}) };
+  const norm = normalise(text, headers.find((h) => h.name === 'content-type')?.value);
+  return { bodyFingerprint: createHash('sha256').update(norm).digest('hex').slice(0, 16), bodyChars: norm.length, linkDomains: linkDomains(text), ...(replyTo ? { replyTo } : {}), ...(fromName ? { fromName } : {}) };
+}
+
+/** The traits of a collected message: its parsed header fields and the first chunks (header block, then body). */
+export function traitsOfMessage(headers: readonly { name: string; value: string }[], chunks: readonly Buffer[]): MessageTraits {
+  const head: Buffer[] = [];
+  let bytes = 0;
+  for (const c of chunks) {
+    head.push(c);
+    bytes += c.length;
+    if (bytes > TRAITS_BODY_BYTES * 2) break;
+  }
+  const buf = Buffer.concat(head);
+  const end = buf.indexOf('\r\n\r\n');
+  return messageTraits(headers, end < 0 ? '' : buf.subarray(end + 4, end + 4 + TRAITS_BODY_BYTES));
 }

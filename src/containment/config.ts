@@ -22,6 +22,13 @@ export const SIGNALS = [
   'dnsblListed',
   'complaints',
   'contentSpam',
+  'volumeDay',
+  'addressBook',
+  'newLinkDomains',
+  'identityChange',
+  'authNewNetwork',
+  'strangerHours',
+  'campaign',
 ] as const;
 export type SignalName = (typeof SIGNALS)[number];
 
@@ -49,6 +56,22 @@ export interface PlanThresholds {
   readonly complaintShare: number;
   /** Messages the content scanner judged spam in 24 hours. */
   readonly contentSpamPerDay: number;
+  /** Recipients in 24 h ≥ max(volumeDayFloor, volumeDayFactor × the busiest unflagged day in 14 days). */
+  readonly volumeDayFloor: number;
+  readonly volumeDayFactor: number;
+  /** Distinct known correspondents written to in 24 h ≥ max(addressBookMin, addressBookShare × the address book). */
+  readonly addressBookShare: number;
+  readonly addressBookMin: number;
+  /** Recipients in 24 h of messages linking to a domain new to the subject and fresh in the fleet. */
+  readonly newLinkRecipientsPerDay: number;
+  /** Messages in 24 h with a new Reply-To or From display name. */
+  readonly identityChangesPerDay: number;
+  /** AUTH from networks not used in 30 days, per day. */
+  readonly authNewNetworksPerDay: number;
+  /** Hours of the last 24 with new recipients (a paced run to strangers). */
+  readonly strangerHours: number;
+  /** Distinct subjects in the fleet sending this message's body or fresh link domain in 24 h. */
+  readonly campaignSenders: number;
   /** Score at which each response starts (0: never). */
   readonly responses: Readonly<Record<ResponseName, number>>;
 }
@@ -83,6 +106,15 @@ const DEFAULT_THRESHOLDS: PlanThresholds = {
   complaints: 1,
   complaintShare: 0.003,
   contentSpamPerDay: 3,
+  volumeDayFloor: 20,
+  volumeDayFactor: 3,
+  addressBookShare: 0.3,
+  addressBookMin: 20,
+  newLinkRecipientsPerDay: 1,
+  identityChangesPerDay: 1,
+  authNewNetworksPerDay: 1,
+  strangerHours: 3,
+  campaignSenders: 8,
   responses: { throttle: 1, hold: 2, suspend: 4 },
 };
 
@@ -97,6 +129,14 @@ const DEFAULT_WEIGHTS: Record<SignalName, number> = {
   dnsblListed: 2,
   complaints: 2,
   contentSpam: 1,
+  // Each of these alone is ordinary (a greeting to everyone, a new link, a hotel network): half a signal.
+  volumeDay: 0.5,
+  addressBook: 0.5,
+  newLinkDomains: 0.5,
+  identityChange: 0.5,
+  authNewNetwork: 0.5,
+  strangerHours: 0.5,
+  campaign: 2,
 };
 
 export const CONTAINMENT_OFF: ContainmentConfig = {
@@ -120,7 +160,7 @@ function num(v: unknown, at: At, dflt: number): number {
 }
 
 function thresholds(raw: unknown, at: At, base: PlanThresholds): PlanThresholds {
-  const o: Obj = obj(raw ?? {}, at, ['volumeFactor', 'volumeFloor', 'volumePeakFactor', 'newRecipientsPerHour', 'newShareOfPeak', 'newRecipientsPerDay', 'newDomainsPerHour', 'refusedPerHour', 'refusedShare', 'authNetworksPerHour', 'sameBodyPerDay', 'complaints', 'complaintShare', 'contentSpamPerDay', 'responses']);
+  const o: Obj = obj(raw ?? {}, at, ['volumeFactor', 'volumeFloor', 'volumePeakFactor', 'newRecipientsPerHour', 'newShareOfPeak', 'newRecipientsPerDay', 'newDomainsPerHour', 'refusedPerHour', 'refusedShare', 'authNetworksPerHour', 'sameBodyPerDay', 'complaints', 'complaintShare', 'contentSpamPerDay', 'volumeDayFloor', 'volumeDayFactor', 'addressBookShare', 'addressBookMin', 'newLinkRecipientsPerDay', 'identityChangesPerDay', 'authNewNetworksPerDay', 'strangerHours', 'campaignSenders', 'responses']);
   const r = obj(o.responses ?? {}, at.child('responses'), RESPONSES);
   const responses = {
     throttle: num(r.throttle, at.child('responses').child('throttle'), base.responses.throttle),
@@ -142,6 +182,15 @@ function thresholds(raw: unknown, at: At, base: PlanThresholds): PlanThresholds 
     complaints: num(o.complaints, at.child('complaints'), base.complaints),
     complaintShare: num(o.complaintShare, at.child('complaintShare'), base.complaintShare),
     contentSpamPerDay: num(o.contentSpamPerDay, at.child('contentSpamPerDay'), base.contentSpamPerDay),
+    volumeDayFloor: num(o.volumeDayFloor, at.child('volumeDayFloor'), base.volumeDayFloor),
+    volumeDayFactor: num(o.volumeDayFactor, at.child('volumeDayFactor'), base.volumeDayFactor),
+    addressBookShare: num(o.addressBookShare, at.child('addressBookShare'), base.addressBookShare),
+    addressBookMin: num(o.addressBookMin, at.child('addressBookMin'), base.addressBookMin),
+    newLinkRecipientsPerDay: num(o.newLinkRecipientsPerDay, at.child('newLinkRecipientsPerDay'), base.newLinkRecipientsPerDay),
+    identityChangesPerDay: num(o.identityChangesPerDay, at.child('identityChangesPerDay'), base.identityChangesPerDay),
+    authNewNetworksPerDay: num(o.authNewNetworksPerDay, at.child('authNewNetworksPerDay'), base.authNewNetworksPerDay),
+    strangerHours: num(o.strangerHours, at.child('strangerHours'), base.strangerHours),
+    campaignSenders: num(o.campaignSenders, at.child('campaignSenders'), base.campaignSenders),
     responses,
   };
 }

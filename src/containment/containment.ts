@@ -36,7 +36,8 @@ import type { StateStore } from '../state/store';
 import { type ContainmentConfig, type PlanThresholds, type ResponseName, type SignalName } from './config';
 import { checkExternal, type ExternalResult, type ExternalSignal, type ExternalSubject } from './external';
 import type { WebhookNotifier } from './notifier';
-import { ckeys, type CSubject, domainOf, HOUR, Signals, subjectName, type SignalValues } from './signals';
+import type { MessageTraits } from '../message-traits';
+import { ckeys, type CSubject, domainOf, HOUR, type MessageFacts, Signals, subjectName, type SignalValues } from './signals';
 
 export const LEVELS: readonly (ResponseName | 'none')[] = ['none', 'throttle', 'hold', 'suspend'];
 
@@ -131,8 +132,8 @@ export class Containment {
   }
 
   /** Score a subject's current signals against its plan's thresholds. */
-  async assess(s: CSubject, plan: string | undefined, fingerprint: string | undefined, now = this.clock()): Promise<Assessment> {
-    const signals = await this.signals.read(s, fingerprint, now);
+  async assess(s: CSubject, plan: string | undefined, facts: MessageFacts, now = this.clock(), campaignSenders = 0): Promise<Assessment> {
+    const signals = await this.signals.read(s, facts, now, campaignSenders);
     if (!this.enabled || this.learning || this.exempt(s, plan)) return { level: 0, score: 0, fired: [], signals, exempt: true };
     const th = this.thresholds(plan);
     const f = (await this.deps.store.get(ckeys.legit(s), now)) > 0 ? this.config.legitimateFactor : 1;
@@ -152,6 +153,14 @@ export class Containment {
     if (signals.dnsblListed > 0) fired.push('dnsblListed');
     if (th.complaints > 0 && over(signals.complaints, Math.max(th.complaints, th.complaintShare * signals.rcpt14d))) fired.push('complaints');
     if (over(signals.contentSpamPerDay, th.contentSpamPerDay)) fired.push('contentSpam');
+    // Volume against the subject's own busiest day, known correspondents included (an address-book run).
+    if (th.volumeDayFloor > 0 && over(signals.rcpt1d, Math.max(th.volumeDayFloor, th.volumeDayFactor * signals.peakDay))) fired.push('volumeDay');
+    if (th.addressBookShare > 0 && over(signals.addressBookDay, Math.max(th.addressBookMin, th.addressBookShare * signals.addressBookSize))) fired.push('addressBook');
+    if (over(signals.newLinkRecipientsPerDay, th.newLinkRecipientsPerDay)) fired.push('newLinkDomains');
+    if (over(signals.identityChangesPerDay, th.identityChangesPerDay)) fired.push('identityChange');
+    if (over(signals.authNewNetworksPerDay, th.authNewNetworksPerDay)) fired.push('authNewNetwork');
+    if (over(signals.strangerHours, th.strangerHours)) fired.push('strangerHours');
+    if (over(signals.campaignSenders, th.campaignSenders)) fired.push('campaign');
     const score = fired.reduce((a, n) => a + this.config.weights[n], 0);
     const r = th.responses;
     const level = r.suspend > 0 && score >= r.suspend ? 3 : r.hold > 0 && score >= r.hold ? 2 : r.throttle > 0 && score >= r.throttle ? 1 : 0;
@@ -232,15 +241,16 @@ export class Containment {
   }
 
   /** At end of DATA: record the message's signals, then decide. */
-  async atData(client: ClientInfo, recipients: readonly string[], fingerprint: string | undefined, account?: Account): Promise<Verdict | undefined> {
+  async atData(client: ClientInfo, recipients: readonly string[], facts: MessageFacts, account?: Account, mailFrom?: string): Promise<Verdict | undefined> {
     const s = this.subjectOf(client);
     if (!s || !this.enabled) return undefined;
     const now = this.clock();
     const plan = this.deps.planOf(client, account);
-    await this.signals.recordMessage(s, recipients, fingerprint, now);
+    const campaign = await this.signals.recordMessage(s, recipients, facts, now, mailFrom);
+    const fingerprint = typeof facts === 'string' ? facts : facts?.bodyFingerprint;
     this.note(s, { recipients, ip: client.ip, ...(fingerprint ? { fingerprint } : {}) });
-    const a = await this.assess(s, plan, fingerprint, now);
-    if (a.fired.length === 0) await this.signals.raisePeak(s, a.signals.rcpt1h, now);
+    const a = await this.assess(s, plan, facts, now, campaign);
+    if (a.fired.length === 0) await this.signals.raisePeak(s, a.signals.rcpt1h, now, a.signals.rcpt1d);
     if (a.exempt) return undefined;
     await this.respond(s, a, plan, client, now);
     const sticky = await this.deps.store.get(ckeys.level(s), now);
@@ -316,9 +326,11 @@ export class Containment {
 
 /** DataFacts plus what containment needs from the message. */
 export interface ContainedDataFacts extends DataFacts {
-  /** bodyFingerprint() of the message body (optional; the sameBody signal needs it). */
+  /** bodyFingerprint() of the message body, when no traits are given (older callers, tests). */
   readonly bodyFingerprint?: string;
 }
+
+const factsOf = (f: ContainedDataFacts): MessageTraits | string | undefined => f.traits ?? f.bodyFingerprint;
 
 const STRICTNESS: Record<Verdict['action'], number> = { accept: 0, hold: 1, tempfail: 2, reject: 3 };
 const stricter = (a: Verdict, b: Verdict | undefined): Verdict => (b && STRICTNESS[b.action] > STRICTNESS[a.action] ? b : a);
@@ -356,14 +368,25 @@ export class ContainedHooks implements PolicyHooks {
 
   async rcpt(f: TransactionFacts & { readonly rcpt: string }): Promise<Verdict> {
     const v = await this.inner().rcpt(f);
-    if (v.action === 'reject' || v.action === 'tempfail') await this.c.recordDoorRefusal(f.client);
+    // A recipient our policy refuses (5xx) is evidence; our own rate limits deferring one (4xx) are not.
+    if (v.action === 'reject') await this.c.recordDoorRefusal(f.client);
     return v;
   }
 
+  /**
+   * Containment has the last word INSIDE the engine's data stage, so a
+   * message containment throttles or refuses is taken back from the
+   * quotas that counted it (messagesPerHour): it was not sent.
+   */
   async data(f: ContainedDataFacts): Promise<Verdict> {
-    const v = await this.inner().data(f);
-    if (v.action === 'reject' || v.action === 'tempfail') return v;
-    return stricter(v, await this.c.atData(f.client, f.recipients, f.bodyFingerprint, f.account));
+    const outer = f.lastWord;
+    return this.inner().data({
+      ...f,
+      lastWord: async (v) => {
+        const mine = stricter(v, await this.c.atData(f.client, f.recipients, factsOf(f), f.account, f.mailFrom));
+        return outer ? outer(mine) : mine;
+      },
+    });
   }
 
   signingAuthority(f: Parameters<PolicyHooks['signingAuthority']>[0]): ReturnType<PolicyHooks['signingAuthority']> {

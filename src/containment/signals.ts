@@ -18,10 +18,30 @@
  *                        successful AUTH in the last hour
  *   sameBodyPerDay       recipients of one body fingerprint in 24 hours
  *   dnsblListed          the address became listed (a listing change)
+ * and the signals an attacker inside the victim's own habits cannot avoid:
+ *   volumeDay            recipients in 24 hours against the busiest day of
+ *                        14 days (known recipients count too)
+ *   addressBook          distinct already-known correspondents written to
+ *                        in 24 hours, as a share of the address book
+ *   newLinkDomains       recipients in 24 hours of messages linking to a
+ *                        domain the subject first linked to in the last 7
+ *                        days AND that is fresh in the fleet (few senders in
+ *                        14 days, or most of them in the last day)
+ *   identityChanges      messages in 24 hours with a Reply-To the subject
+ *                        never used (not its own address) or a From display
+ *                        name other than the ones it used in 30 days
+ *   strangerHours        hours of the last 24 in which the subject wrote to
+ *                        at least STRANGERS_IN_AN_HOUR new recipients (a
+ *                        paced run to a bought list; one burst is one hour)
+ *   authNewNetworks      AUTH from networks not used in 30 days, per day
+ *                        (not in the account's first week: no habits yet)
+ *   campaign             (per message) distinct subjects of the whole fleet
+ *                        that sent this body, or a fresh link domain of it,
+ *                        in 24 hours: one campaign through many accounts
  *
  * Talks to: the state store. Trusts: the caller's subject and facts.
  */
-import { createHash } from 'node:crypto';
+import { bodyFingerprint, type MessageTraits } from '../message-traits';
 import { escapeId } from '../state/keys';
 import type { StateStore } from '../state/store';
 
@@ -29,6 +49,13 @@ export const HOUR = 3_600_000;
 export const DAY = 24 * HOUR;
 const KNOWN_WINDOW = 30 * DAY;
 const BASELINE_WINDOW = 14 * DAY;
+/** A link domain is established in the fleet from this many senders in 14 days, unless most of them came in the last day. */
+const ESTABLISHED_SENDERS = 20;
+/** Bodies shorter than this (normalised) are too common to be a campaign ("thanks!"). */
+const CAMPAIGN_MIN_BODY = 100;
+const STRANGERS_IN_AN_HOUR = 2;
+const LINK_YOUTH = 7 * DAY;
+const FIRST_WEEK = 7 * DAY;
 
 export interface CSubject {
   readonly kind: 'a' | 'ip';
@@ -57,7 +84,29 @@ export const ckeys = {
   legit: (s: CSubject) => k(s, 'legit'),
   peak: (s: CSubject) => k(s, 'peak'),
   notified: (s: CSubject, level: number) => k(s, `ev${level}`),
+  rcpt1d: (s: CSubject) => k(s, 'r1d'),
+  peakDay: (s: CSubject) => k(s, 'peakd'),
+  book1d: (s: CSubject) => k(s, 'bk1d'),
+  links: (s: CSubject) => k(s, 'links'),
+  linkYouth: (s: CSubject, domain: string) => k(s, `ly:${escapeId(domain)}`),
+  newLink1d: (s: CSubject) => k(s, 'nl1d'),
+  replyTos: (s: CSubject) => k(s, 'rto'),
+  names: (s: CSubject) => k(s, 'names'),
+  ident1d: (s: CSubject) => k(s, 'id1d'),
+  nets30: (s: CSubject) => k(s, 'nets30'),
+  newNet1d: (s: CSubject) => k(s, 'nn1d'),
+  /** Present while the subject AUTHs at least once in 30 days; the first-week marker lives 7 days from the first AUTH. */
+  authSince: (s: CSubject) => k(s, 'a0'),
+  authFirstWeek: (s: CSubject) => k(s, 'a7'),
+  strangerHours: (s: CSubject) => k(s, 'shr'),
+  /** Fleet-wide: distinct subjects that sent a body fingerprint or a link domain (day, 14 days). */
+  fleet: (what: 'b' | 'ld', id: string, window: '1d' | '14d') => `sh:ctm:fleet:{${what}:${escapeId(id)}}:${window}`,
 };
+
+/** What a message adds to the picture (traits from the session; a fingerprint alone from older callers). */
+export type MessageFacts = MessageTraits | string | undefined;
+
+const traitsOf = (f: MessageFacts): Partial<MessageTraits> => (typeof f === 'string' ? { bodyFingerprint: f } : (f ?? {}));
 
 export interface SignalValues {
   readonly rcpt1h: number;
@@ -75,6 +124,18 @@ export interface SignalValues {
   readonly complaints: number;
   readonly rcpt14d: number;
   readonly contentSpamPerDay: number;
+  readonly rcpt1d: number;
+  /** The busiest day (recipients) in 14 days that raised no signal. */
+  readonly peakDay: number;
+  /** Distinct known correspondents written to in 24 h, and the size of the address book (30 days). */
+  readonly addressBookDay: number;
+  readonly addressBookSize: number;
+  readonly newLinkRecipientsPerDay: number;
+  readonly identityChangesPerDay: number;
+  readonly authNewNetworksPerDay: number;
+  readonly strangerHours: number;
+  /** This message's campaign: distinct subjects in the fleet that sent it (its body or a fresh link domain) in 24 h. */
+  readonly campaignSenders: number;
 }
 
 /** The network an address belongs to for "AUTH from many networks": /24 or /48. */
@@ -85,30 +146,23 @@ export function networkOf(ip: string): string {
   return `${parts.slice(0, 3).map((p) => p || '0').join(':')}::/48`;
 }
 
-/**
- * A body fingerprint that survives the cheap personalisation tricks: lower
- * case, digits and URLs' query strings dropped, whitespace collapsed.
- */
-export function bodyFingerprint(body: string | Buffer): string {
-  const text = (typeof body === 'string' ? body : body.toString('latin1'))
-    .toLowerCase()
-    .replace(/(https?:\/\/[^\s?#"'<>]+)[?#][^\s"'<>]*/g, '$1')
-    .replace(/[0-9]+/g, '')
-    .replace(/\s+/g, ' ')
-    .trim();
-  return createHash('sha256').update(text).digest('hex').slice(0, 16);
-}
+export { bodyFingerprint };
 
 export const domainOf = (addr: string): string => addr.slice(addr.lastIndexOf('@') + 1).toLowerCase();
 
 export class Signals {
   constructor(private readonly store: StateStore) {}
 
-  /** A message offered at end of DATA: its recipients and body fingerprint. */
-  async recordMessage(s: CSubject, recipients: readonly string[], fingerprint: string | undefined, now: number): Promise<void> {
+  /**
+   * A message offered at end of DATA: its recipients and traits. Returns
+   * the message's campaign size (distinct subjects of the fleet sending it).
+   */
+  async recordMessage(s: CSubject, recipients: readonly string[], facts: MessageFacts, now: number, sender?: string): Promise<number> {
     const n = recipients.length;
-    if (n === 0) return;
+    if (n === 0) return 0;
+    const t = traitsOf(facts);
     await this.store.record(ckeys.rcpt1h(s), HOUR, n, now);
+    await this.store.record(ckeys.rcpt1d(s), DAY, n, now);
     await this.store.record(ckeys.rcpt14d(s), BASELINE_WINDOW, n, now);
     let fresh = 0;
     let freshDomains = 0;
@@ -119,17 +173,51 @@ export class Signals {
       const addr = r.toLowerCase();
       const k1 = await this.store.addToSet(ckeys.known(s), addr, KNOWN_WINDOW, now);
       if (k1 > known) fresh++;
+      else await this.store.addToSet(ckeys.book1d(s), addr, DAY, now);
       known = k1;
       const k2 = await this.store.addToSet(ckeys.knownDomains(s), domainOf(addr), KNOWN_WINDOW, now);
       if (k2 > knownDomains) freshDomains++;
       knownDomains = k2;
     }
     if (fresh > 0) {
-      await this.store.record(ckeys.new1h(s), HOUR, fresh, now);
+      const lastHour = await this.store.record(ckeys.new1h(s), HOUR, fresh, now);
       await this.store.record(ckeys.new1d(s), DAY, fresh, now);
+      if (lastHour >= STRANGERS_IN_AN_HOUR) await this.store.addToSet(ckeys.strangerHours(s), String(Math.floor(now / HOUR)), DAY, now);
     }
     if (freshDomains > 0) await this.store.record(ckeys.newDom1h(s), HOUR, freshDomains, now);
-    if (fingerprint) await this.store.record(ckeys.body(s, fingerprint), DAY, n, now);
+    if (t.bodyFingerprint) await this.store.record(ckeys.body(s, t.bodyFingerprint), DAY, n, now);
+    if ((await this.identityChanged(s, t, sender, now)) > 0) await this.store.record(ckeys.ident1d(s), DAY, 1, now);
+    const who = subjectName(s);
+    let campaign = 0;
+    if (t.bodyFingerprint && (t.bodyChars ?? 0) >= CAMPAIGN_MIN_BODY) campaign = await this.store.addToSet(ckeys.fleet('b', t.bodyFingerprint, '1d'), who, DAY, now);
+    let newLink = false;
+    for (const d of t.linkDomains ?? []) {
+      const day = await this.store.addToSet(ckeys.fleet('ld', d, '1d'), who, DAY, now);
+      const fortnight = await this.store.addToSet(ckeys.fleet('ld', d, '14d'), who, BASELINE_WINDOW, now);
+      const freshInFleet = fortnight < ESTABLISHED_SENDERS || day * 2 >= fortnight;
+      if (freshInFleet) campaign = Math.max(campaign, day);
+      // Young for the subject: first linked in the last LINK_YOUTH (a run keeps its landing site for days).
+      const before = await this.store.setSize(ckeys.links(s), KNOWN_WINDOW, now);
+      const firstTime = (await this.store.addToSet(ckeys.links(s), d, KNOWN_WINDOW, now)) > before;
+      if (firstTime) await this.store.incr(ckeys.linkYouth(s, d), 1, LINK_YOUTH, now);
+      if (freshInFleet && (firstTime || (await this.store.get(ckeys.linkYouth(s, d), now)) > 0)) newLink = true;
+    }
+    if (newLink) await this.store.record(ckeys.newLink1d(s), DAY, n, now);
+    return campaign;
+  }
+
+  /** A Reply-To the subject never used (not its own address), or a display name it never used while it had one. */
+  private async identityChanged(s: CSubject, t: Partial<MessageTraits>, sender: string | undefined, now: number): Promise<number> {
+    let changes = 0;
+    if (t.replyTo && t.replyTo !== sender?.toLowerCase()) {
+      const before = await this.store.setSize(ckeys.replyTos(s), KNOWN_WINDOW, now);
+      if ((await this.store.addToSet(ckeys.replyTos(s), t.replyTo, KNOWN_WINDOW, now)) > before) changes++;
+    }
+    if (t.fromName) {
+      const before = await this.store.setSize(ckeys.names(s), KNOWN_WINDOW, now);
+      if ((await this.store.addToSet(ckeys.names(s), t.fromName, KNOWN_WINDOW, now)) > before && before > 0) changes++;
+    }
+    return changes;
   }
 
   /**
@@ -144,9 +232,11 @@ export class Signals {
   }
 
   /** Raise the subject's peak hour (called only when nothing fired: spam cannot train it). */
-  async raisePeak(s: CSubject, rcpt1h: number, now: number): Promise<void> {
+  async raisePeak(s: CSubject, rcpt1h: number, now: number, rcpt1d = 0): Promise<void> {
     const cur = await this.store.get(ckeys.peak(s), now);
     if (rcpt1h > cur) await this.store.incr(ckeys.peak(s), rcpt1h - cur, BASELINE_WINDOW, now);
+    const day = await this.store.get(ckeys.peakDay(s), now);
+    if (rcpt1d > day) await this.store.incr(ckeys.peakDay(s), rcpt1d - day, BASELINE_WINDOW, now);
   }
 
   /** Recipients refused: by a remote server (relay 5xx) or at our door. */
@@ -155,7 +245,14 @@ export class Signals {
   }
 
   async recordAuth(s: CSubject, ip: string, now: number): Promise<void> {
-    await this.store.addToSet(ckeys.nets(s), networkOf(ip), HOUR, now);
+    const net = networkOf(ip);
+    await this.store.addToSet(ckeys.nets(s), net, HOUR, now);
+    // An account in its first week has no usual networks yet: nothing it uses is "new".
+    if ((await this.store.get(ckeys.authSince(s), now)) === 0) await this.store.incr(ckeys.authFirstWeek(s), 1, FIRST_WEEK, now);
+    await this.store.incr(ckeys.authSince(s), (await this.store.get(ckeys.authSince(s), now)) === 0 ? 1 : 0, KNOWN_WINDOW, now);
+    const before = await this.store.setSize(ckeys.nets30(s), KNOWN_WINDOW, now);
+    const isNew = (await this.store.addToSet(ckeys.nets30(s), net, KNOWN_WINDOW, now)) > before;
+    if (isNew && (await this.store.get(ckeys.authFirstWeek(s), now)) === 0) await this.store.record(ckeys.newNet1d(s), DAY, 1, now);
   }
 
   /** A DNSBL listing change: listed (kept for `forMs`) or delisted. */
@@ -174,7 +271,8 @@ export class Signals {
     if (n > 0) await this.store.record(ckeys.contentSpam(s), DAY, n, now);
   }
 
-  async read(s: CSubject, fingerprint: string | undefined, now: number): Promise<SignalValues> {
+  async read(s: CSubject, facts: MessageFacts, now: number, campaignSenders = 0): Promise<SignalValues> {
+    const fingerprint = traitsOf(facts).bodyFingerprint;
     const rcpt1h = await this.store.count(ckeys.rcpt1h(s), HOUR, now);
     const r14 = await this.store.count(ckeys.rcpt14d(s), BASELINE_WINDOW, now);
     return {
@@ -191,11 +289,20 @@ export class Signals {
       complaints: await this.store.count(ckeys.complaints(s), BASELINE_WINDOW, now),
       rcpt14d: r14,
       contentSpamPerDay: await this.store.count(ckeys.contentSpam(s), DAY, now),
+      rcpt1d: await this.store.count(ckeys.rcpt1d(s), DAY, now),
+      peakDay: await this.store.get(ckeys.peakDay(s), now),
+      addressBookDay: await this.store.setSize(ckeys.book1d(s), DAY, now),
+      addressBookSize: await this.store.setSize(ckeys.known(s), KNOWN_WINDOW, now),
+      newLinkRecipientsPerDay: await this.store.count(ckeys.newLink1d(s), DAY, now),
+      identityChangesPerDay: await this.store.count(ckeys.ident1d(s), DAY, now),
+      authNewNetworksPerDay: await this.store.count(ckeys.newNet1d(s), DAY, now),
+      strangerHours: await this.store.setSize(ckeys.strangerHours(s), DAY, now),
+      campaignSenders,
     };
   }
 
   /** Forget the short-term signals (the abuse desk released the subject). */
   async clearShortTerm(s: CSubject): Promise<void> {
-    for (const key of [ckeys.rcpt1h(s), ckeys.new1h(s), ckeys.new1d(s), ckeys.newDom1h(s), ckeys.refused(s), ckeys.nets(s), ckeys.dnsbl(s)]) await this.store.del(key);
+    for (const key of [ckeys.rcpt1h(s), ckeys.rcpt1d(s), ckeys.new1h(s), ckeys.new1d(s), ckeys.newDom1h(s), ckeys.refused(s), ckeys.nets(s), ckeys.dnsbl(s), ckeys.book1d(s), ckeys.newLink1d(s), ckeys.ident1d(s), ckeys.newNet1d(s), ckeys.strangerHours(s)]) await this.store.del(key);
   }
 }

@@ -171,7 +171,7 @@ export class PolicyEngine implements PolicyHooks {
   }
 
   /** Run one stage's restriction list. The one code path for live decisions and explain. */
-  async evaluate(stage: Stage, f: StageFacts, mode: Mode, store: StateStore = this.deps.store): Promise<StageResult> {
+  async evaluate(stage: Stage, f: StageFacts, mode: Mode, store: StateStore = this.deps.store, lastWord?: (v: Verdict) => Promise<Verdict>): Promise<StageResult> {
     const t0 = performance.now();
     const ctx = this.context(stage, f, mode, store);
     // The trace is for explain; live decisions only log the verdict.
@@ -229,6 +229,8 @@ export class PolicyEngine implements PolicyHooks {
       break;
     }
     if (!final) final = hold ?? this.stageDefault(stage);
+    // Containment decides after the rules; a refusal there un-counts what the rules counted.
+    if (lastWord && final.action !== 'reject' && final.action !== 'tempfail') final = await lastWord(final);
     if ((final.action === 'reject' || final.action === 'tempfail') && ctx.charges.length > 0) await this.refund(ctx.charges, store);
     if (mode === 'live') this.report(final, ctx, performance.now() - t0, f.via);
     return { stage, verdict: final, steps, netblock: ctx.netblock, plan: ctx.plan };
@@ -345,7 +347,7 @@ export class PolicyEngine implements PolicyHooks {
   }
 
   async data(f: DataFacts): Promise<Verdict> {
-    return (await this.evaluate('data', { ...this.tx(f), headerFrom: f.headerFrom, size: f.size }, 'live')).verdict;
+    return (await this.evaluate('data', { ...this.tx(f), headerFrom: f.headerFrom, size: f.size }, 'live', this.deps.store, f.lastWord)).verdict;
   }
 
   signingAuthority(f: SigningFacts): SigningAuthority {

@@ -9,6 +9,7 @@ import type { ListenerConfig } from '../config/schema';
 import type { Account } from '../accounts/store';
 import type { SigningAuthority } from '../dkim/types';
 import type { SigningFacts } from './signing';
+import type { MessageTraits } from '../message-traits';
 
 export interface ConnectFacts {
   readonly listener: ListenerConfig;
@@ -36,6 +37,14 @@ export interface DataFacts extends TransactionFacts {
   /** Addresses in the header From (lower case). */
   readonly headerFrom: readonly string[];
   readonly receivedCount: number;
+  /** What containment reads of the message (body fingerprint, link domains, Reply-To, display name). */
+  readonly traits?: MessageTraits;
+  /**
+   * Asked by the engine after its own data rules accepted or held the
+   * message, before it settles: a stricter verdict from here (containment)
+   * refuses the message and takes back what the quotas counted for it.
+   */
+  readonly lastWord?: (v: Verdict) => Promise<Verdict>;
 }
 
 export interface PolicyHooks {

@@ -329,7 +329,7 @@ async function send(hooks: PolicyHooks, a: SimActor, m: SimMail, accounts: Map<s
     }
     if (ok.length === 0) return { accepted: false, action: last.action, rcpts: 0 };
     const traits = traitsOf(a, m);
-    const facts = { ...tx, recipients: ok, size: 2000, headerFrom: [mailFrom], receivedCount: 0, bodyFingerprint: traits.bodyFingerprint };
+    const facts = { ...tx, recipients: ok, size: 2000, headerFrom: [mailFrom], receivedCount: 0, traits };
     const dv = await hooks.data(facts);
     if (dv.action === 'accept') await hooks.accepted?.(facts);
     return { accepted: dv.action === 'accept', action: dv.action, rcpts: ok.length };

@@ -24,6 +24,7 @@ import type { Handoff } from '../spool/qmgr';
 import { newQueueId } from '../spool/queue-id';
 import { SpoolError, type Spool } from '../spool/store';
 import { collectMessage } from './collect';
+import { traitsOfMessage } from '../message-traits';
 import { extractAddresses, parseHeaderBlock } from './headers';
 import { isReplyName, REPLIES, SmtpReplyError, type ReplyName } from './replies';
 import { isStateUnavailable } from '../state/resilient';
@@ -413,7 +414,7 @@ export class SessionHandlers {
       if (receivedCount >= cfg.limits.maxReceivedHeaders) {
         return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.loop-detect', reply: 'loop_detected' }, session, `(${receivedCount} Received headers)`));
       }
-      const facts: DataFacts = { client: st.popClient ?? st.client, account: st.account, mailFrom, recipients, size: msg.size, headerFrom, receivedCount };
+      const facts: DataFacts = { client: st.popClient ?? st.client, account: st.account, mailFrom, recipients, size: msg.size, headerFrom, receivedCount, traits: traitsOfMessage(msg.headers, msg.chunks) };
       const v = await this.deps.policy().data(facts);
       this.deps.observer?.verdict?.(v);
       if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));

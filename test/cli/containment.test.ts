@@ -46,7 +46,7 @@ describe('smarthost containment (CLI)', () => {
     const list = await run(['containment', 'show', ...cfgArgs]);
     assert.equal(list.code, 0, list.stderr);
     assert.match(list.stdout, /^SUBJECT\tNOW\tSCORE\tRESPONDED\tAT\tFIRED$/m);
-    assert.match(list.stdout, /^account:alice@isp\.test\thold\t\d+\thold \(\d+\)\t\S+\t.*newRecipientsPerHour/m);
+    assert.match(list.stdout, /^account:alice@isp\.test\thold\t[\d.]+\thold \([\d.]+\)\t\S+\t.*newRecipientsPerHour/m);
     const one = await run(['containment', 'show', '--account', 'alice@isp.test', ...cfgArgs]);
     assert.equal(one.code, 0, one.stderr);
     assert.match(one.stdout, /response +hold/);
