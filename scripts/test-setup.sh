@@ -14,7 +14,9 @@ set -eu
 #   python3-dkim   dkimpy, the second DKIM verifier (test/dkim/dkimpy)
 #   rspamd         rspamd (test/content: private instances, not the package's service)
 #   systemd        systemd-analyze (test/deploy: verifies deploy/smarthost.service)
-#   swaks, postfix the README's tour and the benchmark's reference load (smtp-source/-sink)
+#   postfix        a real Postfix in front of smarthost (test/postfix: policy service,
+#                  milter) and smtp-source/-sink for the benchmark's reference load
+#   swaks          the README's tour
 #   python3-fusepy, fuse3  the power-loss test's FUSE disk (test/helpers/powercut_fs.py;
 #                  needs /dev/fuse and root, as CI has)
 PKGS="prometheus redis-server dovecot-pop3d swaks postfix python3-dkim rspamd systemd python3-fusepy fuse3"
