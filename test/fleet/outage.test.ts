@@ -6,9 +6,10 @@
  *           /readyz stays 200 with a warning; when Redis returns the gateway
  *           goes back to it by itself and replays what it counted, so Redis
  *           holds at least every message accepted during the outage.
- *   closed  while Redis is away clients get 451 4.3.0 (state_unavailable),
- *           at connect on intercept and at AUTH on submission, and /readyz
- *           is 503; when it returns, mail is accepted again.
+ *   closed  while Redis is away clients get 451 4.3.0 (state_unavailable)
+ *           at connect, on intercept and on submission (the per-address
+ *           connection count lives in the store), and /readyz is 503; when
+ *           it returns, mail is accepted again.
  * In both: every message that got a 250 arrives at the test MX.
  */
 import assert from 'node:assert/strict';
@@ -113,9 +114,16 @@ describe('a Redis outage under load', { timeout: 120_000 }, () => {
         await redis.kill();
         await new Promise((r) => setTimeout(r, 700));
         const during = await readyz();
-        // Submission during the outage: AUTH needs the lockout state.
-        const sub = await submissionClient(n.submission, '127.0.0.14', 'alice@isp.test', 'alice-secret-1');
-        await sub.c.quit();
+        // Submission during the outage: the connection count and AUTH's lockout state are both in
+        // the store, so failing closed refuses at the greeting, failing open lets AUTH through.
+        const greeting = await (async () => {
+          const c = await RawSmtp.connect(n.submission, { localAddress: '127.0.0.14' });
+          const g = await c.reply(5000);
+          c.close();
+          return g.text;
+        })();
+        const sub = failMode === 'open' ? await submissionClient(n.submission, '127.0.0.14', 'alice@isp.test', 'alice-secret-1') : undefined;
+        await sub?.c.quit();
         await new Promise((r) => setTimeout(r, 800));
         const restartAt = Date.now();
         await redis.start();
@@ -141,7 +149,8 @@ describe('a Redis outage under load', { timeout: 120_000 }, () => {
         if (failMode === 'open') {
           assert.deepEqual(refused.map((a) => a.reply), [], 'fail open refuses nothing');
           assert.equal(during.status, 200);
-          assert.match(sub.auth, /^235 /, 'AUTH works during the outage');
+          assert.match(greeting, /^220 /);
+          assert.match(sub!.auth, /^235 /, 'AUTH works during the outage');
           assert.match(during.body.warnings?.join() ?? '', /state: .*failing open/);
           // What was counted during the outage reached the restarted (empty) Redis.
           const r = new Redis(redis.port, '127.0.0.1');
@@ -156,7 +165,7 @@ describe('a Redis outage under load', { timeout: 120_000 }, () => {
           }
         } else {
           assert.equal(during.status, 503);
-          assert.match(sub.auth, /^451 4\.3\.0 Policy state unavailable/, 'AUTH is deferred during the outage');
+          assert.match(greeting, /^451 4\.3\.0 Policy state unavailable/, 'submission is deferred at the greeting during the outage');
           assert.match(during.body.failures?.join() ?? '', /state: .*failing closed/);
           assert.ok(inOutage.length > 0 && inOutage.every((a) => /^451 4\.3\.0 Policy state unavailable/.test(a.reply)), `inside the outage: ${[...new Set(inOutage.map((a) => a.reply))].join(' | ')}`);
           // Around the edges only the same tempfail, never anything permanent or lost.
