@@ -154,7 +154,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   // Smart-host roles (src/roles): backup MX checks, POP-before-SMTP grants, rewriting maps.
   const roles = new Roles(cfg, { store: state, accounts, logger });
   // The complaint address is consumed here, never relayed (so it sits outside the loop guard).
-  const agent = containment.agent(roles.guard(opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger }), logger));
+  const agent = containment.agent(roles.guard(opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger, tlsObserver: metrics.catalogue.outboundTls }), logger));
   const qmgr = new QueueManager(spool, agent, cfg.relay, {
     hostname: cfg.hostname,
     logger,

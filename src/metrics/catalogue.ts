@@ -31,6 +31,7 @@ import { REPLIES } from '../smtp/replies';
 import type { QueueObserver, QueueManager } from '../spool/qmgr';
 import type { Spool } from '../spool/store';
 import { storageHealth } from '../spool/storage-faults';
+import { TLS_MECHANISMS, TLS_MODES, TLS_RESULTS, type TlsPolicyObserver } from '../relay/secure-transport';
 
 export const PREFIX = 'smarthost_';
 export const OTHER = 'other';
@@ -144,6 +145,7 @@ export class MetricsCatalogue {
   readonly deliveryAttempts: Counter<'result' | 'domain'>;
   readonly deliveryLatency: Histogram<'domain'>;
   readonly expirations: Counter;
+  readonly outboundTlsPolicy: Counter<'mechanism' | 'mode' | 'result' | 'domain'>;
   // ---- spool storage (src/spool/storage-faults.ts) -------------------------------
   readonly storageErrors: Counter<'file' | 'op' | 'code'>;
   readonly storageDegraded: Gauge;
@@ -366,6 +368,12 @@ export class MetricsCatalogue {
       help: 'Recipients bounced because their message outlived its maximum queue lifetime.',
       registers: [r],
     });
+    this.outboundTlsPolicy = new Counter({
+      name: `${PREFIX}outbound_tls_policy_total`,
+      help: 'Delivery attempts (and policy fetches) under a recipient domain\'s MTA-STS policy, by mechanism, mode (enforce, testing), TLS-RPT result type (success, starttls-not-supported, certificate-*, validation-failure, sts-*) and domain (metrics.domains, else "other").',
+      labelNames: ['mechanism', 'mode', 'result', 'domain'],
+      registers: [r],
+    });
 
     this.dkimSignatures = new Counter({
       name: `${PREFIX}dkim_signatures_total`,
@@ -551,6 +559,17 @@ export class MetricsCatalogue {
       if (s.rule) this.policy.verdict?.({ stage: 'data', rule: s.rule, action: s.outcome === 'warn' ? 'accept' : s.outcome });
     },
     change: (to) => this.dnsblPollChanges.inc({ change: to }),
+  };
+
+  /** For createDeliveryAgent({ tlsObserver }): closed sets only; the domain only when listed in metrics.domains. */
+  readonly outboundTls: TlsPolicyObserver = {
+    onTlsPolicy: (e) =>
+      this.outboundTlsPolicy.inc({
+        mechanism: oneOf(e.mechanism, TLS_MECHANISMS),
+        mode: oneOf(e.mode, TLS_MODES),
+        result: oneOf(e.result, TLS_RESULTS),
+        domain: this.domainLabel(e.domain),
+      }),
   };
 
   readonly onSigned: OnSigned = (domain, algorithm, result) =>

@@ -47,6 +47,11 @@ export interface Target {
   readonly tls: OutboundTls;
   /** tls: verify — CA certificates (PEM) to trust instead of Node's default roots. */
   readonly ca?: string;
+  /**
+   * Below verify (MTA-STS testing mode): check the certificate against `ca`
+   * and the host name without refusing it, and say so in Session.verified.
+   */
+  readonly observe?: boolean;
   readonly auth?: { readonly user: string; readonly pass: string };
 }
 
@@ -64,6 +69,8 @@ export interface Session {
   readonly target: Target;
   /** STARTTLS succeeded. */
   readonly secure: boolean;
+  /** The certificate verified for the host name (known with tls: verify, or when observed). */
+  readonly verified?: boolean;
   /** Transactions attempted on this session. */
   messages: number;
   /** Set by any 'error' or 'end': never reuse. */
@@ -141,6 +148,7 @@ export function openSession(target: Target, settings: SessionSettings): Promise<
         conn,
         target,
         secure: conn.secure,
+        verified: certificateVerified(target, conn),
         messages: 0,
         get broken() {
           return state.broken;
@@ -171,14 +179,24 @@ function tlsOptions(target: Target): tls.ConnectionOptions {
   const name = expectedName(target);
   // SNI carries host names only; an IP literal host has none.
   const sni = isIP(name) ? {} : { servername: name };
-  if (target.tls !== 'verify') return { rejectUnauthorized: false, ...sni };
+  if (target.tls !== 'verify' && !target.observe) return { rejectUnauthorized: false, ...sni };
   return {
     ...sni,
-    rejectUnauthorized: true,
+    rejectUnauthorized: target.tls === 'verify',
     ...(target.ca !== undefined ? { ca: target.ca } : {}),
     // Checked against the configured/looked-up name, whatever address we connected to.
     checkServerIdentity: (_host, cert) => tls.checkServerIdentity(name, cert),
   };
+}
+
+/** Whether the session's certificate verified: always with verify (else no session), read from the socket when observed. */
+function certificateVerified(target: Target, conn: SMTPConnection): boolean | undefined {
+  if (!conn.secure) return target.observe ? false : undefined;
+  if (target.tls === 'verify') return true;
+  if (!target.observe) return undefined;
+  // nodemailer keeps the upgraded socket in a private field: read it defensively.
+  const socket = (conn as unknown as { _socket?: { authorized?: unknown } })._socket;
+  return socket?.authorized === true;
 }
 
 /**

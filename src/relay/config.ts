@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { At, duration, hostPort, int, isObj, list, obj, oneOf, optStr, str, strList } from '../config/validate';
+import { At, bool, duration, hostPort, int, isObj, list, obj, oneOf, optStr, str, strList } from '../config/validate';
+import type { MtaStsConfig } from './mta-sts';
 
 /**
  * Outbound TLS levels (Postfix smtp_tls_security_level in brackets):
@@ -55,6 +56,8 @@ export interface RelayConfig {
   /** mxTls: verify only — trusted CA certificates (PEM) instead of the system's. */
   mxCa?: string;
   mxCaFile?: string;
+  /** MTA-STS (RFC 8461) for MX delivery: off unless enabled (src/relay/mta-sts.ts). */
+  mtaSts?: MtaStsConfig;
   relayhost?: NextHop;
   routes: Map<string, NextHop>;
   concurrencyPerDestination: number;
@@ -126,7 +129,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
   const o = obj(v, at, [
     'heloName', 'sourceAddress', 'dns', 'mxPort', 'mxTls', 'mxCa', 'relayhost', 'routes', 'concurrencyPerDestination',
     'maxConnections', 'activeWindow', 'backoff', 'maxLifetime', 'connectTimeout', 'greetingTimeout', 'socketTimeout',
-    'poolIdle', 'maxMessagesPerConnection',
+    'poolIdle', 'maxMessagesPerConnection', 'mtaSts',
   ]);
   const dns = obj(o.dns, at.child('dns'), ['servers', 'timeout', 'tries']);
   const routes = new Map<string, NextHop>();
@@ -159,6 +162,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
     mxTls,
     mxCa: mxCa?.ca,
     mxCaFile: mxCa?.caFile,
+    mtaSts: parseMtaSts(o.mtaSts, at.child('mtaSts'), baseDir),
     relayhost:
       o.relayhost === undefined || o.relayhost === null ? undefined : parseNextHop(o.relayhost, at.child('relayhost'), 'opportunistic', baseDir),
     routes,
@@ -172,5 +176,19 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
     socketTimeoutMs: duration(o.socketTimeout, at.child('socketTimeout'), '5m'),
     poolIdleMs: duration(o.poolIdle, at.child('poolIdle'), '10s'),
     maxMessagesPerConnection: int(o.maxMessagesPerConnection, at.child('maxMessagesPerConnection'), 100, 1),
+  };
+}
+
+/** relay.mtaSts: { enabled, ca, httpsPort, fetchTimeout }; absent = off. */
+function parseMtaSts(v: unknown, at: At, baseDir: string): MtaStsConfig | undefined {
+  if (v === undefined || v === null) return undefined;
+  const o = obj(v, at, ['enabled', 'ca', 'httpsPort', 'fetchTimeout']);
+  const ca = o.ca === undefined || o.ca === null ? undefined : readCa(o.ca, at.child('ca'), baseDir);
+  return {
+    enabled: bool(o.enabled, at.child('enabled'), true),
+    httpsPort: int(o.httpsPort, at.child('httpsPort'), 443, 1, 65535),
+    ca: ca?.ca,
+    caFile: ca?.caFile,
+    fetchTimeoutMs: duration(o.fetchTimeout, at.child('fetchTimeout'), '10s'),
   };
 }

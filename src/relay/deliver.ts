@@ -42,6 +42,8 @@ import { closeSession, localError, openSession, resetSession, sendOnSession, typ
 import { createMxResolver, type MxResolver } from './mx';
 import { ConnectionPool, type Lease } from './pool';
 import { routeFor, type NextHopPlan } from './routes';
+import { MtaStsPolicies } from './mta-sts';
+import { stsSecurity, tlsResultOfError, tlsResultOfSession, type MxSecurity, type TlsPolicyObserver, type TlsResult } from './secure-transport';
 
 const MAX_RCPTS_PER_TRANSACTION = 100;
 const MAX_ADDRESSES_PER_HOST = 2;
@@ -53,6 +55,8 @@ export interface DeliveryAgentOptions {
   logger: Logger;
   /** For tests: a resolver other than the one built from cfg.dns. */
   resolver?: MxResolver;
+  /** MTA-STS outcomes (metrics; TLS-RPT). */
+  tlsObserver?: TlsPolicyObserver;
 }
 
 export function createDeliveryAgent(cfg: RelayConfig, opts: DeliveryAgentOptions): DeliveryAgent {
@@ -81,10 +85,13 @@ interface Hold {
   released: boolean;
 }
 
-type Targets = { ok: true; targets: Target[] } | { ok: false; outcome: (address: string) => RecipientOutcome };
+type Targets =
+  | { ok: true; targets: Target[]; security?: MxSecurity }
+  | { ok: false; outcome: (address: string) => RecipientOutcome };
 
 export class SmtpDeliveryAgent implements DeliveryAgent {
   private readonly dns: MxResolver;
+  private readonly sts?: MtaStsPolicies;
   private readonly pool: ConnectionPool;
   private readonly settings: SessionSettings;
   private readonly running = new Set<Promise<unknown>>();
@@ -95,6 +102,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     private readonly opts: DeliveryAgentOptions,
   ) {
     this.dns = opts.resolver ?? createMxResolver(cfg.dns);
+    if (cfg.mtaSts?.enabled) this.sts = new MtaStsPolicies(cfg.mtaSts, cfg.dns, this.dns);
     this.pool = new ConnectionPool({
       perDestination: cfg.concurrencyPerDestination,
       total: cfg.maxConnections,
@@ -197,20 +205,21 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     t.dns = Date.now();
     if (!found.ok) return finish(rcpts.map(found.outcome));
 
-    const lease = await this.pool.acquire(plan.key);
+    // Sessions opened under a policy (verified for it) are pooled apart from the others.
+    const lease = await this.pool.acquire(found.security ? `${plan.key}:${found.security.key}` : plan.key);
     t.wait = Date.now();
     if (!lease) return finish(rcpts.map((a) => shutdownOutcome(a)));
     // What the attempt holds, so a throw (a bug) still gives the lease back and closes the session.
     const hold: Hold = { lease, released: false };
     try {
-      return finish(await this.transact(job, rcpts, found.targets, hold, t, log));
+      return finish(await this.transact(job, rcpts, found.targets, hold, t, log, found.security));
     } finally {
       if (!hold.released) this.pool.release(lease, hold.session, false);
     }
   }
 
   /** Get a session (reused after RSET, or opened with fallback), run one transaction, release the lease. */
-  private async transact(job: DeliveryJob, rcpts: string[], targets: Target[], hold: Hold, t: Timing, log: AttemptLog): Promise<RecipientOutcome[]> {
+  private async transact(job: DeliveryJob, rcpts: string[], targets: Target[], hold: Hold, t: Timing, log: AttemptLog, security?: MxSecurity): Promise<RecipientOutcome[]> {
     const release = (s: Session | undefined, reusable: boolean): void => {
       hold.released = true;
       this.pool.release(hold.lease, s, reusable);
@@ -237,6 +246,10 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       }
     }
     t.conn = Date.now();
+    if (security) {
+      const result: TlsResult | undefined = session ? tlsResultOfSession(session) : lastErr && tlsResultOfError(lastErr.err);
+      if (result) this.reportTls(security, result, (session?.target ?? lastErr?.target)?.host);
+    }
     if (!session) {
       release(undefined, false);
       const err = lastErr ?? { target: targets[0], err: localError('ECONNECTION', 'No address to connect to') };
@@ -281,16 +294,49 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       if (addresses.length === 0) return { ok: false, outcome: (a) => noFamily(a, hop.host) };
       return { ok: true, targets: addresses.map((ip) => ({ host: hop.host, ip, port: hop.port, tls: hop.tls, ca: hop.ca, auth: hop.auth })) };
     }
-    const mx = await this.dns.resolveMx(plan.domain);
+    const [mx, security] = await Promise.all([this.dns.resolveMx(plan.domain), this.mxSecurity(plan.domain)]);
     if (!mx.ok) return { ok: false, outcome: (address) => classifyDnsFailure(address, mx) };
+    const enforce = security?.mode === 'enforce';
     const targets: Target[] = [];
+    const refused: string[] = [];
     for (const h of mx.hosts) {
+      if (security && !security.allows(h.name)) {
+        refused.push(h.name);
+        this.reportTls(security, 'validation-failure', h.name);
+        // enforce: a host the policy does not list is never connected to.
+        if (enforce) continue;
+      }
       for (const ip of this.usable(h.addresses).slice(0, MAX_ADDRESSES_PER_HOST)) {
-        if (targets.length < MAX_ADDRESSES) targets.push({ host: h.name, ip, port: plan.port, tls: plan.tls, ca: plan.ca });
+        if (targets.length >= MAX_ADDRESSES) break;
+        // enforce: verify against the policy's trust store; testing: check the same way, without refusing.
+        const level = enforce ? { tls: 'verify' as const, ca: this.cfg.mtaSts?.ca } : security ? { tls: plan.tls, ca: this.cfg.mtaSts?.ca ?? plan.ca, observe: true } : { tls: plan.tls, ca: plan.ca };
+        targets.push({ host: h.name, ip, port: plan.port, ...level });
       }
     }
+    if (targets.length === 0 && enforce && refused.length > 0) {
+      const why = `4.7.5 MTA-STS policy of ${plan.domain} (enforce) allows none of its MX hosts (${refused.join(', ')})`;
+      return { ok: false, outcome: (address) => ({ address, kind: 'deferred', error: why }) };
+    }
     if (targets.length === 0) return { ok: false, outcome: (a) => noFamily(a, plan.domain) };
-    return { ok: true, targets };
+    return { ok: true, targets, security };
+  }
+
+  /** The recipient domain's MTA-STS policy in force (undefined: none, or MTA-STS off); fetch failures are reported. */
+  private async mxSecurity(domain: string): Promise<MxSecurity | undefined> {
+    if (!this.sts) return undefined;
+    const found = await this.sts.lookup(domain);
+    const security = stsSecurity(domain, found);
+    if (found.fetchError) {
+      const mode = security?.mode ?? 'testing';
+      this.reportTls({ mechanism: 'mta-sts', mode, domain }, found.fetchError);
+    }
+    return security;
+  }
+
+  private reportTls(sec: Pick<MxSecurity, 'mechanism' | 'mode' | 'domain'>, result: TlsResult, mx?: string): void {
+    const e = { domain: sec.domain, mechanism: sec.mechanism, mode: sec.mode, result, mx };
+    if (result !== 'success') this.opts.logger.warn({ evt: 'tls_policy', ...e }, `${sec.mechanism} ${sec.mode}: ${result}`);
+    this.opts.tlsObserver?.onTlsPolicy(e);
   }
 
   /** With a source address configured, only addresses of its family can be reached. */
