@@ -11,7 +11,6 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { generate } from 'selfsigned';
 import { createDeliveryAgent } from '../../src/relay/deliver';
 import { parseRelayConfig, type NextHop, type RelayConfig } from '../../src/relay/config';
 import { routeFor } from '../../src/relay/routes';
@@ -19,6 +18,7 @@ import type { MxResolver } from '../../src/relay/mx';
 import { loadConfigFile } from '../../src/config/load';
 import { At, ConfigError } from '../../src/config/validate';
 import { testCert } from '../helpers/tls';
+import { startTestCa } from '../helpers/test-ca';
 import { startTestMx, type TestMx, type TestMxOptions } from '../helpers/test-mx';
 import { captureLogger, job, relayConfig } from './fixtures';
 
@@ -32,26 +32,8 @@ let dir: string;
 let caFile: string;
 
 before(async () => {
-  const ca = await generate([{ name: 'commonName', value: 'Smarthost Test CA' }], {
-    keySize: 2048,
-    algorithm: 'sha256',
-    extensions: [
-      { name: 'basicConstraints', cA: true, critical: true },
-      { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
-    ],
-  });
-  const leaf = await generate([{ name: 'commonName', value: 'relay.test' }], {
-    keySize: 2048,
-    algorithm: 'sha256',
-    ca: { key: ca.private, cert: ca.cert },
-    extensions: [
-      { name: 'basicConstraints', cA: false, critical: true },
-      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
-      { name: 'extKeyUsage', serverAuth: true },
-      { name: 'subjectAltName', altNames: [{ type: 2, value: 'relay.test' }, { type: 2, value: 'mx.dest.test' }] },
-    ],
-  });
-  pki = { caPem: ca.cert, leaf: { key: leaf.private, cert: leaf.cert } };
+  const ca = await startTestCa();
+  pki = { caPem: ca.caPem, leaf: await ca.leaf(['relay.test', 'mx.dest.test']) };
   dir = mkdtempSync(path.join(os.tmpdir(), 'smarthost-tlsverify-'));
   caFile = path.join(dir, 'ca.pem');
   writeFileSync(caFile, pki.caPem);
