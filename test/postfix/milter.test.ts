@@ -35,7 +35,7 @@ describe('Postfix smtpd_milters', () => {
     dns.set('3.0.0.127.zen.test', 'A', ['127.0.0.4']);
     sink = await startTestMx({ host: '127.0.0.1' });
     keysDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-milter-keys-'));
-    for (const [domain, selector, algo] of [['bakery.test', 'r1', 'rsa'], ['bakery.test', 'e1', 'ed25519'], ['isp.test', 's1', 'rsa']] as const) {
+    for (const [domain, selector, algo] of [['bakery.test', 'r1', 'rsa'], ['bakery.test', 'e1', 'ed25519'], ['isp.test', 's1', 'rsa'], ['alice-bakery.test', 'a1', 'rsa']] as const) {
       const k = await keyAndPublish(dns, { keysDir, domain, selector, algo });
       records[k.dnsName] = k.txtRecord;
     }
@@ -52,7 +52,8 @@ describe('Postfix smtpd_milters', () => {
       relayPort: sink.port,
       main: `smtpd_milters = inet:127.0.0.1:${gw.app!.postfix!.milter!.port}
 milter_default_action = tempfail
-milter_protocol = 6`,
+milter_protocol = 6
+smtpd_authorized_xclient_hosts = 127.0.0.0/8`,
     });
   });
   after(async () => {
@@ -63,10 +64,15 @@ milter_protocol = 6`,
     await fsp.rm(keysDir, { recursive: true, force: true });
   });
 
-  async function send(ip: string, from: string, rcpts: string[], raw: string | Buffer): Promise<{ replies: string[] }> {
+  /** `login`: a client Postfix authenticated, played with XCLIENT LOGIN= (the milter gets {auth_authen}). */
+  async function send(ip: string, from: string, rcpts: string[], raw: string | Buffer, login?: string): Promise<{ replies: string[] }> {
     const c = await RawSmtp.connect(pf.port, { localAddress: ip });
     const replies = [(await c.reply()).text];
     replies.push((await c.cmd('EHLO pc.home.test')).text.split('\n')[0]!);
+    if (login) {
+      assert.match((await c.cmd(`XCLIENT LOGIN=${login}`)).text, /^220 /);
+      await c.cmd('EHLO pc.home.test');
+    }
     replies.push((await c.cmd(`MAIL FROM:<${from}>`)).text);
     for (const r of rcpts) replies.push((await c.cmd(`RCPT TO:<${r}>`)).text);
     if (replies.every((r) => /^2/.test(r))) replies.push((await c.data(raw)).text);
@@ -107,6 +113,19 @@ milter_protocol = 6`,
     assert.match(r.replies.at(-1)!, /^250 /, r.replies.join(' | '));
     const got = await arrived(before + 1);
     assert.deepEqual(dkimpyVerify(got.data, records), [{ d: 'isp.test', ok: true }]);
+  });
+
+  it('signs for a client Postfix authenticated as its account allows, from any address', async () => {
+    // 127.0.0.40 is outside every subscriber netblock: the account, not the address, decides.
+    let before = sink.messages.length;
+    const a = await send('127.0.0.40', 'orders@alice-bakery.test', ['carol@dest.test'], msg('orders@alice-bakery.test', 'roaming'), 'alice@isp.test');
+    assert.match(a.replies.at(-1)!, /^250 /, a.replies.join(' | '));
+    assert.deepEqual(dkimpyVerify((await arrived(before + 1)).data, records), [{ d: 'alice-bakery.test', ok: true }]);
+    // bob's account has no alice-bakery.test sender entry (and identity refuses the header From).
+    before = sink.messages.length;
+    const b = await send('127.0.0.40', 'bob@isp.test', ['carol@dest.test'], msg('orders@alice-bakery.test', 'not bob'), 'bob@isp.test');
+    assert.ok(b.replies.some((t) => /^550 5\.7\.1 .*Header From not owned by authenticated user.*\(rule /.test(t)), b.replies.join(' | '));
+    assert.equal(sink.messages.length, before);
   });
 
   it('refuses with the reply table code and the rule (DNSBL-listed client, identity)', async () => {

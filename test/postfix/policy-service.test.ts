@@ -41,7 +41,8 @@ describe('Postfix check_policy_service', () => {
     pf = await startPostfix({
       relayPort: sink.port,
       main: `smtpd_recipient_restrictions = check_policy_service ${svc}, permit_mynetworks, reject
-smtpd_end_of_data_restrictions = check_policy_service ${svc}`,
+smtpd_end_of_data_restrictions = check_policy_service ${svc}
+smtpd_authorized_xclient_hosts = 127.0.0.0/8`,
     });
   });
   after(async () => {
@@ -58,6 +59,33 @@ smtpd_end_of_data_restrictions = check_policy_service ${svc}`,
     assert.match((await c.cmd(`MAIL FROM:<${from}>`)).text, /^250 /);
     return c;
   }
+
+  /** A client Postfix authenticated, played with XCLIENT LOGIN= (Postfix then reports sasl_username). */
+  async function authenticated(login: string, from: string): Promise<RawSmtp> {
+    const c = await RawSmtp.connect(pf.port, { localAddress: '127.0.0.40' });
+    assert.match((await c.reply()).text, /^220 /);
+    await c.cmd('EHLO laptop');
+    assert.match((await c.cmd(`XCLIENT LOGIN=${login}`)).text, /^220 /);
+    await c.cmd('EHLO laptop');
+    assert.match((await c.cmd(`MAIL FROM:<${from}>`)).text, /^250 /);
+    return c;
+  }
+
+  it('judges a client Postfix authenticated as that account (sender entries, unknown login, suspension)', async () => {
+    // 127.0.0.40 is in no subscriber netblock: only the account makes it acceptable.
+    const ok = await authenticated('alice@isp.test', 'orders@alice-bakery.test');
+    assert.match((await ok.cmd('RCPT TO:<you@dest.test>')).text, /^250 /);
+    await ok.quit();
+    const spoof = await authenticated('alice@isp.test', 'ceo@bank.test');
+    assert.match((await spoof.cmd('RCPT TO:<you@dest.test>')).text, /^553 5\.7\.1 .*Sender address not owned by authenticated user.*\(rule /);
+    await spoof.quit();
+    const ghost = await authenticated('ghost@isp.test', 'ghost@isp.test');
+    assert.match((await ghost.cmd('RCPT TO:<you@dest.test>')).text, /^530 5\.7\.0 .*Authentication required \(rule relay\.auth-required\)/);
+    await ghost.quit();
+    const suspended = await authenticated('mallory@isp.test', 'mallory@isp.test');
+    assert.match((await suspended.cmd('RCPT TO:<you@dest.test>')).text, /^550 5\.7\.1 .*Account suspended/);
+    await suspended.quit();
+  });
 
   it('accepts a clean subscriber: Postfix relays to the sink', async () => {
     const c = await session('127.0.0.2', 'me@home.test');

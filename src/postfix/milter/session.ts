@@ -5,7 +5,8 @@
  *   connect/helo/mail/rcpt  the envelope stages, when this milter owns them
  *                           (no policy service configured: otherwise the
  *                           policy service judged them and nothing is
- *                           counted twice)
+ *                           counted twice); the connect stage is asked at
+ *                           the first MAIL, when a SASL login is known
  *   header/eoh/body         the header section is kept (bounded); the body
  *                           is only hashed as it streams past (DKIM relaxed
  *                           body hash) and counted, never held
@@ -56,6 +57,8 @@ export class MilterSession {
   private who: PostfixClient | undefined;
   /** The connect stage was counted (and must be released at close). */
   private counted: ClientInfo | undefined;
+  /** The connect stage's verdict (asked at the first MAIL). */
+  private connected: Verdict | undefined;
   private msg: Message | undefined;
 
   constructor(
@@ -118,6 +121,7 @@ export class MilterSession {
   close(): void {
     if (this.counted) this.deps.hooks().disconnect?.({ client: this.counted });
     this.counted = undefined;
+    this.connected = undefined;
     this.msg = undefined;
     this.who = undefined;
     this.ip = undefined;
@@ -165,13 +169,20 @@ export class MilterSession {
       this.deps.logger.info({ evt: 'policy', listener: 'postfix-milter', family }, 'milter: no client address, message passed unjudged');
       return this.send(packet(REPLY.ACCEPT));
     }
-    if (!this.ownsEnvelope) return this.send(packet(REPLY.CONTINUE));
-    const who = this.client()!;
+    // Judged at the first MAIL (Postfix's smtpd_delay_reject): only then is a SASL login known,
+    // and a roaming submission client must not be refused as an intercept address.
+    this.send(packet(REPLY.CONTINUE));
+  }
+
+  /** The connect stage, once per connection, at its first MAIL (then counted until the connection closes). */
+  private async connectStage(who: PostfixClient): Promise<Verdict | undefined> {
+    if (this.connected) return this.connected;
     const hooks = this.deps.hooks();
     const d = await this.guard(() => hooks.connect({ listener: who.listener, ip: who.client.ip, via: 'milter' }));
-    if (!d) return;
+    if (!d) return undefined;
     this.counted = who.client;
-    this.verdict(d.verdict);
+    this.connected = d.verdict;
+    return d.verdict;
   }
 
   private async mail(data: Buffer): Promise<void> {
@@ -179,9 +190,13 @@ export class MilterSession {
     this.who = this.client();
     if (!this.who || !this.ownsEnvelope) return this.send(packet(REPLY.CONTINUE));
     const who = this.who;
+    const c = await this.connectStage(who);
+    if (!c) return;
+    if (isRefusal(c)) return this.verdict(c);
     const v = await this.guard(() => this.deps.hooks().mail({ client: who.client, account: who.account, mailFrom: this.msg!.mailFrom, recipients: [] }));
     if (!v) return;
     if (v.action === 'hold') this.msg.hold = v;
+    else if (c.action === 'hold') this.msg.hold = c;
     this.verdict(v);
   }
 
