@@ -19,7 +19,9 @@ set -eu
 #   swaks          the README's tour
 #   python3-fusepy, fuse3  the power-loss test's FUSE disk (test/helpers/powercut_fs.py;
 #                  needs /dev/fuse and root, as CI has)
-PKGS="prometheus redis-server dovecot-pop3d swaks postfix python3-dkim rspamd systemd python3-fusepy fuse3"
+#   chromium       the headless browser of the console tests (test/console, driven by
+#                  npm's playwright-core, which downloads no browser of its own)
+PKGS="prometheus redis-server dovecot-pop3d swaks postfix python3-dkim rspamd systemd python3-fusepy fuse3 chromium"
 
 missing=""
 for p in $PKGS; do

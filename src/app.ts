@@ -15,7 +15,9 @@ import { ConfigError } from './config/validate';
 import { createSigner, type DkimSigner } from './dkim/sign';
 import { dkimKeygen } from './dkim/cli';
 import { createLogger, type Logger } from './log';
-import { registerPolicyRoutes } from './admin/policy-routes';
+import { explainQuery, registerPolicyRoutes } from './admin/policy-routes';
+import { AuditLog } from './console/audit';
+import { mountConsole } from './console/web';
 import { registerContainmentRoutes } from './containment/admin-routes';
 import { wireContainment } from './containment/wire';
 import { PolicyRuntime, type ReloadResult } from './policy/runtime';
@@ -253,8 +255,13 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     opts.afterReload?.();
     return { ok: p.ok, policy: p };
   };
-  registerPolicyRoutes(admin, { runtime: policy, listeners: ruleListeners(cfg), accounts, reload, signer: () => signer });
+  const policyDeps = { runtime: policy, listeners: ruleListeners(cfg), accounts, reload, signer: () => signer };
+  registerPolicyRoutes(admin, policyDeps);
   registerContainmentRoutes(admin, () => containment.containment, () => containment.recent());
+  if (cfg.admin.console) {
+    const audit = new AuditLog(path.join(cfg.spool.dir, 'console-audit.log'), metrics.catalogue.consoleActions);
+    mountConsole({ admin, spool, qmgr, accounts, containment: () => containment.containment, recent: () => containment.recent(), policy, reload, explain: (q) => explainQuery(policyDeps, q), audit, logger });
+  }
   const fleet = new Fleet({ role, logger, accounts, store: state, storeStatus: () => stateRt.status(), redis: stateRt.redis, keyPrefix: stateRt.keyPrefix, reload, policy: () => policy.current() });
   registerFleetRoutes(admin, fleet, stateRt);
   // Fail closed without Redis: not ready (the balancer prefers other gateways). Fail open: a warning.

@@ -21,6 +21,8 @@ export interface AdminConfig {
   /** The certificate the API serves; undefined: plain HTTP (loopback, or insecure). */
   tls?: { cert: string; key: string };
   insecure: boolean;
+  /** The abuse desk's web console under /console (docs/console.md). */
+  console: boolean;
 }
 
 /** 127.0.0.0/8, ::1 (also IPv4-mapped), or the name localhost. */
@@ -32,7 +34,7 @@ export function isLoopback(address: string): boolean {
 }
 
 export function parseAdminConfig(v: unknown, at: At, resolve: (p: string) => string, gatewayTls: { cert?: string; key?: string }): AdminConfig {
-  const o = obj(v, at, ['address', 'port', 'token', 'tokenFile', 'readTokenFile', 'tls', 'insecure']);
+  const o = obj(v, at, ['address', 'port', 'token', 'tokenFile', 'readTokenFile', 'tls', 'insecure', 'console']);
   const address = str(o.address, at.child('address'), '127.0.0.1');
   const t = obj(o.tls, at.child('tls'), ['cert', 'key']);
   const cert = optStr(t.cert, at.child('tls').child('cert'));
@@ -56,5 +58,6 @@ export function parseAdminConfig(v: unknown, at: At, resolve: (p: string) => str
     readTokenFile: readTokenFile === undefined ? undefined : resolve(readTokenFile),
     tls,
     insecure,
+    console: bool(o.console, at.child('console'), true),
   };
 }

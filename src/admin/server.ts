@@ -4,6 +4,8 @@
  *   GET  /readyz             listeners bound, spool writable, registered checks; 503 + reasons otherwise
  *                            (warnOnly checks are listed under `warnings` and never fail it)
  *   GET  /metrics            Prometheus exposition (registered by src/metrics)
+ *   /console/...             the abuse desk's web console when mounted (src/console: its own
+ *                            sessions, logged in with one of the same two tokens)
  *   /api/...                 bearer token required: the operator token for every route, the
  *                            read-only token (NOC) for the views only; a route that changes
  *                            anything is 'operate' (every non-GET unless registered 'read')
@@ -34,6 +36,9 @@ export interface ApiResponse {
 
 type Handler = (req: ApiRequest) => Promise<ApiResponse>;
 
+/** A sub-application served under a path prefix (the console), with the raw request. */
+export type MountHandler = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<void>;
+
 /** 'read': views (queue, policy, containment, grants, fleet); 'operate': anything that changes state. */
 export type Access = 'read' | 'operate';
 
@@ -49,6 +54,7 @@ interface Route {
 export class AdminServer {
   private readonly routes: Route[] = [];
   private readonly readyChecks: Array<{ name: string; check: ReadyCheck; warnOnly?: boolean }> = [];
+  private mounted: { prefix: string; handler: MountHandler } | undefined;
   private metricsProvider: (() => Promise<{ contentType: string; body: string }>) | undefined;
   private server: http.Server | https.Server | undefined;
   private boundPort = 0;
@@ -98,6 +104,11 @@ export class AdminServer {
     this.readyChecks.push({ name, check, warnOnly: opts.warnOnly });
   }
 
+  /** Serve `prefix` and everything under it with `handler` (one mount: the console). */
+  mount(prefix: string, handler: MountHandler): void {
+    this.mounted = { prefix, handler };
+  }
+
   metrics(provider: () => Promise<{ contentType: string; body: string }>): void {
     this.metricsProvider = provider;
   }
@@ -144,11 +155,15 @@ export class AdminServer {
     });
   }
 
-  /** Which token the request carries: the operator's, the read-only one, or none (compared in constant time). */
+  /** Which token the request carries: the operator's, the read-only one, or none. */
   private access(req: http.IncomingMessage): Access | undefined {
     const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
-    if (!m) return undefined;
-    const given = Buffer.from(m[1]!);
+    return m ? this.tokenAccess(m[1]!) : undefined;
+  }
+
+  /** What a token may do: 'operate', 'read', or undefined for none (compared in constant time). */
+  tokenAccess(token: string): Access | undefined {
+    const given = Buffer.from(token);
     const is = (token: string | undefined) => {
       if (!token) return false;
       const want = Buffer.from(token);
@@ -182,6 +197,8 @@ export class AdminServer {
         const m = await this.metricsProvider();
         return send(200, m.body, m.contentType);
       }
+      const mount = this.mounted;
+      if (mount && (url.pathname === mount.prefix || url.pathname.startsWith(`${mount.prefix}/`))) return await mount.handler(req, res, url);
       if (!url.pathname.startsWith('/api/')) return send(404, { error: 'not found' });
       const access = this.access(req);
       if (!access) return send(401, { error: 'missing or wrong bearer token' });

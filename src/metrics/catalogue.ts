@@ -124,6 +124,8 @@ export class MetricsCatalogue {
   readonly dnsblLatency: Histogram<'zone'>;
   readonly quotaHits: Counter<'limit'>;
   readonly policyReloads: Counter<'result'>;
+  // ---- the abuse desk's console -------------------------------------------
+  readonly consoleActions: Counter<'action' | 'token'>;
   readonly policyReloadSuccess: Gauge;
   // ---- accounts and containment --------------------------------------------
   readonly accountsSuspended: Gauge;
@@ -207,6 +209,13 @@ export class MetricsCatalogue {
       name: `${PREFIX}intercept_messages_total`,
       help: 'Messages accepted on intercept listeners (redirected port 25), by the netblock class of the subscriber ("none" outside every netblock, "other" past the label limit).',
       labelNames: ['netblock_class'],
+      registers: [r],
+    });
+
+    this.consoleActions = new Counter({
+      name: `${PREFIX}console_actions_total`,
+      help: 'Actions taken in the web console and written to its audit log, by action (release, delete, release-legitimate, legitimate, unhold, reload, ...) and token (operator, read: a refused attempt).',
+      labelNames: ['action', 'token'],
       registers: [r],
     });
 

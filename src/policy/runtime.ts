@@ -59,6 +59,7 @@ export class PolicyRuntime {
   private engine: PolicyEngine;
   readonly dnsblCache = new DnsblCache();
   private readonly companions: PolicyCompanion[] = [];
+  private loadedAtMs = Date.now();
 
   /** Loads the policy; throws ConfigError if it is invalid (a start must not run without one). */
   constructor(private readonly opts: RuntimeOptions) {
@@ -80,12 +81,18 @@ export class PolicyRuntime {
     return this.engine;
   }
 
+  /** When the policy in force was loaded (start or last successful reload), ms since the epoch. */
+  get loadedAt(): number {
+    return this.loadedAtMs;
+  }
+
   reload(): ReloadResult {
     const t0 = performance.now();
     try {
       const next = this.build(this.engine.version + 1);
       const values = this.companions.map((c) => c.load(this.opts.dir));
       this.engine = next;
+      this.loadedAtMs = Date.now();
       this.companions.forEach((c, i) => c.apply(values[i]));
       const ms = Math.round(performance.now() - t0);
       this.opts.logger.info({ evt: 'reload', what: 'policy', version: next.version, files: next.policy.files.length, ms }, 'policy reloaded');

@@ -1,0 +1,307 @@
+/**
+ * The abuse desk's web console, served by the admin listener under /console
+ * (docs/console.md): held mail, senders, policy and the audit log.
+ *
+ * Libraries: find-my-way routes the requests, Eta renders the pages with
+ * auto-escaping on (every `<%= %>` is HTML-encoded; user data is never put
+ * into markup any other way), `cookie` reads and writes the session cookie.
+ *
+ * Security, in one place:
+ *   - login: a token in a POST form (never a URL) → a random session id in an
+ *     HttpOnly, SameSite=Strict cookie (Secure when the listener speaks TLS);
+ *     failed logins are limited per client address (429)
+ *   - every POST but the login needs the session's CSRF token (403 otherwise)
+ *   - what changes anything needs the operator token's session: the read-only
+ *     one never sees the buttons, and the server refuses it (403) all the same
+ *   - a strict Content-Security-Policy: no script at all, styles from 'self'
+ *   - every action (and every refused attempt) goes to the audit log
+ */
+import path from 'node:path';
+import { promises as fsp } from 'node:fs';
+import type http from 'node:http';
+import { parse as parseCookie, serialize as serializeCookie } from 'cookie';
+import { Eta } from 'eta';
+import FindMyWay from 'find-my-way';
+import type { AccountStore } from '../accounts/store';
+import type { AdminServer, Access, ApiResponse } from '../admin/server';
+import type { Containment } from '../containment/containment';
+import type { RecentSubject } from '../containment/wire';
+import type { CSubject } from '../containment/signals';
+import type { Logger } from '../log';
+import type { PolicyRuntime } from '../policy/runtime';
+import type { QueueManager } from '../spool/qmgr';
+import { isQueueId } from '../spool/queue-id';
+import type { Spool } from '../spool/store';
+import type { AuditLog } from './audit';
+import { heldMatching, heldMessage, heldPage, type HeldFilter } from './held';
+import { csrfMatches, LoginLimiter, Sessions, type Session } from './sessions';
+
+export interface ConsoleDeps {
+  readonly admin: AdminServer;
+  readonly spool: Spool;
+  readonly qmgr: QueueManager;
+  readonly accounts: AccountStore;
+  readonly containment: () => Containment;
+  readonly recent: () => readonly RecentSubject[];
+  readonly policy: PolicyRuntime;
+  readonly reload: () => Promise<{ ok: boolean; policy: { ok: boolean; version: number; error?: string } }>;
+  readonly explain: (q: URLSearchParams) => Promise<ApiResponse>;
+  readonly audit: AuditLog;
+  readonly logger: Logger;
+  readonly clock?: () => number;
+}
+
+const PREFIX = '/console';
+const COOKIE = 'smarthost_console';
+const SESSION_TTL_MS = 30 * 60_000;
+const LOGIN_MAX_FAILURES = 5;
+const LOGIN_WINDOW_MS = 10 * 60_000;
+const FORM_MAX_BYTES = 64 * 1024;
+/** A bulk action acts on at most this many messages per submission. */
+const BULK_MAX = 1000;
+// Written for the source tree and the compiled one (dist/src/console → src/console).
+const ASSETS = path.resolve(__dirname, '../../../src/console');
+
+const CSP = "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+interface Ctx {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+  url: URL;
+  params: Record<string, string | undefined>;
+  session?: Session;
+  form: URLSearchParams;
+}
+type Page = (c: Ctx) => Promise<void>;
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+export function mountConsole(deps: ConsoleDeps): void {
+  const clock = deps.clock ?? Date.now;
+  const eta = new Eta({ views: path.join(ASSETS, 'views'), autoEscape: true, cache: true });
+  const sessions = new Sessions(SESSION_TTL_MS, clock);
+  const limiter = new LoginLimiter(LOGIN_MAX_FAILURES, LOGIN_WINDOW_MS, clock);
+  const secure = deps.admin.secure;
+  const router = FindMyWay<FindMyWay.HTTPVersion.V1>();
+
+  const render = (c: Ctx, view: string, data: Record<string, unknown>, status = 200) => {
+    const html = eta.render(view, { ...data, session: c.session, canAct: c.session?.role === 'operate', prefix: PREFIX, flash: c.url.searchParams.get('done') ?? undefined });
+    send(c.res, status, html, 'text/html; charset=utf-8');
+  };
+  const redirect = (c: Ctx, to: string) => {
+    c.res.writeHead(303, { location: to, ...securityHeaders() });
+    c.res.end();
+  };
+
+  // Only a logged-in session gets past this; POSTs also need the CSRF token.
+  const authed = (page: Page): Page => async (c) => {
+    if (!c.session) return redirect(c, `${PREFIX}/login`);
+    if (c.req.method === 'POST' && !csrfMatches(c.session, c.form.get('_csrf'))) throw new HttpError(403, 'missing or wrong CSRF token: reload the page and try again');
+    await page(c);
+  };
+  // An action: the operator's session only; every attempt is audited.
+  const acts = (action: string, subjectOf: (c: Ctx) => string, page: Page): Page => authed(async (c) => {
+    if (c.session!.role !== 'operate') {
+      await deps.audit.record({ role: c.session!.role, action, subject: subjectOf(c), ok: false, detail: 'refused: read-only token' });
+      throw new HttpError(403, 'this session may only read: log in with the operator token to act');
+    }
+    await page(c);
+  });
+  const get = (p: string, page: Page) => router.on('GET', `${PREFIX}${p}`, page as never);
+  const post = (p: string, page: Page) => router.on('POST', `${PREFIX}${p}`, page as never);
+
+  // ---- login ----------------------------------------------------------------
+  get('', async (c) => redirect(c, c.session ? `${PREFIX}/held` : `${PREFIX}/login`));
+  get('/login', async (c) => render(c, 'login', {}));
+  post('/login', async (c) => {
+    const ip = c.req.socket.remoteAddress ?? '';
+    if (limiter.blocked(ip)) return render(c, 'login', { error: 'Too many failed logins from this address: wait ten minutes.' }, 429);
+    const role = deps.admin.tokenAccess(c.form.get('token') ?? '');
+    if (!role) {
+      limiter.failed(ip);
+      return render(c, 'login', { error: 'That token is not an admin token.' }, 401);
+    }
+    limiter.succeeded(ip);
+    const s = sessions.create(role);
+    c.res.setHeader('set-cookie', serializeCookie(COOKIE, s.id, { httpOnly: true, sameSite: 'strict', secure, path: PREFIX, maxAge: SESSION_TTL_MS / 1000 }));
+    redirect(c, `${PREFIX}/held`);
+  });
+  post('/logout', authed(async (c) => {
+    sessions.end(c.session!.id);
+    c.res.setHeader('set-cookie', serializeCookie(COOKIE, '', { httpOnly: true, sameSite: 'strict', secure, path: PREFIX, maxAge: 0 }));
+    redirect(c, `${PREFIX}/login`);
+  }));
+  get('/static/console.css', async (c) => send(c.res, 200, await fsp.readFile(path.join(ASSETS, 'static', 'console.css')), 'text/css; charset=utf-8'));
+
+  // ---- held mail --------------------------------------------------------------
+  const filterOf = (q: URLSearchParams): HeldFilter => ({
+    reason: q.get('reason') || undefined,
+    sender: q.get('sender') || undefined,
+    minAgeMinutes: Number(q.get('age')) > 0 ? Number(q.get('age')) : undefined,
+  });
+  get('/held', authed(async (c) => {
+    const filter = filterOf(c.url.searchParams);
+    const page = await heldPage(deps.spool, filter, Number(c.url.searchParams.get('page')) || 1, clock());
+    const query = (p: number) => {
+      const q = new URLSearchParams();
+      for (const k of ['reason', 'sender', 'age']) if (c.url.searchParams.get(k)) q.set(k, c.url.searchParams.get(k)!);
+      q.set('page', String(p));
+      return `?${q}`;
+    };
+    render(c, 'held', { page, filter, prev: page.page > 1 ? query(page.page - 1) : undefined, next: page.page < page.pages ? query(page.page + 1) : undefined });
+  }));
+  get('/held/:id', authed(async (c) => {
+    const id = c.params.id!;
+    const m = isQueueId(id) ? await heldMessage(deps.spool, id) : undefined;
+    if (!m) throw new HttpError(404, 'No such held message (released or deleted meanwhile?)');
+    render(c, 'message', { m, now: clock() });
+  }));
+  const heldAction = async (role: Access, op: string, id: string, reason: string): Promise<boolean> => {
+    let ok = false;
+    if (op === 'delete') ok = await deps.qmgr.delete(id);
+    else {
+      const env = op === 'release-legitimate' ? (await deps.spool.read(id, 'hold').catch(() => undefined))?.envelope : undefined;
+      ok = await deps.qmgr.release(id);
+      if (ok && env) await deps.containment().markLegitimate(senderOf(env.client.user, env.client.ip));
+    }
+    await deps.audit.record({ role, action: op, subject: id, reason, ok });
+    return ok;
+  };
+  post('/held/:id/:op', acts('held', (c) => c.params.id ?? '', async (c) => {
+    const { id, op } = c.params as { id: string; op: string };
+    if (!['release', 'delete', 'release-legitimate'].includes(op)) throw new HttpError(404, `no such action: ${op}`);
+    if (!isQueueId(id)) throw new HttpError(400, 'not a queue id');
+    const ok = await heldAction(c.session!.role, op, id, c.form.get('reason') ?? '');
+    if (!ok) throw new HttpError(404, 'No such held message (released or deleted meanwhile?)');
+    redirect(c, `${PREFIX}/held?done=${encodeURIComponent(`${op}: ${id}`)}`);
+  }));
+  post('/held-bulk', acts('bulk', () => 'held (filtered)', async (c) => {
+    const op = c.form.get('op') ?? '';
+    if (!['release', 'delete'].includes(op)) throw new HttpError(400, `no such bulk action: ${op}`);
+    const matching = (await heldMatching(deps.spool, filterOf(c.form), clock())).slice(0, BULK_MAX);
+    let done = 0;
+    for (const env of matching) if (await heldAction(c.session!.role, op, env.id, c.form.get('reason') ?? `bulk ${op}`)) done++;
+    redirect(c, `${PREFIX}/held?done=${encodeURIComponent(`${op}: ${done} of ${matching.length} messages`)}`);
+  }));
+
+  // ---- senders ----------------------------------------------------------------
+  const subjectOf = (q: URLSearchParams): CSubject => {
+    const account = q.get('account');
+    const ip = q.get('ip');
+    if (account && !ip) return { kind: 'a', id: account.toLowerCase() };
+    if (ip && !account) return { kind: 'ip', id: ip };
+    throw new HttpError(400, 'give an account or an address');
+  };
+  const nameOf = (s: CSubject) => (s.kind === 'a' ? `account:${s.id}` : `ip:${s.id}`);
+  get('/senders', authed(async (c) => {
+    const recent = [...deps.recent()].sort((a, b) => b.score - a.score);
+    const held = await heldMatching(deps.spool, {}, clock());
+    const volume = new Map<string, number>();
+    for (const e of held) {
+      const k = e.client.user ? `account:${e.client.user}` : `ip:${e.client.ip}`;
+      volume.set(k, (volume.get(k) ?? 0) + 1);
+    }
+    const byVolume = [...volume].sort((a, b) => b[1] - a[1]).slice(0, 50).map(([subject, held]) => ({ subject, held, ...linkOf(subject) }));
+    render(c, 'senders', { recent: recent.slice(0, 50).map((r) => ({ ...r, ...linkOf(r.subject) })), byVolume, accounts: deps.accounts.all().filter((a) => a.suspended).map((a) => a.name) });
+  }));
+  get('/sender', authed(async (c) => {
+    const s = subjectOf(c.url.searchParams);
+    const status = await deps.containment().status(s);
+    const account = s.kind === 'a' ? deps.accounts.get(s.id) : undefined;
+    render(c, 'sender', { s, name: nameOf(s), status, account, suspended: account?.suspended ?? false });
+  }));
+  post('/sender', acts('sender', (c) => nameOf(subjectOf(c.form)), async (c) => {
+    const s = subjectOf(c.form);
+    const op = c.form.get('op') ?? '';
+    const reason = c.form.get('reason') ?? '';
+    if (op === 'suspend') {
+      if (s.kind !== 'a') throw new HttpError(400, 'only an account can be suspended');
+      if (!reason.trim()) throw new HttpError(400, 'a suspension needs a reason');
+      if (!deps.accounts.get(s.id)) throw new HttpError(404, `no account ${s.id}`);
+      await deps.accounts.upsert(s.id, (a) => (a ? { ...a, suspended: true } : a));
+    } else if (op === 'unsuspend') await deps.containment().release(s);
+    else if (op === 'legitimate') await deps.containment().markLegitimate(s);
+    else throw new HttpError(400, `no such action: ${op}`);
+    await deps.audit.record({ role: 'operate', action: op, subject: nameOf(s), reason, ok: true });
+    redirect(c, `${PREFIX}/sender?${s.kind === 'a' ? 'account' : 'ip'}=${encodeURIComponent(s.id)}&done=${encodeURIComponent(op)}`);
+  }));
+
+  // ---- policy -------------------------------------------------------------------
+  const policyPage = (c: Ctx, extra: Record<string, unknown> = {}) =>
+    render(c, 'policy', { version: deps.policy.current().version, loadedAt: new Date(deps.policy.loadedAt).toISOString(), files: deps.policy.current().policy.files, form: Object.fromEntries(c.form), ...extra });
+  get('/policy', authed(async (c) => policyPage(c)));
+  post('/policy/explain', authed(async (c) => {
+    const q = new URLSearchParams();
+    for (const k of ['listener', 'ip', 'user', 'from']) if (c.form.get(k)) q.set(k, c.form.get(k)!);
+    for (const r of (c.form.get('rcpt') ?? '').split(/[\s,]+/).filter(Boolean)) q.append('rcpt', r);
+    const out = await deps.explain(q);
+    policyPage(c, { explained: JSON.stringify(out.body, null, 2), explainStatus: out.status });
+  }));
+  post('/policy/reload', acts('reload', () => 'policy', async (c) => {
+    const r = await deps.reload();
+    await deps.audit.record({ role: 'operate', action: 'reload', subject: 'policy', reason: c.form.get('reason') ?? '', ok: r.ok, detail: r.ok ? `version ${r.policy.version}` : r.policy.error });
+    redirect(c, `${PREFIX}/policy?done=${encodeURIComponent(r.ok ? `reloaded: version ${r.policy.version}` : `reload refused: ${r.policy.error}`)}`);
+  }));
+
+  // ---- audit --------------------------------------------------------------------
+  get('/audit', authed(async (c) => render(c, 'audit', { entries: await deps.audit.newest(200) })));
+
+  deps.admin.mount(PREFIX, async (req, res, url) => {
+    const c: Ctx = { req, res, url, params: {}, form: new URLSearchParams() };
+    try {
+      c.session = sessions.get(parseCookie(req.headers.cookie ?? '')[COOKIE]);
+      const found = router.find(req.method as FindMyWay.HTTPMethod, url.pathname);
+      if (!found) throw new HttpError(404, 'No such page');
+      c.params = found.params;
+      if (req.method === 'POST') c.form = await readForm(req);
+      await (found.handler as unknown as Page)(c);
+    } catch (err) {
+      const status = err instanceof HttpError ? err.status : 500;
+      if (status === 500) deps.logger.error({ evt: 'error', err }, 'console request failed');
+      if (res.headersSent) return void res.end();
+      render(c, 'error', { status, message: status === 500 ? 'Something went wrong: see the gateway log.' : (err as Error).message }, status);
+    }
+  });
+}
+
+/** The containment subject a held message counts against: its account, else its client address. */
+function senderOf(user: string | undefined, ip: string): CSubject {
+  return user ? { kind: 'a', id: user.toLowerCase() } : { kind: 'ip', id: ip };
+}
+
+/** "account:NAME" / "ip:ADDR" → the query of its sender page. */
+function linkOf(subject: string): { query: string } {
+  const q = new URLSearchParams(subject.startsWith('account:') ? { account: subject.slice(8) } : { ip: subject.replace(/^ip:/, '') });
+  return { query: `?${q}` };
+}
+
+function securityHeaders(): Record<string, string> {
+  return {
+    'content-security-policy': CSP,
+    'x-content-type-options': 'nosniff',
+    'referrer-policy': 'no-referrer',
+    'x-frame-options': 'DENY',
+    'cache-control': 'no-store',
+  };
+}
+
+function send(res: http.ServerResponse, status: number, body: string | Buffer, type: string): void {
+  res.writeHead(status, { 'content-type': type, ...securityHeaders() });
+  res.end(body);
+}
+
+async function readForm(req: http.IncomingMessage): Promise<URLSearchParams> {
+  if (!(req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) throw new HttpError(415, 'forms only (application/x-www-form-urlencoded)');
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req) {
+    n += (c as Buffer).length;
+    if (n > FORM_MAX_BYTES) throw new HttpError(413, 'form too large');
+    chunks.push(c as Buffer);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}

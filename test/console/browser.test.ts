@@ -1,0 +1,234 @@
+/**
+ * The abuse desk's console in a real headless browser (Debian's chromium,
+ * driven by playwright-core) against a running gateway: real SMTP into a
+ * real policy hold, the console over the admin listener, release to the test
+ * MX. As the attacker: a read-only session that tries to act, a form posted
+ * without its CSRF token, a held message whose headers carry <script> and a
+ * javascript: link, a password guesser at the login form.
+ *
+ * Screenshots of each page go to docs/console/*.png (docs/console.md).
+ */
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+import { message, RawSmtp } from '../helpers/smtp-client';
+import { startTestMx, type TestMx } from '../helpers/test-mx';
+
+const OPERATOR = 'test-admin-token';
+const SHOTS = path.resolve(__dirname, '../../../docs/console');
+const QUOTAS = `
+plans:
+  residential: { messagesPerHour: 100, recipientsPerHour: 100 }
+  business: { recipientsPerHour: 1, onExceed: hold }
+defaultPlan: residential
+classPlans: { residential-dynamic: residential, business: business }
+`;
+const HOSTILE_SUBJECT = '<script>alert("subject")</script>';
+const HOSTILE_LINK = '<a href="javascript:alert(\'link\')">click</a>';
+
+describe('the console in a real browser', () => {
+  let dns: TestDns;
+  let mx: TestMx;
+  let gw: TestGateway;
+  let ctx: BrowserContext;
+  let page: Page;
+  let profile: string;
+  let base: string;
+  let readToken: string;
+  let plainId: string;
+  let hostileId: string;
+  const dialogs: string[] = [];
+
+  /** A business line (127.0.0.17) over its recipients-per-hour quota: held by quota.recipients. */
+  async function submit(subject: string, extraHeaders: string[] = [], body = 'Hello.'): Promise<string> {
+    const c = await RawSmtp.connect(gw.port('intercept'), { localAddress: '127.0.0.17' });
+    await c.reply();
+    await c.cmd('EHLO server.bakery.test');
+    await c.cmd('MAIL FROM:<orders@bakery.test>');
+    for (const r of ['c1@dest.test', 'c2@dest.test']) assert.match((await c.cmd(`RCPT TO:<${r}>`)).text, /^250 /);
+    const r = await c.data(message({ from: 'orders@bakery.test', to: 'c1@dest.test', subject, headers: extraHeaders, body }));
+    await c.quit();
+    assert.match(r.text, /^250 2\.0\.0 Ok: queued as /);
+    return /queued as (\S+)/.exec(r.text)![1]!;
+  }
+
+  async function login(token: string): Promise<void> {
+    await ctx.clearCookies();
+    await page.goto(`${base}/console`);
+    assert.match(page.url(), /\/console\/login$/);
+    await page.fill('input[name=token]', token);
+    await Promise.all([page.waitForURL(/\/console\/held/), page.click('button[type=submit]')]);
+    assert.ok(!page.url().includes(token), 'the token never appears in a URL');
+  }
+
+  const shot = (name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+
+  before(async () => {
+    dns = await startDnsServer();
+    mx = await startTestMx({ host: '127.0.0.2' });
+    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
+    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    gw = await startGateway({
+      netblocks: [
+        { cidr: '127.0.0.0/28', class: 'residential-dynamic' },
+        { cidr: '127.0.0.16/29', class: 'business' },
+      ],
+      policyFiles: { 'quotas.yaml': QUOTAS },
+      config: {
+        admin: { address: '127.0.0.1', port: 0, token: OPERATOR, readTokenFile: 'read.token' },
+        relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: mx.port, backoff: ['1s'], poolIdle: '200ms' },
+      },
+    });
+    readToken = (await fsp.readFile(path.join(gw.dir, 'read.token'), 'utf8')).trim();
+    base = `http://127.0.0.1:${gw.app!.admin.port}`;
+    plainId = await submit('Invoice 2291 for the bakery');
+    hostileId = await submit(HOSTILE_SUBJECT, [`X-Note: ${HOSTILE_LINK}`], `Click ${HOSTILE_LINK}\r\n<img src=x onerror="alert('img')">`);
+    await fsp.mkdir(SHOTS, { recursive: true });
+    profile = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-chromium-'));
+    ctx = await chromium.launchPersistentContext(profile, {
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      viewport: { width: 1280, height: 800 },
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    page = ctx.pages()[0] ?? (await ctx.newPage());
+    page.on('dialog', (d) => {
+      dialogs.push(d.message());
+      void d.dismiss();
+    });
+  });
+  after(async () => {
+    await ctx?.close();
+    await gw?.stop();
+    await mx?.close();
+    await dns?.close();
+    if (profile) await fsp.rm(profile, { recursive: true, force: true });
+  });
+
+  it('logs in with the operator token into an HttpOnly, SameSite=Strict session under a strict CSP', async () => {
+    await page.goto(`${base}/console/login`);
+    await shot('login');
+    await login(OPERATOR);
+    const [cookie] = await ctx.cookies(`${base}/console/held`);
+    assert.equal(cookie?.name, 'smarthost_console');
+    assert.equal(cookie?.httpOnly, true);
+    assert.equal(cookie?.sameSite, 'Strict');
+    assert.notEqual(cookie?.value, OPERATOR);
+    const res = await page.request.get(`${base}/console/held`);
+    assert.match(res.headers()['content-security-policy'] ?? '', /default-src 'self'; script-src 'none'/);
+  });
+
+  it('lists the messages held by the quota rule, filters them, and shows one with its verdict trail', async () => {
+    await page.goto(`${base}/console/held`);
+    const rows = page.locator('tbody tr');
+    assert.equal(await rows.count(), 2);
+    assert.match(await page.textContent('tbody') ?? '', /quota\.recipients:recipientsPerHour/);
+    await shot('held');
+    await page.fill('input[name=sender]', 'nobody-like-this');
+    await page.click('form.filter button');
+    assert.match(await page.textContent('main') ?? '', /No held messages match this filter/);
+    await page.goto(`${base}/console/held`);
+    await page.click(`a:text("${plainId}")`);
+    assert.match(page.url(), new RegExp(`/console/held/${plainId}$`));
+    const main = (await page.textContent('main')) ?? '';
+    assert.match(main, /quota\.recipients:recipientsPerHour/);
+    assert.match(main, /Invoice 2291 for the bakery/);
+    assert.match(main, /c1@dest\.test, c2@dest\.test/);
+    await shot('message');
+  });
+
+  it('renders a message with <script> headers and a javascript: link inert, as text', async () => {
+    await page.goto(`${base}/console/held/${hostileId}`);
+    const headers = (await page.textContent('pre.headers')) ?? '';
+    assert.ok(headers.includes(HOSTILE_SUBJECT), 'the script tag is shown as text');
+    assert.ok(headers.includes(HOSTILE_LINK), 'the link is shown as text');
+    assert.ok(((await page.textContent('pre.body')) ?? '').includes(`onerror="alert('img')"`));
+    assert.equal(await page.locator('script').count(), 0);
+    assert.equal(await page.locator('a[href^="javascript:"], img').count(), 0);
+    await page.goto(`${base}/console/held`); // the list shows the subject too
+    assert.ok(((await page.textContent('tbody')) ?? '').includes(HOSTILE_SUBJECT));
+    assert.deepEqual(dialogs, [], 'no script ran');
+  });
+
+  it('refuses an action form posted without its CSRF token (403), and nothing happens', async () => {
+    for (const form of [{ reason: 'no token' }, { reason: 'wrong token', _csrf: 'x'.repeat(43) }] as Array<Record<string, string>>) {
+      const res = await page.request.post(`${base}/console/held/${plainId}/release`, { form, maxRedirects: 0 });
+      assert.equal(res.status(), 403);
+    }
+    assert.equal((await gw.app!.qmgr.entry(plainId))?.state, 'hold');
+  });
+
+  it('a read-only session sees no buttons, and the server refuses its actions (403)', async () => {
+    await login(readToken);
+    assert.equal(await page.locator('form.actions').count(), 0, 'no bulk form');
+    await page.goto(`${base}/console/held/${plainId}`);
+    assert.equal(await page.locator('form.actions, button:text("Release")').count(), 0, 'no action buttons');
+    const csrf = await page.getAttribute('input[name=_csrf]', 'value'); // the logout form's: a valid token of this session
+    for (const [url, form] of [
+      [`/console/held/${plainId}/release`, { reason: 'read-only' }],
+      ['/console/held-bulk', { op: 'delete' }],
+      ['/console/policy/reload', {}],
+      ['/console/sender', { account: 'alice@isp.test', op: 'suspend', reason: 'read-only' }],
+    ] as const) {
+      const res = await page.request.post(`${base}${url}`, { form: { ...form, _csrf: csrf! }, maxRedirects: 0 });
+      assert.equal(res.status(), 403, url);
+    }
+    assert.equal((await gw.app!.qmgr.entry(plainId))?.state, 'hold');
+    assert.equal(gw.app!.accounts.get('alice@isp.test')?.suspended, false);
+  });
+
+  it('the operator releases a held message: it is delivered at the test MX, audited and counted', async () => {
+    await login(OPERATOR);
+    await page.goto(`${base}/console/held/${plainId}`);
+    await page.fill('input[name=reason]', 'ticket 4711: invoices are expected');
+    await Promise.all([page.waitForURL(/\/console\/held\?done=/), page.click('button:text("Release")')]);
+    assert.match((await page.textContent('.flash')) ?? '', new RegExp(`release: ${plainId}`));
+    const [got] = await mx.waitFor(1, 10_000);
+    assert.match(got!.data.toString('utf8'), /Subject: Invoice 2291 for the bakery/);
+    await page.goto(`${base}/console/audit`);
+    const audit = (await page.textContent('tbody')) ?? '';
+    assert.match(audit, new RegExp(`operator\\s*release\\s*${plainId}\\s*ticket 4711`));
+    await shot('audit');
+    const lines = (await fsp.readFile(path.join(gw.dir, 'spool', 'console-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    assert.ok(lines.some((l) => l.token === 'operator' && l.action === 'release' && l.subject === plainId && l.reason === 'ticket 4711: invoices are expected' && l.ok));
+    assert.ok(lines.some((l) => l.token === 'read' && !l.ok), 'the read-only attempts are on record');
+    const metrics = await (await page.request.get(`${base}/metrics`)).text();
+    assert.match(metrics, /smarthost_console_actions_total\{action="release",token="operator"\} 1/);
+  });
+
+  it('senders: suspend an account with a reason, then lift it', async () => {
+    await page.goto(`${base}/console/senders`);
+    await shot('senders');
+    await page.goto(`${base}/console/sender?account=alice%40isp.test`);
+    await page.fill('input[name=reason]', 'ticket 4712: phishing complaint');
+    await Promise.all([page.waitForURL(/done=suspend/), page.click('button:text("Suspend")')]);
+    assert.equal(gw.app!.accounts.get('alice@isp.test')?.suspended, true);
+    await shot('sender');
+    await Promise.all([page.waitForURL(/done=unsuspend/), page.click('button:text("Lift hold")')]);
+    assert.equal(gw.app!.accounts.get('alice@isp.test')?.suspended, false);
+  });
+
+  it('policy: shows the version, explains a hypothetical message, reloads', async () => {
+    await page.goto(`${base}/console/policy`);
+    assert.match((await page.textContent('main')) ?? '', /Version in force\s*1/);
+    await page.fill('input[name=listener]', 'intercept');
+    await page.fill('input[name=ip]', '127.0.0.17');
+    await page.fill('input[name=from]', 'orders@bakery.test');
+    await page.fill('input[name=rcpt]', 'c3@dest.test');
+    await page.click('button:text("Explain")');
+    assert.match((await page.textContent('pre.explain')) ?? '', /quota\.recipients/);
+    await shot('policy');
+    await Promise.all([page.waitForURL(/done=reloaded/), page.click('button:text("Reload")')]);
+    assert.match((await page.textContent('main')) ?? '', /Version in force\s*2/);
+  });
+
+  it('limits failed logins per address: the right token is refused after five wrong ones (429)', async () => {
+    for (let i = 0; i < 5; i++) assert.equal((await page.request.post(`${base}/console/login`, { form: { token: `guess-${i}` }, maxRedirects: 0 })).status(), 401);
+    assert.equal((await page.request.post(`${base}/console/login`, { form: { token: OPERATOR }, maxRedirects: 0 })).status(), 429);
+  });
+});
