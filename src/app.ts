@@ -258,12 +258,12 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   const policyDeps = { runtime: policy, listeners: ruleListeners(cfg), accounts, reload, signer: () => signer };
   registerPolicyRoutes(admin, policyDeps);
   registerContainmentRoutes(admin, () => containment.containment, () => containment.recent());
-  if (cfg.admin.console) {
-    const audit = new AuditLog(path.join(cfg.spool.dir, 'console-audit.log'), metrics.catalogue.consoleActions);
-    mountConsole({ admin, spool, qmgr, accounts, containment: () => containment.containment, recent: () => containment.recent(), policy, reload, explain: (q) => explainQuery(policyDeps, q), audit, logger });
-  }
   const fleet = new Fleet({ role, logger, accounts, store: state, storeStatus: () => stateRt.status(), redis: stateRt.redis, keyPrefix: stateRt.keyPrefix, reload, policy: () => policy.current() });
   registerFleetRoutes(admin, fleet, stateRt);
+  if (cfg.admin.console) {
+    const audit = new AuditLog(path.join(cfg.spool.dir, 'console-audit.log'), metrics.catalogue.consoleActions);
+    mountConsole({ admin, spool, qmgr, accounts, fleet, containment: () => containment.containment, recent: () => containment.recent(), policy, reload, explain: (q) => explainQuery(policyDeps, q), audit, logger });
+  }
   // Fail closed without Redis: not ready (the balancer prefers other gateways). Fail open: a warning.
   admin.readiness('state', async () => stateRt.readinessFailure());
   admin.readiness('state', async () => stateRt.readinessWarning(), { warnOnly: true });

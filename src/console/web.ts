@@ -27,6 +27,8 @@ import type { AdminServer, Access, ApiResponse } from '../admin/server';
 import type { Containment } from '../containment/containment';
 import type { RecentSubject } from '../containment/wire';
 import type { CSubject } from '../containment/signals';
+import type { Fleet } from '../fleet/fleet';
+import { domainOf } from '../envelope';
 import type { Logger } from '../log';
 import type { PolicyRuntime } from '../policy/runtime';
 import type { QueueManager } from '../spool/qmgr';
@@ -41,6 +43,8 @@ export interface ConsoleDeps {
   readonly spool: Spool;
   readonly qmgr: QueueManager;
   readonly accounts: AccountStore;
+  /** Suspensions go fleet-wide where the state is shared; quota clears act on the shared counts. */
+  readonly fleet: Fleet;
   readonly containment: () => Containment;
   readonly recent: () => readonly RecentSubject[];
   readonly policy: PolicyRuntime;
@@ -212,7 +216,23 @@ export function mountConsole(deps: ConsoleDeps): void {
     const s = subjectOf(c.url.searchParams);
     const status = await deps.containment().status(s);
     const account = s.kind === 'a' ? deps.accounts.get(s.id) : undefined;
-    render(c, 'sender', { s, name: nameOf(s), status, account, suspended: account?.suspended ?? false });
+    const fleetSuspension = s.kind === 'a' ? deps.fleet.suspensions().find((x) => x.account === s.id) : undefined;
+    // Recipient domains of its held mail, never the addresses (the desk opens a message for those).
+    const domains = new Map<string, number>();
+    for (const e of await heldMatching(deps.spool, {}, clock())) {
+      if (!sameSender(e.client.user, e.client.ip, s)) continue;
+      for (const r of e.recipients) domains.set(domainOf(r), (domains.get(domainOf(r)) ?? 0) + 1);
+    }
+    render(c, 'sender', {
+      s,
+      name: nameOf(s),
+      status,
+      account,
+      suspended: (account?.suspended ?? false) || fleetSuspension !== undefined,
+      fleetSuspension,
+      fleetShared: deps.fleet.shared,
+      domains: [...domains].sort((a, b) => b[1] - a[1]).slice(0, 20),
+    });
   }));
   post('/sender', acts('sender', (c) => nameOf(subjectOf(c.form)), async (c) => {
     const s = subjectOf(c.form);
@@ -222,9 +242,13 @@ export function mountConsole(deps: ConsoleDeps): void {
       if (s.kind !== 'a') throw new HttpError(400, 'only an account can be suspended');
       if (!reason.trim()) throw new HttpError(400, 'a suspension needs a reason');
       if (!deps.accounts.get(s.id)) throw new HttpError(404, `no account ${s.id}`);
-      await deps.accounts.upsert(s.id, (a) => (a ? { ...a, suspended: true } : a));
-    } else if (op === 'unsuspend') await deps.containment().release(s);
-    else if (op === 'legitimate') await deps.containment().markLegitimate(s);
+      if (deps.fleet.shared) await deps.fleet.suspend(s.id, { reason, by: 'console:operator' });
+      else await deps.accounts.upsert(s.id, (a) => (a ? { ...a, suspended: true } : a));
+    } else if (op === 'unsuspend') {
+      await deps.containment().release(s);
+      if (s.kind === 'a' && deps.fleet.shared) await deps.fleet.unsuspend(s.id);
+    } else if (op === 'legitimate') await deps.containment().markLegitimate(s);
+    else if (op === 'clear-quotas') await deps.fleet.clearQuotas(s.kind === 'a' ? { account: s.id } : { ip: s.id });
     else throw new HttpError(400, `no such action: ${op}`);
     await deps.audit.record({ role: 'operate', action: op, subject: nameOf(s), reason, ok: true });
     redirect(c, `${PREFIX}/sender?${s.kind === 'a' ? 'account' : 'ip'}=${encodeURIComponent(s.id)}&done=${encodeURIComponent(op)}`);
@@ -271,6 +295,10 @@ export function mountConsole(deps: ConsoleDeps): void {
 /** The containment subject a held message counts against: its account, else its client address. */
 function senderOf(user: string | undefined, ip: string): CSubject {
   return user ? { kind: 'a', id: user.toLowerCase() } : { kind: 'ip', id: ip };
+}
+
+function sameSender(user: string | undefined, ip: string, s: CSubject): boolean {
+  return s.kind === 'a' ? user?.toLowerCase() === s.id : !user && ip === s.id;
 }
 
 /** "account:NAME" / "ip:ADDR" → the query of its sender page. */

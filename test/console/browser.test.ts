@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { message, RawSmtp } from '../helpers/smtp-client';
+import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
 
 const OPERATOR = 'test-admin-token';
@@ -201,16 +201,34 @@ describe('the console in a real browser', () => {
     assert.match(metrics, /smarthost_console_actions_total\{action="release",token="operator"\} 1/);
   });
 
-  it('senders: suspend an account with a reason, then lift it', async () => {
+  /** AUTH as alice on the submission listener: the reply. */
+  async function aliceAuth(): Promise<string> {
+    const c = await RawSmtp.connect(gw.port('submission'), { localAddress: '127.0.0.5' });
+    await c.reply();
+    await c.cmd('EHLO pc');
+    await c.starttls();
+    await c.cmd('EHLO pc');
+    const r = (await c.cmd(`AUTH PLAIN ${authPlain('alice@isp.test', 'alice-secret-1')}`)).text;
+    await c.quit();
+    return r;
+  }
+
+  it('senders: the held line with its recipient domains; suspend an account with a reason: its next AUTH is refused; lift it', async () => {
     await page.goto(`${base}/console/senders`);
     await shot('senders');
+    await page.click('a:text("ip:127.0.0.17")');
+    assert.match((await page.textContent('main')) ?? '', /dest\.test\s*2/, 'the recipient domain of its held message');
+    assert.doesNotMatch((await page.textContent('main')) ?? '', /c2@dest\.test/, 'domains, not addresses');
+    assert.match(await aliceAuth(), /^235 /);
     await page.goto(`${base}/console/sender?account=alice%40isp.test`);
     await page.fill('input[name=reason]', 'ticket 4712: phishing complaint');
     await Promise.all([page.waitForURL(/done=suspend/), page.click('button:text("Suspend")')]);
     assert.equal(gw.app!.accounts.get('alice@isp.test')?.suspended, true);
+    assert.match(await aliceAuth(), /^535 5\.7\.8 /);
     await shot('sender');
     await Promise.all([page.waitForURL(/done=unsuspend/), page.click('button:text("Lift hold")')]);
     assert.equal(gw.app!.accounts.get('alice@isp.test')?.suspended, false);
+    assert.match(await aliceAuth(), /^235 /);
   });
 
   it('policy: shows the version, explains a hypothetical message, reloads', async () => {
