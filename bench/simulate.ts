@@ -3,7 +3,7 @@
  * the seed set at full size, printed as the per-profile table (containment
  * beside the static limits) and the events on legitimate senders; --json
  * prints the reports. Options:
- *   --seeds 1,2,3  --instances N  --background N  --hosts N  --warmup DAYS  --days DAYS
+ *   --seeds 1,2,3  --instances N  --legit-instances N  --background N  --hosts N  --warmup DAYS  --days DAYS
  *   --containment FILE   a containment.yaml in place of policies/containment.yaml
  */
 import { SEEDS, simulate, table, type SimOptions, type SimReport } from '../src/sim/simulate';
@@ -17,6 +17,7 @@ async function main(): Promise<void> {
   const num = (name: string) => (arg(name) !== undefined ? Number(arg(name)) : undefined);
   const opts: Partial<SimOptions> = {
     ...(num('instances') !== undefined ? { instances: num('instances')! } : {}),
+    ...(num('legit-instances') !== undefined ? { legitimateInstances: num('legit-instances')! } : {}),
     ...(num('background') !== undefined ? { background: num('background')! } : {}),
     ...(num('hosts') !== undefined ? { hosts: num('hosts')! } : {}),
     ...(num('warmup') !== undefined ? { warmupDays: num('warmup')! } : {}),

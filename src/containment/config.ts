@@ -28,6 +28,7 @@ export const SIGNALS = [
   'identityChange',
   'authNewNetwork',
   'strangerHours',
+  'pushing',
   'campaign',
 ] as const;
 export type SignalName = (typeof SIGNALS)[number];
@@ -70,6 +71,8 @@ export interface PlanThresholds {
   readonly authNewNetworksPerDay: number;
   /** Hours of the last 24 with new recipients (a paced run to strangers). */
   readonly strangerHours: number;
+  /** MAILs refused by a containment throttle in an hour (a sender that keeps pushing escalates). */
+  readonly pushedPerHour: number;
   /** Distinct subjects in the fleet sending this message's body or fresh link domain in 24 h. */
   readonly campaignSenders: number;
   /** Score at which each response starts (0: never). */
@@ -114,6 +117,7 @@ const DEFAULT_THRESHOLDS: PlanThresholds = {
   identityChangesPerDay: 1,
   authNewNetworksPerDay: 1,
   strangerHours: 3,
+  pushedPerHour: 4,
   campaignSenders: 8,
   responses: { throttle: 1, hold: 2, suspend: 4 },
 };
@@ -136,6 +140,7 @@ const DEFAULT_WEIGHTS: Record<SignalName, number> = {
   identityChange: 0.5,
   authNewNetwork: 0.5,
   strangerHours: 0.5,
+  pushing: 1,
   campaign: 2,
 };
 
@@ -160,7 +165,7 @@ function num(v: unknown, at: At, dflt: number): number {
 }
 
 function thresholds(raw: unknown, at: At, base: PlanThresholds): PlanThresholds {
-  const o: Obj = obj(raw ?? {}, at, ['volumeFactor', 'volumeFloor', 'volumePeakFactor', 'newRecipientsPerHour', 'newShareOfPeak', 'newRecipientsPerDay', 'newDomainsPerHour', 'refusedPerHour', 'refusedShare', 'authNetworksPerHour', 'sameBodyPerDay', 'complaints', 'complaintShare', 'contentSpamPerDay', 'volumeDayFloor', 'volumeDayFactor', 'addressBookShare', 'addressBookMin', 'newLinkRecipientsPerDay', 'identityChangesPerDay', 'authNewNetworksPerDay', 'strangerHours', 'campaignSenders', 'responses']);
+  const o: Obj = obj(raw ?? {}, at, ['volumeFactor', 'volumeFloor', 'volumePeakFactor', 'newRecipientsPerHour', 'newShareOfPeak', 'newRecipientsPerDay', 'newDomainsPerHour', 'refusedPerHour', 'refusedShare', 'authNetworksPerHour', 'sameBodyPerDay', 'complaints', 'complaintShare', 'contentSpamPerDay', 'volumeDayFloor', 'volumeDayFactor', 'addressBookShare', 'addressBookMin', 'newLinkRecipientsPerDay', 'identityChangesPerDay', 'authNewNetworksPerDay', 'strangerHours', 'pushedPerHour', 'campaignSenders', 'responses']);
   const r = obj(o.responses ?? {}, at.child('responses'), RESPONSES);
   const responses = {
     throttle: num(r.throttle, at.child('responses').child('throttle'), base.responses.throttle),
@@ -190,6 +195,7 @@ function thresholds(raw: unknown, at: At, base: PlanThresholds): PlanThresholds 
     identityChangesPerDay: num(o.identityChangesPerDay, at.child('identityChangesPerDay'), base.identityChangesPerDay),
     authNewNetworksPerDay: num(o.authNewNetworksPerDay, at.child('authNewNetworksPerDay'), base.authNewNetworksPerDay),
     strangerHours: num(o.strangerHours, at.child('strangerHours'), base.strangerHours),
+    pushedPerHour: num(o.pushedPerHour, at.child('pushedPerHour'), base.pushedPerHour),
     campaignSenders: num(o.campaignSenders, at.child('campaignSenders'), base.campaignSenders),
     responses,
   };

@@ -160,6 +160,7 @@ export class Containment {
     if (over(signals.identityChangesPerDay, th.identityChangesPerDay)) fired.push('identityChange');
     if (over(signals.authNewNetworksPerDay, th.authNewNetworksPerDay)) fired.push('authNewNetwork');
     if (over(signals.strangerHours, th.strangerHours)) fired.push('strangerHours');
+    if (over(signals.pushedPerHour, th.pushedPerHour)) fired.push('pushing');
     if (over(signals.campaignSenders, th.campaignSenders)) fired.push('campaign');
     const score = fired.reduce((a, n) => a + this.config.weights[n], 0);
     const r = th.responses;
@@ -235,8 +236,8 @@ export class Containment {
     const a = await this.assess(s, plan, undefined, now);
     await this.respond(s, a, plan, client, now);
     const level = Math.max(sticky, a.level);
-    // Pushing on against a throttle counts as a refusal: a sender that keeps trying escalates to hold.
-    if (level === 1) await this.signals.recordRefused(s, 1, now);
+    // Pushing on against a throttle is its own signal: a sender that keeps trying escalates to hold.
+    if (level === 1) await this.signals.recordPushed(s, now);
     return this.verdict(level, stage, s);
   }
 

@@ -33,6 +33,7 @@
  *   strangerHours        hours of the last 24 in which the subject wrote to
  *                        at least STRANGERS_IN_AN_HOUR new recipients (a
  *                        paced run to a bought list; one burst is one hour)
+ *   pushedPerHour        MAILs a containment throttle refused in the hour
  *   authNewNetworks      AUTH from networks not used in 30 days, per day
  *                        (not in the account's first week: no habits yet)
  *   campaign             (per message) distinct subjects of the whole fleet
@@ -50,7 +51,7 @@ export const DAY = 24 * HOUR;
 const KNOWN_WINDOW = 30 * DAY;
 const BASELINE_WINDOW = 14 * DAY;
 /** A link domain is established in the fleet from this many senders in 14 days, unless most of them came in the last day. */
-const ESTABLISHED_SENDERS = 20;
+const ESTABLISHED_SENDERS = 5;
 /** Bodies shorter than this (normalised) are too common to be a campaign ("thanks!"). */
 const CAMPAIGN_MIN_BODY = 100;
 const STRANGERS_IN_AN_HOUR = 2;
@@ -99,6 +100,7 @@ export const ckeys = {
   authSince: (s: CSubject) => k(s, 'a0'),
   authFirstWeek: (s: CSubject) => k(s, 'a7'),
   strangerHours: (s: CSubject) => k(s, 'shr'),
+  pushed: (s: CSubject) => k(s, 'push'),
   /** Fleet-wide: distinct subjects that sent a body fingerprint or a link domain (day, 14 days). */
   fleet: (what: 'b' | 'ld', id: string, window: '1d' | '14d') => `sh:ctm:fleet:{${what}:${escapeId(id)}}:${window}`,
 };
@@ -134,6 +136,8 @@ export interface SignalValues {
   readonly identityChangesPerDay: number;
   readonly authNewNetworksPerDay: number;
   readonly strangerHours: number;
+  /** MAIL commands refused by a containment throttle in the last hour. */
+  readonly pushedPerHour: number;
   /** This message's campaign: distinct subjects in the fleet that sent it (its body or a fresh link domain) in 24 h. */
   readonly campaignSenders: number;
 }
@@ -239,6 +243,11 @@ export class Signals {
     if (rcpt1d > day) await this.store.incr(ckeys.peakDay(s), rcpt1d - day, BASELINE_WINDOW, now);
   }
 
+  /** A MAIL refused by a containment throttle (the sender keeps pushing). */
+  async recordPushed(s: CSubject, now: number): Promise<void> {
+    await this.store.record(ckeys.pushed(s), HOUR, 1, now);
+  }
+
   /** Recipients refused: by a remote server (relay 5xx) or at our door. */
   async recordRefused(s: CSubject, n: number, now: number): Promise<void> {
     if (n > 0) await this.store.record(ckeys.refused(s), HOUR, n, now);
@@ -297,12 +306,13 @@ export class Signals {
       identityChangesPerDay: await this.store.count(ckeys.ident1d(s), DAY, now),
       authNewNetworksPerDay: await this.store.count(ckeys.newNet1d(s), DAY, now),
       strangerHours: await this.store.setSize(ckeys.strangerHours(s), DAY, now),
+      pushedPerHour: await this.store.count(ckeys.pushed(s), HOUR, now),
       campaignSenders,
     };
   }
 
   /** Forget the short-term signals (the abuse desk released the subject). */
   async clearShortTerm(s: CSubject): Promise<void> {
-    for (const key of [ckeys.rcpt1h(s), ckeys.rcpt1d(s), ckeys.new1h(s), ckeys.new1d(s), ckeys.newDom1h(s), ckeys.refused(s), ckeys.nets(s), ckeys.dnsbl(s), ckeys.book1d(s), ckeys.newLink1d(s), ckeys.ident1d(s), ckeys.newNet1d(s), ckeys.strangerHours(s)]) await this.store.del(key);
+    for (const key of [ckeys.rcpt1h(s), ckeys.rcpt1d(s), ckeys.new1h(s), ckeys.new1d(s), ckeys.newDom1h(s), ckeys.refused(s), ckeys.nets(s), ckeys.dnsbl(s), ckeys.book1d(s), ckeys.newLink1d(s), ckeys.ident1d(s), ckeys.newNet1d(s), ckeys.strangerHours(s), ckeys.pushed(s)]) await this.store.del(key);
   }
 }

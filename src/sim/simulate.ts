@@ -54,8 +54,9 @@ export interface SimOptions {
   /** Background accounts and intercept hosts living ordinary lives. */
   readonly background: number;
   readonly hosts: number;
-  /** Instances of every profile. */
+  /** Instances of every profile; of legitimate ones `legitimateInstances` when given. */
   readonly instances: number;
+  readonly legitimateInstances?: number;
   readonly profiles?: readonly string[];
   readonly policiesDir: string;
 }
@@ -339,7 +340,7 @@ async function send(hooks: PolicyHooks, a: SimActor, m: SimMail, accounts: Map<s
 }
 
 export function worldFor(o: SimOptions): World {
-  return makeWorld({ seed: o.seed, start: T0, warmupDays: o.warmupDays, measureDays: o.measureDays, background: o.background, hosts: o.hosts, instances: o.instances, ...(o.profiles ? { profiles: o.profiles } : {}) });
+  return makeWorld({ seed: o.seed, start: T0, warmupDays: o.warmupDays, measureDays: o.measureDays, background: o.background, hosts: o.hosts, instances: o.instances, ...(o.legitimateInstances !== undefined ? { legitimateInstances: o.legitimateInstances } : {}), ...(o.profiles ? { profiles: o.profiles } : {}) });
 }
 
 /**
@@ -380,7 +381,7 @@ export function table(reports: readonly SimReport[]): string {
   const stat = new Map(mergeSeeds(reports, 'static').map((p) => [p.profile, p]));
   const pct = (x: number) => `${(x * 100).toFixed(x < 0.01 && x > 0 ? 2 : 1)}%`;
   const lines = [
-    `seeds ${reports.map((r) => r.options.seed).join(', ')}; per seed: ${reports[0]?.options.background} background accounts + ${reports[0]?.options.hosts} hosts, ${reports[0]?.options.instances} instances per profile, ${reports[0]?.options.warmupDays}d warm-up + ${reports[0]?.options.measureDays}d measured`,
+    `seeds ${reports.map((r) => r.options.seed).join(', ')}; per seed: ${reports[0]?.options.background} background accounts + ${reports[0]?.options.hosts} hosts, ${reports[0]?.options.instances} instances per attacker profile and ${reports[0]?.options.legitimateInstances ?? reports[0]?.options.instances} per legitimate one, ${reports[0]?.options.warmupDays}d warm-up + ${reports[0]?.options.measureDays}d measured`,
     '| profile | side | instances | messages | containment: stopped | detection median / p95 (undetected) | static limits: stopped | detection median / p95 (undetected) |',
     '|---|---|---:|---:|---:|---|---:|---|',
   ];

@@ -92,8 +92,11 @@ describe('signals the address-book attack cannot avoid', () => {
       short = await sig.recordMessage(a(`s${i}@isp.example`), [`r${i}@x.example`], traits({ body: 'thanks!' }), T0 + i * HOUR);
     }
     assert.deepEqual([link, body, short], [5, 5, 0]);
-    // A day later the campaign has to start again.
-    assert.equal(await sig.recordMessage(a('v0@isp.example'), ['q@x.example'], traits({ body: 'https://cheap-pills.example/z' }), T0 + 30 * HOUR), 1);
+    // A day later one sender is no campaign: five subjects in 14 days, most of them not today, is an established site.
+    assert.equal(await sig.recordMessage(a('v0@isp.example'), ['q@x.example'], traits({ body: 'https://cheap-pills.example/z' }), T0 + 30 * HOUR), 0);
+    // …while a site only three subjects used is still fresh for a fourth sender a day later.
+    for (let i = 0; i < 3; i++) await sig.recordMessage(a(`y${i}@isp.example`), ['r@x.example'], traits({ body: 'https://new-offer.example/' }), T0 + i * HOUR);
+    assert.equal(await sig.recordMessage(a('y9@isp.example'), ['q@x.example'], traits({ body: 'https://new-offer.example/z' }), T0 + 30 * HOUR), 1);
   });
 
   it('address book share, volume against the own busiest day, strangers hour after hour', async () => {

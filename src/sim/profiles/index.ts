@@ -25,8 +25,9 @@ export interface WorldOptions {
   /** Background accounts and intercept hosts (ordinary lives). */
   readonly background: number;
   readonly hosts: number;
-  /** Instances of each profile. */
+  /** Instances of each profile (legitimate ones: `legitimateInstances` when given; they are cheap). */
   readonly instances: number;
+  readonly legitimateInstances?: number;
   /** Only these profiles (default all). */
   readonly profiles?: readonly string[];
 }
@@ -47,7 +48,8 @@ export function makeWorld(o: WorldOptions): World {
   }
   for (const p of PROFILES) {
     if (o.profiles && !o.profiles.includes(p.name)) continue;
-    for (let i = 0; i < o.instances; i++) p.build(w);
+    const n = p.side === 'legitimate' ? (o.legitimateInstances ?? o.instances) : o.instances;
+    for (let i = 0; i < n; i++) p.build(w);
   }
   w.mail.sort((a, b) => a.t - b.t);
   w.listings.sort((a, b) => a.t - b.t);
