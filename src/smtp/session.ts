@@ -99,8 +99,6 @@ export class SessionHandlers {
   private readonly conns = new Map<string, ConnState>();
   /** Each session's connection slot (limits.maxConnectionsPerIp), given back at QUIT or close, whichever comes first. */
   private readonly slots = new Map<string, Promise<ConnectionSlot>>();
-  /** This process's own slot count, used only while the shared state is unavailable (takeSlot). */
-  private readonly localSlots = new Map<string, number>();
   /** Refusals for too many connections, logged once a minute per address (prefix). */
   private readonly refusalLog = new Map<string, { at: number; suppressed: number }>();
   /** AUTH scheduling per address (see onAuth). */
@@ -125,7 +123,7 @@ export class SessionHandlers {
     const ip = session.remoteAddress;
     try {
       // Counted even when refused: the slot is given back at QUIT or close like any other.
-      const slotP = this.takeSlot(ip);
+      const slotP = this.deps.policy().openSlot({ listener: this.listener.name, ip });
       this.slots.set(session.id, slotP);
       const slot = await slotP;
       if (slot.count > this.deps.cfg.limits.maxConnectionsPerIp) {
@@ -155,34 +153,6 @@ export class SessionHandlers {
       if (isStateUnavailable(err)) return cb(new SmtpReplyError('state_unavailable'));
       this.log.error({ evt: 'error', sid: session.id, err }, 'connect check failed');
       cb(new SmtpReplyError('local_error'));
-    }
-  }
-
-  /**
-   * A slot in the shared count; while the shared state is unavailable, one in
-   * this process's own count (by exact address), so the limit still holds per
-   * process and a state outage does not refuse every connection here: each
-   * stage that needs the state decides that for itself (state.failMode).
-   */
-  private async takeSlot(ip: string): Promise<ConnectionSlot> {
-    try {
-      return await this.deps.policy().openSlot({ listener: this.listener.name, ip });
-    } catch (err) {
-      if (!isStateUnavailable(err)) throw err;
-      const count = (this.localSlots.get(ip) ?? 0) + 1;
-      this.localSlots.set(ip, count);
-      let held = true;
-      return {
-        count,
-        subject: ip,
-        release: async () => {
-          if (!held) return;
-          held = false;
-          const n = (this.localSlots.get(ip) ?? 1) - 1;
-          if (n <= 0) this.localSlots.delete(ip);
-          else this.localSlots.set(ip, n);
-        },
-      };
     }
   }
 
