@@ -35,8 +35,15 @@ import { clientAddress, failureReply, isRefusal, named, postfixClient, refusalRe
 import { encodeAction, RequestReader } from './policy-protocol';
 import { serve, type Served } from './serve';
 
-/** Messages in flight remembered between their requests (oldest forgotten first). */
-const MAX_TRANSACTIONS = 10_000;
+/**
+ * Messages in flight remembered between their requests, and their recipients
+ * in all (oldest message forgotten first): Postfix sends no END-OF-MESSAGE
+ * request unless smtpd_end_of_data_restrictions asks, so most are never
+ * closed and only these bounds free them.
+ */
+export const REMEMBER = { messages: 10_000, recipients: 100_000 };
+/** Recipients remembered per message (Postfix's smtpd_recipient_limit default). */
+const MAX_RECIPIENTS = 1000;
 /** Requests a client may send ahead of the answers (Postfix sends one at a time). */
 const MAX_PENDING = 16;
 const IDLE_MS = 10 * 60_000;
@@ -49,9 +56,13 @@ interface Transaction {
 
 export class PolicyService {
   private readonly txs = new Map<string, Transaction>();
+  private remembered = 0;
   private served: Served | undefined;
 
-  constructor(private readonly deps: PostfixDeps) {}
+  constructor(
+    private readonly deps: PostfixDeps,
+    private readonly bounds: { readonly messages: number; readonly recipients: number } = REMEMBER,
+  ) {}
 
   get port(): number {
     return this.served?.port ?? 0;
@@ -117,12 +128,16 @@ export class PolicyService {
           const rcpt = a.get('recipient') ?? '';
           const v = await this.deps.hooks().rcpt({ client: who.client, account: who.account, mailFrom, recipients: tx.recipients, rcpt });
           if (isRefusal(v)) return action(v);
-          if (tx.recipients.length < 1000) tx.recipients.push(rcpt);
+          if (tx.recipients.length < MAX_RECIPIENTS) {
+            tx.recipients.push(rcpt);
+            this.remembered++;
+            this.forgetOldest();
+          }
           return action(holdOf(tx.connect, tx.mail, v));
         }
         case 'END-OF-MESSAGE': {
           const tx = this.txs.get(instance);
-          this.txs.delete(instance);
+          this.forget(instance);
           if (this.deps.cfg.milter) return 'DUNNO';
           return action(await this.data(who.client, who.account, a, tx));
         }
@@ -162,11 +177,27 @@ export class PolicyService {
     if (!instance) return { recipients: [] };
     let tx = this.txs.get(instance);
     if (!tx) {
-      if (this.txs.size >= MAX_TRANSACTIONS) this.txs.delete(this.txs.keys().next().value!);
       tx = { recipients: [] };
       this.txs.set(instance, tx);
+      this.forgetOldest();
     }
     return tx;
+  }
+
+  /** What is remembered now (tests: the bounds hold). */
+  get remembering(): { messages: number; recipients: number } {
+    return { messages: this.txs.size, recipients: this.remembered };
+  }
+
+  private forget(instance: string): void {
+    const tx = this.txs.get(instance);
+    if (!tx) return;
+    this.remembered -= tx.recipients.length;
+    this.txs.delete(instance);
+  }
+
+  private forgetOldest(): void {
+    while (this.txs.size > this.bounds.messages || this.remembered > this.bounds.recipients) this.forget(this.txs.keys().next().value!);
   }
 }
 

@@ -19,6 +19,7 @@ import pino from 'pino';
 import { build, type App } from '../../src/app';
 import { loadConfigFile } from '../../src/config/load';
 import { CMD, cstr, packet, PacketReader, REPLY } from '../../src/postfix/milter/protocol';
+import { PolicyService } from '../../src/postfix/policy-service';
 import { Rng } from '../fuzz/engine';
 import { prepareGateway } from '../helpers/gateway';
 import { DNSBL, NETBLOCKS, QUOTAS } from './fixtures';
@@ -122,8 +123,8 @@ describe('fuzzing the Postfix sockets (bounded, seeded)', () => {
 
   before(async () => {
     const { configFile } = await prepareGateway({
-      netblocks: NETBLOCKS,
-      policyFiles: { 'dnsbl.yaml': DNSBL('127.0.0.1:9'), 'quotas.yaml': QUOTAS },
+      netblocks: [...NETBLOCKS, { cidr: '10.1.0.0/16', class: 'local' }],
+      policyFiles: { 'dnsbl.yaml': DNSBL('127.0.0.1:9'), 'quotas.yaml': QUOTAS.replace('plans:\n', 'plans:\n  unlimited: {}\n').replace('business: business }', 'business: business, local: unlimited }') },
       config: { listeners: [], postfix: { policyService: { address: '127.0.0.1', port: 0 }, milter: { address: '127.0.0.1', port: 0 } } },
     });
     const sink = new Writable({
@@ -167,6 +168,25 @@ describe('fuzzing the Postfix sockets (bounded, seeded)', () => {
     console.log(`# policy fuzz: seed ${SEED}, ${SESSIONS} sessions, ${requests} well-formed requests answered one for one`);
     const clean = await exchange(port, r, Buffer.from('request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=127.0.0.9\nsender=a@home.test\nrecipient=b@dest.test\n\n'), false, (g) => g.includes('\n\n'));
     assert.equal(clean.toString(), 'action=DUNNO\n\n');
+  });
+
+  it('remembers a bounded number of messages and recipients between requests', async () => {
+    // Small bounds, the same code: Postfix closes few messages (no END-OF-MESSAGE request unless configured).
+    const bounds = { messages: 100, recipients: 1000 };
+    const svc = new PolicyService(
+      { cfg: { role: 'intercept' }, hooks: () => app.policy.current(), accounts: app.accounts, classOf: (ip) => app.policy.current().policy.netblocks.match(ip)?.cls, hostname: 'gw', logger: pino({ level: 'silent' }) },
+      bounds,
+    );
+    let peak = { messages: 0, recipients: 0 };
+    for (let m = 0; m < 300; m++) {
+      for (let k = 0; k < 10; k++) {
+        const a = await svc.answer(new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', client_address: `10.1.${m >> 8}.${m & 255}`, sender: 'a@home.test', recipient: `r${k}@dest.test`, instance: `b.${m}` })));
+        assert.equal(a, 'DUNNO');
+        const now = svc.remembering;
+        peak = { messages: Math.max(peak.messages, now.messages), recipients: Math.max(peak.recipients, now.recipients) };
+      }
+    }
+    assert.deepEqual(peak, bounds);
   });
 
   it(`${SESSIONS} milter sessions: well-formed replies, no crash, no error, every socket closed`, { timeout: 300_000 }, async () => {
