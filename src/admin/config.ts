@@ -37,8 +37,8 @@ export function parseAdminConfig(v: unknown, at: At, resolve: (p: string) => str
   const o = obj(v, at, ['address', 'port', 'token', 'tokenFile', 'readTokenFile', 'tls', 'insecure', 'console']);
   const address = str(o.address, at.child('address'), '127.0.0.1');
   const t = obj(o.tls, at.child('tls'), ['cert', 'key']);
-  const cert = optStr(t.cert, at.child('tls').child('cert'));
-  const key = optStr(t.key, at.child('tls').child('key'));
+  const cert = optStr(t.cert, at.child('tls').child('cert', { doc: "the admin API's own certificate chain (PEM), instead of tls.cert" }));
+  const key = optStr(t.key, at.child('tls').child('key', { doc: 'its private key (PEM), given with cert' }));
   if ((cert === undefined) !== (key === undefined)) at.child('tls').fail('cert and key must be given together');
   const insecure = bool(o.insecure, at.child('insecure'), false);
   const readTokenFile = optStr(o.readTokenFile, at.child('readTokenFile'));

@@ -15,7 +15,7 @@ import { parseRolesConfig, type RolesConfig } from '../roles/config';
 import { parseStateConfig, type StateConfig } from '../state/config';
 import { parseMetricsConfig, type MetricsConfig } from '../metrics/config';
 import { parsePostfixConfig, type PostfixConfig } from '../postfix/config';
-import { At, bool, duration, int, list, obj, oneOf, optStr, size, str, type Obj } from './validate';
+import { At, bool, duration, int, list, obj, oneOf, optStr, size, str, type KeyRecorder, type Obj } from './validate';
 
 export type TlsMode = 'none' | 'starttls' | 'implicit';
 export type AuthMode = 'none' | 'required';
@@ -102,10 +102,12 @@ export interface ParseOptions {
    * `queue`, …): a command that opens no listener does not need their certificate.
    */
   serving?: boolean;
+  /** Notes every key read, for the configuration reference (src/config/reference.ts). */
+  recorder?: KeyRecorder;
 }
 
 export function parseConfig(raw: unknown, file: string, baseDir: string, opts: ParseOptions = {}): Config {
-  const at = new At(file);
+  const at = new At(file, '', opts.recorder);
   const top = obj(raw, at, TOP_KEYS);
   const resolve = (p: string) => path.resolve(baseDir, p);
 
@@ -126,7 +128,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string, opts: P
   const cfg: Config = {
     file,
     baseDir,
-    hostname: str(top.hostname, at.child('hostname'), os.hostname()),
+    hostname: str(top.hostname, at.child('hostname', { default: 'the host name of the machine' }), os.hostname()),
     log: {
       level: oneOf(log.level, at.child('log').child('level'), ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'info'),
       pretty: bool(log.pretty, at.child('log').child('pretty'), false),
@@ -147,21 +149,21 @@ export function parseConfig(raw: unknown, file: string, baseDir: string, opts: P
       authCacheTtlMs: duration(accounts.authCacheTtl, at.child('accounts').child('authCacheTtl'), '5m'),
     },
     policy: { dir: resolve(str(policy.dir, at.child('policy').child('dir'), 'policies')) },
-    listeners: parseListeners(top.listeners, at.child('listeners')),
+    listeners: parseListeners(top.listeners, at.child('listeners', { doc: 'The SMTP services: each a role (submission, intercept, mx) on an address and port.' })),
     limits: parseLimits(top.limits, at.child('limits')),
-    relay: parseRelayConfig(top.relay, at.child('relay'), baseDir),
-    dkim: parseDkimConfig(top.dkim, at.child('dkim'), resolve),
+    relay: parseRelayConfig(top.relay, at.child('relay', { doc: 'How mail leaves: MX delivery or a relayhost, routes, outbound TLS, retries and connection limits.' }), baseDir),
+    dkim: parseDkimConfig(top.dkim, at.child('dkim', { doc: 'DKIM signing; who may sign as what is policy ([security.md](security.md), "Who may sign as what").' }), resolve),
     admin: parseAdminConfig(top.admin, at.child('admin'), resolve, { cert: cert === undefined ? undefined : resolve(cert), key: key === undefined ? undefined : resolve(key) }),
     process: {
-      workers: parseWorkers(proc.workers, at.child('process').child('workers')),
+      workers: parseWorkers(proc.workers, at.child('process').child('workers', { type: '`auto` (one per core) or int 1–64' })),
       user: optStr(proc.user, at.child('process').child('user')),
       group: optStr(proc.group, at.child('process').child('group')),
     },
-    roles: parseRolesConfig(top.roles, at.child('roles'), resolve),
-    state: parseStateConfig(top.state, at.child('state'), resolve),
-    metrics: parseMetricsConfig(top.metrics, at.child('metrics')),
+    roles: parseRolesConfig(top.roles, at.child('roles', { doc: 'Smart-host roles: backup MX, address rewriting, POP-before-SMTP ([roles.md](roles.md)).' }), resolve),
+    state: parseStateConfig(top.state, at.child('state', { doc: 'Where counters live: memory (one gateway) or Redis (a fleet, [fleet.md](fleet.md)).' }), resolve),
+    metrics: parseMetricsConfig(top.metrics, at.child('metrics', { doc: 'Metric label limits ([observability.md](observability.md)).' })),
     smtp: { bareNewline: oneOf(smtp.bareNewline, at.child('smtp').child('bareNewline'), ['normalise', 'reject'] as const, 'normalise') },
-    postfix: parsePostfixConfig(top.postfix, at.child('postfix')),
+    postfix: parsePostfixConfig(top.postfix, at.child('postfix', { doc: 'Policy service and milter for an existing Postfix ([postfix.md](postfix.md)); absent: none.' })),
   };
   if (cfg.postfix && cfg.listeners.some((l) => l.name === 'postfix')) at.child('listeners').fail('"postfix" names the Postfix services\' clients (postfix section): give this listener another name');
   const tlsListener = cfg.listeners.find((l) => l.tls !== 'none');
@@ -186,11 +188,11 @@ function parseListeners(v: unknown, at: At): ListenerConfig[] {
     const a = at.child(i);
     const o = obj(item, a, ['name', 'role', 'address', 'port', 'tls', 'auth', 'greetDelay', 'proxyFrom']);
     const role = oneOf(o.role, a.child('role'), ['submission', 'intercept', 'mx'] as const);
-    const name = str(o.name, a.child('name'), role);
+    const name = str(o.name, a.child('name', { default: 'its role' }), role);
     if (seen.has(name)) a.child('name').fail(`duplicate listener name "${name}"`);
     seen.add(name);
     const tls = oneOf(o.tls, a.child('tls'), ['none', 'starttls', 'implicit'] as const, 'starttls');
-    const auth = oneOf(o.auth, a.child('auth'), ['none', 'required'] as const, role === 'submission' ? 'required' : 'none');
+    const auth = oneOf(o.auth, a.child('auth', { default: '`required` on submission, else `none`' }), ['none', 'required'] as const, role === 'submission' ? 'required' : 'none');
     if (role === 'submission' && auth !== 'required') a.child('auth').fail('a submission listener must require AUTH');
     if (role !== 'submission' && auth === 'required') a.child('auth').fail(`AUTH is only for submission listeners, not role ${role}`);
     if (auth === 'required' && tls === 'none') a.child('tls').fail('AUTH needs TLS: use starttls or implicit');
@@ -203,8 +205,8 @@ function parseListeners(v: unknown, at: At): ListenerConfig[] {
       port: int(o.port, a.child('port'), undefined, 0, 65535),
       // A public-facing listener keeps smtp-server's early-talker pause;
       // authenticated submission has nothing to gain from it.
-      greetDelayMs: duration(o.greetDelay, a.child('greetDelay'), role === 'submission' ? '0ms' : '100ms'),
-      proxyFrom: parseProxyFrom(o.proxyFrom, a.child('proxyFrom')),
+      greetDelayMs: duration(o.greetDelay, a.child('greetDelay', { default: '`0ms` on submission, else `100ms`', doc: 'pause before the banner: a client that talks first is an early talker (spambots do)' }), role === 'submission' ? '0ms' : '100ms'),
+      proxyFrom: parseProxyFrom(o.proxyFrom, a.child('proxyFrom', { doc: 'load balancers allowed to send a PROXY protocol header: addresses or CIDRs (docs/fleet.md)' })),
     };
   });
 }

@@ -16,19 +16,65 @@ export class ConfigError extends Error {
   }
 }
 
-/** Where a value sits: the file and the dotted key path inside it. */
+/** What a parser says about a key beyond its type: for the configuration reference. */
+export interface KeyMeta {
+  /** One line for docs/configuration-reference.md (else the comment in smarthost.example.yaml). */
+  doc?: string;
+  /** The default in words, when the parser computes it (from the host, from another key). */
+  default?: string;
+  /** The type in words, when the parser reads the value itself. */
+  type?: string;
+}
+
+/**
+ * Listens to the readers below while a config is parsed: every key a section
+ * accepts, and each value's type and default. The configuration reference
+ * is made from this (src/config/reference.ts); parsing for real has none.
+ */
+export interface KeyRecorder {
+  section(path: string, keys: readonly string[]): void;
+  leaf(path: string, r: { type: string; dflt?: unknown; required: boolean; value: unknown }): void;
+  meta(path: string, m: KeyMeta): void;
+}
+
+/**
+ * Where a value sits: the file and the dotted key path inside it. `schemaKey`
+ * is the same path with list indexes as `[]` and map keys as `<name>`: the
+ * key as the reference names it.
+ */
 export class At {
   constructor(
     readonly file: string,
     readonly key: string = '',
+    readonly recorder?: KeyRecorder,
+    readonly schemaKey: string = key,
   ) {}
-  child(k: string | number): At {
-    if (typeof k === 'number') return new At(this.file, `${this.key}[${k}]`);
-    return new At(this.file, this.key ? `${this.key}.${k}` : k);
+  child(k: string | number, meta?: KeyMeta): At {
+    const c =
+      typeof k === 'number'
+        ? new At(this.file, `${this.key}[${k}]`, this.recorder, `${this.schemaKey}[]`)
+        : new At(this.file, join(this.key, k), this.recorder, join(this.schemaKey, k));
+    if (meta) this.recorder?.meta(c.schemaKey, meta);
+    return c;
+  }
+  /** A key of a map whose keys are data (a domain, a name): `placeholder` names it in the reference. */
+  entry(k: string, placeholder: string, meta?: KeyMeta): At {
+    const c = new At(this.file, join(this.key, k), this.recorder, join(this.schemaKey, `<${placeholder}>`));
+    if (meta) this.recorder?.meta(c.schemaKey, meta);
+    return c;
   }
   fail(reason: string): never {
     throw new ConfigError(this.file, this.key, reason);
   }
+}
+
+function join(base: string, k: string): string {
+  return base ? `${base}.${k}` : k;
+}
+
+/** Tell the recorder (if any) what was read at `at`. */
+function note(at: At, type: string, v: unknown, dflt: unknown, required = dflt === undefined): void {
+  at.recorder?.leaf(at.schemaKey, { type, dflt, required, value: v });
 }
 
 export type Obj = Record<string, unknown>;
@@ -39,6 +85,7 @@ export function isObj(v: unknown): v is Obj {
 
 /** An object whose keys must all be known: typos are errors, not silence. */
 export function obj(v: unknown, at: At, known: readonly string[]): Obj {
+  at.recorder?.section(at.schemaKey, known);
   if (v === undefined || v === null) return {};
   if (!isObj(v)) at.fail(`expected a mapping, got ${describe(v)}`);
   for (const k of Object.keys(v)) {
@@ -48,6 +95,11 @@ export function obj(v: unknown, at: At, known: readonly string[]): Obj {
 }
 
 export function str(v: unknown, at: At, dflt?: string): string {
+  note(at, 'string', v, dflt);
+  return readStr(v, at, dflt);
+}
+
+function readStr(v: unknown, at: At, dflt?: string): string {
   if (v === undefined || v === null) {
     if (dflt !== undefined) return dflt;
     at.fail('is required');
@@ -57,16 +109,19 @@ export function str(v: unknown, at: At, dflt?: string): string {
 }
 
 export function optStr(v: unknown, at: At): string | undefined {
-  return v === undefined || v === null ? undefined : str(v, at);
+  note(at, 'string', v, undefined, false);
+  return v === undefined || v === null ? undefined : readStr(v, at);
 }
 
 export function bool(v: unknown, at: At, dflt: boolean): boolean {
+  note(at, 'bool', v, dflt);
   if (v === undefined || v === null) return dflt;
   if (typeof v !== 'boolean') at.fail(`expected true or false, got ${describe(v)}`);
   return v;
 }
 
 export function int(v: unknown, at: At, dflt: number | undefined, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  note(at, max < Number.MAX_SAFE_INTEGER ? `int ${min}–${max}` : min > 0 ? `int ≥ ${min}` : 'int', v, dflt);
   if (v === undefined || v === null) {
     if (dflt !== undefined) return dflt;
     at.fail('is required');
@@ -77,19 +132,34 @@ export function int(v: unknown, at: At, dflt: number | undefined, min = 0, max =
 }
 
 export function oneOf<T extends string>(v: unknown, at: At, options: readonly T[], dflt?: T): T {
-  const s = str(v, at, dflt);
+  note(at, options.join(' | '), v, dflt);
+  const s = readStr(v, at, dflt);
   if (!options.includes(s as T)) at.fail(`must be one of ${options.join(', ')}, got "${s}"`);
   return s as T;
 }
 
 export function list(v: unknown, at: At, dflt: unknown[] = []): unknown[] {
+  note(at, 'list', v, dflt);
+  return readList(v, at, dflt);
+}
+
+function readList(v: unknown, at: At, dflt: unknown[]): unknown[] {
   if (v === undefined || v === null) return dflt;
   if (!Array.isArray(v)) at.fail(`expected a list, got ${describe(v)}`);
   return v;
 }
 
 export function strList(v: unknown, at: At, dflt: string[] = []): string[] {
-  return list(v, at, dflt).map((item, i) => str(item, at.child(i)));
+  note(at, 'list of string', v, dflt);
+  return readList(v, at, dflt).map((item, i) => readStr(item, at.child(i)));
+}
+
+/** A mapping whose keys are data (domain → next hop, …): each value is read by the caller. */
+export function mapOf(v: unknown, at: At, what: string): Obj {
+  note(at, `map of ${what}`, v, {});
+  if (v === undefined || v === null) return {};
+  if (!isObj(v)) at.fail(`expected a mapping of ${what}, got ${describe(v)}`);
+  return v;
 }
 
 const DURATION_UNITS: Record<string, number> = {
@@ -109,8 +179,9 @@ export function parseDuration(text: string): number | undefined {
 }
 
 export function duration(v: unknown, at: At, dflt?: string): number {
+  note(at, 'duration', v, dflt);
   if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return v;
-  const s = str(v, at, dflt);
+  const s = readStr(v, at, dflt);
   const ms = parseDuration(s);
   if (ms === undefined) at.fail(`not a duration: "${s}" (examples: 500ms, 30s, 5m, 2h, 5d)`);
   return ms;
@@ -120,8 +191,9 @@ const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, m: 
 
 /** "25MB", "512k", 1048576 → bytes. */
 export function size(v: unknown, at: At, dflt?: string): number {
+  note(at, 'size', v, dflt);
   if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
-  const s = str(v, at, dflt);
+  const s = readStr(v, at, dflt);
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(s);
   const factor = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
   if (!m || factor === undefined) at.fail(`not a size: "${s}" (examples: 512k, 25MB, 1GB)`);
@@ -130,7 +202,8 @@ export function size(v: unknown, at: At, dflt?: string): number {
 
 /** "host:port" or "[v6]:port" → parts; the port may default. */
 export function hostPort(v: unknown, at: At, defaultPort?: number): { host: string; port: number } {
-  const s = str(v, at);
+  note(at, 'host:port', v, undefined);
+  const s = readStr(v, at);
   const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(s.trim());
   if (!m) at.fail(`expected host:port, got "${s}"`);
   const host = (m[1] ?? m[2])!;

@@ -94,7 +94,7 @@ export function parseDkimConfig(v: unknown, at: At, resolvePath: (p: string) => 
   }
   let headers = [...DEFAULT_SIGNED_HEADERS];
   if (o.headers !== undefined && o.headers !== null) {
-    const hAt = at.child('headers');
+    const hAt = at.child('headers', { default: 'the RFC 6376 §5.4.1 set (DEFAULT_SIGNED_HEADERS in src/dkim/config.ts)' });
     const list = strList(o.headers, hAt).map((h, i) => {
       const name = h.trim().toLowerCase();
       if (!FIELD_NAME.test(name)) hAt.child(i).fail(`not a header field name: "${h}"`);
@@ -105,7 +105,7 @@ export function parseDkimConfig(v: unknown, at: At, resolvePath: (p: string) => 
     headers = list.includes('from') ? list : ['from', ...list];
   }
   return {
-    enabled: bool(o.enabled, at.child('enabled'), true),
+    enabled: bool(o.enabled, at.child('enabled', { doc: 'false: sign nothing' }), true),
     keysDir: resolvePath(str(o.keysDir, at.child('keysDir'), 'var/dkim')),
     signingDomain,
     unsignedPolicy: oneOf(o.unsignedPolicy, at.child('unsignedPolicy'), ['pass', 'refuse'] as const, 'pass'),

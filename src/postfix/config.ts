@@ -32,7 +32,10 @@ export const POSTFIX_KEYS = ['role', 'policyService', 'milter'] as const;
 function endpoint(v: unknown, at: At, dfltPort: number): PostfixEndpoint | undefined {
   if (v === undefined || v === null) return undefined;
   const o = obj(v, at, ['address', 'port']);
-  return { address: str(o.address, at.child('address'), '127.0.0.1'), port: int(o.port, at.child('port'), dfltPort, 0, 65535) };
+  return {
+    address: str(o.address, at.child('address', { doc: 'address to listen on for Postfix' }), '127.0.0.1'),
+    port: int(o.port, at.child('port', { doc: 'port to listen on' }), dfltPort, 0, 65535),
+  };
 }
 
 export function parsePostfixConfig(v: unknown, at: At): PostfixConfig | undefined {

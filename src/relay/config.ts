@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { At, bool, duration, hostPort, int, isObj, list, obj, oneOf, optStr, str, strList } from '../config/validate';
+import { At, bool, duration, hostPort, int, isObj, list, mapOf, obj, oneOf, optStr, str, strList } from '../config/validate';
 import type { MtaStsConfig } from './mta-sts';
 
 /**
@@ -103,24 +103,29 @@ function parseNextHop(v: unknown, at: At, defaultTls: OutboundTls, baseDir: stri
   if (typeof v === 'string') return { ...hostPort(v, at, 25), tls: defaultTls };
   const keys = ['host', 'port', 'tls', 'ca', 'auth'];
   const o = obj(v, at, schedule ? [...keys, 'backoff', 'maxLifetime'] : keys);
-  const hp = hostPort(o.port === undefined ? str(o.host, at.child('host')) : `${str(o.host, at.child('host'))}:${o.port}`, at.child('host'), 25);
+  const hostAt = at.child('host', { doc: 'host name or address of the next hop ("host:port" allowed)', type: 'host or host:port' });
+  const host = hostPort(str(o.host, hostAt), hostAt, 25);
+  const hp = o.port === undefined ? host : { host: host.host, port: int(o.port, at.child('port', { doc: 'its port' }), 25, 1, 65535) };
   let auth: NextHop['auth'];
   if (o.auth !== undefined) {
     const a = obj(o.auth, at.child('auth'), ['user', 'pass']);
-    auth = { user: str(a.user, at.child('auth').child('user')), pass: str(a.pass, at.child('auth').child('pass')) };
+    auth = {
+      user: str(a.user, at.child('auth').child('user', { doc: 'AUTH user name at the next hop' })),
+      pass: str(a.pass, at.child('auth').child('pass', { doc: 'its password (never logged)' })),
+    };
   }
-  const tls = oneOf(o.tls, at.child('tls'), TLS_LEVELS, defaultTls);
+  const tls = oneOf(o.tls, at.child('tls', { doc: 'TLS towards this next hop, as relay.mxTls' }), TLS_LEVELS, defaultTls);
   if (auth && tls === 'none') at.child('tls').fail('sending AUTH credentials needs tls: opportunistic, required or verify');
   const hop: NextHop = { ...hp, tls, auth };
   if (o.ca !== undefined && o.ca !== null) {
     if (tls !== 'verify') at.child('ca').fail(`a CA bundle is only used with tls: verify (tls is ${tls})`);
-    Object.assign(hop, readCa(o.ca, at.child('ca'), baseDir));
+    Object.assign(hop, readCa(o.ca, at.child('ca', { doc: "tls: verify only: trust these CA certificates (PEM) instead of the system's", default: 'the system CAs' }), baseDir));
   }
   if (o.backoff !== undefined) {
-    hop.backoffMs = list(o.backoff, at.child('backoff')).map((d, i) => duration(d, at.child('backoff').child(i)));
+    hop.backoffMs = list(o.backoff, at.child('backoff', { doc: "this route's own retry schedule", default: 'relay.backoff' })).map((d, i) => duration(d, at.child('backoff').child(i)));
     if (hop.backoffMs.length === 0) at.child('backoff').fail('needs at least one delay');
   }
-  if (o.maxLifetime !== undefined) hop.maxLifetimeMs = duration(o.maxLifetime, at.child('maxLifetime'));
+  if (o.maxLifetime !== undefined) hop.maxLifetimeMs = duration(o.maxLifetime, at.child('maxLifetime', { doc: "this route's own lifetime before a bounce", default: 'relay.maxLifetime' }));
   return hop;
 }
 
@@ -133,12 +138,8 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
   ]);
   const dns = obj(o.dns, at.child('dns'), ['servers', 'timeout', 'tries']);
   const routes = new Map<string, NextHop>();
-  const rawRoutes = o.routes ?? {};
-  if (!isObj(rawRoutes)) at.child('routes').fail('expected a mapping of domain → next hop');
-  {
-    for (const [domain, hop] of Object.entries(rawRoutes)) {
-      routes.set(domain.toLowerCase(), parseNextHop(hop, at.child('routes').child(domain), 'opportunistic', baseDir, true));
-    }
+  for (const [domain, hop] of Object.entries(mapOf(o.routes, at.child('routes', { doc: 'next hops by recipient domain, instead of relayhost or MX delivery' }), 'domain → next hop'))) {
+    routes.set(domain.toLowerCase(), parseNextHop(hop, at.child('routes').entry(domain, 'domain', { doc: 'next hop for one recipient domain (exact match): "host:port" or a mapping', default: '—' }), 'opportunistic', baseDir, true));
   }
   const backoff = list(o.backoff, at.child('backoff'), ['5m', '10m', '20m', '40m', '1h', '2h', '4h']).map((d, i) =>
     duration(d, at.child('backoff').child(i)),
@@ -148,7 +149,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
   let mxCa: { ca: string; caFile: string } | undefined;
   if (o.mxCa !== undefined && o.mxCa !== null) {
     if (mxTls !== 'verify') at.child('mxCa').fail(`a CA bundle is only used with mxTls: verify (mxTls is ${mxTls})`);
-    mxCa = readCa(o.mxCa, at.child('mxCa'), baseDir);
+    mxCa = readCa(o.mxCa, at.child('mxCa', { default: 'the system CAs' }), baseDir);
   }
   return {
     heloName: optStr(o.heloName, at.child('heloName')),
@@ -164,7 +165,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
     mxCaFile: mxCa?.caFile,
     mtaSts: parseMtaSts(o.mtaSts, at.child('mtaSts'), baseDir),
     relayhost:
-      o.relayhost === undefined || o.relayhost === null ? undefined : parseNextHop(o.relayhost, at.child('relayhost'), 'opportunistic', baseDir),
+      o.relayhost === undefined || o.relayhost === null ? undefined : parseNextHop(o.relayhost, at.child('relayhost', { default: '— (MX delivery)' }), 'opportunistic', baseDir),
     routes,
     concurrencyPerDestination: int(o.concurrencyPerDestination, at.child('concurrencyPerDestination'), 20, 1),
     maxConnections: int(o.maxConnections, at.child('maxConnections'), 500, 1),
@@ -183,7 +184,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
 function parseMtaSts(v: unknown, at: At, baseDir: string): MtaStsConfig | undefined {
   if (v === undefined || v === null) return undefined;
   const o = obj(v, at, ['enabled', 'ca', 'httpsPort', 'fetchTimeout']);
-  const ca = o.ca === undefined || o.ca === null ? undefined : readCa(o.ca, at.child('ca'), baseDir);
+  const ca = o.ca === undefined || o.ca === null ? undefined : readCa(o.ca, at.child('ca', { default: 'the system CAs' }), baseDir);
   return {
     enabled: bool(o.enabled, at.child('enabled'), true),
     httpsPort: int(o.httpsPort, at.child('httpsPort'), 443, 1, 65535),

@@ -75,7 +75,7 @@ export function parseRolesConfig(v: unknown, at: At, resolve: (p: string) => str
 
 function parseBackupMx(v: unknown, at: At, resolve: (p: string) => string): BackupMxConfig {
   const o = obj(v, at, ['domains', 'verify', 'recipients', 'callout', 'localNames']);
-  const domains = strList(o.domains, at.child('domains')).map((d) => d.toLowerCase());
+  const domains = strList(o.domains, at.child('domains', { default: '**required** (at least one)' })).map((d) => d.toLowerCase());
   if (domains.length === 0) at.child('domains').fail('name at least one domain');
   const verify = list(o.verify, at.child('verify'), ['list']).map((s, i) => oneOf(s, at.child('verify').child(i), ['list', 'callout'] as const));
   const file = optStr(o.recipients, at.child('recipients'));
@@ -102,7 +102,7 @@ function parseRewrite(v: unknown, at: At, resolve: (p: string) => string): Rewri
   return {
     ...(s ? { senderCanonicalFile: resolve(s) } : {}),
     ...(r ? { recipientAliasesFile: resolve(r) } : {}),
-    ...(o.listeners !== undefined ? { listeners: strList(o.listeners, at.child('listeners')) } : {}),
+    ...(o.listeners !== undefined ? { listeners: strList(o.listeners, at.child('listeners', { default: 'every listener but mx ones' })) } : {}),
     headers: strList(o.headers, at.child('headers'), ['from', 'sender', 'reply-to']).map((h) => h.toLowerCase()),
   };
 }

@@ -80,8 +80,8 @@ export function parseStateConfig(v: unknown, at: At, resolve: (p: string) => str
 function parseRedis(v: unknown, at: At, resolve: (p: string) => string): RedisConfig {
   const o = obj(v, at, ['url', 'sentinels', 'sentinelName', 'cluster', 'username', 'password', 'passwordFile', 'sentinelPassword', 'tls', 'commandTimeout', 'connectTimeout', 'maxReconnectDelay']);
   const url = optStr(o.url, at.child('url'));
-  const sentinels = o.sentinels === undefined ? undefined : strList(o.sentinels, at.child('sentinels')).map((s, i) => hostPort(s, at.child('sentinels').child(i), 26379));
-  const cluster = o.cluster === undefined ? undefined : strList(o.cluster, at.child('cluster')).map((s, i) => hostPort(s, at.child('cluster').child(i), 6379));
+  const sentinels = o.sentinels === undefined ? undefined : strList(o.sentinels, at.child('sentinels', { default: '—' })).map((s, i) => hostPort(s, at.child('sentinels').child(i), 26379));
+  const cluster = o.cluster === undefined ? undefined : strList(o.cluster, at.child('cluster', { default: '—' })).map((s, i) => hostPort(s, at.child('cluster').child(i), 6379));
   const given = [url, sentinels, cluster].filter((x) => x !== undefined).length;
   if (given !== 1) at.fail('give exactly one of url (one Redis), sentinels (Redis Sentinel) or cluster (Redis Cluster)');
   if (url !== undefined && !/^rediss?:\/\//.test(url)) at.child('url').fail(`expected redis://host:port[/db] or rediss://…, got "${url}"`);
@@ -105,7 +105,7 @@ function parseRedis(v: unknown, at: At, resolve: (p: string) => string): RedisCo
     username: optStr(o.username, at.child('username')),
     password,
     sentinelPassword: optStr(o.sentinelPassword, at.child('sentinelPassword')),
-    tls: bool(o.tls, at.child('tls'), url?.startsWith('rediss://') ?? false),
+    tls: bool(o.tls, at.child('tls', { default: '`true` for a rediss:// url, else `false`' }), url?.startsWith('rediss://') ?? false),
     commandTimeoutMs: Math.max(10, duration(o.commandTimeout, at.child('commandTimeout'), '250ms')),
     connectTimeoutMs: Math.max(100, duration(o.connectTimeout, at.child('connectTimeout'), '2s')),
     maxReconnectDelayMs: Math.max(50, duration(o.maxReconnectDelay, at.child('maxReconnectDelay'), '2s')),
