@@ -40,6 +40,7 @@ export const PAGE_SIZE = 50;
 /** How much of a message is read to show it (headers and the start of the text). */
 const VIEW_BYTES = 512 * 1024;
 const TEXT_CHARS = 100_000;
+const READ_CONCURRENCY = 8;
 
 function matches(env: Envelope, f: HeldFilter, now: number): boolean {
   const reason = f.reason?.trim().toLowerCase();
@@ -50,41 +51,66 @@ function matches(env: Envelope, f: HeldFilter, now: number): boolean {
   return true;
 }
 
-/** Every held message matching the filter, oldest first (the bulk actions act on these). */
-export async function heldMatching(spool: Spool, f: HeldFilter, now: number): Promise<Envelope[]> {
-  const out: Envelope[] = [];
-  for (const id of await spool.list('hold')) {
-    try {
-      const m = await spool.read(id, 'hold');
-      if (matches(m.envelope, f, now)) out.push(m.envelope);
-    } catch {
-      // released or deleted while we looked
-    }
-  }
-  return out.sort((a, b) => a.receivedAt - b.receivedAt || a.id.localeCompare(b.id));
-}
+/**
+ * The held envelopes, cached by queue id: an envelope never changes once
+ * written, so a page view lists the hold directory and reads only the
+ * messages held since the last view (10,000 held: one directory listing, not
+ * 10,000 file reads). Bounded by the hold directory itself: ids no longer
+ * there are dropped.
+ */
+export class HeldIndex {
+  private readonly envelopes = new Map<string, Envelope>();
 
-/** One page of the filtered list, with the Subject header read for that page only. */
-export async function heldPage(spool: Spool, f: HeldFilter, page: number, now: number): Promise<HeldPage> {
-  const all = await heldMatching(spool, f, now);
-  const pages = Math.max(1, Math.ceil(all.length / PAGE_SIZE));
-  const p = Math.min(Math.max(1, page), pages);
-  const rows: HeldRow[] = [];
-  for (const env of all.slice((p - 1) * PAGE_SIZE, p * PAGE_SIZE)) {
-    const headers = (await readStart(spool, env.id, 64 * 1024))?.headers;
-    rows.push({
-      id: env.id,
-      receivedAt: env.receivedAt,
-      ageMinutes: Math.floor((now - env.receivedAt) / 60_000),
-      mailFrom: env.mailFrom,
-      account: env.client.user,
-      clientIp: env.client.ip,
-      recipients: env.recipients.length,
-      holdReason: env.holdReason ?? 'operator',
-      subject: headers === undefined ? undefined : headerValue(headers, 'subject'),
-    });
+  constructor(private readonly spool: Spool) {}
+
+  async all(): Promise<Envelope[]> {
+    const ids = await this.spool.list('hold');
+    const present = new Set(ids);
+    for (const id of this.envelopes.keys()) if (!present.has(id)) this.envelopes.delete(id);
+    const missing = ids.filter((id) => !this.envelopes.has(id));
+    // A few reads at a time: the first view after a start reads them all.
+    let next = 0;
+    const reader = async () => {
+      while (next < missing.length) {
+        const id = missing[next++]!;
+        try {
+          this.envelopes.set(id, (await this.spool.read(id, 'hold')).envelope);
+        } catch {
+          // released or deleted while we looked
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: READ_CONCURRENCY }, reader));
+    return [...this.envelopes.values()];
   }
-  return { rows, total: all.length, page: p, pages };
+
+  /** Every held message matching the filter, oldest first (the bulk actions act on these). */
+  async matching(f: HeldFilter, now: number): Promise<Envelope[]> {
+    return (await this.all()).filter((e) => matches(e, f, now)).sort((a, b) => a.receivedAt - b.receivedAt || a.id.localeCompare(b.id));
+  }
+
+  /** One page of the filtered list, with the Subject header read for that page only. */
+  async page(f: HeldFilter, page: number, now: number): Promise<HeldPage> {
+    const all = await this.matching(f, now);
+    const pages = Math.max(1, Math.ceil(all.length / PAGE_SIZE));
+    const p = Math.min(Math.max(1, page), pages);
+    const rows: HeldRow[] = [];
+    for (const env of all.slice((p - 1) * PAGE_SIZE, p * PAGE_SIZE)) {
+      const headers = (await readStart(this.spool, env.id, 64 * 1024))?.headers;
+      rows.push({
+        id: env.id,
+        receivedAt: env.receivedAt,
+        ageMinutes: Math.floor((now - env.receivedAt) / 60_000),
+        mailFrom: env.mailFrom,
+        account: env.client.user,
+        clientIp: env.client.ip,
+        recipients: env.recipients.length,
+        holdReason: env.holdReason ?? 'operator',
+        subject: headers === undefined ? undefined : headerValue(headers, 'subject'),
+      });
+    }
+    return { rows, total: all.length, page: p, pages };
+  }
 }
 
 export interface HeldMessage {

@@ -35,7 +35,7 @@ import type { QueueManager } from '../spool/qmgr';
 import { isQueueId } from '../spool/queue-id';
 import type { Spool } from '../spool/store';
 import type { AuditLog } from './audit';
-import { heldMatching, heldMessage, heldPage, type HeldFilter } from './held';
+import { HeldIndex, heldMessage, type HeldFilter } from './held';
 import { csrfMatches, LoginLimiter, Sessions, type Session } from './sessions';
 
 export interface ConsoleDeps {
@@ -91,6 +91,7 @@ export function mountConsole(deps: ConsoleDeps): void {
   const limiter = new LoginLimiter(LOGIN_MAX_FAILURES, LOGIN_WINDOW_MS, clock);
   const secure = deps.admin.secure;
   const router = FindMyWay<FindMyWay.HTTPVersion.V1>();
+  const held = new HeldIndex(deps.spool);
 
   const render = (c: Ctx, view: string, data: Record<string, unknown>, status = 200) => {
     const html = eta.render(view, { ...data, session: c.session, canAct: c.session?.role === 'operate', prefix: PREFIX, flash: c.url.searchParams.get('done') ?? undefined });
@@ -149,7 +150,7 @@ export function mountConsole(deps: ConsoleDeps): void {
   });
   get('/held', authed(async (c) => {
     const filter = filterOf(c.url.searchParams);
-    const page = await heldPage(deps.spool, filter, Number(c.url.searchParams.get('page')) || 1, clock());
+    const page = await held.page(filter, Number(c.url.searchParams.get('page')) || 1, clock());
     const query = (p: number) => {
       const q = new URLSearchParams();
       for (const k of ['reason', 'sender', 'age']) if (c.url.searchParams.get(k)) q.set(k, c.url.searchParams.get(k)!);
@@ -186,7 +187,7 @@ export function mountConsole(deps: ConsoleDeps): void {
   post('/held-bulk', acts('bulk', () => 'held (filtered)', async (c) => {
     const op = c.form.get('op') ?? '';
     if (!['release', 'delete'].includes(op)) throw new HttpError(400, `no such bulk action: ${op}`);
-    const matching = (await heldMatching(deps.spool, filterOf(c.form), clock())).slice(0, BULK_MAX);
+    const matching = (await held.matching(filterOf(c.form), clock())).slice(0, BULK_MAX);
     let done = 0;
     for (const env of matching) if (await heldAction(c.session!.role, op, env.id, c.form.get('reason') ?? `bulk ${op}`)) done++;
     redirect(c, `${PREFIX}/held?done=${encodeURIComponent(`${op}: ${done} of ${matching.length} messages`)}`);
@@ -203,9 +204,8 @@ export function mountConsole(deps: ConsoleDeps): void {
   const nameOf = (s: CSubject) => (s.kind === 'a' ? `account:${s.id}` : `ip:${s.id}`);
   get('/senders', authed(async (c) => {
     const recent = [...deps.recent()].sort((a, b) => b.score - a.score);
-    const held = await heldMatching(deps.spool, {}, clock());
     const volume = new Map<string, number>();
-    for (const e of held) {
+    for (const e of await held.all()) {
       const k = e.client.user ? `account:${e.client.user}` : `ip:${e.client.ip}`;
       volume.set(k, (volume.get(k) ?? 0) + 1);
     }
@@ -219,7 +219,7 @@ export function mountConsole(deps: ConsoleDeps): void {
     const fleetSuspension = s.kind === 'a' ? deps.fleet.suspensions().find((x) => x.account === s.id) : undefined;
     // Recipient domains of its held mail, never the addresses (the desk opens a message for those).
     const domains = new Map<string, number>();
-    for (const e of await heldMatching(deps.spool, {}, clock())) {
+    for (const e of await held.all()) {
       if (!sameSender(e.client.user, e.client.ip, s)) continue;
       for (const r of e.recipients) domains.set(domainOf(r), (domains.get(domainOf(r)) ?? 0) + 1);
     }
