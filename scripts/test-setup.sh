@@ -17,11 +17,13 @@ set -eu
 #   postfix        a real Postfix in front of smarthost (test/postfix: policy service,
 #                  milter) and smtp-source/-sink for the benchmark's reference load
 #   swaks          the README's tour
+#   unbound, ldnsutils, nsd  test/relay/dane.test.ts: a zone signed with ldns-signzone,
+#                  served by nsd, validated by a private unbound (a real AD bit)
 #   python3-fusepy, fuse3  the power-loss test's FUSE disk (test/helpers/powercut_fs.py;
 #                  needs /dev/fuse and root, as CI has)
 #   chromium       the headless browser of the console tests (test/console, driven by
 #                  npm's playwright-core, which downloads no browser of its own)
-PKGS="prometheus redis-server dovecot-pop3d swaks postfix python3-dkim rspamd systemd python3-fusepy fuse3 chromium"
+PKGS="prometheus redis-server dovecot-pop3d swaks postfix python3-dkim rspamd systemd python3-fusepy fuse3 chromium unbound ldnsutils nsd"
 
 missing=""
 for p in $PKGS; do

@@ -379,7 +379,7 @@ export class MetricsCatalogue {
     });
     this.outboundTlsPolicy = new Counter({
       name: `${PREFIX}outbound_tls_policy_total`,
-      help: 'Delivery attempts (and policy fetches) under a recipient domain\'s MTA-STS policy, by mechanism, mode (enforce, testing), TLS-RPT result type (success, starttls-not-supported, certificate-*, validation-failure, sts-*) and domain (metrics.domains, else "other").',
+      help: 'Delivery attempts (and policy fetches) under a recipient domain\'s MTA-STS policy or DANE TLSA records, by mechanism (mta-sts, dane), mode (enforce, testing), TLS-RPT result type (success, starttls-not-supported, certificate-*, validation-failure, sts-*) and domain (metrics.domains, else "other").',
       labelNames: ['mechanism', 'mode', 'result', 'domain'],
       registers: [r],
     });

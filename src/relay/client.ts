@@ -37,6 +37,8 @@ import tls from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { OutboundTls } from './config';
 import { isCertificateFailure, LOCAL_ERRORS, type SmtpErrorLike } from './classify';
+import { checkDane, peerChain, type PeerCert, type Tlsa } from './dane';
+import type { TargetPolicy } from './secure-transport';
 
 /** Where to connect: one address of one host. */
 export interface Target {
@@ -52,6 +54,14 @@ export interface Target {
    * and the host name without refusing it, and say so in Session.verified.
    */
   readonly observe?: boolean;
+  /**
+   * DANE (with tls: required): the MX host's usable TLSA records, checked
+   * against the server's chain right after STARTTLS, before any MAIL FROM.
+   * Empty: TLSA records exist but none is usable — encryption only.
+   */
+  readonly dane?: readonly Tlsa[];
+  /** The recipient domain's policy this target is tried under (reporting). */
+  readonly policy?: TargetPolicy;
   readonly auth?: { readonly user: string; readonly pass: string };
 }
 
@@ -144,6 +154,8 @@ export function openSession(target: Target, settings: SessionSettings): Promise<
     conn.once('end', onEnd);
     conn.connect((err) => {
       if (err) return settle({ ok: false, err: certificateError(target, err as SmtpError) });
+      const daneFailure = daneMismatch(target, conn);
+      if (daneFailure) return settle({ ok: false, err: daneFailure });
       const session: Session = {
         conn,
         target,
@@ -189,10 +201,23 @@ function tlsOptions(target: Target): tls.ConnectionOptions {
   };
 }
 
+/** DANE: the server's chain must match a usable TLSA record (undefined when it does, or DANE does not apply). */
+function daneMismatch(target: Target, conn: SMTPConnection): SmtpError | undefined {
+  if (!target.dane || target.dane.length === 0 || !conn.secure) return undefined;
+  // nodemailer keeps the upgraded socket in a private field; without it there is nothing to trust.
+  const socket = (conn as unknown as { _socket?: { getPeerCertificate?: (detailed: boolean) => PeerCert } })._socket;
+  const chain = peerChain(socket?.getPeerCertificate?.(true));
+  const why = checkDane(target.dane, chain, expectedName(target));
+  if (!why) return undefined;
+  const e = localError(LOCAL_ERRORS.certificate, `4.7.5 DANE: ${why}`);
+  (e as { originalCode?: string }).originalCode = 'ETLSA';
+  return e;
+}
+
 /** Whether the session's certificate verified: always with verify (else no session), read from the socket when observed. */
 function certificateVerified(target: Target, conn: SMTPConnection): boolean | undefined {
   if (!conn.secure) return target.observe ? false : undefined;
-  if (target.tls === 'verify') return true;
+  if (target.tls === 'verify' || (target.dane && target.dane.length > 0)) return true;
   if (!target.observe) return undefined;
   // nodemailer keeps the upgraded socket in a private field: read it defensively.
   const socket = (conn as unknown as { _socket?: { authorized?: unknown } })._socket;

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { At, bool, duration, hostPort, int, isObj, list, mapOf, obj, oneOf, optStr, str, strList } from '../config/validate';
 import type { MtaStsConfig } from './mta-sts';
+import type { DaneConfig } from './dane';
 
 /**
  * Outbound TLS levels (Postfix smtp_tls_security_level in brackets):
@@ -58,6 +59,8 @@ export interface RelayConfig {
   mxCaFile?: string;
   /** MTA-STS (RFC 8461) for MX delivery: off unless enabled (src/relay/mta-sts.ts). */
   mtaSts?: MtaStsConfig;
+  /** DANE (RFC 7672) for MX delivery, trusting a local validating resolver (src/relay/dane.ts). */
+  dane?: DaneConfig;
   relayhost?: NextHop;
   routes: Map<string, NextHop>;
   concurrencyPerDestination: number;
@@ -134,7 +137,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
   const o = obj(v, at, [
     'heloName', 'sourceAddress', 'dns', 'mxPort', 'mxTls', 'mxCa', 'relayhost', 'routes', 'concurrencyPerDestination',
     'maxConnections', 'activeWindow', 'backoff', 'maxLifetime', 'connectTimeout', 'greetingTimeout', 'socketTimeout',
-    'poolIdle', 'maxMessagesPerConnection', 'mtaSts',
+    'poolIdle', 'maxMessagesPerConnection', 'mtaSts', 'dane',
   ]);
   const dns = obj(o.dns, at.child('dns'), ['servers', 'timeout', 'tries']);
   const routes = new Map<string, NextHop>();
@@ -164,6 +167,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
     mxCa: mxCa?.ca,
     mxCaFile: mxCa?.caFile,
     mtaSts: parseMtaSts(o.mtaSts, at.child('mtaSts'), baseDir),
+    dane: parseDane(o.dane, at.child('dane')),
     relayhost:
       o.relayhost === undefined || o.relayhost === null ? undefined : parseNextHop(o.relayhost, at.child('relayhost', { default: '— (MX delivery)' }), 'opportunistic', baseDir),
     routes,
@@ -191,5 +195,25 @@ function parseMtaSts(v: unknown, at: At, baseDir: string): MtaStsConfig | undefi
     ca: ca?.ca,
     caFile: ca?.caFile,
     fetchTimeoutMs: duration(o.fetchTimeout, at.child('fetchTimeout'), '10s'),
+  };
+}
+
+/**
+ * relay.dane: { enabled, resolver, timeout }; absent = off. The resolver's AD
+ * bit is trusted, so it must be on loopback (a validating resolver on this
+ * host): an AD bit that crossed a network proves nothing.
+ */
+function parseDane(v: unknown, at: At): DaneConfig | undefined {
+  if (v === undefined || v === null) return undefined;
+  const o = obj(v, at, ['enabled', 'resolver', 'timeout']);
+  const resolver = hostPort(str(o.resolver, at.child('resolver'), '127.0.0.1:53'), at.child('resolver'), 53);
+  const host = resolver.host.replace(/^\[|\]$/g, '');
+  if (!/^127\.\d+\.\d+\.\d+$/.test(host) && host !== '::1') {
+    at.child('resolver').fail(`must be a DNSSEC-validating resolver on loopback (127.0.0.0/8 or ::1), got ${resolver.host}`);
+  }
+  return {
+    enabled: bool(o.enabled, at.child('enabled'), true),
+    resolver: `${host.includes(':') ? `[${host}]` : host}:${resolver.port}`,
+    timeoutMs: duration(o.timeout, at.child('timeout'), '5s'),
   };
 }

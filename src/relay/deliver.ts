@@ -19,6 +19,12 @@
  * and `verify` never fall back: a failed handshake or (verify) a certificate
  * that is untrusted or not valid for the host name defers the recipients.
  *
+ * MX delivery honours the recipient domain's MTA-STS policy (mta-sts.ts,
+ * secure-transport.ts) and its MX hosts' DANE TLSA records (dane.ts) when
+ * relay.mtaSts / relay.dane are on: DANE decides for a host with secure
+ * TLSA records, MTA-STS enforce restricts the MX names and demands verify;
+ * either way a failure defers, never falls back to plaintext.
+ *
  * At start, each relayhost/route that sends AUTH credentials without
  * `tls: verify` is logged once as a warning (evt config): the credentials
  * go to whoever answers, unauthenticated.
@@ -43,6 +49,7 @@ import { createMxResolver, type MxResolver } from './mx';
 import { ConnectionPool, type Lease } from './pool';
 import { routeFor, type NextHopPlan } from './routes';
 import { MtaStsPolicies } from './mta-sts';
+import { DaneResolver, type TlsaLookup } from './dane';
 import { stsSecurity, tlsResultOfError, tlsResultOfSession, type MxSecurity, type TlsPolicyObserver, type TlsResult } from './secure-transport';
 
 const MAX_RCPTS_PER_TRANSACTION = 100;
@@ -86,12 +93,13 @@ interface Hold {
 }
 
 type Targets =
-  | { ok: true; targets: Target[]; security?: MxSecurity }
+  | { ok: true; targets: Target[]; poolKey: string }
   | { ok: false; outcome: (address: string) => RecipientOutcome };
 
 export class SmtpDeliveryAgent implements DeliveryAgent {
   private readonly dns: MxResolver;
   private readonly sts?: MtaStsPolicies;
+  private readonly dane?: DaneResolver;
   private readonly pool: ConnectionPool;
   private readonly settings: SessionSettings;
   private readonly running = new Set<Promise<unknown>>();
@@ -103,6 +111,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
   ) {
     this.dns = opts.resolver ?? createMxResolver(cfg.dns);
     if (cfg.mtaSts?.enabled) this.sts = new MtaStsPolicies(cfg.mtaSts, cfg.dns, this.dns);
+    if (cfg.dane?.enabled) this.dane = new DaneResolver(cfg.dane);
     this.pool = new ConnectionPool({
       perDestination: cfg.concurrencyPerDestination,
       total: cfg.maxConnections,
@@ -205,21 +214,20 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     t.dns = Date.now();
     if (!found.ok) return finish(rcpts.map(found.outcome));
 
-    // Sessions opened under a policy (verified for it) are pooled apart from the others.
-    const lease = await this.pool.acquire(found.security ? `${plan.key}:${found.security.key}` : plan.key);
+    const lease = await this.pool.acquire(found.poolKey);
     t.wait = Date.now();
     if (!lease) return finish(rcpts.map((a) => shutdownOutcome(a)));
     // What the attempt holds, so a throw (a bug) still gives the lease back and closes the session.
     const hold: Hold = { lease, released: false };
     try {
-      return finish(await this.transact(job, rcpts, found.targets, hold, t, log, found.security));
+      return finish(await this.transact(job, rcpts, found.targets, hold, t, log));
     } finally {
       if (!hold.released) this.pool.release(lease, hold.session, false);
     }
   }
 
   /** Get a session (reused after RSET, or opened with fallback), run one transaction, release the lease. */
-  private async transact(job: DeliveryJob, rcpts: string[], targets: Target[], hold: Hold, t: Timing, log: AttemptLog, security?: MxSecurity): Promise<RecipientOutcome[]> {
+  private async transact(job: DeliveryJob, rcpts: string[], targets: Target[], hold: Hold, t: Timing, log: AttemptLog): Promise<RecipientOutcome[]> {
     const release = (s: Session | undefined, reusable: boolean): void => {
       hold.released = true;
       this.pool.release(hold.lease, s, reusable);
@@ -246,9 +254,10 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       }
     }
     t.conn = Date.now();
-    if (security) {
+    const tried = session?.target ?? lastErr?.target;
+    if (tried?.policy) {
       const result: TlsResult | undefined = session ? tlsResultOfSession(session) : lastErr && tlsResultOfError(lastErr.err);
-      if (result) this.reportTls(security, result, (session?.target ?? lastErr?.target)?.host);
+      if (result) this.reportTls(tried.policy, result, tried.host);
     }
     if (!session) {
       release(undefined, false);
@@ -292,14 +301,32 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       }
       const addresses = this.usable(res.addresses).slice(0, MAX_ADDRESSES);
       if (addresses.length === 0) return { ok: false, outcome: (a) => noFamily(a, hop.host) };
-      return { ok: true, targets: addresses.map((ip) => ({ host: hop.host, ip, port: hop.port, tls: hop.tls, ca: hop.ca, auth: hop.auth })) };
+      return { ok: true, poolKey: plan.key, targets: addresses.map((ip) => ({ host: hop.host, ip, port: hop.port, tls: hop.tls, ca: hop.ca, auth: hop.auth })) };
     }
-    const [mx, security] = await Promise.all([this.dns.resolveMx(plan.domain), this.mxSecurity(plan.domain)]);
+    const [mx, security, secureMx] = await Promise.all([
+      this.dns.resolveMx(plan.domain),
+      this.mxSecurity(plan.domain),
+      this.dane?.secureMxNames(plan.domain),
+    ]);
     if (!mx.ok) return { ok: false, outcome: (address) => classifyDnsFailure(address, mx) };
     const enforce = security?.mode === 'enforce';
+    const dane = await this.daneRecords(plan, mx.hosts.map((h) => h.name), secureMx);
     const targets: Target[] = [];
     const refused: string[] = [];
     for (const h of mx.hosts) {
+      const tlsa = dane.get(h.name);
+      // DANE takes precedence over MTA-STS for a host with secure TLSA records (RFC 8461 §2).
+      if (tlsa?.kind === 'failed') {
+        refused.push(h.name);
+        continue;
+      }
+      if (tlsa?.kind === 'dane') {
+        const policy = { domain: plan.domain, mechanism: 'dane' as const, mode: 'enforce' as const };
+        for (const ip of this.usable(h.addresses).slice(0, MAX_ADDRESSES_PER_HOST)) {
+          if (targets.length < MAX_ADDRESSES) targets.push({ host: h.name, ip, port: plan.port, tls: 'required', dane: tlsa.usable, policy });
+        }
+        continue;
+      }
       if (security && !security.allows(h.name)) {
         refused.push(h.name);
         this.reportTls(security, 'validation-failure', h.name);
@@ -310,15 +337,36 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
         if (targets.length >= MAX_ADDRESSES) break;
         // enforce: verify against the policy's trust store; testing: check the same way, without refusing.
         const level = enforce ? { tls: 'verify' as const, ca: this.cfg.mtaSts?.ca } : security ? { tls: plan.tls, ca: this.cfg.mtaSts?.ca ?? plan.ca, observe: true } : { tls: plan.tls, ca: plan.ca };
-        targets.push({ host: h.name, ip, port: plan.port, ...level });
+        targets.push({ host: h.name, ip, port: plan.port, ...level, ...(security ? { policy: security } : {}) });
       }
     }
-    if (targets.length === 0 && enforce && refused.length > 0) {
-      const why = `4.7.5 MTA-STS policy of ${plan.domain} (enforce) allows none of its MX hosts (${refused.join(', ')})`;
+    if (targets.length === 0 && refused.length > 0) {
+      const why = `4.7.5 No usable MX host of ${plan.domain}: ${refused.map((n) => `${n} (${dane.get(n)?.kind === 'failed' ? 'DANE TLSA lookup failed' : 'not in the MTA-STS policy'})`).join(', ')}`;
       return { ok: false, outcome: (address) => ({ address, kind: 'deferred', error: why }) };
     }
     if (targets.length === 0) return { ok: false, outcome: (a) => noFamily(a, plan.domain) };
-    return { ok: true, targets, security };
+    // Sessions opened under DANE or a policy (verified for it) are pooled apart from the others.
+    const key = [dane.size > 0 ? 'dane' : '', security?.key ?? ''].filter(Boolean).join('+');
+    return { ok: true, targets, poolKey: key ? `${plan.key}:${key}` : plan.key };
+  }
+
+  /**
+   * TLSA records of the MX hosts, when DANE is on and the MX RRset is
+   * secure (RFC 7672 §2.2.1); a failed lookup is reported and makes the
+   * host unusable.
+   */
+  private async daneRecords(plan: { domain: string; port: number }, hosts: string[], secureMx: ReadonlySet<string> | undefined): Promise<Map<string, TlsaLookup>> {
+    const out = new Map<string, TlsaLookup>();
+    if (!this.dane || !secureMx) return out;
+    const dane = this.dane;
+    const trusted = hosts.filter((h) => secureMx.has(h));
+    const found = await Promise.all(trusted.map((h) => dane.tlsa(h, plan.port)));
+    trusted.forEach((h, i) => {
+      if (found[i].kind === 'none') return;
+      out.set(h, found[i]);
+      if (found[i].kind === 'failed') this.reportTls({ domain: plan.domain, mechanism: 'dane', mode: 'enforce' }, 'dnssec-invalid', h);
+    });
+    return out;
   }
 
   /** The recipient domain's MTA-STS policy in force (undefined: none, or MTA-STS off); fetch failures are reported. */

@@ -1,6 +1,7 @@
 /**
  * Secure transport to MX hosts: what a recipient domain's published policy
- * (MTA-STS, RFC 8461) demands of one delivery attempt, and how the attempt
+ * (MTA-STS, RFC 8461) demands of one delivery attempt (DANE's rules are in
+ * dane.ts; DANE decides for a host with secure TLSA records), and how the attempt
  * went, in TLS-RPT's vocabulary (RFC 8460 §4.3 result types), so logs,
  * metrics and reports share one closed set of words.
  *
@@ -25,13 +26,16 @@ export const TLS_RESULTS = [
   'certificate-expired',
   'certificate-not-trusted',
   'validation-failure',
+  'tlsa-invalid',
+  'dnssec-invalid',
+  'dane-required',
   'sts-policy-fetch-error',
   'sts-policy-invalid',
   'sts-webpki-invalid',
 ] as const;
 export type TlsResult = (typeof TLS_RESULTS)[number];
 
-export const TLS_MECHANISMS = ['mta-sts'] as const;
+export const TLS_MECHANISMS = ['mta-sts', 'dane'] as const;
 export type TlsMechanism = (typeof TLS_MECHANISMS)[number];
 
 export const TLS_MODES = ['enforce', 'testing'] as const;
@@ -47,6 +51,9 @@ export interface TlsPolicyEvent {
   /** The MX host concerned, when there is one. */
   readonly mx?: string;
 }
+
+/** The policy one target is tried under. */
+export type TargetPolicy = Pick<TlsPolicyEvent, 'domain' | 'mechanism' | 'mode'>;
 
 export interface TlsPolicyObserver {
   onTlsPolicy(e: TlsPolicyEvent): void;
@@ -72,6 +79,7 @@ export function stsSecurity(domain: string, found: StsLookup): MxSecurity | unde
 /** The result type of a failed session set-up (or undefined when it was not about TLS). */
 export function tlsResultOfError(err: SmtpErrorLike): TlsResult | undefined {
   const code = err.originalCode ?? err.code ?? '';
+  if (code === 'ETLSA') return 'tlsa-invalid';
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || /HOSTNAME_MISMATCH/.test(code)) return 'certificate-host-mismatch';
   if (code === 'CERT_HAS_EXPIRED') return 'certificate-expired';
   if (/^(?:DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_|CERT_|INVALID_CA)/.test(code) || code === 'ECERT') {
@@ -83,7 +91,9 @@ export function tlsResultOfError(err: SmtpErrorLike): TlsResult | undefined {
 }
 
 /** The result of an observed (testing-mode) session from its state. */
-export function tlsResultOfSession(s: { secure: boolean; verified?: boolean }): TlsResult {
-  if (!s.secure) return 'starttls-not-supported';
+export function tlsResultOfSession(s: { secure: boolean; verified?: boolean; target: { dane?: readonly unknown[] } }): TlsResult {
+  if (!s.secure) return s.target.dane ? 'dane-required' : 'starttls-not-supported';
+  // DANE with only unusable TLSA records: encryption is all that is asked.
+  if (s.target.dane?.length === 0) return 'success';
   return s.verified ? 'success' : 'certificate-not-trusted';
 }
