@@ -245,6 +245,26 @@ describe('the console in a real browser', () => {
     assert.match((await page.textContent('main')) ?? '', /Version in force\s*2/);
   });
 
+  it('release-and-mark-legitimate, then a bulk delete of every message the filter matches', async () => {
+    const news1 = await submit('Newsletter 1');
+    await submit('Newsletter 2');
+    await page.goto(`${base}/console/held/${news1}`);
+    await Promise.all([page.waitForURL(/\/console\/held\?done=/), page.click('button:text("Release and mark sender legitimate")')]);
+    const got = await mx.waitFor(2, 10_000);
+    assert.match(got[1]!.data.toString('utf8'), /Subject: Newsletter 1/);
+    await page.goto(`${base}/console/sender?ip=127.0.0.17`);
+    assert.match((await page.textContent('main')) ?? '', /Marked legitimate\s*yes/);
+    await page.goto(`${base}/console/held?reason=quota.recipients`);
+    assert.equal(await page.locator('tbody tr').count(), 2, 'the hostile message and Newsletter 2');
+    await Promise.all([page.waitForURL(/\/console\/held\?done=/), page.click('button:text("Delete all")')]);
+    assert.match((await page.textContent('.flash')) ?? '', /delete: 2 of 2 messages/);
+    assert.match((await page.textContent('main')) ?? '', /No held messages\./);
+    assert.equal((await gw.app!.qmgr.list()).filter((e) => e.state === 'hold').length, 0);
+    const audit = (await fsp.readFile(path.join(gw.dir, 'spool', 'console-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(audit.filter((l) => l.action === 'delete' && l.ok).length, 2);
+    assert.ok(audit.some((l) => l.action === 'release-legitimate' && l.subject === news1 && l.ok));
+  });
+
   it('limits failed logins per address: the right token is refused after five wrong ones (429)', async () => {
     for (let i = 0; i < 5; i++) assert.equal((await page.request.post(`${base}/console/login`, { form: { token: `guess-${i}` }, maxRedirects: 0 })).status(), 401);
     assert.equal((await page.request.post(`${base}/console/login`, { form: { token: OPERATOR }, maxRedirects: 0 })).status(), 429);
