@@ -220,6 +220,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
           accounts,
           classOf: (ip) => policy.current().policy.netblocks.match(ip)?.cls,
           signer: () => signer,
+          endOfData: containment.endOfData,
           hostname: cfg.hostname,
           logger,
         })

@@ -76,6 +76,17 @@ export class EndOfData {
     return { ...(verdict ? { verdict } : {}), headers };
   }
 
+  /**
+   * For a message judged without its body (Postfix's milter, src/postfix:
+   * the body is only hashed; Postfix runs its own content milters): no
+   * content scan; the sender token header and the intercept address noted,
+   * as check() does.
+   */
+  unscanned(i: Pick<EndOfDataInput, 'listener' | 'client' | 'queueId' | 'recipients'>): string {
+    if (i.client.role === 'intercept') this.deps.interceptSeen?.(i.client.ip, i.listener.name);
+    return this.deps.senderHeader?.(i.client, i.queueId, i.recipients) ?? '';
+  }
+
   private async scan(i: EndOfDataInput): Promise<Verdict | undefined> {
     const cfg = this.deps.content();
     if (!cfg || !(cfg.listeners.has(i.listener.name) || cfg.listeners.has(i.listener.role))) return undefined;

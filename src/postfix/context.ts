@@ -13,6 +13,7 @@
 import { isIP } from 'node:net';
 import type { Account } from '../accounts/store';
 import type { ListenerConfig } from '../config/schema';
+import type { EndOfData } from '../content/end-of-data';
 import type { MessageSigner } from '../dkim/types';
 import type { ClientInfo, Verdict, Via } from '../envelope';
 import type { Logger } from '../log';
@@ -29,6 +30,8 @@ export interface PostfixDeps {
   /** Netblock class of an address under the policy in force. */
   readonly classOf: (ip: string) => string | undefined;
   readonly signer?: () => MessageSigner | undefined;
+  /** The sender token header (complaint reports map back to the subscriber) and DNSBL polling's note. */
+  readonly endOfData?: Pick<EndOfData, 'unscanned'>;
   readonly hostname: string;
   readonly logger: Logger;
 }

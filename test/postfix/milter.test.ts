@@ -13,6 +13,7 @@ import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { SenderTokens } from '../../src/feedback/token';
 import { dkimpyVerify } from '../dkim/dkimpy';
 import { keyAndPublish } from '../dkim/helpers';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
@@ -41,7 +42,12 @@ describe('Postfix smtpd_milters', () => {
     }
     gw = await startGateway({
       netblocks: NETBLOCKS,
-      policyFiles: { 'dnsbl.yaml': DNSBL(dns.server), 'quotas.yaml': QUOTAS, 'identity.yaml': IDENTITY },
+      policyFiles: {
+        'dnsbl.yaml': DNSBL(dns.server),
+        'quotas.yaml': QUOTAS,
+        'identity.yaml': IDENTITY,
+        'feedback.yaml': 'address: fbl@gw.isp.test\nlisteners: [intercept]\nproviders: [{ name: yahoo, domains: [yahoo.test] }]\nsenderToken: { keyFile: sender-token.key }\n',
+      },
       config: {
         relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: sink.port },
         dkim: { keysDir, signingDomain: 'isp.test' },
@@ -93,6 +99,12 @@ smtpd_authorized_xclient_hosts = 127.0.0.0/8`,
     const got = await arrived(1);
     const sigs = dkimpyVerify(got.data, records);
     assert.deepEqual(sigs, [{ d: 'bakery.test', ok: true }, { d: 'bakery.test', ok: true }], got.data.toString().slice(0, 2000));
+    // The sender token a complaint report maps back with: this intercept address, Postfix's queue id.
+    const token = /^X-Smarthost-Sender: (\S+)\r$/m.exec(got.data.toString())?.[1];
+    assert.ok(token, got.data.toString().slice(0, 2000));
+    const opened = SenderTokens.fromFile(path.join(gw.dir, 'sender-token.key'), 86_400_000).open(token) as { kind: string; id: string; queueId: string };
+    assert.deepEqual([opened.kind, opened.id], ['ip', '127.0.0.17']);
+    assert.match(pf.log(), new RegExp(`${opened.queueId}: client=`));
   });
 
   it('streams a large body (4 MB, long and dot-leading lines) and the signature still verifies', async () => {

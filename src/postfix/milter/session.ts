@@ -15,7 +15,8 @@
  *                           client is authorised (src/policy/signing.ts,
  *                           src/dkim/decide.ts), the DKIM-Signature inserted
  *                           on top; a hold quarantines the message (Postfix's
- *                           hold queue); a refusal is the reply table's code
+ *                           hold queue); a refusal is the reply table's code;
+ *                           the sender token header is added (feedback.yaml)
  *
  * Postfix reports the client: its address at connect and the SASL login in
  * the {auth_authen} macro at MAIL.
@@ -255,6 +256,14 @@ export class MilterSession {
     const hold = v.action === 'hold' ? v : msg.hold;
     const signed = await this.sign(header, msg.body.digest(), headerFrom, who);
     if (!signed) return;
+    // Added below the signed fields (not in h=): the sender token complaint reports map back with.
+    const extra = this.deps.endOfData?.unscanned({ listener: who.listener, client: who.client, queueId: this.macros.get('i') || 'unknown', recipients: msg.recipients }) ?? '';
+    if (extra && this.actions & ACT.ADDHDRS) {
+      for (const line of extra.split('\r\n').filter(Boolean)) {
+        const colon = line.indexOf(':');
+        this.send(packet(REPLY.ADDHEADER, cstr(line.slice(0, colon), line.slice(colon + 1).trim())));
+      }
+    }
     if (hold && this.actions & ACT.QUARANTINE) this.send(packet(REPLY.QUARANTINE, cstr(`held by policy (rule ${hold.rule})`)));
     this.deps.logger.info({ evt: 'reception', listener: 'postfix-milter', ip: who.client.ip, user: who.client.user, from: msg.mailFrom, rcpts: msg.recipients.length, size: facts.size, held: Boolean(hold), ...signed }, 'message judged');
     hooks.accepted?.(facts)?.catch((err: Error) => this.deps.logger.error({ evt: 'error', err }, 'quota accounting failed'));
