@@ -1,8 +1,12 @@
 /**
  * `admin.console: false` takes the console off the admin listener (404, the
- * API still answers); on, a page without a session goes to the login form.
+ * API still answers); on, a page without a session goes to the login form;
+ * over TLS the session cookie is also Secure.
  */
 import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import https from 'node:https';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import { startGateway } from '../helpers/gateway';
 
@@ -30,6 +34,29 @@ describe('admin.console', () => {
       const login = await get(gw.app!.admin.port, '/console/login');
       assert.equal(login.status, 200);
       assert.match(login.headers.get('content-security-policy') ?? '', /script-src 'none'/);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('over TLS the session cookie is Secure (and HttpOnly, SameSite=Strict, Path=/console)', async () => {
+    const gw = await startGateway({ config: { admin: { address: '127.0.0.1', port: 0, token: 'test-admin-token', tls: { cert: 'tls.crt', key: 'tls.key' } } } });
+    try {
+      const ca = await fsp.readFile(path.join(gw.dir, 'tls.crt'));
+      const { status, cookie } = await new Promise<{ status: number; cookie: string }>((resolve, reject) => {
+        const req = https.request(
+          { host: '127.0.0.1', port: gw.app!.admin.port, method: 'POST', path: '/console/login', ca, servername: 'localhost', headers: { 'content-type': 'application/x-www-form-urlencoded' } },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, cookie: String(res.headers['set-cookie'] ?? '') }));
+          },
+        );
+        req.once('error', reject);
+        req.end('token=test-admin-token');
+      });
+      assert.equal(status, 303);
+      assert.match(cookie, /^smarthost_console=[\w-]{43};/);
+      for (const attr of ['Secure', 'HttpOnly', 'SameSite=Strict', 'Path=/console']) assert.ok(cookie.split('; ').includes(attr), `${attr} in ${cookie}`);
     } finally {
       await gw.stop();
     }
