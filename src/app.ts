@@ -38,6 +38,8 @@ import { Listener, type TlsMaterial } from './smtp/listener';
 import type { BoundSocket } from './net/bound-socket';
 import { loadTlsMaterial } from './smtp/tls-material';
 import { QueueManager } from './spool/qmgr';
+import { newQueueId } from './spool/queue-id';
+import { TlsReportCollector, TlsReporter } from './relay/tls-report';
 import { Journal, onJournalSkippedBytes, recoverJournal } from './spool/journal';
 import { storageHealth } from './spool/storage-faults';
 import { processIdSuffix } from './spool/queue-id';
@@ -156,7 +158,10 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   // Smart-host roles (src/roles): backup MX checks, POP-before-SMTP grants, rewriting maps.
   const roles = new Roles(cfg, { store: state, accounts, logger });
   // The complaint address is consumed here, never relayed (so it sits outside the loop guard).
-  const agent = containment.agent(roles.guard(opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger, tlsObserver: metrics.catalogue.outboundTls }), logger));
+  // TLS-RPT (RFC 8460): MTA-STS/DANE outcomes counted per policy domain and day, reported below.
+  const tlsCollector = cfg.relay.tlsRpt?.enabled ? new TlsReportCollector() : undefined;
+  const tlsObserver = { onTlsPolicy: (e: Parameters<typeof metrics.catalogue.outboundTls.onTlsPolicy>[0]) => (metrics.catalogue.outboundTls.onTlsPolicy(e), tlsCollector?.onTlsPolicy(e)) };
+  const agent = containment.agent(roles.guard(opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger, tlsObserver }), logger));
   const qmgr = new QueueManager(spool, agent, cfg.relay, {
     hostname: cfg.hostname,
     logger,
@@ -168,6 +173,23 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   });
   qmgr.observe(metrics.catalogue.queue);
   qmgr.observe(containment.queueObserver);
+  // Finished days' TLS reports are queued like DSNs: null sender, retried, never bounced back.
+  const tlsReporter = tlsCollector && cfg.relay.tlsRpt
+    ? new TlsReporter({
+        cfg: cfg.relay.tlsRpt,
+        dns: cfg.relay.dns,
+        hostname: cfg.hostname,
+        collector: tlsCollector,
+        submit: async (to, message) => {
+          const id = newQueueId();
+          const client = { listener: 'local', role: 'submission' as const, ip: '127.0.0.1', tls: false };
+          await spool.commit({ id, receivedAt: Date.now(), client, mailFrom: '', recipients: [to], size: message.length, smtpUtf8: false, verdicts: [], isBounce: true }, { prefix: Buffer.alloc(0), chunks: [message] });
+          qmgr.notify(id);
+        },
+      })
+    : undefined;
+  const tlsReportTimer = tlsReporter ? setInterval(() => void tlsReporter.run().catch((err) => logger.error({ evt: 'error', err }, 'TLS report run failed')), 3_600_000) : undefined;
+  tlsReportTimer?.unref();
   // Queue gauges from the process that owns the queue (a worker's first attempts are its own).
   if (role !== 'worker') metrics.catalogue.bindQueue(qmgr, spool);
 
@@ -369,6 +391,8 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       await qmgr.stop();
       journal?.close();
       clearInterval(probeTimer);
+      clearInterval(tlsReportTimer);
+      tlsReporter?.cancel();
       for (const u of unwatchStorage) u();
       await agent.close();
       await admin.close();

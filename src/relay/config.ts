@@ -10,6 +10,7 @@ import { createSecureContext } from 'node:tls';
 import { At, bool, duration, hostPort, int, isObj, list, mapOf, obj, oneOf, optStr, str, strList } from '../config/validate';
 import type { MtaStsConfig } from './mta-sts';
 import type { DaneConfig } from './dane';
+import type { TlsRptConfig } from './tls-report';
 
 /**
  * Outbound TLS levels (Postfix smtp_tls_security_level in brackets):
@@ -61,6 +62,8 @@ export interface RelayConfig {
   mtaSts?: MtaStsConfig;
   /** DANE (RFC 7672) for MX delivery, trusting a local validating resolver (src/relay/dane.ts). */
   dane?: DaneConfig;
+  /** TLS-RPT (RFC 8460) daily reports of MTA-STS/DANE outcomes (src/relay/tls-report.ts). */
+  tlsRpt?: TlsRptConfig;
   relayhost?: NextHop;
   routes: Map<string, NextHop>;
   concurrencyPerDestination: number;
@@ -137,7 +140,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
   const o = obj(v, at, [
     'heloName', 'sourceAddress', 'dns', 'mxPort', 'mxTls', 'mxCa', 'relayhost', 'routes', 'concurrencyPerDestination',
     'maxConnections', 'activeWindow', 'backoff', 'maxLifetime', 'connectTimeout', 'greetingTimeout', 'socketTimeout',
-    'poolIdle', 'maxMessagesPerConnection', 'mtaSts', 'dane',
+    'poolIdle', 'maxMessagesPerConnection', 'mtaSts', 'dane', 'tlsRpt',
   ]);
   const dns = obj(o.dns, at.child('dns'), ['servers', 'timeout', 'tries']);
   const routes = new Map<string, NextHop>();
@@ -168,6 +171,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
     mxCaFile: mxCa?.caFile,
     mtaSts: parseMtaSts(o.mtaSts, at.child('mtaSts'), baseDir),
     dane: parseDane(o.dane, at.child('dane')),
+    tlsRpt: parseTlsRpt(o.tlsRpt, at.child('tlsRpt')),
     relayhost:
       o.relayhost === undefined || o.relayhost === null ? undefined : parseNextHop(o.relayhost, at.child('relayhost', { default: '— (MX delivery)' }), 'opportunistic', baseDir),
     routes,
@@ -215,5 +219,16 @@ function parseDane(v: unknown, at: At): DaneConfig | undefined {
     enabled: bool(o.enabled, at.child('enabled'), true),
     resolver: `${host.includes(':') ? `[${host}]` : host}:${resolver.port}`,
     timeoutMs: duration(o.timeout, at.child('timeout'), '5s'),
+  };
+}
+
+/** relay.tlsRpt: { enabled, orgName, contact }; absent = off. */
+function parseTlsRpt(v: unknown, at: At): TlsRptConfig | undefined {
+  if (v === undefined || v === null) return undefined;
+  const o = obj(v, at, ['enabled', 'orgName', 'contact']);
+  return {
+    enabled: bool(o.enabled, at.child('enabled'), true),
+    orgName: str(o.orgName, at.child('orgName')),
+    contact: str(o.contact, at.child('contact')),
   };
 }

@@ -20,7 +20,10 @@ import { createMxResolver } from '../../src/relay/mx';
 import { MtaStsPolicies, mxMatches, parsePolicy } from '../../src/relay/mta-sts';
 import type { RelayConfig } from '../../src/relay/config';
 import type { TlsPolicyEvent } from '../../src/relay/secure-transport';
+import { Readable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
 import { MetricsCatalogue } from '../../src/metrics/catalogue';
+import { TlsReportCollector, TlsReporter } from '../../src/relay/tls-report';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { startTestCa, type TestCa } from '../helpers/test-ca';
 import { captureLogger, job, relayConfig, startMxGroup, type CountedMx } from './fixtures';
@@ -272,4 +275,55 @@ test('metrics: outcomes are counted with bounded labels (unlisted domains are "o
   assert.match(text, /smarthost_outbound_tls_policy_total\{mechanism="mta-sts",mode="enforce",result="certificate-host-mismatch",domain="enf-wrong.test"\} 1/);
   assert.match(text, /smarthost_outbound_tls_policy_total\{mechanism="mta-sts",mode="testing",result="starttls-not-supported",domain="other"\} 1/);
   assert.doesNotMatch(text, /127\.0\.19|mx-wrong/);
+});
+
+test('TLS-RPT: a finished day is mailed to the policy domain\'s rua as gzipped RFC 8460 JSON', { timeout: 30_000 }, async () => {
+  let now = Date.parse('2026-12-01T10:00:00Z');
+  const collector = new TlsReportCollector(() => now);
+  const c = cfg();
+  const agent = createDeliveryAgent(c, { hostname: 'gw.test', logger: captureLogger().logger, tlsObserver: collector });
+  dns.set('_smtp._tls.enf-wrong.test', 'TXT', ['v=TLSRPTv1; rua=mailto:tls-reports@reports.test,https://reports.test/post']);
+  dns.set('reports.test', 'MX', [{ exchange: 'mx-good.sts.test', priority: 10 }]);
+  const submitted: string[] = [];
+  const reporter = new TlsReporter({
+    cfg: { enabled: true, orgName: 'ISP Gateway', contact: 'postmaster@gw.test' },
+    dns: c.dns,
+    hostname: 'gw.test',
+    collector,
+    now: () => now,
+    submit: async (to, message) => {
+      submitted.push(to);
+      const [o] = await agent.deliver(job([to], { mailFrom: '', open: () => Readable.from([message]), size: message.length }));
+      assert.equal(o.kind, 'delivered', JSON.stringify(o));
+    },
+  });
+  try {
+    for (const r of ['r1@enf-wrong.test', 'r2@enf-wrong.test', 'r@enf-good.test']) await agent.deliver(job([r]));
+    assert.equal(await reporter.run(), 0, 'the day is not over yet');
+    now += 86_400_000;
+    // enf-good.test publishes no TLSRPT record: only enf-wrong.test is reported, to its mailto: only.
+    assert.equal(await reporter.run(), 1);
+    assert.deepEqual(submitted, ['tls-reports@reports.test']);
+    const mail = good.messages.at(-1)!;
+    assert.deepEqual(mail.rcptTo, ['tls-reports@reports.test']);
+    assert.equal(mail.mailFrom, '');
+    const text = mail.data.toString();
+    assert.match(text, /^TLS-Report-Domain: enf-wrong\.test\r$/m);
+    assert.match(text, /Content-Type: multipart\/report; report-type="tlsrpt"/);
+    const b64 = /Content-Type: application\/tlsrpt\+gzip[^]*?\r\n\r\n([A-Za-z0-9+/=\r\n]+?)\r\n\r\n--/.exec(text)?.[1] ?? '';
+    const report = JSON.parse(gunzipSync(Buffer.from(b64.replace(/\s+/g, ''), 'base64')).toString());
+    assert.equal(report['organization-name'], 'ISP Gateway');
+    assert.deepEqual(report['date-range'], { 'start-datetime': '2026-12-01T00:00:00Z', 'end-datetime': '2026-12-01T23:59:59Z' });
+    assert.deepEqual(report.policies, [
+      {
+        policy: { 'policy-type': 'sts', 'policy-domain': 'enf-wrong.test' },
+        summary: { 'total-successful-session-count': 0, 'total-failure-session-count': 2 },
+        'failure-details': [{ 'result-type': 'certificate-host-mismatch', 'receiving-mx-hostname': 'mx-wrong.sts.test', 'failed-session-count': 2 }],
+      },
+    ]);
+    assert.equal(await reporter.run(), 0, 'a day is reported once');
+  } finally {
+    reporter.cancel();
+    await agent.close();
+  }
 });
