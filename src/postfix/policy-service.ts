@@ -7,6 +7,8 @@
  *   CONNECT          connect stage
  *   MAIL             connect + mail stages (once per message: `instance`)
  *   RCPT             connect + mail (once per message), then rcpt
+ *   DATA             PREPEND the sender token header (feedback.yaml), when
+ *                    no milter is configured to add it
  *   END-OF-MESSAGE   data stage (size, recipients) unless the milter is
  *                    configured: it owns the data stage (it sees the header
  *                    From), so nothing is counted twice
@@ -31,7 +33,7 @@ import type { ListenerConfig } from '../config/schema';
 import type { ClientInfo, Verdict } from '../envelope';
 import type { DataFacts } from '../policy/types';
 import type { PostfixEndpoint } from './config';
-import { clientAddress, failureReply, isRefusal, named, postfixClient, refusalReply, type PostfixDeps, type PostfixReply } from './context';
+import { clientAddress, failureReply, isRefusal, named, postfixClient, refusalReply, type PostfixClient, type PostfixDeps, type PostfixReply } from './context';
 import { encodeAction, RequestReader } from './policy-protocol';
 import { serve, type Served } from './serve';
 
@@ -135,6 +137,8 @@ export class PolicyService {
           }
           return action(holdOf(tx.connect, tx.mail, v));
         }
+        case 'DATA':
+          return this.senderToken(who, instance, a.get('queue_id'));
         case 'END-OF-MESSAGE': {
           const tx = this.txs.get(instance);
           this.forget(instance);
@@ -148,6 +152,18 @@ export class PolicyService {
       this.deps.logger.error({ evt: 'error', listener: 'postfix-policy-service', state, err }, 'policy check failed');
       return text(failureReply(err));
     }
+  }
+
+  /**
+   * DATA (smtpd_data_restrictions): the sender token header (feedback.yaml
+   * senderToken) as PREPEND, so complaint reports map back to the
+   * subscriber; the milter adds it instead when it is configured. PREPEND
+   * cannot run at END-OF-MESSAGE (Postfix: before the content only).
+   */
+  private senderToken(who: PostfixClient, instance: string, queueId: string | undefined): string {
+    if (this.deps.cfg.milter || !this.deps.endOfData) return 'DUNNO';
+    const header = this.deps.endOfData.unscanned({ listener: who.listener, client: who.client, queueId: queueId || 'unknown', recipients: this.txs.get(instance)?.recipients ?? [] }).split('\r\n')[0];
+    return header ? `PREPEND ${header}` : 'DUNNO';
   }
 
   private async connect(listener: ListenerConfig, client: ClientInfo): Promise<Verdict> {

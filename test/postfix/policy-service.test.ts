@@ -8,6 +8,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import path from 'node:path';
+import { SenderTokens } from '../../src/feedback/token';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { startPostfix, type TestPostfix } from '../helpers/postfix';
@@ -30,7 +32,12 @@ describe('Postfix check_policy_service', () => {
     dns.set('mx.dest.test', 'A', ['127.0.0.1']);
     gw = await startGateway({
       netblocks: NETBLOCKS,
-      policyFiles: { 'dnsbl.yaml': DNSBL(dns.server), 'quotas.yaml': QUOTAS, 'identity.yaml': IDENTITY },
+      policyFiles: {
+        'dnsbl.yaml': DNSBL(dns.server),
+        'quotas.yaml': QUOTAS,
+        'identity.yaml': IDENTITY,
+        'feedback.yaml': 'address: fbl@gw.isp.test\nlisteners: [intercept]\nproviders: [{ name: yahoo, domains: [yahoo.test] }]\nsenderToken: { keyFile: sender-token.key }\n',
+      },
       config: {
         relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: sink.port },
         postfix: { policyService: { address: '127.0.0.1', port: 0 } },
@@ -42,6 +49,7 @@ describe('Postfix check_policy_service', () => {
       relayPort: sink.port,
       main: `smtpd_recipient_restrictions = check_policy_service ${svc}, permit_mynetworks, reject
 smtpd_end_of_data_restrictions = check_policy_service ${svc}
+smtpd_data_restrictions = check_policy_service ${svc}
 smtpd_authorized_xclient_hosts = 127.0.0.0/8`,
     });
   });
@@ -94,6 +102,12 @@ smtpd_authorized_xclient_hosts = 127.0.0.0/8`,
     await c.quit();
     const got = await sink.waitFor(1, 20_000);
     assert.equal(got[0]!.rcptTo[0], 'you@dest.test');
+    // PREPENDed at DATA: the sender token a complaint report maps back with (this address, Postfix's queue id).
+    const token = /^X-Smarthost-Sender: (\S+)\r$/m.exec(got[0]!.data.toString())?.[1];
+    assert.ok(token, got[0]!.data.toString().slice(0, 1500));
+    const opened = SenderTokens.fromFile(path.join(gw.dir, 'sender-token.key'), 86_400_000).open(token) as { kind: string; id: string; queueId: string };
+    assert.deepEqual([opened.kind, opened.id], ['ip', '127.0.0.2']);
+    assert.match(pf.log(), new RegExp(`${opened.queueId}: client=.*\\[127\\.0\\.0\\.2\\]`));
   });
 
   it('refuses a DNSBL-listed subscriber at RCPT with the reply table code, text and rule', async () => {
