@@ -16,7 +16,7 @@ import { createSigner, type DkimSigner } from './dkim/sign';
 import { dkimKeygen } from './dkim/cli';
 import { createLogger, type Logger } from './log';
 import { explainQuery, registerPolicyRoutes } from './admin/policy-routes';
-import { AuditLog } from './console/audit';
+import { apiAuditEntry, AuditLog } from './admin/audit';
 import { mountConsole } from './console/web';
 import { registerContainmentRoutes } from './containment/admin-routes';
 import { wireContainment } from './containment/wire';
@@ -283,8 +283,9 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   registerContainmentRoutes(admin, () => containment.containment, () => containment.recent());
   const fleet = new Fleet({ role, logger, accounts, store: state, storeStatus: () => stateRt.status(), redis: stateRt.redis, keyPrefix: stateRt.keyPrefix, reload, policy: () => policy.current() });
   registerFleetRoutes(admin, fleet, stateRt);
+  const audit = new AuditLog(path.join(cfg.spool.dir, 'admin-audit.log'), metrics.catalogue.adminActions);
+  admin.audit((call) => audit.record(apiAuditEntry(call)));
   if (cfg.admin.console) {
-    const audit = new AuditLog(path.join(cfg.spool.dir, 'console-audit.log'), metrics.catalogue.consoleActions);
     mountConsole({ admin, spool, qmgr, accounts, fleet, containment: () => containment.containment, recent: () => containment.recent(), policy, reload, explain: (q) => explainQuery(policyDeps, q), audit, logger });
   }
   // Fail closed without Redis: not ready (the balancer prefers other gateways). Fail open: a warning.

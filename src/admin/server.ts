@@ -9,6 +9,7 @@
  *   /api/...                 bearer token required: the operator token for every route, the
  *                            read-only token (NOC) for the views only; a route that changes
  *                            anything is 'operate' (every non-GET unless registered 'read')
+ * Every 'operate' call, done or refused, is told to the auditor (src/admin/audit.ts).
  * Over TLS when given a certificate (src/admin/config.ts decides when it must be).
  * Routes are registered by the modules that own them (queue, accounts,
  * policy), so this file knows HTTP and nothing about mail.
@@ -36,6 +37,18 @@ export interface ApiResponse {
 
 type Handler = (req: ApiRequest) => Promise<ApiResponse>;
 
+/** An /api call that changes state (or was refused for the read-only token), for the audit log. */
+export interface OperateCall {
+  role: Access;
+  method: string;
+  /** The route's pattern (/api/queue/:id/:op): a bounded name. */
+  route: string;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  body: unknown;
+  status: number;
+}
+
 /** A sub-application served under a path prefix (the console), with the raw request. */
 export type MountHandler = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<void>;
 
@@ -55,6 +68,7 @@ export class AdminServer {
   private readonly routes: Route[] = [];
   private readonly readyChecks: Array<{ name: string; check: ReadyCheck; warnOnly?: boolean }> = [];
   private mounted: { prefix: string; handler: MountHandler } | undefined;
+  private auditor: ((call: OperateCall) => Promise<void>) | undefined;
   private metricsProvider: (() => Promise<{ contentType: string; body: string }>) | undefined;
   private server: http.Server | https.Server | undefined;
   private boundPort = 0;
@@ -102,6 +116,11 @@ export class AdminServer {
   /** A readiness check; `warnOnly`: reported in /readyz but never makes it fail (a degraded but serving part). */
   readiness(name: string, check: ReadyCheck, opts: { warnOnly?: boolean } = {}): void {
     this.readyChecks.push({ name, check, warnOnly: opts.warnOnly });
+  }
+
+  /** Told of every 'operate' call, done or refused, after it answered (src/admin/audit.ts). */
+  audit(auditor: (call: OperateCall) => Promise<void>): void {
+    this.auditor = auditor;
   }
 
   /** Serve `prefix` and everything under it with `handler` (one mount: the console). */
@@ -206,11 +225,17 @@ export class AdminServer {
         if (r.method !== req.method) continue;
         const m = r.pattern.exec(url.pathname);
         if (!m) continue;
-        if (r.access === 'operate' && access !== 'operate') return send(403, { error: 'this token may only read: the operator token is needed to change anything' });
         const params: Record<string, string> = {};
         r.keys.forEach((k, i) => (params[k] = decodeURIComponent(m[i + 1]!)));
+        const audited = (status: number, body?: unknown) =>
+          r.access === 'operate' ? this.auditor?.({ role: access, method: r.method, route: r.path, params, query: url.searchParams, body, status }).catch((err: Error) => this.opts.logger.error({ evt: 'error', err: err.message }, 'audit log write failed')) : undefined;
+        if (r.access === 'operate' && access !== 'operate') {
+          await audited(403);
+          return send(403, { error: 'this token may only read: the operator token is needed to change anything' });
+        }
         const body = req.method === 'POST' || req.method === 'PUT' ? await readJson(req) : undefined;
         const out = await r.handler({ method: req.method, path: url.pathname, params, query: url.searchParams, body });
+        await audited(out.status, body);
         return send(out.status, out.body);
       }
       return send(404, { error: 'no such endpoint' });

@@ -34,7 +34,7 @@ import type { PolicyRuntime } from '../policy/runtime';
 import type { QueueManager } from '../spool/qmgr';
 import { isQueueId } from '../spool/queue-id';
 import type { Spool } from '../spool/store';
-import type { AuditLog } from './audit';
+import type { AuditLog } from '../admin/audit';
 import { HeldIndex, heldMessage, type HeldFilter } from './held';
 import { csrfMatches, LoginLimiter, Sessions, type Session } from './sessions';
 

@@ -124,8 +124,8 @@ export class MetricsCatalogue {
   readonly dnsblLatency: Histogram<'zone'>;
   readonly quotaHits: Counter<'limit'>;
   readonly policyReloads: Counter<'result'>;
-  // ---- the abuse desk's console -------------------------------------------
-  readonly consoleActions: Counter<'action' | 'token'>;
+  // ---- admin actions (console and API) --------------------------------------
+  readonly adminActions: Counter<'action' | 'token'>;
   readonly policyReloadSuccess: Gauge;
   // ---- accounts and containment --------------------------------------------
   readonly accountsSuspended: Gauge;
@@ -212,9 +212,9 @@ export class MetricsCatalogue {
       registers: [r],
     });
 
-    this.consoleActions = new Counter({
-      name: `${PREFIX}console_actions_total`,
-      help: 'Actions taken in the web console and written to its audit log, by action (release, delete, release-legitimate, legitimate, unhold, reload, ...) and token (operator, read: a refused attempt).',
+    this.adminActions = new Counter({
+      name: `${PREFIX}admin_actions_total`,
+      help: 'Actions written to the admin audit log, by action (console: release, delete, release-legitimate, suspend, ...; API: the route, e.g. "POST /api/queue/:id/:op") and token (operator; read: an attempt refused to the read-only token).',
       labelNames: ['action', 'token'],
       registers: [r],
     });

@@ -194,11 +194,11 @@ describe('the console in a real browser', () => {
     const audit = (await page.textContent('tbody')) ?? '';
     assert.match(audit, new RegExp(`operator\\s*release\\s*${plainId}\\s*ticket 4711`));
     await shot('audit');
-    const lines = (await fsp.readFile(path.join(gw.dir, 'spool', 'console-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const lines = (await fsp.readFile(path.join(gw.dir, 'spool', 'admin-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
     assert.ok(lines.some((l) => l.token === 'operator' && l.action === 'release' && l.subject === plainId && l.reason === 'ticket 4711: invoices are expected' && l.ok));
     assert.ok(lines.some((l) => l.token === 'read' && !l.ok), 'the read-only attempts are on record');
     const metrics = await (await page.request.get(`${base}/metrics`)).text();
-    assert.match(metrics, /smarthost_console_actions_total\{action="release",token="operator"\} 1/);
+    assert.match(metrics, /smarthost_admin_actions_total\{action="release",token="operator"\} 1/);
   });
 
   /** AUTH as alice on the submission listener: the reply. */
@@ -260,7 +260,7 @@ describe('the console in a real browser', () => {
     assert.match((await page.textContent('.flash')) ?? '', /delete: 2 of 2 messages/);
     assert.match((await page.textContent('main')) ?? '', /No held messages\./);
     assert.equal((await gw.app!.qmgr.list()).filter((e) => e.state === 'hold').length, 0);
-    const audit = (await fsp.readFile(path.join(gw.dir, 'spool', 'console-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const audit = (await fsp.readFile(path.join(gw.dir, 'spool', 'admin-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
     assert.equal(audit.filter((l) => l.action === 'delete' && l.ok).length, 2);
     assert.ok(audit.some((l) => l.action === 'release-legitimate' && l.subject === news1 && l.ok));
   });

@@ -1,12 +1,13 @@
 /**
- * The console's audit log: one JSON line per action (who by token name,
- * when, what, on which message or sender, with the reason), appended and
- * fsync'ed before the action's page answers, so an acknowledged action is on
- * disk. Counted in smarthost_console_actions_total.
+ * The admin audit log: one JSON line per action of the console or the admin
+ * API (who by token name, when, what, on which message or sender, with the
+ * reason), and per attempt refused to the read-only token; appended and
+ * fsync'ed before the console's page answers, so an acknowledged action is
+ * on disk. Counted in smarthost_admin_actions_total.
  */
 import { promises as fsp } from 'node:fs';
 import type { Counter } from 'prom-client';
-import type { Access } from '../admin/server';
+import type { Access, OperateCall } from './server';
 
 export interface AuditEntry {
   readonly at: string;
@@ -84,4 +85,25 @@ export class AuditLog {
       await fh.close();
     }
   }
+}
+
+/** An /api call as an audit entry: the route pattern is the action (bounded), the message or sender its subject. */
+export function apiAuditEntry(call: OperateCall): { role: Access; action: string; subject: string; reason?: string; ok: boolean; detail: string } {
+  const b = call.body !== null && typeof call.body === 'object' ? (call.body as Record<string, unknown>) : {};
+  const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  const subject =
+    call.params.id ??
+    (call.params.name ? `account:${call.params.name}` : undefined) ??
+    (call.query.get('account') ? `account:${call.query.get('account')}` : undefined) ??
+    (call.query.get('ip') ? `ip:${call.query.get('ip')}` : undefined) ??
+    (text(b.account) ? `account:${text(b.account)}` : text(b.user) ? `account:${text(b.user)}` : text(b.ip) ? `ip:${text(b.ip)}` : '');
+  const op = call.params.op ? ` ${call.params.op}` : '';
+  return {
+    role: call.role,
+    action: `${call.method} ${call.route}`,
+    subject,
+    ...(text(b.reason) ? { reason: text(b.reason) } : {}),
+    ok: call.status < 400,
+    detail: `api${op}: HTTP ${call.status}`,
+  };
 }
