@@ -14,6 +14,8 @@ export interface Session {
   readonly role: Access;
   readonly csrf: string;
   expiresAt: number;
+  /** What the last action did, shown once on the next page. */
+  flash?: string;
 }
 
 const MAX_SESSIONS = 1000;

@@ -94,12 +94,21 @@ export function mountConsole(deps: ConsoleDeps): void {
   const held = new HeldIndex(deps.spool);
 
   const render = (c: Ctx, view: string, data: Record<string, unknown>, status = 200) => {
-    const html = eta.render(view, { ...data, session: c.session, canAct: c.session?.role === 'operate', prefix: PREFIX, flash: c.url.searchParams.get('done') ?? undefined });
+    const flash = c.session?.flash;
+    if (c.session) c.session.flash = undefined;
+    const html = eta.render(view, { ...data, session: c.session, canAct: c.session?.role === 'operate', prefix: PREFIX, flash });
     send(c.res, status, html, 'text/html; charset=utf-8');
   };
   const redirect = (c: Ctx, to: string) => {
     c.res.writeHead(303, { location: to, ...securityHeaders() });
     c.res.end();
+  };
+  // What an action did is kept in the session for the next page, never taken from
+  // the URL (a crafted link cannot put words in the console's mouth); `done=` in
+  // the URL only marks the page as the one after an action.
+  const done = (c: Ctx, to: string, what: string) => {
+    c.session!.flash = what;
+    redirect(c, to);
   };
 
   // Only a logged-in session gets past this; POSTs also need the CSRF token.
@@ -182,15 +191,15 @@ export function mountConsole(deps: ConsoleDeps): void {
     if (!isQueueId(id)) throw new HttpError(400, 'not a queue id');
     const ok = await heldAction(c.session!.role, op, id, c.form.get('reason') ?? '');
     if (!ok) throw new HttpError(404, 'No such held message (released or deleted meanwhile?)');
-    redirect(c, `${PREFIX}/held?done=${encodeURIComponent(`${op}: ${id}`)}`);
+    done(c, `${PREFIX}/held?done=${op}`, `${op}: ${id}`);
   }));
   post('/held-bulk', acts('bulk', () => 'held (filtered)', async (c) => {
     const op = c.form.get('op') ?? '';
     if (!['release', 'delete'].includes(op)) throw new HttpError(400, `no such bulk action: ${op}`);
     const matching = (await held.matching(filterOf(c.form), clock())).slice(0, BULK_MAX);
-    let done = 0;
-    for (const env of matching) if (await heldAction(c.session!.role, op, env.id, c.form.get('reason') ?? `bulk ${op}`)) done++;
-    redirect(c, `${PREFIX}/held?done=${encodeURIComponent(`${op}: ${done} of ${matching.length} messages`)}`);
+    let n = 0;
+    for (const env of matching) if (await heldAction(c.session!.role, op, env.id, c.form.get('reason') ?? `bulk ${op}`)) n++;
+    done(c, `${PREFIX}/held?done=bulk-${op}`, `${op}: ${n} of ${matching.length} messages`);
   }));
 
   // ---- senders ----------------------------------------------------------------
@@ -251,7 +260,7 @@ export function mountConsole(deps: ConsoleDeps): void {
     else if (op === 'clear-quotas') await deps.fleet.clearQuotas(s.kind === 'a' ? { account: s.id } : { ip: s.id });
     else throw new HttpError(400, `no such action: ${op}`);
     await deps.audit.record({ role: 'operate', action: op, subject: nameOf(s), reason, ok: true });
-    redirect(c, `${PREFIX}/sender?${s.kind === 'a' ? 'account' : 'ip'}=${encodeURIComponent(s.id)}&done=${encodeURIComponent(op)}`);
+    done(c, `${PREFIX}/sender?${s.kind === 'a' ? 'account' : 'ip'}=${encodeURIComponent(s.id)}&done=${op}`, op);
   }));
 
   // ---- policy -------------------------------------------------------------------
@@ -268,7 +277,7 @@ export function mountConsole(deps: ConsoleDeps): void {
   post('/policy/reload', acts('reload', () => 'policy', async (c) => {
     const r = await deps.reload();
     await deps.audit.record({ role: 'operate', action: 'reload', subject: 'policy', reason: c.form.get('reason') ?? '', ok: r.ok, detail: r.ok ? `version ${r.policy.version}` : r.policy.error });
-    redirect(c, `${PREFIX}/policy?done=${encodeURIComponent(r.ok ? `reloaded: version ${r.policy.version}` : `reload refused: ${r.policy.error}`)}`);
+    done(c, `${PREFIX}/policy?done=${r.ok ? 'reloaded' : 'refused'}`, r.ok ? `reloaded: version ${r.policy.version}` : `reload refused: ${r.policy.error}`);
   }));
 
   // ---- audit --------------------------------------------------------------------

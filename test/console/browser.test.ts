@@ -155,6 +155,15 @@ describe('the console in a real browser', () => {
     assert.deepEqual(dialogs, [], 'no script ran');
   });
 
+  it('a crafted link cannot put words in the console: done= is not shown; an unknown message is a clear 404', async () => {
+    await page.goto(`${base}/console/held?done=${encodeURIComponent('all mail released, log in again at evil.test')}`);
+    assert.equal(await page.locator('.flash').count(), 0);
+    assert.doesNotMatch((await page.textContent('main')) ?? '', /evil\.test/);
+    const res = await page.goto(`${base}/console/held/0MXAAAAAAAAAABCDEF01`);
+    assert.equal(res?.status(), 404);
+    assert.match((await page.textContent('.error')) ?? '', /No such held message/);
+  });
+
   it('refuses an action form posted without its CSRF token (403), and nothing happens', async () => {
     for (const form of [{ reason: 'no token' }, { reason: 'wrong token', _csrf: 'x'.repeat(43) }] as Array<Record<string, string>>) {
       const res = await page.request.post(`${base}/console/held/${plainId}/release`, { form, maxRedirects: 0 });
@@ -180,6 +189,12 @@ describe('the console in a real browser', () => {
     }
     assert.equal((await gw.app!.qmgr.entry(plainId))?.state, 'hold');
     assert.equal(gw.app!.accounts.get('alice@isp.test')?.suspended, false);
+    // It may look: policy explain changes nothing.
+    await page.goto(`${base}/console/policy`);
+    await page.fill('input[name=listener]', 'intercept');
+    await page.fill('input[name=ip]', '127.0.0.17');
+    await page.click('button:text("Explain")');
+    assert.match((await page.textContent('pre.explain')) ?? '', /"policyVersion": 1/);
   });
 
   it('the operator releases a held message: it is delivered at the test MX, audited and counted', async () => {
