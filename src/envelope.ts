@@ -20,7 +20,7 @@ export interface Verdict {
   readonly stage: Stage;
   /** Stable rule id from the policy files or a built-in check name. */
   readonly rule: string;
-  /** Reply name from src/smtp/replies.ts, for tempfail/reject. */
+  /** Reply name from src/replies.ts, for tempfail/reject. */
   readonly reply?: string;
   /** Extra reply text (e.g. a help URL) appended to the table's text. */
   readonly detail?: string;

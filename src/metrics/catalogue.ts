@@ -27,7 +27,7 @@ import { normalizeDomain } from '../dkim/config';
 import type { OnSigned } from '../dkim/sign';
 import type { PolicyObserver } from '../policy/types';
 import type { SessionObserver } from '../smtp/session';
-import { REPLIES } from '../smtp/replies';
+import { REPLIES } from '../replies';
 import type { QueueObserver, QueueManager } from '../spool/qmgr';
 import type { Spool } from '../spool/store';
 import { storageHealth } from '../spool/storage-faults';
@@ -201,7 +201,7 @@ export class MetricsCatalogue {
     });
     this.refusals = new Counter({
       name: `${PREFIX}refusals_total`,
-      help: 'SMTP refusals (4xx/5xx from policy) by listener, stage and reply name (src/smtp/replies.ts).',
+      help: 'SMTP refusals (4xx/5xx from policy) by listener, stage and reply name (src/replies.ts).',
       labelNames: ['listener', 'stage', 'reply'],
       registers: [r],
     });

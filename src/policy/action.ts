@@ -1,6 +1,6 @@
 /**
  * What a policy file says should happen: an action with an optional reply
- * name (from src/smtp/replies.ts) and detail text, and the same chosen per
+ * name (from src/replies.ts) and detail text, and the same chosen per
  * listener. Parsed and checked here so every file writes actions the same
  * way:
  *
@@ -14,7 +14,7 @@
  */
 import { At, isObj, obj, oneOf, optStr, type Obj } from '../config/validate';
 import type { ListenerRole, VerdictAction } from '../envelope';
-import { isReplyName, REPLIES, type ReplyName } from '../smtp/replies';
+import { isReplyName, REPLIES, type ReplyName } from '../replies';
 
 export interface ActionSpec {
   readonly action: VerdictAction;
@@ -38,7 +38,7 @@ export function parseAction(v: unknown, at: At, dflt?: ActionSpec): ActionSpec {
   let reply: ReplyName | undefined;
   if (replyName !== undefined) {
     const rat: At = at.child('reply');
-    if (!isReplyName(replyName)) return rat.fail(`unknown reply "${replyName}" (see src/smtp/replies.ts)`);
+    if (!isReplyName(replyName)) return rat.fail(`unknown reply "${replyName}" (see src/replies.ts)`);
     reply = replyName;
     const code: number = REPLIES[replyName].code;
     if (action === 'reject' && (code < 500 || code > 599)) at.child('reply').fail(`reply "${reply}" is ${code}: a reject needs a 5xx reply`);

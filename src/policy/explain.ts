@@ -15,7 +15,7 @@
 import type { Account } from '../accounts/store';
 import type { MessageSigner, SigningDecision } from '../dkim/types';
 import { domainOf, type ClientInfo, type ListenerRole, type Stage, type Verdict } from '../envelope';
-import { isReplyName, REPLIES, formatReply } from '../smtp/replies';
+import { isReplyName, REPLIES, formatReply } from '../replies';
 import { DryRunStore } from '../state/dry-run';
 import type { PolicyEngine, StageFacts, StageResult, Step } from './engine';
 

@@ -18,7 +18,7 @@ import type { MessageSigner } from '../dkim/types';
 import type { ClientInfo, Verdict, Via } from '../envelope';
 import type { Logger } from '../log';
 import type { PolicyHooks } from '../policy/types';
-import { isReplyName, REPLIES, type ReplyName } from '../smtp/replies';
+import { isReplyName, REPLIES, type ReplyName } from '../replies';
 import { isStateUnavailable } from '../state/resilient';
 import { postfixListener, type PostfixConfig } from './config';
 

@@ -18,7 +18,7 @@
  *
  * Answers in Postfix's vocabulary: DUNNO (smarthost has no objection;
  * Postfix's own restrictions still apply), HOLD <text>, or "<code>
- * <enhanced> <text> (rule ID)" from src/smtp/replies.ts. A malformed request
+ * <enhanced> <text> (rule ID)" from src/replies.ts. A malformed request
  * gets 451 4.3.0 and a log line; a failed check 451 4.3.0 too.
  *
  * Connection counts are Postfix's (anvil, smtpd_client_connection_count_limit):

@@ -10,7 +10,7 @@ import type { Config, ListenerConfig } from '../config/schema';
 import { proxyTrust } from '../fleet/proxy-from';
 import type { Logger } from '../log';
 import { bindHint, bindSocket, type BindError, type BoundSocket } from '../net/bound-socket';
-import { replyLine } from './replies';
+import { replyLine } from '../replies';
 import { adaptSmtpServer, sweepSlowClients } from './server-adapter';
 import { SessionHandlers, type SessionDeps } from './session';
 

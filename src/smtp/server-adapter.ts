@@ -9,7 +9,7 @@
  * 1. Reply text that already starts with an RFC 3463 enhanced status
  *    ("5.7.1 ...") is sent as is: smtp-server would otherwise derive an
  *    enhanced code from the basic code alone (554 → 5.6.0, wrong for a
- *    relay denial). Our replies come from src/smtp/replies.ts.
+ *    relay denial). Our replies come from src/replies.ts.
  * 2. 538 (AUTH before STARTTLS) carries 5.7.11 (RFC 3463/4954
  *    "encryption required for requested authentication mechanism"), not
  *    the library's 5.7.0.

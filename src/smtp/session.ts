@@ -26,7 +26,7 @@ import { SpoolError, type Spool } from '../spool/store';
 import { collectMessage } from './collect';
 import { traitsOfMessage } from '../message-traits';
 import { extractAddresses, parseHeaderBlock } from './headers';
-import { isReplyName, REPLIES, SmtpReplyError, type ReplyName } from './replies';
+import { isReplyName, REPLIES, SmtpReplyError, type ReplyName } from '../replies';
 import { isStateUnavailable } from '../state/resilient';
 
 export interface SessionObserver {

@@ -39,7 +39,7 @@ export type FailMode = 'open' | 'closed';
 
 /** Thrown (fail closed) instead of an answer the store cannot give. */
 export class StateUnavailableError extends Error {
-  /** The reply the policy answers with (src/smtp/replies.ts: 451 4.3.0). */
+  /** The reply the policy answers with (src/replies.ts: 451 4.3.0). */
   readonly reply = 'state_unavailable' as const;
   constructor(detail?: string) {
     super(`state store unavailable${detail ? ` (${detail})` : ''}`);

@@ -10,7 +10,7 @@ import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
-import { formatReply } from '../../src/smtp/replies';
+import { formatReply } from '../../src/replies';
 
 describe('submission', () => {
   let dns: TestDns;

@@ -2,7 +2,7 @@
  * What the checks share: turning a configured action into a check result,
  * and naming the subject a counter belongs to (account or address).
  */
-import type { ReplyName } from '../../smtp/replies';
+import type { ReplyName } from '../../replies';
 import type { Subject } from '../../state/keys';
 import type { ActionSpec } from '../action';
 import { prefixOf } from '../ip';
