@@ -254,6 +254,11 @@ export class MilterSession {
     if (!v) return;
     if (isRefusal(v)) return this.refuse(refusalReply(v));
     const hold = v.action === 'hold' ? v : msg.hold;
+    // A hold never turns into a delivery: an MTA that did not grant the quarantine action gets a tempfail.
+    if (hold && (this.actions & ACT.QUARANTINE) === 0) {
+      this.deps.logger.error({ evt: 'error', listener: 'postfix-milter', rule: hold.rule }, 'the MTA did not allow the milter to quarantine: held message deferred');
+      return this.refuse(named('local_error'));
+    }
     const signed = await this.sign(header, msg.body.digest(), headerFrom, who);
     if (!signed) return;
     // Added below the signed fields (not in h=): the sender token complaint reports map back with.
@@ -264,7 +269,7 @@ export class MilterSession {
         this.send(packet(REPLY.ADDHEADER, cstr(line.slice(0, colon), line.slice(colon + 1).trim())));
       }
     }
-    if (hold && this.actions & ACT.QUARANTINE) this.send(packet(REPLY.QUARANTINE, cstr(`held by policy (rule ${hold.rule})`)));
+    if (hold) this.send(packet(REPLY.QUARANTINE, cstr(`held by policy (rule ${hold.rule})`)));
     this.deps.logger.info({ evt: 'reception', listener: 'postfix-milter', ip: who.client.ip, user: who.client.user, from: msg.mailFrom, rcpts: msg.recipients.length, size: facts.size, held: Boolean(hold), ...signed }, 'message judged');
     hooks.accepted?.(facts)?.catch((err: Error) => this.deps.logger.error({ evt: 'error', err }, 'quota accounting failed'));
     this.send(packet(REPLY.CONTINUE));
