@@ -435,6 +435,8 @@ export class MetricsCatalogue {
     for (const result of DELIVERY_RESULTS) for (const domain of [...opts.domains, OTHER]) this.deliveryAttempts.inc({ result, domain: this.domains.map(domain) }, 0);
     this.expirations.inc(0);
     this.journalSkippedBytes.inc(0);
+    // The outbound-TLS alert compares enforce-mode failures: its series exist before the first one.
+    for (const mechanism of ['mta-sts', 'dane']) for (const result of ['success', 'validation-failure']) this.outboundTlsPolicy.inc({ mechanism, mode: 'enforce', result, domain: OTHER }, 0);
     for (const file of ['journal', 'queue']) for (const op of ['write', 'sync']) this.storageErrors.inc({ file, op, code: 'ENOSPC' }, 0);
     for (const response of CONTAINMENT_RESPONSES) this.containmentResponses.inc({ response }, 0);
     // The stages where each response acts (src/containment/containment.ts verdict()).
