@@ -84,6 +84,8 @@ export interface Envelope {
   readonly isBounce?: boolean;
   /** Present when policy decided to hold the message at acceptance. */
   readonly holdReason?: string;
+  /** The egress pool chosen at acceptance and the rule that chose it (src/relay/egress.ts). */
+  readonly egress?: { readonly pool: string; readonly rule: string };
 }
 
 /** The mutable delivery state, rewritten atomically as attempts happen. */

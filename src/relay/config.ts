@@ -11,6 +11,7 @@ import { At, bool, duration, hostPort, int, isObj, list, mapOf, obj, oneOf, optS
 import type { MtaStsConfig } from './mta-sts';
 import type { DaneConfig } from './dane';
 import type { TlsRptConfig } from './tls-report';
+import { parseEgressPools, parsePoolSelection, type EgressPool, type PoolSelection } from './egress';
 
 /**
  * Outbound TLS levels (Postfix smtp_tls_security_level in brackets):
@@ -50,6 +51,10 @@ export interface RelayConfig {
   heloName?: string;
   /** Local address outbound connections bind to. */
   sourceAddress?: string;
+  /** Named egress pools (src/relay/egress.ts); empty: every message leaves from sourceAddress. */
+  pools: Map<string, EgressPool>;
+  /** Which pool a message leaves from, decided at acceptance; absent: no pools used. */
+  poolSelection?: PoolSelection;
   dns: { servers: string[]; timeoutMs: number; tries: number };
   /** Port used when delivering to an MX (25; tests use a high port). */
   mxPort: number;
@@ -140,8 +145,9 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
   const o = obj(v, at, [
     'heloName', 'sourceAddress', 'dns', 'mxPort', 'mxTls', 'mxCa', 'relayhost', 'routes', 'concurrencyPerDestination',
     'maxConnections', 'activeWindow', 'backoff', 'maxLifetime', 'connectTimeout', 'greetingTimeout', 'socketTimeout',
-    'poolIdle', 'maxMessagesPerConnection', 'mtaSts', 'dane', 'tlsRpt',
+    'poolIdle', 'maxMessagesPerConnection', 'mtaSts', 'dane', 'tlsRpt', 'pools', 'poolSelection',
   ]);
+  const pools = parseEgressPools(o.pools, at.child('pools', { doc: 'named egress pools: source addresses with their own EHLO name (docs/egress-pools.md)' }));
   const dns = obj(o.dns, at.child('dns'), ['servers', 'timeout', 'tries']);
   const routes = new Map<string, NextHop>();
   for (const [domain, hop] of Object.entries(mapOf(o.routes, at.child('routes', { doc: 'next hops by recipient domain, instead of relayhost or MX delivery' }), 'domain → next hop'))) {
@@ -160,6 +166,8 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
   return {
     heloName: optStr(o.heloName, at.child('heloName')),
     sourceAddress: optStr(o.sourceAddress, at.child('sourceAddress')),
+    pools,
+    poolSelection: parsePoolSelection(o.poolSelection, at.child('poolSelection', { doc: 'which egress pool a message leaves from: by account plan, netblock class, default; quarantine for released holds', default: '— (no pools)' }), pools),
     dns: {
       servers: strList(dns.servers, at.child('dns').child('servers')),
       timeoutMs: duration(dns.timeout, at.child('dns').child('timeout'), '5s'),

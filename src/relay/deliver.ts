@@ -25,6 +25,11 @@
  * TLSA records, MTA-STS enforce restricts the MX names and demands verify;
  * either way a failure defers, never falls back to plaintext.
  *
+ * Egress pools (egress.ts): a job leaves from the pool recorded at
+ * acceptance (quarantine when released from hold): its EHLO name, its
+ * addresses round-robin per new session, sessions pooled per (pool,
+ * destination) under the pool's own per-destination limit.
+ *
  * At start, each relayhost/route that sends AUTH credentials without
  * `tls: verify` is logged once as a warning (evt config): the credentials
  * go to whoever answers, unauthenticated.
@@ -48,6 +53,7 @@ import { closeSession, localError, openSession, resetSession, sendOnSession, typ
 import { createMxResolver, type MxResolver } from './mx';
 import { ConnectionPool, type Lease } from './pool';
 import { routeFor, type NextHopPlan } from './routes';
+import type { EgressPool } from './egress';
 import { MtaStsPolicies } from './mta-sts';
 import { DaneResolver, type TlsaLookup } from './dane';
 import { stsSecurity, tlsResultOfError, tlsResultOfSession, type MxSecurity, type TlsPolicyObserver, type TlsResult } from './secure-transport';
@@ -84,6 +90,9 @@ interface AttemptLog {
   reused?: boolean;
   /** Addresses tried before the one used (or all of them), with why they failed. */
   skipped: string[];
+  /** Egress pool, and the source address of a session opened for this attempt. */
+  pool?: string;
+  source?: string;
 }
 
 interface Hold {
@@ -103,6 +112,8 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
   private readonly pool: ConnectionPool;
   private readonly settings: SessionSettings;
   private readonly running = new Set<Promise<unknown>>();
+  /** Per egress pool: how many sessions it opened (round-robin over its addresses). */
+  private readonly opened = new Map<string, number>();
   private closed = false;
 
   constructor(
@@ -210,24 +221,29 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       return outcomes;
     };
 
-    const found = await this.targets(plan);
+    const egress = this.egressFor(job);
+    log.pool = egress?.name;
+    const found = await this.targets(plan, egress);
     t.dns = Date.now();
     if (!found.ok) return finish(rcpts.map(found.outcome));
 
-    const lease = await this.pool.acquire(found.poolKey);
+    // Sessions are pooled per (egress pool, destination): a reused session left from the same addresses.
+    const lease = egress
+      ? await this.pool.acquire(`${egress.name}|${found.poolKey}`, egress.maxConnectionsPerDestination)
+      : await this.pool.acquire(found.poolKey);
     t.wait = Date.now();
     if (!lease) return finish(rcpts.map((a) => shutdownOutcome(a)));
     // What the attempt holds, so a throw (a bug) still gives the lease back and closes the session.
     const hold: Hold = { lease, released: false };
     try {
-      return finish(await this.transact(job, rcpts, found.targets, hold, t, log));
+      return finish(await this.transact(job, rcpts, found.targets, hold, t, log, egress));
     } finally {
       if (!hold.released) this.pool.release(lease, hold.session, false);
     }
   }
 
   /** Get a session (reused after RSET, or opened with fallback), run one transaction, release the lease. */
-  private async transact(job: DeliveryJob, rcpts: string[], targets: Target[], hold: Hold, t: Timing, log: AttemptLog): Promise<RecipientOutcome[]> {
+  private async transact(job: DeliveryJob, rcpts: string[], targets: Target[], hold: Hold, t: Timing, log: AttemptLog, egress: EgressPool | undefined): Promise<RecipientOutcome[]> {
     const release = (s: Session | undefined, reusable: boolean): void => {
       hold.released = true;
       this.pool.release(hold.lease, s, reusable);
@@ -242,8 +258,10 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     hold.session = session;
     let lastErr: { target: Target; err: SmtpError } | undefined;
     if (!session) {
+      const settings = this.settingsFor(egress);
+      log.source = settings.localAddress;
       for (const target of targets) {
-        const r = await this.open(target);
+        const r = await this.open(target, settings);
         if (r.ok) {
           session = r.session;
           hold.session = session;
@@ -285,21 +303,41 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
   }
 
   /** Open a session; an opportunistic TLS handshake failure gets one plaintext retry. */
-  private async open(target: Target): Promise<{ ok: true; session: Session } | { ok: false; err: SmtpError }> {
-    const r = await openSession(target, this.settings);
+  private async open(target: Target, settings: SessionSettings): Promise<{ ok: true; session: Session } | { ok: false; err: SmtpError }> {
+    const r = await openSession(target, settings);
     if (r.ok || target.tls !== 'opportunistic' || target.auth || !isTlsFailure(r.err)) return r;
-    return openSession({ ...target, tls: 'none' }, this.settings);
+    return openSession({ ...target, tls: 'none' }, settings);
+  }
+
+  /**
+   * The egress pool a job leaves from: quarantine for mail released from
+   * hold (when configured), else the pool recorded at acceptance. A pool
+   * since removed from the config falls back to the default pool (or none).
+   */
+  private egressFor(job: DeliveryJob): EgressPool | undefined {
+    const sel = this.cfg.poolSelection;
+    const name = job.released && sel?.quarantine ? sel.quarantine : job.pool;
+    return (name !== undefined ? this.cfg.pools.get(name) : undefined) ?? (sel?.default !== undefined ? this.cfg.pools.get(sel.default) : undefined);
+  }
+
+  /** Session settings for a new session: the pool's EHLO name and its next source address. */
+  private settingsFor(egress: EgressPool | undefined): SessionSettings {
+    if (!egress) return this.settings;
+    const n = this.opened.get(egress.name) ?? 0;
+    this.opened.set(egress.name, n + 1);
+    return { ...this.settings, name: egress.heloName, localAddress: egress.addresses[n % egress.addresses.length] };
   }
 
   /** The ordered addresses to try for a next hop, or the DNS outcome for its recipients. */
-  private async targets(plan: NextHopPlan): Promise<Targets> {
+  private async targets(plan: NextHopPlan, egress: EgressPool | undefined): Promise<Targets> {
+    const usable = (addresses: readonly string[]): string[] => this.usable(addresses, egress?.addresses[0] ?? this.cfg.sourceAddress);
     if (plan.kind === 'relay') {
       const { hop } = plan;
       const res = await this.dns.resolveHost(hop.host);
       if (!res.ok) {
         return { ok: false, outcome: (address) => ({ address, kind: 'deferred', error: `${plan.via} ${hop.host}: ${res.message}` }) };
       }
-      const addresses = this.usable(res.addresses).slice(0, MAX_ADDRESSES);
+      const addresses = usable(res.addresses).slice(0, MAX_ADDRESSES);
       if (addresses.length === 0) return { ok: false, outcome: (a) => noFamily(a, hop.host) };
       return { ok: true, poolKey: plan.key, targets: addresses.map((ip) => ({ host: hop.host, ip, port: hop.port, tls: hop.tls, ca: hop.ca, auth: hop.auth })) };
     }
@@ -322,7 +360,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       }
       if (tlsa?.kind === 'dane') {
         const policy = { domain: plan.domain, mechanism: 'dane' as const, mode: 'enforce' as const };
-        for (const ip of this.usable(h.addresses).slice(0, MAX_ADDRESSES_PER_HOST)) {
+        for (const ip of usable(h.addresses).slice(0, MAX_ADDRESSES_PER_HOST)) {
           if (targets.length < MAX_ADDRESSES) targets.push({ host: h.name, ip, port: plan.port, tls: 'required', dane: tlsa.usable, policy });
         }
         continue;
@@ -333,7 +371,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
         // enforce: a host the policy does not list is never connected to.
         if (enforce) continue;
       }
-      for (const ip of this.usable(h.addresses).slice(0, MAX_ADDRESSES_PER_HOST)) {
+      for (const ip of usable(h.addresses).slice(0, MAX_ADDRESSES_PER_HOST)) {
         if (targets.length >= MAX_ADDRESSES) break;
         // enforce: verify against the policy's trust store; testing: check the same way, without refusing.
         const level = enforce ? { tls: 'verify' as const, ca: this.cfg.mtaSts?.ca } : security ? { tls: plan.tls, ca: this.cfg.mtaSts?.ca ?? plan.ca, observe: true } : { tls: plan.tls, ca: plan.ca };
@@ -387,9 +425,9 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     this.opts.tlsObserver?.onTlsPolicy(e);
   }
 
-  /** With a source address configured, only addresses of its family can be reached. */
-  private usable(addresses: readonly string[]): string[] {
-    const family = this.cfg.sourceAddress ? isIP(this.cfg.sourceAddress) : 0;
+  /** With a source address configured (relay.sourceAddress or the egress pool's), only addresses of its family can be reached. */
+  private usable(addresses: readonly string[], source: string | undefined): string[] {
+    const family = source ? isIP(source) : 0;
     return family === 0 ? [...addresses] : addresses.filter((a) => isIP(a) === family);
   }
 
@@ -404,6 +442,8 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       relay: a.relay ?? 'none',
       tls: a.tls,
       reused: a.reused,
+      pool: a.pool,
+      source: a.source,
       status: o.kind === 'delivered' ? enhancedStatus(o.response, 250) : o.kind === 'bounced' ? o.statusCode : undefined,
       response: o.kind === 'delivered' ? o.response : o.error,
       delay: since(t.start, t.done),

@@ -53,17 +53,21 @@ export interface PoolStats {
 
 export class ConnectionPool {
   private readonly dests = new Map<string, Dest>();
-  private readonly waiters: Array<{ dest: string; grant: (lease: Lease | null) => void }> = [];
+  private readonly waiters: Array<{ dest: string; limit: number; grant: (lease: Lease | null) => void }> = [];
   private total = 0;
   private closed = false;
 
   constructor(private readonly limits: PoolLimits) {}
 
-  /** A lease for `dest`, waiting for room if needed; null once the pool is closed. */
-  acquire(dest: string): Promise<Lease | null> {
+  /**
+   * A lease for `dest`, waiting for room if needed; null once the pool is
+   * closed. `perDestination` overrides the limit for this destination (an
+   * egress pool's own; its destinations are keyed by pool).
+   */
+  acquire(dest: string, perDestination = this.limits.perDestination): Promise<Lease | null> {
     if (this.closed) return Promise.resolve(null);
     return new Promise((grant) => {
-      this.waiters.push({ dest, grant });
+      this.waiters.push({ dest, limit: perDestination, grant });
       this.pump();
     });
   }
@@ -150,7 +154,7 @@ export class ConnectionPool {
   private pump(): void {
     for (let n = 0; n < this.waiters.length; ) {
       const w = this.waiters[n];
-      const lease = this.tryGrant(w.dest);
+      const lease = this.tryGrant(w.dest, w.limit);
       if (lease) {
         this.waiters.splice(n, 1);
         w.grant(lease);
@@ -158,14 +162,14 @@ export class ConnectionPool {
     }
   }
 
-  private tryGrant(name: string): Lease | null {
+  private tryGrant(name: string, perDestination: number): Lease | null {
     const d = this.dest(name);
     const idle = d.idle.pop();
     if (idle) {
       this.unwatch(idle);
       return { dest: name, idle: idle.session };
     }
-    if (d.open >= this.limits.perDestination) return null;
+    if (d.open >= perDestination) return null;
     if (this.total >= this.limits.total && !this.evictIdle(name)) {
       if (d.open === 0) this.dests.delete(name);
       return null;

@@ -16,6 +16,10 @@ export interface DeliveryJob {
   readonly open: () => Readable;
   readonly size: number;
   readonly smtpUtf8: boolean;
+  /** The egress pool recorded at acceptance (undefined: none). */
+  readonly pool?: string;
+  /** Held at acceptance and released since: may leave from the quarantine pool. */
+  readonly released?: boolean;
 }
 
 export interface DeliveryAgent {

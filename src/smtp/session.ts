@@ -21,6 +21,7 @@ import type { UserHash } from '../user-hash';
 import type { AuthGate, ConnectionSlot, DataFacts, PolicyHooks } from '../policy/types';
 import type { RoleHooks } from '../roles/index';
 import type { Handoff } from '../spool/qmgr';
+import { selectEgressPool } from '../relay/egress';
 import { newQueueId } from '../spool/queue-id';
 import { SpoolError, type Spool } from '../spool/store';
 import { collectMessage } from './collect';
@@ -459,6 +460,8 @@ export class SessionHandlers {
         dkim = signed.kind === 'signed' ? { dkim: signed.domain, dkimRule: signed.rule } : { dkim: 'none', dkimRule: `${signed.rule}: ${signed.reason}` };
         if (signed.kind === 'signed') prefixBuf = Buffer.concat([Buffer.from(signed.headers), prefixBuf]);
       }
+      // Decided once, here, and kept with the message: every attempt (also after a restart) leaves from this pool.
+      const egress = selectEgressPool(cfg.relay.poolSelection, { plan: st.account?.plan, netblockClass: client.netblockClass });
       const envelope: Envelope = {
         id,
         receivedAt: now,
@@ -469,6 +472,7 @@ export class SessionHandlers {
         smtpUtf8: Boolean(session.envelope.smtpUtf8),
         verdicts: [...st.verdicts, v, ...(eod?.verdict ? [eod.verdict] : [])],
         ...(hold ? { holdReason: hold.rule } : {}),
+        ...(egress ? { egress } : {}),
       };
       const data = [prefixBuf, ...msg.chunks];
       const size = prefixBuf.length + msg.size;
@@ -480,7 +484,7 @@ export class SessionHandlers {
       this.deps.policy().accepted?.(facts)?.catch((err: Error) => this.log.error({ evt: 'error', err }, 'quota accounting failed'));
       this.deps.observer?.accepted?.(this.listener.name, msg.size, Boolean(hold), client);
       this.log.info(
-        { evt: 'reception', sid: session.id, queueId: id, ip: st.client.ip, user: st.client.user, from: mailFrom, rcpts: recipients.length, size: msg.size, held: Boolean(hold), ...dkim },
+        { evt: 'reception', sid: session.id, queueId: id, ip: st.client.ip, user: st.client.user, from: mailFrom, rcpts: recipients.length, size: msg.size, held: Boolean(hold), ...dkim, ...(egress ? { pool: egress.pool, poolRule: egress.rule } : {}) },
         'message accepted',
       );
       const r = REPLIES.accepted;

@@ -390,6 +390,8 @@ export class QueueManager {
         open: () => (handoff ? Readable.from(handoff.data) : this.spool.openData(msg)),
         size: handoff ? handoff.size : msg.fileSize - msg.dataOffset,
         smtpUtf8: env.smtpUtf8,
+        pool: env.egress?.pool,
+        released: env.holdReason !== undefined,
       });
     }
     const now = this.now();

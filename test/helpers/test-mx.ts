@@ -13,6 +13,8 @@ export interface Received {
   user?: string;
   secure: boolean;
   remoteAddress: string;
+  /** The name the client gave in EHLO/HELO. */
+  helo: string;
 }
 
 export interface TestMxOptions {
@@ -86,6 +88,7 @@ export async function startTestMx(opts: TestMxOptions = {}): Promise<TestMx> {
           user: session.user as string | undefined,
           secure: session.secure,
           remoteAddress: session.remoteAddress,
+          helo: session.hostNameAppearsAs,
         });
         for (const w of waiters.splice(0)) w();
         cb(null);

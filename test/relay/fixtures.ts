@@ -19,6 +19,7 @@ export function relayConfig(dns: TestDns | undefined, mxPort: number, over: Part
     mxPort,
     mxTls: 'opportunistic',
     routes: new Map(),
+    pools: new Map(),
     concurrencyPerDestination: 5,
     maxConnections: 50,
     activeWindow: 100,

@@ -1,0 +1,122 @@
+/**
+ * Scenario: a residential subscriber on the intercept listener (127.0.0.3,
+ * netblock class residential-dynamic) and a business account on submission
+ * send to the same domain; they must leave from different egress pools, as
+ * seen by the recipient's MX (127.0.0.2): the client address and the EHLO
+ * name. The pool is chosen at acceptance and kept with the message: after a
+ * deferral and a restart with the selection swapped, each message still
+ * leaves from the pool it was accepted for.
+ *
+ *   business     127.0.0.10   EHLO out-biz.isp.test
+ *   residential  127.0.0.11   EHLO out-res.isp.test
+ */
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import YAML from 'yaml';
+import { build, type App } from '../../src/app';
+import { loadConfigFile } from '../../src/config/load';
+import { createLogger } from '../../src/log';
+import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import { DEFAULT_ACCOUNTS, prepareGateway } from '../helpers/gateway';
+import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
+import { startTestMx, type TestMx } from '../helpers/test-mx';
+
+const POOLS = {
+  business: { addresses: ['127.0.0.10'], heloName: 'out-biz.isp.test' },
+  residential: { addresses: ['127.0.0.11'], heloName: 'out-res.isp.test' },
+};
+
+async function waitUntil(what: string, cond: () => Promise<boolean>, tries = 200): Promise<void> {
+  for (let i = 0; i < tries; i++) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('egress pools by subscriber class and plan', () => {
+  let dns: TestDns;
+  let mx: TestMx;
+  let dir: string;
+  let configFile: string;
+  let app: App | undefined;
+
+  async function start(): Promise<App> {
+    const cfg = loadConfigFile(configFile);
+    const a = await build(cfg, { logger: createLogger({ level: cfg.log.level, pretty: false }), scanIntervalMs: 200 });
+    await a.start();
+    return a;
+  }
+
+  before(async () => {
+    dns = await startDnsServer();
+    mx = await startTestMx({ host: '127.0.0.2' });
+    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
+    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dir, configFile } = await prepareGateway({
+      accounts: [...DEFAULT_ACCOUNTS, { name: 'shop@biz.test', password: 'shop-secret-77', senders: ['shop@biz.test'], plan: 'business' }],
+      config: {
+        relay: {
+          dns: { servers: [dns.server], timeout: '1s' },
+          mxPort: mx.port,
+          backoff: ['1s'],
+          poolIdle: '0ms',
+          pools: POOLS,
+          poolSelection: { byPlan: { business: 'business' }, byClass: { 'residential-dynamic': 'residential' } },
+        },
+      },
+    }));
+  });
+  after(async () => {
+    await app?.stop();
+    await mx.close();
+    await dns.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  it('residential intercept and business submission leave from different pools, also after a restart', async () => {
+    app = await start();
+    // The MX tempfails at first: both messages are deferred with their pool recorded.
+    mx.options.mailReply = [451, '4.3.0 Try again later'];
+
+    const home = await RawSmtp.connect(app.port('intercept'), { localAddress: '127.0.0.3' });
+    await home.reply();
+    await home.cmd('EHLO home.test');
+    assert.match((await home.cmd('MAIL FROM:<someone@home.test>')).text, /^250 /);
+    assert.match((await home.cmd('RCPT TO:<res@dest.test>')).text, /^250 /);
+    assert.match((await home.data(message({ from: 'someone@home.test', to: 'res@dest.test' }))).text, /^250 /);
+    await home.quit();
+
+    const shop = await RawSmtp.connect(app.port('submission'));
+    await shop.reply();
+    await shop.cmd('EHLO shop.test');
+    await shop.starttls();
+    await shop.cmd('EHLO shop.test');
+    assert.match((await shop.cmd(`AUTH PLAIN ${authPlain('shop@biz.test', 'shop-secret-77')}`)).text, /^235 /);
+    assert.match((await shop.cmd('MAIL FROM:<shop@biz.test>')).text, /^250 /);
+    assert.match((await shop.cmd('RCPT TO:<biz@dest.test>')).text, /^250 /);
+    assert.match((await shop.data(message({ from: 'shop@biz.test', to: 'biz@dest.test' }))).text, /^250 /);
+    await shop.quit();
+
+    const running = app;
+    await waitUntil('both messages deferred', async () => {
+      const q = await running.qmgr.list();
+      return q.length === 2 && q.every((e) => e.attempts >= 1);
+    });
+    await app.stop();
+    app = undefined;
+
+    // Swap the selection: were the pool chosen again at delivery, each message would now leave from the other pool.
+    const doc = YAML.parse(await fsp.readFile(configFile, 'utf8')) as { relay: Record<string, unknown> };
+    doc.relay.poolSelection = { byPlan: { business: 'residential' }, byClass: { 'residential-dynamic': 'business' } };
+    await fsp.writeFile(configFile, YAML.stringify(doc));
+    mx.options.mailReply = undefined;
+    app = await start();
+
+    const got = await mx.waitFor(2);
+    const seen = new Map(got.map((m) => [m.rcptTo[0], `${m.remoteAddress} ${m.helo}`]));
+    assert.equal(seen.get('res@dest.test'), '127.0.0.11 out-res.isp.test', 'residential intercept client');
+    assert.equal(seen.get('biz@dest.test'), '127.0.0.10 out-biz.isp.test', 'business account on submission');
+  });
+});
