@@ -7,9 +7,14 @@
  * deferral and a restart with the selection swapped, each message still
  * leaves from the pool it was accepted for.
  *
+ * A message a policy rule held at acceptance leaves, once the abuse desk
+ * releases it, from the quarantine pool.
+ *
  *   business     127.0.0.10   EHLO out-biz.isp.test
  *   residential  127.0.0.11   EHLO out-res.isp.test
+ *   quarantine   127.0.0.12   EHLO out-q.isp.test
  */
+import path from 'node:path';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
@@ -25,7 +30,17 @@ import { startTestMx, type TestMx } from '../helpers/test-mx';
 const POOLS = {
   business: { addresses: ['127.0.0.10'], heloName: 'out-biz.isp.test' },
   residential: { addresses: ['127.0.0.11'], heloName: 'out-res.isp.test' },
+  quarantine: { addresses: ['127.0.0.12'], heloName: 'out-q.isp.test' },
 };
+
+/** Mail from suspect@home.test is accepted into the hold queue (rule sender.suspect). */
+const RULES = `stages:
+  mail:
+    - id: sender.suspect
+      check: sender-list
+      file: lists/suspects.txt
+      onMatch: hold
+`;
 
 async function waitUntil(what: string, cond: () => Promise<boolean>, tries = 200): Promise<void> {
   for (let i = 0; i < tries; i++) {
@@ -63,10 +78,13 @@ describe('egress pools by subscriber class and plan', () => {
           backoff: ['1s'],
           poolIdle: '0ms',
           pools: POOLS,
-          poolSelection: { byPlan: { business: 'business' }, byClass: { 'residential-dynamic': 'residential' } },
+          poolSelection: { byPlan: { business: 'business' }, byClass: { 'residential-dynamic': 'residential' }, quarantine: 'quarantine' },
         },
       },
     }));
+    await fsp.mkdir(path.join(dir, 'policies', 'lists'));
+    await fsp.writeFile(path.join(dir, 'policies', 'lists', 'suspects.txt'), 'suspect@home.test\n');
+    await fsp.writeFile(path.join(dir, 'policies', 'rules.yaml'), RULES);
   });
   after(async () => {
     await app?.stop();
@@ -109,7 +127,7 @@ describe('egress pools by subscriber class and plan', () => {
 
     // Swap the selection: were the pool chosen again at delivery, each message would now leave from the other pool.
     const doc = YAML.parse(await fsp.readFile(configFile, 'utf8')) as { relay: Record<string, unknown> };
-    doc.relay.poolSelection = { byPlan: { business: 'residential' }, byClass: { 'residential-dynamic': 'business' } };
+    doc.relay.poolSelection = { byPlan: { business: 'residential' }, byClass: { 'residential-dynamic': 'business' }, quarantine: 'quarantine' };
     await fsp.writeFile(configFile, YAML.stringify(doc));
     mx.options.mailReply = undefined;
     app = await start();
@@ -118,5 +136,27 @@ describe('egress pools by subscriber class and plan', () => {
     const seen = new Map(got.map((m) => [m.rcptTo[0], `${m.remoteAddress} ${m.helo}`]));
     assert.equal(seen.get('res@dest.test'), '127.0.0.11 out-res.isp.test', 'residential intercept client');
     assert.equal(seen.get('biz@dest.test'), '127.0.0.10 out-biz.isp.test', 'business account on submission');
+  });
+
+  it('a held message, once released, leaves from the quarantine pool', async () => {
+    assert.ok(app, 'gateway running (previous test)');
+    const running = app;
+    const before = mx.messages.length;
+    const home = await RawSmtp.connect(running.port('intercept'), { localAddress: '127.0.0.3' });
+    await home.reply();
+    await home.cmd('EHLO home.test');
+    assert.match((await home.cmd('MAIL FROM:<suspect@home.test>')).text, /^250 /);
+    assert.match((await home.cmd('RCPT TO:<held@dest.test>')).text, /^250 /);
+    assert.match((await home.data(message({ from: 'suspect@home.test', to: 'held@dest.test' }))).text, /^250 /);
+    await home.quit();
+    const held = (await running.qmgr.list()).find((e) => e.state === 'hold');
+    assert.ok(held, 'the message is in the hold queue');
+    assert.equal(held.holdReason, 'sender.suspect');
+    assert.equal(mx.messages.length, before, 'nothing delivered while held');
+
+    assert.ok(await running.qmgr.release(held.id));
+    const got = await mx.waitFor(before + 1);
+    const m = got.at(-1)!;
+    assert.deepEqual([m.rcptTo[0], m.remoteAddress, m.helo], ['held@dest.test', '127.0.0.12', 'out-q.isp.test']);
   });
 });
