@@ -1,15 +1,19 @@
 /**
  * The listeners' certificate: the configured files, or (`tls.selfSigned`,
- * the quick start; or no TLS listener at all) a self-signed certificate for
- * the hostname made on first start and kept under var/tls/ so it stays the
- * same across restarts. Key files are mode 0600. A TLS listener with neither
- * is refused when the config is parsed (src/config/schema.ts).
+ * the quick start) a self-signed certificate for the hostname made on first
+ * start and kept under var/tls/ so it stays the same across restarts, or
+ * nothing when no listener uses TLS (no key is made that nothing serves).
+ * Key files are mode 0600. A TLS listener with neither is refused when the
+ * config is parsed (src/config/schema.ts).
  */
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/schema';
 import { ConfigError } from '../config/validate';
 import type { TlsMaterial } from './listener';
+
+/** For listeners that never start TLS (STARTTLS hidden, not implicit): no certificate at all. */
+const NO_TLS: TlsMaterial = { cert: '', key: '' };
 
 export async function loadTlsMaterial(cfg: Config): Promise<TlsMaterial> {
   if (cfg.tls.cert && cfg.tls.key) {
@@ -19,6 +23,7 @@ export async function loadTlsMaterial(cfg: Config): Promise<TlsMaterial> {
       throw new ConfigError(cfg.file, 'tls', `cannot read certificate or key: ${(err as Error).message}`);
     }
   }
+  if (cfg.listeners.every((l) => l.tls === 'none')) return NO_TLS;
   const dir = path.join(path.dirname(cfg.spool.dir), 'tls');
   const certFile = path.join(dir, 'selfsigned.crt');
   const keyFile = path.join(dir, 'selfsigned.key');

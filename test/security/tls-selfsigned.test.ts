@@ -91,14 +91,22 @@ describe('a TLS listener needs a certificate', () => {
 describe('what the listeners serve', { timeout: 60_000 }, () => {
   let legacy: TestGateway;
   let self: TestGateway;
+  let plain: TestGateway;
   before(async () => {
     // The helper writes the legacy top-level `tls: { cert: tls.crt, key: tls.key }`.
     legacy = await startGateway();
     self = await startGateway({ config: { tls: { cert: null, key: null, selfSigned: true } } });
+    plain = await startGateway({
+      config: {
+        tls: { cert: null, key: null },
+        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'none', greetDelay: '0ms' }],
+      },
+    });
   });
   after(async () => {
     await legacy.stop();
     await self.stop();
+    await plain.stop();
   });
 
   async function served(gw: TestGateway): Promise<X509Certificate> {
@@ -121,5 +129,15 @@ describe('what the listeners serve', { timeout: 60_000 }, () => {
     assert.match(cert.subject, /CN=gw\.isp\.test/);
     assert.equal(cert.issuer, cert.subject);
     assert.equal(cert.fingerprint256, new X509Certificate(readFileSync(path.join(self.dir, 'tls', 'selfsigned.crt'))).fingerprint256);
+  });
+
+  it('no listener with TLS: no certificate is made, STARTTLS is not offered, mail is taken', async () => {
+    await assert.rejects(fsp.access(path.join(plain.dir, 'tls')), 'a tls/ directory was made for a gateway without TLS');
+    const c = await RawSmtp.connect(plain.port('intercept'), { localAddress: '127.0.0.2' });
+    assert.equal((await c.reply()).code, 220);
+    const ehlo = await c.cmd('EHLO client.test');
+    assert.doesNotMatch(ehlo.text, /STARTTLS/);
+    assert.match((await c.cmd('MAIL FROM:<a@home.test>')).text, /^250 /);
+    await c.quit();
   });
 });
