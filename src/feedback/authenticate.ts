@@ -18,7 +18,6 @@
  * in the report until this says so.
  */
 import { Resolver } from 'node:dns/promises';
-import { authenticate } from 'mailauth';
 import { within, type FeedbackProvider } from './config';
 
 export type AuthVerdict =
@@ -46,6 +45,9 @@ export async function authenticateReport(message: Buffer, from: string | undefin
   const fromDomain = from?.split('@')[1]?.toLowerCase() ?? '';
   const provider = providers.find((p) => fromDomain && within(fromDomain, p.domains));
   if (!provider) return { ok: false, reason: 'unknown_provider', detail: `From domain "${fromDomain || '(none)'}" is not a configured provider's` };
+  // Loaded on the first report, not at start: mailauth and its HTTP/X.509 stack add ~40 MB
+  // to every gateway process, and most gateways never receive a complaint report.
+  const { authenticate } = await import('mailauth');
   const res = await authenticate(message, {
     // The topmost Received: is the one this gateway wrote at acceptance: client address and HELO.
     trustReceived: true,
