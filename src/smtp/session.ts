@@ -18,6 +18,7 @@ import type { MessageSigner } from '../dkim/types';
 import { domainOf, type ClientInfo, type Envelope, type Verdict } from '../envelope';
 import type { Logger } from '../log';
 import type { UserHash } from '../user-hash';
+import { AuthScheduler } from '../policy/auth-scheduler';
 import type { AuthGate, ConnectionSlot, DataFacts, PolicyHooks } from '../policy/types';
 import type { RoleHooks } from '../roles/index';
 import type { Handoff } from '../spool/qmgr';
@@ -80,20 +81,6 @@ interface ConnState {
 
 type Callback = (err?: Error | null) => void;
 
-/** One address's AUTH attempts in this listener (see SessionHandlers.onAuth). */
-interface AuthGateState {
-  /** Attempts admitted to run in parallel, not finished yet. */
-  inFlight: number;
-  /** Attempts finished so far (either way): a decision counts those that finished while it read the headroom. */
-  done: number;
-  /** Tail of the one-at-a-time queue; set while an attempt waits in it or runs from it. */
-  tail?: Promise<void>;
-  /** Wake-ups for the head of that queue, called when inFlight drops to 0. */
-  drained: Array<() => void>;
-  /** Attempts inside onAuth for this address (the entry is dropped at 0). */
-  users: number;
-}
-
 const SPILL_AT = 1024 * 1024;
 
 export class SessionHandlers {
@@ -102,8 +89,8 @@ export class SessionHandlers {
   private readonly slots = new Map<string, Promise<ConnectionSlot>>();
   /** Refusals for too many connections, logged once a minute per address (prefix). */
   private readonly refusalLog = new Map<string, { at: number; suppressed: number }>();
-  /** AUTH scheduling per address (see onAuth). */
-  private readonly authGates = new Map<string, AuthGateState>();
+  /** AUTH attempts per address, in this process and listener (src/policy/auth-scheduler.ts). */
+  private readonly authScheduler = new AuthScheduler();
   private readonly log: Logger;
 
   constructor(
@@ -207,37 +194,7 @@ export class SessionHandlers {
     return st;
   }
 
-  /**
-   * AUTH scheduling per address. Brute force versus NAT:
-   *
-   * The auth-failures policy (quotas.yaml authFailures) delays attempts
-   * after `delayAfter` failures and locks out at `lockoutAfter`, judging
-   * each attempt by the failures counted BEFORE it. Attempts running side by
-   * side do not see each other's failures, so a guesser with 20 parallel
-   * connections would get ~20 hashes past the lockout and skip the delays.
-   * Running every attempt of an address one at a time (as this did before)
-   * closes that, but makes everyone behind one address (an office NAT, a
-   * CGNAT pool) wait for each other's password hash, and for an attacker's
-   * delays, even when nobody has failed.
-   *
-   * So: an attempt runs in parallel with the others from its address only
-   * while the attempts in flight stay below the headroom the policy reports
-   * (PolicyHooks.authGate: min(delayAfter, lockoutAfter) less the failures
-   * in the window, for the address and the account; 0 when locked out;
-   * Infinity without an auth-failures rule). Then even if every attempt in flight
-   * fails, none of them could have been delayed or refused had they run one
-   * at a time: each one's outcome is the serial outcome, and the number of
-   * hashes before a lockout stays at lockoutAfter. Past that point (the
-   * address has failed, or a burst exhausts the headroom), attempts queue
-   * one at a time behind the in-flight ones as before, and the policy's
-   * delays apply one after the other. A clean address thus gets up to
-   * min(delayAfter, lockoutAfter) parallel AUTHs (5 with the defaults).
-   *
-   * The headroom read is a store read; attempts that finish while it is
-   * outstanding are counted as failures (`done`), so a decision never
-   * misses a failure recorded in between. Scope: this process and listener
-   * (as before); `key` is the policy's address subject (IPv6 by prefix).
-   */
+  /** AUTH, scheduled per address by the policy layer's AuthScheduler (brute force versus NAT). */
   async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, res?: { user?: string }) => void): Promise<void> {
     const st = this.state(session);
     let gate: AuthGate | undefined;
@@ -246,56 +203,7 @@ export class SessionHandlers {
     } catch {
       gate = undefined;
     }
-    const key = gate?.key ?? st.client.ip;
-    let g = this.authGates.get(key);
-    if (!g) {
-      g = { inFlight: 0, done: 0, drained: [], users: 0 };
-      this.authGates.set(key, g);
-    }
-    g.users++;
-    try {
-      if (gate && !g.tail) {
-        const done0 = g.done;
-        let room = 0;
-        try {
-          room = await gate.headroom();
-        } catch {
-          // The state store is down, say: the one-at-a-time path's policy check reports it.
-        }
-        if (!g.tail && g.inFlight + (g.done - done0) < room) {
-          g.inFlight++;
-          try {
-            await this.authenticate(auth, session, cb);
-          } finally {
-            g.inFlight--;
-            g.done++;
-            if (g.inFlight === 0) for (const wake of g.drained.splice(0)) wake();
-          }
-          return;
-        }
-      }
-      await this.authenticateAlone(g, auth, session, cb);
-    } finally {
-      if (--g.users === 0) this.authGates.delete(key);
-    }
-  }
-
-  /** One at a time: after the queued attempts before it and once no parallel attempt is in flight. */
-  private async authenticateAlone(g: AuthGateState, auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, res?: { user?: string }) => void): Promise<void> {
-    const prev = g.tail ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    const tail = prev.then(() => mine);
-    g.tail = tail;
-    await prev;
-    try {
-      if (g.inFlight > 0) await new Promise<void>((r) => g.drained.push(r));
-      await this.authenticate(auth, session, cb);
-    } finally {
-      g.done++;
-      release();
-      if (g.tail === tail) g.tail = undefined;
-    }
+    await this.authScheduler.run(gate, st.client.ip, () => this.authenticate(auth, session, cb));
   }
 
   private async authenticate(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, res?: { user?: string }) => void): Promise<void> {
