@@ -21,7 +21,7 @@ import type { UserHash } from '../user-hash';
 import { AuthScheduler } from '../policy/auth-scheduler';
 import type { AuthGate, ConnectionSlot, DataFacts, PolicyHooks } from '../policy/types';
 import type { RoleHooks } from '../roles/index';
-import type { Handoff } from '../spool/qmgr';
+import type { Handoff } from '../spool/handoff';
 import { selectEgressPool } from '../relay/egress';
 import { newQueueId } from '../spool/queue-id';
 import { SpoolError, type Spool } from '../spool/store';

@@ -10,7 +10,8 @@
  *   once past its maximum lifetime (a route may carry its own schedule and
  *   lifetime, e.g. a backup MX's primary: per recipient, soonest retry wins);
  * - hold/ is never scheduled; operators move messages in and out.
- * Talks to: Spool (files), DeliveryAgent (sockets), the DSN builder.
+ * First attempts from memory and journal settling are handoff.ts.
+ * Talks to: Spool (files), DeliveryAgent (sockets), the DSN builder, Handoffs.
  */
 import { promises as fsp } from 'node:fs';
 import { Readable } from 'node:stream';
@@ -20,6 +21,7 @@ import type { RelayConfig } from '../relay/config';
 import { buildDsn } from '../relay/dsn';
 import { routeFor } from '../relay/routes';
 import type { DeliveryAgent } from '../relay/types';
+import { Handoffs, type Handoff } from './handoff';
 import { recoverJournal, type Journal } from './journal';
 import { newQueueId } from './queue-id';
 import type { Spool, SpooledMessage } from './store';
@@ -52,19 +54,6 @@ export interface QueueObserver {
 
 type PendingOp = 'hold' | 'delete';
 
-/**
- * A message just committed by this process, handed over in memory so the
- * first attempt need not re-read what was just written (bounded in bytes).
- */
-export interface Handoff {
-  envelope: Envelope;
-  data: readonly Buffer[];
-  size: number;
-  /** Its durable copy is in the journal, not a queue file (bytes reserved with reserveHandoff). */
-  journaled?: boolean;
-}
-
-const HANDOFF_MAX_BYTES = 64 * 1024 * 1024;
 /** How soon a journaled message that could not be written to the spool (full disk) is tried again. */
 const JOURNAL_RETRY_MS = 2000;
 
@@ -75,10 +64,7 @@ export class QueueManager {
   private readonly active = new Set<QueueId>();
   private readonly pendingOps = new Map<QueueId, PendingOp>();
   private readonly observers: QueueObserver[] = [];
-  private readonly handoffs = new Map<QueueId, Handoff>();
-  private handoffBytes = 0;
-  /** Journaled messages being tried: the journal holds their only durable copy until settled. */
-  private readonly inJournal = new Map<QueueId, Handoff>();
+  private readonly handoffs: Handoffs;
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
   private idleWaiters: Array<() => void> = [];
@@ -105,7 +91,9 @@ export class QueueManager {
       /** Where every process's journal segments are (a dead worker's are recovered from there). */
       journalDir?: string;
     },
-  ) {}
+  ) {
+    this.handoffs = new Handoffs(opts.journal);
+  }
 
   /** The retry schedule for one recipient: its route's own, else relay.backoff / relay.maxLifetime. */
   private scheduleFor(address: string): { backoffMs: number[]; maxLifetimeMs: number } {
@@ -180,23 +168,17 @@ export class QueueManager {
    * journal is only read at recovery). False: commit a queue file instead.
    */
   reserveHandoff(size: number): boolean {
-    if (this.stopping || this.handoffBytes + size > HANDOFF_MAX_BYTES) return false;
-    this.handoffBytes += size;
-    return true;
+    return !this.stopping && this.handoffs.reserve(size);
   }
 
   releaseHandoff(size: number): void {
-    this.handoffBytes -= size;
+    this.handoffs.release(size);
   }
 
   /** Called by the acceptance path right after a commit in this process. */
   notify(id: QueueId, handoff?: Handoff): void {
     if (this.queued.has(id) || this.active.has(id)) return;
-    if (handoff?.journaled) this.handoffs.set(id, handoff);
-    else if (handoff && this.handoffBytes + handoff.size <= HANDOFF_MAX_BYTES) {
-      this.handoffs.set(id, handoff);
-      this.handoffBytes += handoff.size;
-    }
+    if (handoff) this.handoffs.offer(id, handoff);
     this.queued.add(id);
     this.incoming.push(id);
     this.pump();
@@ -318,37 +300,21 @@ export class QueueManager {
     else this.deferred.set(id, at);
   }
 
-  private takeHandoff(id: QueueId): Handoff | undefined {
-    const h = this.handoffs.get(id);
-    if (h) {
-      this.handoffs.delete(id);
-      this.handoffBytes -= h.size;
-      if (h.journaled) this.inJournal.set(id, h);
-    }
-    return h;
-  }
-
   /**
    * A journaled message that will wait (deferred, bounced, held, deleted
    * by an operator) becomes an ordinary queue file in active/ first, so
    * every path after this one works on files; then the journal forgets it.
    */
   private async materialise(id: QueueId): Promise<void> {
-    const h = this.inJournal.get(id);
+    const h = this.handoffs.inJournalCopy(id);
     if (!h) return;
     await this.spool.commit(h.envelope, { prefix: Buffer.alloc(0), chunks: h.data }, 'active');
-    this.settleJournaled(id);
-  }
-
-  /** The journal copy is no longer needed (delivered, or now a queue file). */
-  private settleJournaled(id: QueueId): void {
-    this.inJournal.delete(id);
-    this.opts.journal?.done(id);
+    this.handoffs.settle(id);
   }
 
   private async attempt(id: QueueId, from: QueueState): Promise<void> {
     const log = this.opts.logger;
-    const handoff = this.takeHandoff(id);
+    const handoff = this.handoffs.take(id);
     try {
       if (!handoff?.journaled) await this.spool.move(id, from, 'active', { sync: false });
     } catch (err) {
@@ -430,9 +396,9 @@ export class QueueManager {
       for (const obs of this.observers) obs.expired?.(id, expiring.length);
       log.warn({ evt: 'expiration', queueId: id, recipients: expiring.length }, 'message expired');
     }
-    if (this.inJournal.has(id)) {
+    if (this.handoffs.inJournalCopy(id)) {
       // The common case ends here: delivered on the first attempt, no queue file ever written.
-      if (ds.recipients.every((r) => r.status === 'delivered') && !this.pendingOps.has(id)) return this.settleJournaled(id);
+      if (ds.recipients.every((r) => r.status === 'delivered') && !this.pendingOps.has(id)) return this.handoffs.settle(id);
       await this.materialise(id);
     }
     if (await this.reportBounces(msg, ds)) hasMeta = true;
@@ -526,7 +492,7 @@ export class QueueManager {
   }
 
   async hold(id: QueueId, reason = 'operator'): Promise<boolean> {
-    if (this.isJournaled(id)) {
+    if (this.handoffs.isJournaled(id)) {
       this.pendingOps.set(id, 'hold');
       return true;
     }
@@ -552,7 +518,7 @@ export class QueueManager {
   }
 
   async delete(id: QueueId): Promise<boolean> {
-    if (this.isJournaled(id)) {
+    if (this.handoffs.isJournaled(id)) {
       this.pendingOps.set(id, 'delete');
       return true;
     }
@@ -566,11 +532,6 @@ export class QueueManager {
     this.forget(id);
     this.opts.logger.info({ evt: 'queue_op', queueId: id, op: 'delete' }, 'message deleted');
     return true;
-  }
-
-  /** Accepted into the journal and not yet settled (waiting for, or in, its first attempt). */
-  private isJournaled(id: QueueId): boolean {
-    return this.inJournal.has(id) || this.handoffs.get(id)?.journaled === true;
   }
 
   private forget(id: QueueId): void {
