@@ -56,9 +56,14 @@ export class Sessions {
 
 /** Whether a form's CSRF field is this session's token (constant time). */
 export function csrfMatches(s: Session, given: string | null): boolean {
-  if (!given) return false;
+  return sameSecret(s.csrf, given);
+}
+
+/** Two secrets, both present and equal (constant time). */
+export function sameSecret(expected: string | undefined, given: string | null | undefined): boolean {
+  if (!expected || !given) return false;
   const a = Buffer.from(given);
-  const b = Buffer.from(s.csrf);
+  const b = Buffer.from(expected);
   return a.length === b.length && timingSafeEqual(a, b);
 }
 

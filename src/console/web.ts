@@ -19,6 +19,7 @@
 import path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import type http from 'node:http';
+import { randomBytes } from 'node:crypto';
 import { parse as parseCookie, serialize as serializeCookie } from 'cookie';
 import { Eta } from 'eta';
 import FindMyWay from 'find-my-way';
@@ -36,7 +37,7 @@ import { isQueueId } from '../spool/queue-id';
 import type { Spool } from '../spool/store';
 import type { AuditLog } from '../admin/audit';
 import { HeldIndex, heldMessage, type HeldFilter } from './held';
-import { csrfMatches, LoginLimiter, Sessions, type Session } from './sessions';
+import { csrfMatches, LoginLimiter, sameSecret, Sessions, type Session } from './sessions';
 
 export interface ConsoleDeps {
   readonly admin: AdminServer;
@@ -57,6 +58,8 @@ export interface ConsoleDeps {
 
 const PREFIX = '/console';
 const COOKIE = 'smarthost_console';
+/** The login form's CSRF value (double submit), set with the form, cleared at login. */
+const LOGIN_COOKIE = 'smarthost_console_login';
 const SESSION_TTL_MS = 30 * 60_000;
 const LOGIN_MAX_FAILURES = 5;
 const LOGIN_WINDOW_MS = 10 * 60_000;
@@ -130,18 +133,32 @@ export function mountConsole(deps: ConsoleDeps): void {
 
   // ---- login ----------------------------------------------------------------
   get('', async (c) => redirect(c, c.session ? `${PREFIX}/held` : `${PREFIX}/login`));
-  get('/login', async (c) => render(c, 'login', {}));
+  // Login CSRF (double submit): the form carries a random value that is also in a
+  // SameSite=Strict cookie, so a page elsewhere cannot post a token of its choosing and
+  // log the operator's browser into the attacker's session.
+  const loginForm = (c: Ctx, data: Record<string, unknown>, status = 200) => {
+    const loginCsrf = randomBytes(32).toString('base64url');
+    c.res.setHeader('set-cookie', serializeCookie(LOGIN_COOKIE, loginCsrf, { httpOnly: true, sameSite: 'strict', secure, path: `${PREFIX}/login`, maxAge: LOGIN_WINDOW_MS / 1000 }));
+    render(c, 'login', { ...data, loginCsrf }, status);
+  };
+  get('/login', async (c) => loginForm(c, {}));
   post('/login', async (c) => {
+    if (!sameSecret(parseCookie(c.req.headers.cookie ?? '')[LOGIN_COOKIE], c.form.get('_csrf'))) {
+      return loginForm(c, { error: 'The login form expired or came from elsewhere: log in again.' }, 403);
+    }
     const ip = c.req.socket.remoteAddress ?? '';
-    if (limiter.blocked(ip)) return render(c, 'login', { error: 'Too many failed logins from this address: wait ten minutes.' }, 429);
+    if (limiter.blocked(ip)) return loginForm(c, { error: 'Too many failed logins from this address: wait ten minutes.' }, 429);
     const role = deps.admin.tokenAccess(c.form.get('token') ?? '');
     if (!role) {
       limiter.failed(ip);
-      return render(c, 'login', { error: 'That token is not an admin token.' }, 401);
+      return loginForm(c, { error: 'That token is not an admin token.' }, 401);
     }
     limiter.succeeded(ip);
     const s = sessions.create(role);
-    c.res.setHeader('set-cookie', serializeCookie(COOKIE, s.id, { httpOnly: true, sameSite: 'strict', secure, path: PREFIX, maxAge: SESSION_TTL_MS / 1000 }));
+    c.res.setHeader('set-cookie', [
+      serializeCookie(COOKIE, s.id, { httpOnly: true, sameSite: 'strict', secure, path: PREFIX, maxAge: SESSION_TTL_MS / 1000 }),
+      serializeCookie(LOGIN_COOKIE, '', { httpOnly: true, sameSite: 'strict', secure, path: `${PREFIX}/login`, maxAge: 0 }),
+    ]);
     redirect(c, `${PREFIX}/held`);
   });
   post('/logout', authed(async (c) => {

@@ -280,8 +280,24 @@ describe('the console in a real browser', () => {
     assert.ok(audit.some((l) => l.action === 'release-legitimate' && l.subject === news1 && l.ok));
   });
 
+  it('refuses a login posted from elsewhere (login CSRF): no form value, or one without its cookie', async () => {
+    await ctx.clearCookies();
+    // A page on another site can post a token of its choosing, but cannot read our form or send our SameSite cookie.
+    assert.equal((await page.request.post(`${base}/console/login`, { form: { token: OPERATOR }, maxRedirects: 0 })).status(), 403);
+    assert.equal((await page.request.post(`${base}/console/login`, { form: { token: OPERATOR, _csrf: 'x'.repeat(43) }, maxRedirects: 0 })).status(), 403);
+    await page.goto(`${base}/console/login`);
+    const csrf = await page.inputValue('input[name=_csrf]');
+    await ctx.clearCookies();
+    assert.equal((await page.request.post(`${base}/console/login`, { form: { token: OPERATOR, _csrf: csrf }, maxRedirects: 0 })).status(), 403);
+  });
+
   it('limits failed logins per address: the right token is refused after five wrong ones (429)', async () => {
-    for (let i = 0; i < 5; i++) assert.equal((await page.request.post(`${base}/console/login`, { form: { token: `guess-${i}` }, maxRedirects: 0 })).status(), 401);
-    assert.equal((await page.request.post(`${base}/console/login`, { form: { token: OPERATOR }, maxRedirects: 0 })).status(), 429);
+    const attempt = async (token: string) => {
+      await page.goto(`${base}/console/login`);
+      const _csrf = await page.inputValue('input[name=_csrf]');
+      return (await page.request.post(`${base}/console/login`, { form: { token, _csrf }, maxRedirects: 0 })).status();
+    };
+    for (let i = 0; i < 5; i++) assert.equal(await attempt(`guess-${i}`), 401);
+    assert.equal(await attempt(OPERATOR), 429);
   });
 });

@@ -43,17 +43,27 @@ describe('admin.console', () => {
     const gw = await startGateway({ config: { admin: { address: '127.0.0.1', port: 0, token: 'test-admin-token', tls: { cert: 'tls.crt', key: 'tls.key' } } } });
     try {
       const ca = await fsp.readFile(path.join(gw.dir, 'tls.crt'));
-      const { status, cookie } = await new Promise<{ status: number; cookie: string }>((resolve, reject) => {
-        const req = https.request(
-          { host: '127.0.0.1', port: gw.app!.admin.port, method: 'POST', path: '/console/login', ca, servername: 'localhost', headers: { 'content-type': 'application/x-www-form-urlencoded' } },
-          (res) => {
-            res.resume();
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, cookie: String(res.headers['set-cookie'] ?? '') }));
-          },
-        );
-        req.once('error', reject);
-        req.end('token=test-admin-token');
-      });
+      const request = (method: string, headers: Record<string, string>, body = '') =>
+        new Promise<{ status: number; cookies: string[]; text: string }>((resolve, reject) => {
+          const req = https.request({ host: '127.0.0.1', port: gw.app!.admin.port, method, path: '/console/login', ca, servername: 'localhost', headers }, (res) => {
+            let text = '';
+            res.on('data', (d: Buffer) => (text += d.toString()));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, cookies: [res.headers['set-cookie'] ?? []].flat(), text }));
+          });
+          req.once('error', reject);
+          req.end(body);
+        });
+      // The login form first: its CSRF value, in the form and in a cookie (double submit).
+      const form = await request('GET', {});
+      const csrf = /name="_csrf" value="([\w-]+)"/.exec(form.text)![1]!;
+      const loginCookie = form.cookies.find((c) => c.startsWith('smarthost_console_login='))!;
+      assert.ok(loginCookie.split('; ').includes('Secure') && loginCookie.split('; ').includes('SameSite=Strict'), loginCookie);
+      const { status, cookies } = await request(
+        'POST',
+        { 'content-type': 'application/x-www-form-urlencoded', cookie: loginCookie.split(';')[0]! },
+        `token=test-admin-token&_csrf=${csrf}`,
+      );
+      const cookie = cookies.find((c) => c.startsWith('smarthost_console=')) ?? '';
       assert.equal(status, 303);
       assert.match(cookie, /^smarthost_console=[\w-]{43};/);
       for (const attr of ['Secure', 'HttpOnly', 'SameSite=Strict', 'Path=/console']) assert.ok(cookie.split('; ').includes(attr), `${attr} in ${cookie}`);
