@@ -8,11 +8,8 @@
  * as smarthost does. Needs root (postfix start); returns undefined when
  * Postfix is not installed or cannot start, and the benchmark says so.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { POSTFIX_SERVICES, postfixBaseMainCf } from '../test/helpers/postfix';
+import { launchPostfix, postfixInstalled } from '../test/helpers/postfix';
 
 export interface PostfixPeer {
   port: number;
@@ -32,45 +29,17 @@ export const POSTFIX_IN_FLOW_DELAY = '1s';
 export const POSTFIX_DESTINATION_CONCURRENCY = 20;
 
 export async function startPostfix(port: number, relayPort: number, baseDir = os.tmpdir()): Promise<PostfixPeer | undefined> {
-  if (!existsSync('/usr/sbin/postfix') || !existsSync('/usr/lib/postfix/sbin/master') || process.getuid?.() !== 0) return undefined;
-  const dir = await fsp.mkdtemp(path.join(baseDir, 'smarthost-bench-postfix-'));
-  // mkdtemp makes it 0700: Postfix's daemons (user postfix) must reach their queue.
-  await fsp.chmod(dir, 0o755);
-  await fsp.mkdir(path.join(dir, 'queue'));
-  await fsp.mkdir(path.join(dir, 'data'));
-  spawnSync('chown', ['postfix', path.join(dir, 'data')]);
+  if (!postfixInstalled() || process.getuid?.() !== 0) return undefined;
   // Logging to a file (no syslog here); Postfix logs every message as smarthost does at info.
-  const main = `${postfixBaseMainCf(dir, relayPort)}myhostname = postfix.bench.test
+  const main = `myhostname = postfix.bench.test
 default_process_limit = 100
 in_flow_delay = ${POSTFIX_IN_FLOW_DELAY}
 default_destination_concurrency_limit = ${POSTFIX_DESTINATION_CONCURRENCY}
 `;
-  await fsp.writeFile(path.join(dir, 'main.cf'), main);
-  await fsp.writeFile(path.join(dir, 'master.cf'), `127.0.0.1:${port} inet n - n - - smtpd\n${POSTFIX_SERVICES}`);
-  const start = spawnSync('postfix', ['-c', dir, 'start'], { encoding: 'utf8' });
-  const pidFile = path.join(dir, 'queue/pid/master.pid');
-  for (let i = 0; i < 50 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 100));
-  if (start.status !== 0 || !existsSync(pidFile)) {
-    const log = existsSync(path.join(dir, 'maillog')) ? readFileSync(path.join(dir, 'maillog'), 'utf8') : start.stderr;
-    console.log(`postfix peer did not start: ${log.trim().split('\n').pop()}`);
-    await fsp.rm(dir, { recursive: true, force: true });
+  const pf = await launchPostfix({ port, relayPort, main, baseDir, prefix: 'smarthost-bench-postfix-', startTries: 50 });
+  if ('failed' in pf) {
+    console.log(`postfix peer did not start: ${pf.failed}`);
     return undefined;
   }
-  const pid = Number(readFileSync(pidFile, 'utf8').trim());
-  return {
-    port,
-    pid,
-    stop: async () => {
-      spawnSync('postfix', ['-c', dir, 'stop']);
-      for (let i = 0; i < 50; i++) {
-        try {
-          process.kill(pid, 0);
-        } catch {
-          break;
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      await fsp.rm(dir, { recursive: true, force: true });
-    },
-  };
+  return { port, pid: pf.pid, stop: () => pf.stop() };
 }
