@@ -7,14 +7,17 @@
  * are fixed by the quick start; other tests use ports the kernel picks.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promises as fsp, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { spawnGateway, type GatewayProcess } from '../helpers/process';
 
 const ROOT = path.resolve(__dirname, '../../..');
 const CLI = path.resolve(__dirname, '../../src/cli/main.js');
+/** The quick start's admin port (the embedded defaults). */
+const EMBEDDED_ADMIN_PORT = 8025;
 
 /** The lines of the sh block under "## A five-minute tour", comments removed. */
 function tourCommands(): string[] {
@@ -39,31 +42,15 @@ function sh(command: string, cwd: string): Promise<{ code: number; out: string }
 
 describe("the README's tour", () => {
   let cwd: string;
-  let gateway: ChildProcess;
-  let log = '';
+  let gateway: GatewayProcess;
 
   before(async () => {
     cwd = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-tour-'));
     await fsp.cp(path.join(ROOT, 'policies'), path.join(cwd, 'policies'), { recursive: true });
-    gateway = spawn(process.execPath, [CLI, 'start'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    gateway.stdout!.on('data', (d: Buffer) => (log += d.toString()));
-    gateway.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-    // A bound that catches a gateway that never comes up, not a speed check.
-    const deadline = Date.now() + 120_000;
-    for (;;) {
-      assert.equal(gateway.exitCode, null, `the quick-start gateway exited:\n${log}`);
-      const ok = await fetch('http://127.0.0.1:8025/readyz').then((r) => r.status === 200, () => false);
-      if (ok) break;
-      assert.ok(Date.now() < deadline, `the quick-start gateway was not ready:\n${log}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    gateway = await spawnGateway(undefined, EMBEDDED_ADMIN_PORT, cwd);
   });
   after(async () => {
-    if (gateway.exitCode === null) {
-      const exited = new Promise((r) => gateway.once('exit', r));
-      gateway.kill('SIGTERM');
-      await exited;
-    }
+    await gateway?.kill('SIGTERM');
     await fsp.rm(cwd, { recursive: true, force: true });
   });
 

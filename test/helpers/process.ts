@@ -28,8 +28,14 @@ export interface GatewayProcess {
 
 const CLI = path.resolve(__dirname, '../../src/cli/main.js');
 
-export async function spawnGateway(configFile: string, adminPort: number): Promise<GatewayProcess> {
-  const child = spawn(process.execPath, [CLI, 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * `smarthost start --config configFile`, ready when its admin API says so.
+ * Without a config file (undefined), `smarthost start` in `cwd`: the quick
+ * start on the embedded defaults.
+ */
+export async function spawnGateway(configFile: string | undefined, adminPort: number, cwd?: string): Promise<GatewayProcess> {
+  const args = configFile === undefined ? ['start'] : ['start', '--config', configFile];
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
