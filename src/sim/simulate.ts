@@ -42,22 +42,12 @@ import { loadPolicy } from '../policy/load';
 import { planFor } from '../policy/quotas';
 import type { PolicyHooks } from '../policy/types';
 import { MemoryStore } from '../state/memory';
-import { DAY, HOUR, makeWorld, MIN, PROFILES, type SimActor, type SimMail, type World } from './profiles';
+import { DAY, HOUR, makeWorld, MIN, PROFILES, type SimActor, type SimMail, type World, type WorldOptions } from './profiles';
 
 const T0 = Date.UTC(2024, 0, 1, 0, 0, 0);
 
-export interface SimOptions {
-  readonly seed: number;
-  /** Days of history before measuring (baselines form; containment only learns). */
-  readonly warmupDays: number;
-  readonly measureDays: number;
-  /** Background accounts and intercept hosts living ordinary lives. */
-  readonly background: number;
-  readonly hosts: number;
-  /** Instances of every profile; of legitimate ones `legitimateInstances` when given. */
-  readonly instances: number;
-  readonly legitimateInstances?: number;
-  readonly profiles?: readonly string[];
+/** The world's options (src/sim/profiles) but its start, which the simulation fixes, plus the policy to run. */
+export interface SimOptions extends Omit<WorldOptions, 'start'> {
   readonly policiesDir: string;
 }
 
@@ -340,7 +330,8 @@ async function send(hooks: PolicyHooks, a: SimActor, m: SimMail, accounts: Map<s
 }
 
 export function worldFor(o: SimOptions): World {
-  return makeWorld({ seed: o.seed, start: T0, warmupDays: o.warmupDays, measureDays: o.measureDays, background: o.background, hosts: o.hosts, instances: o.instances, ...(o.legitimateInstances !== undefined ? { legitimateInstances: o.legitimateInstances } : {}), ...(o.profiles ? { profiles: o.profiles } : {}) });
+  const { policiesDir: _policy, ...world } = o;
+  return makeWorld({ ...world, start: T0 });
 }
 
 /**
