@@ -40,3 +40,6 @@ intercept:
       nullSender: allow
       onMismatch: reject
 `;
+
+/** Complaint feedback on: its sender token is what the policy service prepends and the milter adds. */
+export const FEEDBACK = 'address: fbl@gw.isp.test\nlisteners: [intercept]\nproviders: [{ name: yahoo, domains: [yahoo.test] }]\nsenderToken: { keyFile: sender-token.key }\n';

@@ -15,7 +15,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway';
 import { startPostfix, type TestPostfix } from '../helpers/postfix';
 import { message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
-import { DNSBL, IDENTITY, NETBLOCKS, QUOTAS } from './fixtures';
+import { DNSBL, FEEDBACK, IDENTITY, NETBLOCKS, QUOTAS } from './fixtures';
 
 describe('Postfix check_policy_service', () => {
   let dns: TestDns;
@@ -36,7 +36,7 @@ describe('Postfix check_policy_service', () => {
         'dnsbl.yaml': DNSBL(dns.server),
         'quotas.yaml': QUOTAS,
         'identity.yaml': IDENTITY,
-        'feedback.yaml': 'address: fbl@gw.isp.test\nlisteners: [intercept]\nproviders: [{ name: yahoo, domains: [yahoo.test] }]\nsenderToken: { keyFile: sender-token.key }\n',
+        'feedback.yaml': FEEDBACK,
       },
       config: {
         relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: sink.port },
