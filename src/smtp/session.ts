@@ -26,7 +26,7 @@ import { selectEgressPool } from '../relay/egress';
 import { newQueueId } from '../spool/queue-id';
 import { SpoolError, type Spool } from '../spool/store';
 import { collectMessage } from './collect';
-import { traitsOfMessage } from '../message-traits';
+import { traitsOfMessage, type MessageTraits } from '../message-traits';
 import { extractAddresses, parseHeaderBlock } from './headers';
 import { isReplyName, REPLIES, SmtpReplyError, type ReplyName } from '../replies';
 import { isStateUnavailable } from '../state/resilient';
@@ -323,7 +323,21 @@ export class SessionHandlers {
       if (receivedCount >= cfg.limits.maxReceivedHeaders) {
         return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.loop-detect', reply: 'loop_detected' }, session, `(${receivedCount} Received headers)`));
       }
-      const facts: DataFacts = { client: st.popClient ?? st.client, account: st.account, mailFrom, recipients, size: msg.size, headerFrom, receivedCount, traits: traitsOfMessage(msg.headers, msg.chunks) };
+      // Traits (fingerprint, links) are taken when containment first reads them, once: a gateway
+      // without containment never pays for them (≈50 µs for 4 KB, ≈1.2 ms for 64 KB of body).
+      let traits: MessageTraits | undefined;
+      const facts: DataFacts = {
+        client: st.popClient ?? st.client,
+        account: st.account,
+        mailFrom,
+        recipients,
+        size: msg.size,
+        headerFrom,
+        receivedCount,
+        get traits() {
+          return (traits ??= traitsOfMessage(msg.headers, msg.chunks));
+        },
+      };
       const v = await this.deps.policy().data(facts);
       this.deps.observer?.verdict?.(v);
       if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
