@@ -32,7 +32,11 @@ const MAX_LINKS = 20;
  * case, digits and URLs' query strings dropped, whitespace collapsed.
  */
 export function bodyFingerprint(body: string | Buffer): string {
-  return createHash('sha256').update(normalise(body)).digest('hex').slice(0, 16);
+  return fingerprintOf(normalise(body));
+}
+
+function fingerprintOf(normalised: string): string {
+  return createHash('sha256').update(normalised).digest('hex').slice(0, 16);
 }
 
 const BOUNDARY = /boundary\s*=\s*"?([^";\r\n]+)"?/gi;
@@ -83,7 +87,7 @@ export function messageTraits(headers: readonly { name: string; value: string }[
   const replyTo = replyToValue ? firstAddress(replyToValue) : undefined;
   const fromName = from ? displayName(from) : undefined;
   const norm = normalise(text, headers.find((h) => h.name === 'content-type')?.value);
-  return { bodyFingerprint: createHash('sha256').update(norm).digest('hex').slice(0, 16), bodyChars: norm.length, linkDomains: linkDomains(text), ...(replyTo ? { replyTo } : {}), ...(fromName ? { fromName } : {}) };
+  return { bodyFingerprint: fingerprintOf(norm), bodyChars: norm.length, linkDomains: linkDomains(text), ...(replyTo ? { replyTo } : {}), ...(fromName ? { fromName } : {}) };
 }
 
 /** The traits of a collected message: its parsed header fields and the first chunks (header block, then body). */
