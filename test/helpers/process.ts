@@ -23,6 +23,8 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
 export interface GatewayProcess {
   child: ChildProcess;
   output: () => string;
+  /** Until the output matches, bounded: a line the gateway wrote reaches this end of the pipe a little later. */
+  waitForOutput(re: RegExp, ms?: number): Promise<void>;
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -60,9 +62,19 @@ export async function spawnGateway(configFile: string | undefined, adminPort: nu
   return {
     child,
     output: () => out,
+    async waitForOutput(re, ms = 15_000) {
+      const deadline = Date.now() + ms;
+      while (!re.test(out)) {
+        if (Date.now() > deadline) throw new Error(`no output matching ${re} within ${ms} ms:\n${out.slice(-3000)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
     async kill(signal = 'SIGKILL') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      // A gateway that does not stop on a polite signal is killed after 10 s, not waited for forever.
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
       await exited;
+      clearTimeout(t);
     },
   };
 }

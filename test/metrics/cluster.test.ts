@@ -10,15 +10,14 @@ import { promises as fsp } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { prepareGateway } from '../helpers/gateway';
-import { freePort } from '../helpers/process';
+import { freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
 import { message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
-import { spawnGatewayChild, type GatewayChild } from './child';
 
 describe('metrics of a multi-process gateway', () => {
   let dns: TestDns;
   let mx: TestMx;
-  let gw: GatewayChild;
+  let gw: GatewayProcess;
   let dir: string;
   let port: number;
   let adminPort: number;
@@ -40,7 +39,7 @@ describe('metrics of a multi-process gateway', () => {
       },
     });
     dir = prepared.dir;
-    gw = await spawnGatewayChild(prepared.configFile, adminPort);
+    gw = await spawnGateway(prepared.configFile, adminPort);
   });
   after(async () => {
     await gw?.kill();

@@ -12,10 +12,9 @@ import { promises as fsp } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { prepareGateway } from '../helpers/gateway';
-import { freePort } from '../helpers/process';
+import { freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
 import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
-import { spawnGatewayChild, type GatewayChild } from './child';
 
 type Line = Record<string, unknown> & { level: number; msg: string };
 
@@ -42,7 +41,7 @@ describe('logs: JSON lines with sid and queueId, level from config, pretty mode'
   let dns: TestDns;
   let mx: TestMx;
   const dirs: string[] = [];
-  const children: GatewayChild[] = [];
+  const children: GatewayProcess[] = [];
 
   before(async () => {
     dns = await startDnsServer();
@@ -60,7 +59,7 @@ describe('logs: JSON lines with sid and queueId, level from config, pretty mode'
   it('JSON lines: sid on session events, the same queueId on reception and delivery, no debug, no password', async () => {
     const g = await gatewayConfig({ level: 'info', pretty: false }, dns.server, mx.port);
     dirs.push(g.dir);
-    const gw = await spawnGatewayChild(g.configFile, g.ports.admin);
+    const gw = await spawnGateway(g.configFile, g.ports.admin);
     children.push(gw);
 
     // Accepted and delivered.
@@ -127,7 +126,7 @@ describe('logs: JSON lines with sid and queueId, level from config, pretty mode'
   it('log.pretty: true gives readable lines (pino-pretty)', async () => {
     const g = await gatewayConfig({ level: 'info', pretty: true }, dns.server, mx.port);
     dirs.push(g.dir);
-    const gw = await spawnGatewayChild(g.configFile, g.ports.admin);
+    const gw = await spawnGateway(g.configFile, g.ports.admin);
     children.push(gw);
     await gw.waitForOutput(/smarthost started/);
     const text = gw.output().replace(/\x1b\[[0-9;]*m/g, ''); // colours, when stdout is a terminal

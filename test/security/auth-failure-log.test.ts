@@ -17,9 +17,8 @@ import { promises as fsp, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { prepareGateway } from '../helpers/gateway';
-import { freePort } from '../helpers/process';
+import { freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
 import { authPlain, RawSmtp } from '../helpers/smtp-client';
-import { spawnGatewayChild, type GatewayChild } from '../metrics/child';
 
 type Line = Record<string, unknown>;
 
@@ -31,7 +30,7 @@ describe('failed AUTH logs a keyed hash of the user name, never the text', { tim
   let dir: string;
   let configFile: string;
   let ports: { submissions: number; admin: number };
-  let gw: GatewayChild | undefined;
+  let gw: GatewayProcess | undefined;
 
   before(async () => {
     ports = { submissions: await freePort(), admin: await freePort() };
@@ -71,7 +70,7 @@ describe('failed AUTH logs a keyed hash of the user name, never the text', { tim
   }
 
   it('the typed name never appears; the same name hashes the same, across a restart; success logs the account', async () => {
-    gw = await spawnGatewayChild(configFile, ports.admin);
+    gw = await spawnGateway(configFile, ports.admin);
     assert.equal(await attempt('127.0.0.2', [`AUTH PLAIN ${authPlain(TYPED, 'x')}`]), 535);
     assert.equal(await attempt('127.0.0.2', [`AUTH PLAIN ${authPlain(TYPED, 'y')}`]), 535);
     assert.equal(await attempt('127.0.0.2', ['AUTH LOGIN', b64(TYPED), b64('z')]), 535);
@@ -84,7 +83,7 @@ describe('failed AUTH logs a keyed hash of the user name, never the text', { tim
     await gw.kill('SIGTERM');
     const first = gw.output();
 
-    gw = await spawnGatewayChild(configFile, ports.admin);
+    gw = await spawnGateway(configFile, ports.admin);
     assert.equal(await attempt('127.0.0.5', [`AUTH PLAIN ${authPlain(TYPED, 'u')}`]), 535);
     await gw.waitForOutput(/"result":"fail"/);
     await gw.kill('SIGTERM');

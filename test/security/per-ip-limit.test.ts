@@ -27,10 +27,9 @@ import { promises as fsp } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { buildProxyV2 } from '../../src/fleet/proxy-protocol';
 import { prepareGateway } from '../helpers/gateway';
-import { childPids, freePort } from '../helpers/process';
+import { childPids, freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
 import { RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
-import { spawnGatewayChild, type GatewayChild } from '../metrics/child';
 import { OPEN_QUOTAS } from './util';
 
 const SMTP_SOURCE = '/usr/sbin/smtp-source';
@@ -46,7 +45,7 @@ async function greet(port: number, from: string, first?: Buffer): Promise<{ c: R
 describe('per-address connection limit across worker processes', { timeout: 180_000 }, () => {
   let mx: TestMx;
   let dir: string;
-  let gw: GatewayChild;
+  let gw: GatewayProcess;
   const ports = { intercept: 0, limited: 0, mx: 0, admin: 0 };
 
   before(async () => {
@@ -67,7 +66,7 @@ describe('per-address connection limit across worker processes', { timeout: 180_
       policyFiles: { 'quotas.yaml': OPEN_QUOTAS },
     });
     dir = p.dir;
-    gw = await spawnGatewayChild(p.configFile, ports.admin);
+    gw = await spawnGateway(p.configFile, ports.admin);
   });
   after(async () => {
     await gw?.kill();
@@ -88,7 +87,7 @@ describe('per-address connection limit across worker processes', { timeout: 180_
 
 describe('per-address connection limit: exact, released at QUIT, IPv6 by prefix, logged', { timeout: 180_000 }, () => {
   let dir: string;
-  let gw: GatewayChild;
+  let gw: GatewayProcess;
   const ports = { limited: 0, mx: 0, admin: 0 };
 
   before(async () => {
@@ -108,7 +107,7 @@ describe('per-address connection limit: exact, released at QUIT, IPv6 by prefix,
       policyFiles: { 'quotas.yaml': OPEN_QUOTAS },
     });
     dir = p.dir;
-    gw = await spawnGatewayChild(p.configFile, ports.admin);
+    gw = await spawnGateway(p.configFile, ports.admin);
   });
   after(async () => {
     await gw?.kill();
