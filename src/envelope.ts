@@ -24,6 +24,27 @@ export interface Verdict {
   readonly reply?: string;
   /** Extra reply text (e.g. a help URL) appended to the table's text. */
   readonly detail?: string;
+  /**
+   * What the deciding rule saw when it decided to hold (a quota's count and
+   * limit, containment's score and signal values, the content scanner's
+   * score): kept with the held message, so the abuse desk reads the
+   * decision as it was made, not as the counters stand later. Bounded
+   * (verdictValues).
+   */
+  readonly values?: Readonly<Record<string, string | number>>;
+}
+
+const VALUES_MAX = 40;
+const VALUE_CHARS = 300;
+
+/** A check's inputs as a verdict's values: numbers kept, the rest as bounded text, at most 40. */
+export function verdictValues(inputs: Readonly<Record<string, unknown>>): Record<string, string | number> {
+  const out: Record<string, string | number> = {};
+  for (const [k, v] of Object.entries(inputs).slice(0, VALUES_MAX)) {
+    if (v === undefined) continue;
+    out[k] = typeof v === 'number' && Number.isFinite(v) ? v : (typeof v === 'string' ? v : JSON.stringify(v) ?? String(v)).slice(0, VALUE_CHARS);
+  }
+  return out;
 }
 
 /**

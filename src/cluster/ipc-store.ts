@@ -18,7 +18,7 @@ import type { Worker } from 'node:cluster';
 import { isConnectionKey } from '../state/keys';
 import type { StateStore } from '../state/store';
 
-const METHODS = ['hit', 'hitMany', 'peekMany', 'undo', 'record', 'count', 'incr', 'get', 'ttl', 'del', 'addToSet', 'setSize'] as const;
+const METHODS = ['hit', 'hitMany', 'peekMany', 'undo', 'record', 'count', 'incr', 'get', 'ttl', 'del', 'addToSet', 'setSize', 'rank', 'top'] as const;
 type Method = (typeof METHODS)[number];
 
 interface Request {

@@ -37,7 +37,7 @@ import { type ContainmentConfig, type PlanThresholds, type ResponseName, type Si
 import { checkExternal, type ExternalResult, type ExternalSignal, type ExternalSubject } from './external';
 import type { WebhookNotifier } from './notifier';
 import type { MessageTraits } from '../message-traits';
-import { ckeys, type CSubject, domainOf, HOUR, type MessageFacts, Signals, subjectName, type SignalValues } from './signals';
+import { ckeys, type CSubject, DAY, domainOf, HOUR, type MessageFacts, Signals, subjectName, type SignalValues } from './signals';
 
 export const LEVELS: readonly (ResponseName | 'none')[] = ['none', 'throttle', 'hold', 'suspend'];
 
@@ -87,6 +87,8 @@ interface Evidence {
 }
 
 const EVIDENCE_SUBJECTS = 10_000;
+/** The score ranking keeps this many subjects (the console shows the top 50). */
+const RANKED_SUBJECTS = 1000;
 
 export interface Assessment {
   readonly level: number;
@@ -214,12 +216,12 @@ export class Containment {
     if (this.deps.notifier) void this.deps.notifier.send(event);
   }
 
-  private verdict(level: number, stage: 'connect' | 'mail' | 'data', s: CSubject): Verdict | undefined {
+  private verdict(level: number, stage: 'connect' | 'mail' | 'data', s: CSubject, a?: Assessment): Verdict | undefined {
     if (level <= 0) return undefined;
     const response = LEVELS[level] as ResponseName;
     this.deps.observer?.contained?.(response, stage);
     if (level === 3) return { action: 'reject', stage, rule: 'containment.suspend', reply: s.kind === 'a' ? 'account_suspended' : 'policy_reject', detail: '(contact support)' };
-    if (level === 2) return stage === 'data' ? { action: 'hold', stage, rule: 'containment.hold' } : undefined;
+    if (level === 2) return stage === 'data' ? { action: 'hold', stage, rule: 'containment.hold', ...(a ? { values: decisionValues(a, level) } : {}) } : undefined;
     return { action: 'tempfail', stage, rule: 'containment.throttle', reply: 'rate_limited' };
   }
 
@@ -253,9 +255,11 @@ export class Containment {
     const a = await this.assess(s, plan, facts, now, campaign);
     if (a.fired.length === 0) await this.signals.raisePeak(s, a.signals.rcpt1h, now, a.signals.rcpt1d);
     if (a.exempt) return undefined;
+    // Only a score above zero is ranked (normal mail costs no store operation); the console re-assesses what it shows.
+    if (a.score > 0) await this.deps.store.rank(ckeys.scores(), [[subjectName(s), a.score]], DAY, RANKED_SUBJECTS, now);
     await this.respond(s, a, plan, client, now);
     const sticky = await this.deps.store.get(ckeys.level(s), now);
-    return this.verdict(Math.max(sticky, a.level), 'data', s);
+    return this.verdict(Math.max(sticky, a.level), 'data', s, a);
   }
 
   async recordAuth(client: ClientInfo, user: string): Promise<void> {
@@ -317,12 +321,35 @@ export class Containment {
     if (s.kind === 'a' && this.deps.accounts?.upsert) await this.deps.accounts.upsert(s.id, (a) => (a && a.suspended ? { ...a, suspended: false } : a));
   }
 
+  /** The subjects (of the whole fleet, with a shared store) whose last scored message scored highest in 24 hours. */
+  async topScored(n: number): Promise<Array<{ subject: CSubject; score: number }>> {
+    const out: Array<{ subject: CSubject; score: number }> = [];
+    for (const [name, score] of await this.deps.store.top(ckeys.scores(), n, DAY, this.clock())) {
+      const sep = name.indexOf(':');
+      out.push({ subject: { kind: name.slice(0, sep) === 'account' ? 'a' : 'ip', id: name.slice(sep + 1) }, score });
+    }
+    return out;
+  }
+
   /** The sticky response of a subject ("none", "hold", "suspend"), for the admin API. */
   async status(s: CSubject): Promise<{ response: string; legitimate: boolean; assessment: Assessment }> {
     const now = this.clock();
     const level = await this.deps.store.get(ckeys.level(s), now);
     return { response: LEVELS[level] ?? 'none', legitimate: (await this.deps.store.get(ckeys.legit(s), now)) > 0, assessment: await this.assess(s, undefined, undefined, now) };
   }
+}
+
+/**
+ * What a hold decided at end of DATA rested on, kept with the held message
+ * (Verdict.values): the score, the signals that fired, every signal's value
+ * that was not zero, and whether the hold was an earlier decision still in
+ * force (sticky) rather than this message's score.
+ */
+function decisionValues(a: Assessment, level: number): Record<string, string | number> {
+  const values: Record<string, string | number> = { score: Math.round(a.score * 1000) / 1000, fired: a.fired.join(' ') || 'none' };
+  if (level > a.level) values.sticky = `${LEVELS[level]} decided earlier, still in force`;
+  for (const [name, v] of Object.entries(a.signals)) if (typeof v === 'number' && v !== 0) values[name] = Math.round(v * 1000) / 1000;
+  return values;
 }
 
 /** DataFacts plus what containment needs from the message. */

@@ -101,6 +101,8 @@ export const ckeys = {
   authFirstWeek: (s: CSubject) => k(s, 'a7'),
   strangerHours: (s: CSubject) => k(s, 'shr'),
   pushed: (s: CSubject) => k(s, 'push'),
+  /** Fleet-wide ranking of subjects by the score of their last scored message (the console's senders page). */
+  scores: () => 'sh:ctm:fleet:{scores}',
   /** Fleet-wide: distinct subjects that sent a body fingerprint or a link domain (day, 14 days). */
   fleet: (what: 'b' | 'ld', id: string, window: '1d' | '14d') => `sh:ctm:fleet:{${what}:${escapeId(id)}}:${window}`,
 };

@@ -18,7 +18,7 @@
  */
 import type { Account } from '../accounts/store';
 import type { ExternalResult, ExternalSubject } from '../containment/external';
-import type { ClientInfo, Verdict, VerdictAction } from '../envelope';
+import { verdictValues, type ClientInfo, type Verdict, type VerdictAction } from '../envelope';
 import type { Logger } from '../log';
 import type { ActionSpec } from '../policy/action';
 import type { ContentConfig, RspamdAction } from './config';
@@ -126,7 +126,8 @@ export class EndOfData {
     if (r.ok && !cfg.warnOnly && cfg.signal.has(r.action)) await this.raise(i);
     if (outcome === 'accept' || outcome === 'warn') return undefined;
     const reply = spec.reply ?? (spec.action === 'reject' || spec.action === 'tempfail' ? (r.ok ? REPLIES[spec.action] : spec.action === 'tempfail' ? 'content_scan_unavailable' : REPLIES.reject) : undefined);
-    return { action: spec.action, stage: 'data', rule, ...(reply ? { reply } : {}), ...(spec.detail ? { detail: spec.detail } : {}) };
+    const values = spec.action === 'hold' && r.ok ? { values: verdictValues({ score: r.score, required: r.required, symbols: r.symbols.slice(0, 20).join(' ') }) } : {};
+    return { action: spec.action, stage: 'data', rule, ...(reply ? { reply } : {}), ...(spec.detail ? { detail: spec.detail } : {}), ...values };
   }
 
   private async raise(i: EndOfDataInput): Promise<void> {

@@ -25,7 +25,7 @@
  * (reads). Trusts: the session's facts (client address, authenticated user).
  */
 import type { Account } from '../accounts/store';
-import type { ClientInfo, ListenerRole, Stage, Verdict, Via } from '../envelope';
+import { verdictValues, type ClientInfo, type ListenerRole, type Stage, type Verdict, type Via } from '../envelope';
 import type { Logger } from '../log';
 import type { UserHash } from '../user-hash';
 import { keys } from '../state/keys';
@@ -222,7 +222,8 @@ export class PolicyEngine implements PolicyHooks {
       }
       const v: Verdict = { action: r.outcome, stage, rule: id, ...(r.reply ? { reply: r.reply } : {}), ...(r.detail ? { detail: r.detail } : {}) };
       if (r.outcome === 'hold') {
-        hold ??= v;
+        // A hold is kept with the message: with what the rule saw then (the console's verdict trail).
+        hold ??= r.inputs ? { ...v, values: verdictValues(r.inputs) } : v;
         continue;
       }
       final = v;

@@ -8,7 +8,7 @@
  * Talks to: the base store (reads only). Trusts: the base store.
  */
 import { MemoryStore } from './memory';
-import type { HitManyResult, HitResult, RateLimit, StateStore } from './store';
+import type { HitManyResult, HitResult, RankEntry, RateLimit, StateStore } from './store';
 
 export class DryRunStore implements StateStore {
   readonly kind: string;
@@ -80,6 +80,15 @@ export class DryRunStore implements StateStore {
 
   async setSize(key: string, windowMs: number, now: number): Promise<number> {
     return (await this.base.setSize(key, windowMs, now)) + (await this.overlay.setSize(key, windowMs, now));
+  }
+
+  /** Explain ranks nothing (nothing asks it to: rankings are written for accepted mail only). */
+  async rank(): Promise<number> {
+    return 0;
+  }
+
+  top(key: string, n: number, windowMs: number, now: number): Promise<RankEntry[]> {
+    return this.base.top(key, n, windowMs, now);
   }
 
   async close(): Promise<void> {

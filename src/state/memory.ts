@@ -8,7 +8,7 @@
  * Talks to: nothing. Trusts: its callers' `now` (monotone in practice;
  * out-of-order stamps are inserted in order).
  */
-import { slotStamp, type HitManyResult, type HitResult, type RateLimit, type StateStore } from './store';
+import { rankingCap, slotStamp, type HitManyResult, type HitResult, type RankEntry, type RateLimit, type StateStore } from './store';
 
 interface Log {
   windowMs: number;
@@ -28,6 +28,11 @@ interface SlidingSet {
   seen: Map<string, number>;
 }
 
+interface Ranking {
+  windowMs: number;
+  members: Map<string, { score: number; seen: number }>;
+}
+
 const SWEEP_EVERY = 20_000;
 
 export class MemoryStore implements StateStore {
@@ -35,6 +40,7 @@ export class MemoryStore implements StateStore {
   private readonly logs = new Map<string, Log>();
   private readonly counters = new Map<string, Counter>();
   private readonly sets = new Map<string, SlidingSet>();
+  private readonly rankings = new Map<string, Ranking>();
   private ops = 0;
 
   // ---- sliding-window logs ----
@@ -72,11 +78,12 @@ export class MemoryStore implements StateStore {
       for (const [m, t] of s.seen) if (t + s.windowMs <= now) s.seen.delete(m);
       if (s.seen.size === 0) this.sets.delete(k);
     }
+    for (const [k, r] of this.rankings) if (pruneRanking(r, now) === 0) this.rankings.delete(k);
   }
 
   /** Number of live keys (tests and benchmarks). */
   size(): number {
-    return this.logs.size + this.counters.size + this.sets.size;
+    return this.logs.size + this.counters.size + this.sets.size + this.rankings.size;
   }
 
   private evaluate(limits: readonly RateLimit[], cost: number, now: number, apply: boolean): HitManyResult {
@@ -180,6 +187,7 @@ export class MemoryStore implements StateStore {
     this.counters.delete(key);
     this.logs.delete(key);
     this.sets.delete(key);
+    this.rankings.delete(key);
   }
 
   // ---- sliding sets ----
@@ -206,10 +214,50 @@ export class MemoryStore implements StateStore {
     return n;
   }
 
+  // ---- rankings ----
+
+  async rank(key: string, entries: readonly RankEntry[], windowMs: number, max: number, now: number): Promise<number> {
+    this.tick(now);
+    let r = this.rankings.get(key);
+    if (!r) {
+      r = { windowMs, members: new Map() };
+      this.rankings.set(key, r);
+    }
+    r.windowMs = windowMs;
+    for (const [member, score] of entries) {
+      r.members.delete(member); // re-insert: Map order stays oldest-seen first
+      r.members.set(member, { score, seen: now });
+    }
+    let n = pruneRanking(r, now);
+    if (n > rankingCap(max)) {
+      // The lowest scores go (ties: the lexically lowest member), as Redis' ZRANGE orders them.
+      const low = [...r.members].sort(([ma, a], [mb, b]) => a.score - b.score || (ma < mb ? -1 : ma > mb ? 1 : 0)).slice(0, n - max);
+      for (const [m] of low) r.members.delete(m);
+      n = max;
+    }
+    if (n === 0) this.rankings.delete(key);
+    return n;
+  }
+
+  async top(key: string, n: number, windowMs: number, now: number): Promise<RankEntry[]> {
+    const r = this.rankings.get(key);
+    if (!r) return [];
+    r.windowMs = windowMs;
+    if (pruneRanking(r, now) === 0) {
+      this.rankings.delete(key);
+      return [];
+    }
+    return [...r.members]
+      .sort(([ma, a], [mb, b]) => b.score - a.score || (ma < mb ? 1 : ma > mb ? -1 : 0))
+      .slice(0, Math.max(0, n))
+      .map(([m, v]) => [m, v.score] as const);
+  }
+
   async close(): Promise<void> {
     this.logs.clear();
     this.counters.clear();
     this.sets.clear();
+    this.rankings.clear();
   }
 }
 
@@ -259,4 +307,12 @@ function pruneSet(s: SlidingSet, now: number): number {
     s.seen.delete(m);
   }
   return s.seen.size;
+}
+
+function pruneRanking(r: Ranking, now: number): number {
+  for (const [m, v] of r.members) {
+    if (v.seen + r.windowMs > now) break; // oldest seen first: the rest are newer
+    r.members.delete(m);
+  }
+  return r.members.size;
 }

@@ -11,6 +11,8 @@
  *                                so expired slots are found in order
  *   counter             P+K      hash  "v" → value, "e" → expiry (caller's clock)
  *   sliding set         P+K      sorted set member → last seen (caller's clock)
+ *   ranking             P+K      sorted set member → score
+ *                       P+K#z    sorted set member → last seen (caller's clock)
  * Slots are exactly those of store.ts (slotStamp: the END of a slot of
  * W/SLOT_DIVISOR), computed here in TypeScript and passed to the scripts,
  * so this store and the memory store agree slot for slot.
@@ -31,7 +33,7 @@
  * client). Trusts: Redis' answers; the caller's keys (keys.ts escapes them).
  */
 import type { Cluster, Redis } from 'ioredis';
-import { slotStamp, type HitManyResult, type HitResult, type RateLimit, type StateStore } from './store';
+import { rankingCap, slotStamp, type HitManyResult, type HitResult, type RankEntry, type RateLimit, type StateStore } from './store';
 
 /** The ioredis client kinds this store accepts (one connection or a cluster). */
 export type RedisClient = Redis | Cluster;
@@ -208,6 +210,57 @@ end
 return n
 `;
 
+// Shared Lua: drop a ranking's members not seen within the window. KEYS[1] scores, KEYS[2] seen.
+const RANK_LIB = `
+local function prune_ranking(w, now)
+  local cut = string.format('%.0f', now - w)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cut)
+  for i = 1, #old, 500 do
+    redis.call('ZREM', KEYS[1], unpack(old, i, math.min(i + 499, #old)))
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cut)
+  return redis.call('ZCARD', KEYS[1])
+end
+`;
+
+/** rank. KEYS: scores, seen. ARGV: windowMs, max, cap, now, then member, score pairs. */
+const RANK = `${RANK_LIB}
+local w, max, cap, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 5, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[i])
+end
+local n = prune_ranking(w, now)
+if n > cap then
+  local low = redis.call('ZRANGE', KEYS[1], 0, n - max - 1)
+  for i = 1, #low, 500 do
+    local chunk = { unpack(low, i, math.min(i + 499, #low)) }
+    redis.call('ZREM', KEYS[1], unpack(chunk))
+    redis.call('ZREM', KEYS[2], unpack(chunk))
+  end
+  n = max
+end
+if n == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+elseif #ARGV > 4 then
+  local ttl = math.max(1, math.ceil(w))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return n
+`;
+
+/** top. KEYS: scores, seen. ARGV: windowMs, now, n. Returns member, score, member, score... */
+const TOP = `${RANK_LIB}
+local w, now, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if prune_ranking(w, now) == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return {}
+end
+if n <= 0 then return {} end
+return redis.call('ZREVRANGE', KEYS[1], 0, n - 1, 'WITHSCORES')
+`;
+
 interface ScriptClient {
   shHit(...args: Array<string | number>): Promise<number[]>;
   shUndo(...args: Array<string | number>): Promise<number>;
@@ -215,6 +268,8 @@ interface ScriptClient {
   shIncr(...args: Array<string | number>): Promise<string>;
   shCounterRead(...args: Array<string | number>): Promise<string>;
   shSet(...args: Array<string | number>): Promise<number>;
+  shRank(...args: Array<string | number>): Promise<number>;
+  shTop(...args: Array<string | number>): Promise<string[]>;
 }
 
 const SCRIPTS: Record<keyof ScriptClient, string> = {
@@ -224,6 +279,8 @@ const SCRIPTS: Record<keyof ScriptClient, string> = {
   shIncr: INCR,
   shCounterRead: COUNTER_READ,
   shSet: SET,
+  shRank: RANK,
+  shTop: TOP,
 };
 
 /** Does `k` carry a Redis Cluster hash tag (a non-empty {...})? */
@@ -355,6 +412,22 @@ export class RedisStore implements StateStore {
 
   async setSize(key: string, windowMs: number, now: number): Promise<number> {
     return Number(await this.r.shSet(1, this.key(key), whole(windowMs, 'windowMs'), whole(now, 'now')));
+  }
+
+  async rank(key: string, entries: readonly RankEntry[], windowMs: number, max: number, now: number): Promise<number> {
+    const argv: Array<string | number> = [whole(windowMs, 'windowMs'), whole(max, 'max'), rankingCap(max), whole(now, 'now')];
+    for (const [member, score] of entries) {
+      if (!Number.isFinite(score)) throw new TypeError(`state store: a ranking's score must be a finite number, got ${score}`);
+      argv.push(member, score);
+    }
+    return Number(await this.r.shRank(2, this.key(key), this.stampsKey(key), ...argv));
+  }
+
+  async top(key: string, n: number, windowMs: number, now: number): Promise<RankEntry[]> {
+    const raw = await this.r.shTop(2, this.key(key), this.stampsKey(key), whole(windowMs, 'windowMs'), whole(now, 'now'), whole(n, 'n'));
+    const out: RankEntry[] = [];
+    for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i]!, Number(raw[i + 1])]);
+    return out;
   }
 
   /** Round-trip check (readiness, recovery probes). */

@@ -33,7 +33,7 @@
  */
 import type { Logger } from '../log';
 import { MemoryStore } from './memory';
-import type { HitManyResult, HitResult, RateLimit, StateStore } from './store';
+import type { HitManyResult, HitResult, RankEntry, RateLimit, StateStore } from './store';
 
 export type FailMode = 'open' | 'closed';
 
@@ -88,6 +88,7 @@ export interface StateStatus {
 type Entry =
   | { op: 'record'; key: string; windowMs: number; cost: number; now: number }
   | { op: 'set'; key: string; member: string; windowMs: number; now: number }
+  | { op: 'rank'; key: string; entries: readonly RankEntry[]; windowMs: number; max: number; now: number }
   | { op: 'undo'; limits: readonly RateLimit[]; cost: number; stamp: number }
   | { op: 'incr'; key: string; by: number; ttlMs: number }
   | { op: 'del'; key: string };
@@ -258,6 +259,8 @@ export class ResilientStore implements StateStore {
         return this.primary.record(e.key, e.windowMs, e.cost, e.now);
       case 'set':
         return this.primary.addToSet(e.key, e.member, e.windowMs, e.now);
+      case 'rank':
+        return this.primary.rank(e.key, e.entries, e.windowMs, e.max, e.now);
       case 'undo':
         return this.primary.undo(e.limits, e.cost, e.stamp);
       case 'incr':
@@ -444,6 +447,31 @@ export class ResilientStore implements StateStore {
     }
     if (this.opts.failMode === 'closed') this.unavailable();
     return this.local.setSize(key, windowMs, now);
+  }
+
+  async rank(key: string, entries: readonly RankEntry[], windowMs: number, max: number, now: number): Promise<number> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.rank(key, entries, windowMs, max, now);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    this.log({ op: 'rank', key, entries, windowMs, max, now });
+    return this.local.rank(key, entries, windowMs, max, now);
+  }
+
+  async top(key: string, n: number, windowMs: number, now: number): Promise<RankEntry[]> {
+    if (this.usePrimary()) {
+      try {
+        return await this.primary.top(key, n, windowMs, now);
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    return this.local.top(key, n, windowMs, now);
   }
 
   async close(): Promise<void> {

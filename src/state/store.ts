@@ -68,6 +68,14 @@ export interface HitManyResult {
   readonly stamp: number;
 }
 
+/** A ranking holds at most this many members before it is trimmed back to `max`. */
+export function rankingCap(max: number): number {
+  return max + Math.floor(max / 10);
+}
+
+/** A ranking's member and its score. */
+export type RankEntry = readonly [member: string, score: number];
+
 export interface StateStore {
   /** "memory", "redis", "dry-run": for logs and explain output. */
   readonly kind: string;
@@ -104,6 +112,18 @@ export interface StateStore {
    */
   addToSet(key: string, member: string, windowMs: number, now: number): Promise<number>;
   setSize(key: string, windowMs: number, now: number): Promise<number>;
+
+  /**
+   * A ranking (the console's senders by volume and by containment score, a
+   * sender's recipient domains): sets each member's score (the newest write
+   * wins) and marks it seen at `now`; members not seen within the window are
+   * dropped; past rankingCap(max) members the lowest scores go until `max`
+   * remain (ties: the lexically lowest member first; trimming in batches keeps
+   * the in-memory store from sorting on every write). Returns how many remain.
+   */
+  rank(key: string, entries: readonly RankEntry[], windowMs: number, max: number, now: number): Promise<number>;
+  /** The ranking's `n` highest scores seen within the window, highest first (ties: lexically highest member first). */
+  top(key: string, n: number, windowMs: number, now: number): Promise<RankEntry[]>;
 
   close(): Promise<void>;
 }

@@ -109,7 +109,12 @@ describe('scoring and responses', () => {
     assert.equal((await c.atData(client('bob@isp.example'), rc(1, 'b'), 'fp-b', bob))?.rule, 'containment.throttle');
     // …and the same body to 8: hold.
     const held = await c.atData(client('bob@isp.example'), rc(4, 'c'), 'fp-a', bob);
-    assert.deepEqual(held, { action: 'hold', stage: 'data', rule: 'containment.hold' });
+    // The hold keeps what it rested on (the console's verdict trail): not recomputed later.
+    assert.deepEqual({ ...held, values: undefined }, { action: 'hold', stage: 'data', rule: 'containment.hold', values: undefined });
+    assert.equal(held?.values?.fired, 'newRecipientsPerHour sameBodyPerDay');
+    assert.equal(held?.values?.newRecipientsPerHour, 9);
+    assert.equal(held?.values?.sameBodyPerDay, 8);
+    assert.equal(held?.values?.score, 2);
     // …and refused recipients: suspend, with the account flag set.
     await c.recordDoorRefusal(client('bob@isp.example'), 3);
     const v = await c.atData(client('bob@isp.example'), rc(1, 'd'), 'fp-a', bob);

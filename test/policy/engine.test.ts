@@ -53,8 +53,8 @@ stages:
     const r = async (rcpt: string) => (await engine.evaluate('rcpt', { ...intercept('198.51.100.7'), mailFrom: 'a@home.example', rcpt }, 'live')).verdict;
     assert.deepEqual(await r('vip@dest.example'), { action: 'accept', stage: 'rcpt', rule: 'rcpt.vip' });
     assert.deepEqual(await r('trap@dest.example'), { action: 'reject', stage: 'rcpt', rule: 'rcpt.trap', reply: 'policy_reject' });
-    // Held by rcpt.watch, then permitted by rcpt.known: the hold stands.
-    assert.deepEqual(await r('x@dest.example'), { action: 'hold', stage: 'rcpt', rule: 'rcpt.watch' });
+    // Held by rcpt.watch, then permitted by rcpt.known: the hold stands, with what the rule matched (kept with the message).
+    assert.deepEqual(await r('x@dest.example'), { action: 'hold', stage: 'rcpt', rule: 'rcpt.watch', values: { rcpt: 'x@dest.example', list: 'watch.txt', match: 'dest.example (watch.txt:1)' } });
     // Nothing matched: the stated default.
     assert.deepEqual(await r('x@other.example'), { action: 'reject', stage: 'rcpt', rule: 'rcpt.default', reply: 'recipient_relay_denied' });
   });

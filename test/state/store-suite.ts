@@ -216,6 +216,31 @@ export function storeSuite(make: () => Promise<SuiteStore>): void {
     assert.equal(await liveKeys(), 0);
   });
 
+  it('rankings: the newest score wins, the highest come first, the unseen leave, the lowest go past the cap', async () => {
+    const { store: s, liveKeys } = await make();
+    assert.equal(await s.rank(k('r'), [['account:a', 5], ['ip:127.0.0.9', 12]], HOUR, 3, T0), 2);
+    assert.equal(await s.rank(k('r'), [['account:b', 7.5]], HOUR, 3, T0 + 1000), 3);
+    assert.equal(await s.rank(k('r'), [['account:a', 2]], HOUR, 3, T0 + 2000), 3);
+    assert.deepEqual(await s.top(k('r'), 10, HOUR, T0 + 3000), [['ip:127.0.0.9', 12], ['account:b', 7.5], ['account:a', 2]]);
+    assert.deepEqual(await s.top(k('r'), 1, HOUR, T0 + 3000), [['ip:127.0.0.9', 12]]);
+    assert.deepEqual(await s.top(k('r'), 0, HOUR, T0 + 3000), []);
+    // ip:127.0.0.9 was last seen at T0, account:b at T0 + 1000: they leave the window in that order.
+    assert.deepEqual(await s.top(k('r'), 10, HOUR, T0 + HOUR), [['account:b', 7.5], ['account:a', 2]]);
+    assert.deepEqual(await s.top(k('r'), 10, HOUR, T0 + HOUR + 1500), [['account:a', 2]]);
+    assert.deepEqual(await s.top(k('r'), 10, HOUR, T0 + HOUR + 2000), []);
+    assert.deepEqual(await s.top(k('never'), 10, HOUR, T0), []);
+    // Bounded: past rankingCap(max) the lowest scores go until max remain (ties: lexically lowest first).
+    const many = Array.from({ length: 11 }, (_, i) => [`m${String(i).padStart(2, '0')}`, i < 2 ? 0 : i] as const);
+    assert.equal(await s.rank(k('c'), many.slice(0, 10), HOUR, 10, T0), 10);
+    assert.equal(await s.rank(k('c'), many.slice(10), HOUR, 10, T0), 11, 'within the cap (10 + 1): kept');
+    assert.equal(await s.rank(k('c'), [['m99', 1]], HOUR, 10, T0), 10, 'past it: back to 10');
+    const left = (await s.top(k('c'), 20, HOUR, T0)).map(([m]) => m);
+    assert.deepEqual(left, ['m10', 'm09', 'm08', 'm07', 'm06', 'm05', 'm04', 'm03', 'm02', 'm99']);
+    await s.del(k('c'));
+    assert.deepEqual(await s.top(k('c'), 20, HOUR, T0), []);
+    assert.equal(await liveKeys(), 0);
+  });
+
   it('del removes a key whatever it holds', async () => {
     const { store: s, liveKeys } = await make();
     await s.hit(k('q'), 10, HOUR, 3, T0);
