@@ -31,7 +31,7 @@
 import type { Account } from '../accounts/store';
 import type { ClientInfo, Verdict } from '../envelope';
 import type { Logger } from '../log';
-import type { AuthGate, ConnectDecision, ConnectionSlot, ConnectFacts, DataFacts, PolicyHooks, TransactionFacts } from '../policy/types';
+import type { AuthGate, ConnectDecision, ConnectionSlot, ConnectFacts, DataFacts, PolicyHooks, RcptFacts, TransactionFacts } from '../policy/types';
 import type { StateStore } from '../state/store';
 import { type ContainmentConfig, type PlanThresholds, type ResponseName, type SignalName } from './config';
 import { checkExternal, type ExternalResult, type ExternalSignal, type ExternalSubject } from './external';
@@ -360,6 +360,14 @@ export interface ContainedDataFacts extends DataFacts {
 
 const factsOf = (f: ContainedDataFacts): MessageTraits | string | undefined => f.traits ?? f.bodyFingerprint;
 
+/**
+ * What the quotas counted for each recipient of the transaction in progress,
+ * by the session's client object (a session makes a new one at every MAIL,
+ * and MAIL starts a new list): taken back when containment throttles or
+ * holds the message. Kept beside the hooks, which a reload replaces.
+ */
+const counted = new WeakMap<ClientInfo, Array<() => Promise<void>>>();
+
 const STRICTNESS: Record<Verdict['action'], number> = { accept: 0, hold: 1, tempfail: 2, reject: 3 };
 const stricter = (a: Verdict, b: Verdict | undefined): Verdict => (b && STRICTNESS[b.action] > STRICTNESS[a.action] ? b : a);
 
@@ -389,13 +397,23 @@ export class ContainedHooks implements PolicyHooks {
   }
 
   async mail(f: TransactionFacts): Promise<Verdict> {
+    counted.delete(f.client);
     const v = await this.inner().mail(f);
     if (v.action === 'reject' || v.action === 'tempfail') return v;
     return stricter(v, await this.c.gate(f.client, 'mail', f.account));
   }
 
-  async rcpt(f: TransactionFacts & { readonly rcpt: string }): Promise<Verdict> {
-    const v = await this.inner().rcpt(f);
+  async rcpt(f: RcptFacts): Promise<Verdict> {
+    const outer = f.counted;
+    const v = await this.inner().rcpt({
+      ...f,
+      counted: (takeBack) => {
+        const list = counted.get(f.client) ?? [];
+        list.push(takeBack);
+        counted.set(f.client, list);
+        outer?.(takeBack);
+      },
+    });
     // A recipient our policy refuses (5xx) is evidence; our own rate limits deferring one (4xx) are not.
     if (v.action === 'reject') await this.c.recordDoorRefusal(f.client);
     return v;
@@ -403,8 +421,9 @@ export class ContainedHooks implements PolicyHooks {
 
   /**
    * Containment has the last word INSIDE the engine's data stage, so a
-   * message containment throttles or refuses is taken back from the
-   * quotas that counted it (messagesPerHour): it was not sent.
+   * message containment throttles, holds or refuses is taken back from the
+   * quotas that counted it: messagesPerHour by the engine, its recipients
+   * (recipientsPerHour/Day, counted at RCPT) here. It was not sent.
    */
   async data(f: ContainedDataFacts): Promise<Verdict> {
     // Off: the facts go through untouched (copying them would take the message's traits, which only containment reads).
@@ -414,6 +433,8 @@ export class ContainedHooks implements PolicyHooks {
       ...f,
       lastWord: async (v) => {
         const mine = stricter(v, await this.c.atData(f.client, f.recipients, factsOf(f), f.account, f.mailFrom));
+        if (mine !== v) for (const takeBack of counted.get(f.client) ?? []) await takeBack();
+        counted.delete(f.client);
         return outer ? outer(mine) : mine;
       },
     });

@@ -26,7 +26,7 @@
 import type { ExternalResult, ExternalSubject } from '../containment/external';
 import type { RecipientOutcome, Verdict } from '../envelope';
 import type { Logger } from '../log';
-import type { ConnectDecision, ConnectFacts, ConnectionSlot, DataFacts, PolicyHooks, TransactionFacts } from '../policy/types';
+import type { ConnectDecision, ConnectFacts, ConnectionSlot, DataFacts, PolicyHooks, RcptFacts, TransactionFacts } from '../policy/types';
 import type { DeliveryAgent, DeliveryJob } from '../relay/types';
 import { parseArf, type ArfReport } from './arf';
 import { authenticateReport, type DnsLookup } from './authenticate';
@@ -183,7 +183,7 @@ export class FeedbackHooks implements PolicyHooks {
   mail(f: TransactionFacts): Promise<Verdict> {
     return this.inner().mail(f);
   }
-  async rcpt(f: TransactionFacts & { readonly rcpt: string }): Promise<Verdict> {
+  async rcpt(f: RcptFacts): Promise<Verdict> {
     if (this.fb.accepts({ name: f.client.listener, role: f.client.role }, f.rcpt)) return { action: 'accept', stage: 'rcpt', rule: 'feedback.address' };
     return this.inner().rcpt(f);
   }

@@ -39,7 +39,7 @@ import { planFor } from './quotas';
 import { signingAuthority, type SigningFacts } from './signing';
 import type { SigningAuthority } from '../dkim/types';
 import type { Charge, CheckResult, EvalContext, Outcome, Rule, RuntimeEnv } from './rule';
-import { ACCEPT, type AuthGate, type ConnectDecision, type ConnectionSlot, type ConnectFacts, type DataFacts, type PolicyHooks, type PolicyObserver, type TransactionFacts } from './types';
+import { ACCEPT, type AuthGate, type ConnectDecision, type ConnectionSlot, type ConnectFacts, type DataFacts, type PolicyHooks, type PolicyObserver, type RcptFacts, type TransactionFacts } from './types';
 
 /** Connection counters expire if a disconnect is ever missed (a crash, a bug). */
 const CONNECTION_TTL_MS = 60 * 60_000;
@@ -94,6 +94,8 @@ export interface StageResult {
   readonly steps: readonly Step[];
   readonly netblock?: Netblock;
   readonly plan?: string;
+  /** Takes back what this stage's quotas counted (present when it kept counts). */
+  readonly takeBack?: () => Promise<void>;
 }
 
 const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -230,11 +232,21 @@ export class PolicyEngine implements PolicyHooks {
       break;
     }
     if (!final) final = hold ?? this.stageDefault(stage);
-    // Containment decides after the rules; a refusal there un-counts what the rules counted.
-    if (lastWord && final.action !== 'reject' && final.action !== 'tempfail') final = await lastWord(final);
-    if ((final.action === 'reject' || final.action === 'tempfail') && ctx.charges.length > 0) await this.refund(ctx.charges, store);
+    // Containment decides after the rules; a message it refuses, throttles or holds was not
+    // sent, so what the rules counted for it is taken back.
+    let overruled = false;
+    if (lastWord && final.action !== 'reject' && final.action !== 'tempfail') {
+      const ruled = final;
+      final = await lastWord(final);
+      overruled = final.action !== ruled.action;
+    }
+    if ((final.action === 'reject' || final.action === 'tempfail' || overruled) && ctx.charges.length > 0) {
+      await this.refund(ctx.charges, store);
+      ctx.charges.length = 0;
+    }
     if (mode === 'live') this.report(final, ctx, performance.now() - t0, f.via);
-    return { stage, verdict: final, steps, netblock: ctx.netblock, plan: ctx.plan };
+    const charges = ctx.charges;
+    return { stage, verdict: final, steps, netblock: ctx.netblock, plan: ctx.plan, ...(charges.length > 0 ? { takeBack: () => this.refund(charges, store) } : {}) };
   }
 
   private stageDefault(stage: Stage): Verdict {
@@ -343,8 +355,10 @@ export class PolicyEngine implements PolicyHooks {
     return (await this.evaluate('mail', this.tx(f), 'live')).verdict;
   }
 
-  async rcpt(f: TransactionFacts & { readonly rcpt: string }): Promise<Verdict> {
-    return (await this.evaluate('rcpt', { ...this.tx(f), rcpt: f.rcpt }, 'live')).verdict;
+  async rcpt(f: RcptFacts): Promise<Verdict> {
+    const r = await this.evaluate('rcpt', { ...this.tx(f), rcpt: f.rcpt }, 'live');
+    if (r.takeBack) f.counted?.(r.takeBack);
+    return r.verdict;
   }
 
   async data(f: DataFacts): Promise<Verdict> {

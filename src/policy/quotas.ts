@@ -15,6 +15,8 @@
  *                          committed message counts once, a refused one never
  *   recipientsPerHour/Day  counted at RCPT, checked before incrementing, both
  *                          in one atomic step: a refused RCPT counts nowhere
+ *                          (and a message containment throttles or holds
+ *                          takes its recipients back)
  *   recipientsPerMessage   at RCPT, from the recipients accepted so far
  *   concurrentConnections  open connections: per address at connect
  *                          (intercept), per account at MAIL (submission)

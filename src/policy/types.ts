@@ -32,6 +32,16 @@ export interface TransactionFacts {
   readonly recipients: readonly string[];
 }
 
+export interface RcptFacts extends TransactionFacts {
+  readonly rcpt: string;
+  /**
+   * Told how to take back what the quotas counted for this recipient (when
+   * they counted it): containment, when it later throttles or holds the
+   * message, un-counts its recipients (recipientsPerHour/Day).
+   */
+  readonly counted?: (takeBack: () => Promise<void>) => void;
+}
+
 export interface DataFacts extends TransactionFacts {
   readonly size: number;
   /** Addresses in the header From (lower case). */
@@ -66,7 +76,7 @@ export interface PolicyHooks {
    */
   authGate?(f: { client: ClientInfo; user: string }): AuthGate | undefined;
   mail(f: TransactionFacts): Promise<Verdict>;
-  rcpt(f: TransactionFacts & { readonly rcpt: string }): Promise<Verdict>;
+  rcpt(f: RcptFacts): Promise<Verdict>;
   data(f: DataFacts): Promise<Verdict>;
   /**
    * Which domains this client may sign as (src/policy/signing.ts), asked at

@@ -8,27 +8,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startGateway, type TestGateway } from '../helpers/gateway';
+import { twoSignalContainment } from './fixtures';
 import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
 
-const CONTAINMENT = `
-defaults:
-  volumeFloor: 0
-  volumeDayFloor: 0
-  newRecipientsPerHour: 0
-  newRecipientsPerDay: 0
-  newDomainsPerHour: 0
-  refusedPerHour: 0
-  authNetworksPerHour: 0
-  sameBodyPerDay: 0
-  addressBookShare: 0
-  strangerHours: 0
-  authNewNetworksPerDay: 0
-  newLinkRecipientsPerDay: 0
-  identityChangesPerDay: 1
-  campaignSenders: 3
-  responses: { throttle: 1, hold: 2, suspend: 0 }
-weights: { campaign: 2, identityChange: 1 }
-`;
+const CONTAINMENT = twoSignalContainment(3);
 
 const ACCOUNTS = ['ann', 'ben', 'cat', 'dan'].map((n, i) => ({ name: `${n}@isp.test`, password: `${n}-secret-${i}0`, plan: 'residential' }));
 
