@@ -43,7 +43,10 @@ describe('two gateways, one Redis', { timeout: 90_000 }, () => {
     const spec = (name: string, config?: Record<string, unknown>) => ({
       name,
       config,
-      state: { backend: 'redis', failMode: 'open', keyPrefix: prefix, redis: { url: redis.url } },
+      // This scenario is about sharing, not outages (outage.test.ts): on a saturated
+      // machine the default 250 ms command timeout flipped a node to counting
+      // locally, and the replay counted again a hit Redis had already taken.
+      state: { backend: 'redis', failMode: 'open', keyPrefix: prefix, redis: { url: redis.url, commandTimeout: '5s' } },
       policyFiles: { 'quotas.yaml': QUOTAS },
       relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: mx.port },
     });
