@@ -6,15 +6,12 @@
  *
  * A journaled message (spool.journal: its only durable copy is a record in
  * this process's acceptance journal) always keeps its hand-off, since there
- * is no queue file to read; once its attempt starts it is "in the journal"
- * until settled: delivered (the journal gets a done record) or made into a
- * queue file (materialised by the queue manager, then settled).
+ * is no queue file to read; once its attempt starts, journal-settle.ts holds
+ * it until it is settled.
  *
- * Talks to: the journal (done records). Trusts: the queue manager to settle
- * what it takes.
+ * Talks to: nothing. Trusts: the queue manager to take what it offers.
  */
 import type { Envelope, QueueId } from '../envelope';
-import type { Journal } from './journal';
 
 export interface Handoff {
   envelope: Envelope;
@@ -29,10 +26,6 @@ const HANDOFF_MAX_BYTES = 64 * 1024 * 1024;
 export class Handoffs {
   private readonly waiting = new Map<QueueId, Handoff>();
   private bytes = 0;
-  /** Journaled messages being tried: the journal holds their only durable copy until settled. */
-  private readonly inJournal = new Map<QueueId, Handoff>();
-
-  constructor(private readonly journal: Journal | undefined) {}
 
   /**
    * Room for a journaled message of `size` bytes (the acceptance path asks
@@ -57,30 +50,18 @@ export class Handoffs {
     }
   }
 
-  /** The hand-off for the attempt starting now, if any; a journaled one is in the journal until settled. */
+  /** The hand-off for the attempt starting now, if any. */
   take(id: QueueId): Handoff | undefined {
     const h = this.waiting.get(id);
     if (h) {
       this.waiting.delete(id);
       this.bytes -= h.size;
-      if (h.journaled) this.inJournal.set(id, h);
     }
     return h;
   }
 
-  /** The journaled message being tried, whose only durable copy is in the journal. */
-  inJournalCopy(id: QueueId): Handoff | undefined {
-    return this.inJournal.get(id);
-  }
-
-  /** Accepted into the journal and not yet settled (waiting for, or in, its first attempt). */
-  isJournaled(id: QueueId): boolean {
-    return this.inJournal.has(id) || this.waiting.get(id)?.journaled === true;
-  }
-
-  /** The journal copy is no longer needed (delivered, or now a queue file). */
-  settle(id: QueueId): void {
-    this.inJournal.delete(id);
-    this.journal?.done(id);
+  /** A journaled message waiting for its first attempt. */
+  isWaitingJournaled(id: QueueId): boolean {
+    return this.waiting.get(id)?.journaled === true;
   }
 }
