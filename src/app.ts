@@ -17,6 +17,8 @@ import { dkimKeygen } from './dkim/cli';
 import { createLogger, type Logger } from './log';
 import { explainQuery, registerPolicyRoutes } from './admin/policy-routes';
 import { apiAuditEntry, AuditLog } from './admin/audit';
+import { SenderActivity } from './console/activity';
+import { prefixOf } from './policy/ip';
 import { mountConsole } from './console/web';
 import { registerContainmentRoutes } from './containment/admin-routes';
 import { wireContainment } from './containment/wire';
@@ -148,7 +150,10 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   // Its feeds too: complaint reports (feedback.yaml), rspamd at end of DATA (content.yaml), DNSBL polling.
   const containment = wireContainment({ runtime: policy, store: state, logger, accounts, hostname: cfg.hostname, baseDir: cfg.baseDir, listeners: cfg.listeners, clock: opts.clock, observer: metrics.catalogue.feeds });
   metrics.catalogue.watchPolled(() => containment.poller.size);
-  const policyHooks = containment.wrap(() => policy.current());
+  // The console's picture of senders (volume, recipient domains) from accepted mail, in the shared state.
+  const activity = new SenderActivity({ store: state, logger, clock: opts.clock, ipSubject: (ip) => prefixOf(ip, policy.current().policy.quotas.ipv6Prefix) ?? ip });
+  const containedHooks = containment.wrap(() => policy.current());
+  const policyHooks = cfg.admin.console ? activity.wrap(containedHooks) : containedHooks;
   if (cfg.embedded && cfg.dkim.enabled && !existsSync(cfg.dkim.keysDir)) await createDemoKeys(cfg, logger);
   // Signing is the last change to a message (after Received:), once, before the spool write.
   let signer: DkimSigner | undefined = cfg.dkim.enabled ? await createSigner(cfg.dkim, logger) : undefined;
@@ -286,7 +291,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   const audit = new AuditLog(path.join(cfg.spool.dir, 'admin-audit.log'), metrics.catalogue.adminActions);
   admin.audit((call) => audit.record(apiAuditEntry(call)));
   if (cfg.admin.console) {
-    mountConsole({ admin, spool, qmgr, accounts, fleet, containment: () => containment.containment, recent: () => containment.recent(), policy, reload, explain: (q) => explainQuery(policyDeps, q), audit, logger });
+    mountConsole({ admin, spool, qmgr, accounts, fleet, containment: () => containment.containment, activity, policy, reload, explain: (q) => explainQuery(policyDeps, q), audit, logger });
   }
   // Fail closed without Redis: not ready (the balancer prefers other gateways). Fail open: a warning.
   admin.readiness('state', async () => stateRt.readinessFailure());

@@ -26,16 +26,15 @@ import FindMyWay from 'find-my-way';
 import type { AccountStore } from '../accounts/store';
 import type { AdminServer, Access, ApiResponse } from '../admin/server';
 import type { Containment } from '../containment/containment';
-import type { RecentSubject } from '../containment/wire';
 import type { CSubject } from '../containment/signals';
 import type { Fleet } from '../fleet/fleet';
-import { domainOf } from '../envelope';
 import type { Logger } from '../log';
 import type { PolicyRuntime } from '../policy/runtime';
 import type { QueueManager } from '../spool/qmgr';
 import { isQueueId } from '../spool/queue-id';
 import type { Spool } from '../spool/store';
 import type { AuditLog } from '../admin/audit';
+import { subjectLabel, type SenderActivity } from './activity';
 import { HeldIndex, heldMessage, type HeldFilter } from './held';
 import { csrfMatches, LoginLimiter, sameSecret, Sessions, type Session } from './sessions';
 
@@ -47,7 +46,8 @@ export interface ConsoleDeps {
   /** Suspensions go fleet-wide where the state is shared; quota clears act on the shared counts. */
   readonly fleet: Fleet;
   readonly containment: () => Containment;
-  readonly recent: () => readonly RecentSubject[];
+  /** What senders' accepted mail went to (shared state: fleet-wide on Redis, across a primary's workers). */
+  readonly activity: SenderActivity;
   readonly policy: PolicyRuntime;
   readonly reload: () => Promise<{ ok: boolean; policy: { ok: boolean; version: number; error?: string } }>;
   readonly explain: (q: URLSearchParams) => Promise<ApiResponse>;
@@ -227,28 +227,31 @@ export function mountConsole(deps: ConsoleDeps): void {
     if (ip && !account) return { kind: 'ip', id: ip };
     throw new HttpError(400, 'give an account or an address');
   };
-  const nameOf = (s: CSubject) => (s.kind === 'a' ? `account:${s.id}` : `ip:${s.id}`);
+  const nameOf = subjectLabel;
+  const TOP = 50;
   get('/senders', authed(async (c) => {
-    const recent = [...deps.recent()].sort((a, b) => b.score - a.score);
-    const volume = new Map<string, number>();
+    // Fleet-wide (the shared state): the top scores re-assessed now, the top volumes counted now.
+    const scored = await Promise.all((await deps.containment().topScored(TOP)).map(async ({ subject }) => ({ subject, status: await deps.containment().status(subject) })));
+    const byScore = scored
+      .filter((x) => x.status.assessment.score > 0 || x.status.response !== 'none')
+      .sort((a, b) => b.status.assessment.score - a.status.assessment.score)
+      .map(({ subject, status }) => ({ subject: nameOf(subject), score: status.assessment.score, response: status.response, fired: status.assessment.fired, ...linkOf(subject) }));
+    const byVolume = (await deps.activity.topByVolume(TOP)).map(({ subject, recipients }) => ({ subject: nameOf(subject), recipients, ...linkOf(subject) }));
+    const heldBy = new Map<string, CSubject>();
+    const heldCount = new Map<string, number>();
     for (const e of await held.all()) {
-      const k = e.client.user ? `account:${e.client.user}` : `ip:${e.client.ip}`;
-      volume.set(k, (volume.get(k) ?? 0) + 1);
+      const s = senderOf(e.client.user, e.client.ip);
+      heldBy.set(nameOf(s), s);
+      heldCount.set(nameOf(s), (heldCount.get(nameOf(s)) ?? 0) + 1);
     }
-    const byVolume = [...volume].sort((a, b) => b[1] - a[1]).slice(0, 50).map(([subject, held]) => ({ subject, held, ...linkOf(subject) }));
-    render(c, 'senders', { recent: recent.slice(0, 50).map((r) => ({ ...r, ...linkOf(r.subject) })), byVolume, accounts: deps.accounts.all().filter((a) => a.suspended).map((a) => a.name) });
+    const byHeld = [...heldCount].sort((a, b) => b[1] - a[1]).slice(0, TOP).map(([subject, n]) => ({ subject, held: n, ...linkOf(heldBy.get(subject)!) }));
+    const suspended = new Set([...deps.accounts.all().filter((a) => a.suspended).map((a) => a.name.toLowerCase()), ...deps.fleet.suspensions().map((x) => x.account)]);
+    render(c, 'senders', { byScore, byVolume, byHeld, accounts: [...suspended].sort(), fleetShared: deps.fleet.shared });
   }));
-  get('/sender', authed(async (c) => {
-    const s = subjectOf(c.url.searchParams);
+  const senderPage = async (c: Ctx, s: CSubject, extra: Record<string, unknown> = {}) => {
     const status = await deps.containment().status(s);
     const account = s.kind === 'a' ? deps.accounts.get(s.id) : undefined;
     const fleetSuspension = s.kind === 'a' ? deps.fleet.suspensions().find((x) => x.account === s.id) : undefined;
-    // Recipient domains of its held mail, never the addresses (the desk opens a message for those).
-    const domains = new Map<string, number>();
-    for (const e of await held.all()) {
-      if (!sameSender(e.client.user, e.client.ip, s)) continue;
-      for (const r of e.recipients) domains.set(domainOf(r), (domains.get(domainOf(r)) ?? 0) + 1);
-    }
     render(c, 'sender', {
       s,
       name: nameOf(s),
@@ -257,8 +260,21 @@ export function mountConsole(deps: ConsoleDeps): void {
       suspended: (account?.suspended ?? false) || fleetSuspension !== undefined,
       fleetSuspension,
       fleetShared: deps.fleet.shared,
-      domains: [...domains].sort((a, b) => b[1] - a[1]).slice(0, 20),
+      // Domains only: the addresses are shown when the operator opens them (audited).
+      domains: await deps.activity.domains(s, 20),
+      ...extra,
     });
+  };
+  get('/sender', authed(async (c) => senderPage(c, subjectOf(c.url.searchParams))));
+  // Opening a sender's recipient addresses is a look at subscribers' correspondents: an explicit,
+  // audited action with a reason (either token may look; the audit log says who did).
+  post('/sender/recipients', authed(async (c) => {
+    const s = subjectOf(c.form);
+    const reason = c.form.get('reason') ?? '';
+    if (!reason.trim()) throw new HttpError(400, 'opening the recipient addresses needs a reason (a ticket number, why)');
+    const addresses = await deps.activity.recipients(s, 200);
+    await deps.audit.record({ role: c.session!.role, action: 'open-recipients', subject: nameOf(s), reason, ok: true, detail: `${addresses.length} addresses shown` });
+    await senderPage(c, s, { addresses: addresses.map((a) => ({ address: a.address, at: new Date(a.at).toISOString() })) });
   }));
   post('/sender', acts('sender', (c) => nameOf(subjectOf(c.form)), async (c) => {
     const s = subjectOf(c.form);
@@ -323,14 +339,9 @@ function senderOf(user: string | undefined, ip: string): CSubject {
   return user ? { kind: 'a', id: user.toLowerCase() } : { kind: 'ip', id: ip };
 }
 
-function sameSender(user: string | undefined, ip: string, s: CSubject): boolean {
-  return s.kind === 'a' ? user?.toLowerCase() === s.id : !user && ip === s.id;
-}
-
-/** "account:NAME" / "ip:ADDR" → the query of its sender page. */
-function linkOf(subject: string): { query: string } {
-  const q = new URLSearchParams(subject.startsWith('account:') ? { account: subject.slice(8) } : { ip: subject.replace(/^ip:/, '') });
-  return { query: `?${q}` };
+/** A subject → the query of its sender page. */
+function linkOf(s: CSubject): { query: string } {
+  return { query: `?${new URLSearchParams(s.kind === 'a' ? { account: s.id } : { ip: s.id })}` };
 }
 
 function securityHeaders(): Record<string, string> {

@@ -44,6 +44,10 @@ export const keys = {
   knownAddress: (account: Subject, ip: Subject): string => `sh:ka:${tag(account)}:${escapeId(ip.id)}`,
   /** A temporary AUTH lockout (a counter whose TTL is the lockout). */
   authLock: (s: Subject): string => `sh:al:${tag(s)}`,
+  /** What a subject's accepted mail went to (the console's sender page): recipients per hour, per domain per day, rankings. */
+  activity: (s: Subject, name: string): string => `sh:act:${tag(s)}:${name}`,
+  /** A fleet-wide ranking of subjects (the console's senders page). */
+  ranking: (name: string): string => `sh:act:{fleet}:${escapeId(name)}`,
   /** A behaviour signal (sliding set or log) for later containment rules. */
   signal: (s: Subject, name: string): string => `sh:s:${tag(s)}:${name}`,
 };

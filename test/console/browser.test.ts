@@ -6,7 +6,9 @@
  * without its CSRF token, a held message whose headers carry <script> and a
  * javascript: link, a password guesser at the login form.
  *
- * Screenshots of each page go to docs/console/*.png (docs/console.md).
+ * Screenshots of each page go to var/screenshots/console/ (gitignored), or to
+ * the directory in CONSOLE_SHOTS: `npm run docs:screenshots` writes the ones
+ * the docs show (docs/console/*.png). A test run leaves the tree as it was.
  */
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
@@ -20,7 +22,7 @@ import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
 
 const OPERATOR = 'test-admin-token';
-const SHOTS = path.resolve(__dirname, '../../../docs/console');
+const SHOTS = path.resolve(process.env.CONSOLE_SHOTS ?? path.resolve(__dirname, '../../../var/screenshots/console'));
 const QUOTAS = `
 plans:
   residential: { messagesPerHour: 100, recipientsPerHour: 100 }
@@ -139,6 +141,11 @@ describe('the console in a real browser', () => {
     assert.match(main, /quota\.recipients:recipientsPerHour/);
     assert.match(main, /Invoice 2291 for the bakery/);
     assert.match(main, /c1@dest\.test, c2@dest\.test/);
+    // The hold's values as they were when it happened: the hour's count had reached the limit of 1.
+    const trail = (await page.textContent('tr.fired')) ?? '';
+    assert.match(trail, /quota\.recipients:recipientsPerHour/);
+    assert.match(trail, /recipientsPerHour\s*1 in the last hour of 1/);
+    assert.match(trail, /plan\s*business/);
     await shot('message');
   });
 
@@ -232,11 +239,21 @@ describe('the console in a real browser', () => {
     await page.goto(`${base}/console/senders`);
     await shot('senders');
     await page.click('a:text("ip:127.0.0.17")');
-    assert.match((await page.textContent('main')) ?? '', /dest\.test\s*2/, 'the recipient domain of its held message');
-    assert.doesNotMatch((await page.textContent('main')) ?? '', /c2@dest\.test/, 'domains, not addresses');
+    // Its accepted mail (two messages to c1 and c2): the domain and its recipients, not the addresses.
+    assert.match((await page.textContent('table.domains')) ?? '', /dest\.test\s*4/);
+    assert.doesNotMatch((await page.textContent('main')) ?? '', /c[12]@dest\.test/, 'domains, not addresses');
+    // Opening the addresses is explicit and audited, with a reason.
+    await page.fill('form.reveal input[name=reason]', 'ticket 4713: who got the invoices');
+    await page.click('button:text("Open the recipient addresses")');
+    assert.match((await page.textContent('table.addresses')) ?? '', /c1@dest\.test[\s\S]*c2@dest\.test|c2@dest\.test[\s\S]*c1@dest\.test/);
+    assert.doesNotMatch(page.url(), /c1@|reason=/, 'a POST: the addresses and the reason are in no URL');
+    const opened = (await fsp.readFile(path.join(gw.dir, 'spool', 'admin-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    assert.ok(opened.some((l) => l.action === 'open-recipients' && l.subject === 'ip:127.0.0.17' && l.token === 'operator' && l.reason === 'ticket 4713: who got the invoices'));
+    await page.goto(`${base}/console/sender?ip=127.0.0.17`);
+    assert.equal(await page.locator('table.addresses').count(), 0, 'shown once, for that request only');
     assert.match(await aliceAuth(), /^235 /);
     await page.goto(`${base}/console/sender?account=alice%40isp.test`);
-    await page.fill('input[name=reason]', 'ticket 4712: phishing complaint');
+    await page.fill('form.actions input[name=reason]', 'ticket 4712: phishing complaint');
     await Promise.all([page.waitForURL(/done=suspend/), page.click('button:text("Suspend")')]);
     assert.equal(gw.app!.accounts.get('alice@isp.test')?.suspended, true);
     assert.match(await aliceAuth(), /^535 5\.7\.8 /);
