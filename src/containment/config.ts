@@ -75,6 +75,12 @@ export interface PlanThresholds {
   readonly pushedPerHour: number;
   /** Distinct subjects in the fleet sending this message's body or fresh link domain in 24 h. */
   readonly campaignSenders: number;
+  /**
+   * Over the static recipientsPerHour (quotas.yaml), a subject in good
+   * standing whose last hour went at least this share to known
+   * correspondents may send as many more as its address book holds (0: off).
+   */
+  readonly bookAllowance: number;
   /** Score at which each response starts (0: never). */
   readonly responses: Readonly<Record<ResponseName, number>>;
 }
@@ -119,6 +125,7 @@ const DEFAULT_THRESHOLDS: PlanThresholds = {
   strangerHours: 3,
   pushedPerHour: 4,
   campaignSenders: 8,
+  bookAllowance: 0,
   responses: { throttle: 1, hold: 2, suspend: 4 },
 };
 
@@ -164,8 +171,13 @@ function num(v: unknown, at: At, dflt: number): number {
   return v;
 }
 
+function share(v: unknown, at: At, dflt: number): number {
+  const n = num(v, at, dflt);
+  return n > 1 ? at.fail(`expected a share between 0 and 1, got ${n}`) : n;
+}
+
 function thresholds(raw: unknown, at: At, base: PlanThresholds): PlanThresholds {
-  const o: Obj = obj(raw ?? {}, at, ['volumeFactor', 'volumeFloor', 'volumePeakFactor', 'newRecipientsPerHour', 'newShareOfPeak', 'newRecipientsPerDay', 'newDomainsPerHour', 'refusedPerHour', 'refusedShare', 'authNetworksPerHour', 'sameBodyPerDay', 'complaints', 'complaintShare', 'contentSpamPerDay', 'volumeDayFloor', 'volumeDayFactor', 'addressBookShare', 'addressBookMin', 'newLinkRecipientsPerDay', 'identityChangesPerDay', 'authNewNetworksPerDay', 'strangerHours', 'pushedPerHour', 'campaignSenders', 'responses']);
+  const o: Obj = obj(raw ?? {}, at, ['volumeFactor', 'volumeFloor', 'volumePeakFactor', 'newRecipientsPerHour', 'newShareOfPeak', 'newRecipientsPerDay', 'newDomainsPerHour', 'refusedPerHour', 'refusedShare', 'authNetworksPerHour', 'sameBodyPerDay', 'complaints', 'complaintShare', 'contentSpamPerDay', 'volumeDayFloor', 'volumeDayFactor', 'addressBookShare', 'addressBookMin', 'newLinkRecipientsPerDay', 'identityChangesPerDay', 'authNewNetworksPerDay', 'strangerHours', 'pushedPerHour', 'campaignSenders', 'bookAllowance', 'responses']);
   const r = obj(o.responses ?? {}, at.child('responses'), RESPONSES);
   const responses = {
     throttle: num(r.throttle, at.child('responses').child('throttle'), base.responses.throttle),
@@ -197,6 +209,7 @@ function thresholds(raw: unknown, at: At, base: PlanThresholds): PlanThresholds 
     strangerHours: num(o.strangerHours, at.child('strangerHours'), base.strangerHours),
     pushedPerHour: num(o.pushedPerHour, at.child('pushedPerHour'), base.pushedPerHour),
     campaignSenders: num(o.campaignSenders, at.child('campaignSenders'), base.campaignSenders),
+    bookAllowance: share(o.bookAllowance, at.child('bookAllowance'), base.bookAllowance),
     responses,
   };
 }

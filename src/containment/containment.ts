@@ -262,6 +262,26 @@ export class Containment {
     return this.verdict(Math.max(sticky, a.level), 'data', s, a);
   }
 
+  /**
+   * Recipients over the static recipientsPerHour this subject may send now:
+   * the size of its own address book (30 days), when it is in good standing
+   * (no response, its score under throttle: bulk signals alone) and at least `bookAllowance` of its last
+   * hour's recipients were known correspondents. A greeting to the whole
+   * book or a club roster is history; a run to strangers is not.
+   */
+  async allowance(client: ClientInfo, account?: Account): Promise<number> {
+    const s = this.subjectOf(client);
+    if (!s || !this.enabled || this.learning) return 0;
+    const now = this.clock();
+    const plan = this.deps.planOf(client, account);
+    const share = this.thresholds(plan).bookAllowance;
+    if (share <= 0 || this.exempt(s, plan) || (await this.deps.store.get(ckeys.level(s), now)) > 0) return 0;
+    const a = await this.assess(s, plan, undefined, now);
+    if (a.level > 0) return 0;
+    const { rcpt1h, newRecipientsPerHour, addressBookSize } = a.signals;
+    return rcpt1h > 0 && rcpt1h - newRecipientsPerHour >= share * rcpt1h ? addressBookSize : 0;
+  }
+
   async recordAuth(client: ClientInfo, user: string): Promise<void> {
     await this.signals.recordAuth({ kind: 'a', id: user.toLowerCase() }, client.ip, this.clock());
     this.note({ kind: 'a', id: user.toLowerCase() }, { ip: client.ip });
@@ -407,6 +427,7 @@ export class ContainedHooks implements PolicyHooks {
     const outer = f.counted;
     const v = await this.inner().rcpt({
       ...f,
+      allowance: () => this.c.allowance(f.client, f.account),
       counted: (takeBack) => {
         const list = counted.get(f.client) ?? [];
         list.push(takeBack);

@@ -71,6 +71,8 @@ export interface StageFacts {
   readonly rcpt?: string;
   readonly headerFrom?: readonly string[];
   readonly size?: number;
+  /** Recipients over recipientsPerHour that containment allows the sender (RcptFacts.allowance). */
+  readonly allowance?: RcptFacts['allowance'];
   /** Who asked: a native listener (unset) or Postfix's policy service or milter (src/postfix). */
   readonly via?: Via;
 }
@@ -161,6 +163,7 @@ export class PolicyEngine implements PolicyHooks {
       rcpt: f.rcpt,
       headerFrom: f.headerFrom,
       size: f.size,
+      ...(f.allowance ? { allowance: f.allowance } : {}),
       charges: [],
     };
   }
@@ -356,7 +359,7 @@ export class PolicyEngine implements PolicyHooks {
   }
 
   async rcpt(f: RcptFacts): Promise<Verdict> {
-    const r = await this.evaluate('rcpt', { ...this.tx(f), rcpt: f.rcpt }, 'live');
+    const r = await this.evaluate('rcpt', { ...this.tx(f), rcpt: f.rcpt, ...(f.allowance ? { allowance: f.allowance } : {}) }, 'live');
     if (r.takeBack) f.counted?.(r.takeBack);
     return r.verdict;
   }

@@ -66,6 +66,8 @@ export interface EvalContext {
   /** Recipients accepted so far in this transaction. */
   readonly recipients: readonly string[];
   readonly rcpt?: string;
+  /** Recipients over recipientsPerHour the sender may send now (containment: its own address book). */
+  readonly allowance?: (limit: 'recipientsPerHour') => Promise<number>;
   readonly headerFrom?: readonly string[];
   readonly size?: number;
   readonly charges: Charge[];

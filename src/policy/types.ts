@@ -40,6 +40,13 @@ export interface RcptFacts extends TransactionFacts {
    * message, un-counts its recipients (recipientsPerHour/Day).
    */
   readonly counted?: (takeBack: () => Promise<void>) => void;
+  /**
+   * Asked only when recipientsPerHour would refuse this recipient: how many
+   * recipients over that limit the sender may send now (containment: an
+   * account in good standing writing to its own correspondents, up to the
+   * size of its address book). recipientsPerDay still holds.
+   */
+  readonly allowance?: (limit: 'recipientsPerHour') => Promise<number>;
 }
 
 export interface DataFacts extends TransactionFacts {

@@ -10,8 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { keys } from '../../src/state/keys';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { twoSignalContainment } from './fixtures';
-import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
+import { sendAs, twoSignalContainment } from './fixtures';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -35,23 +34,7 @@ describe('containment: a throttled or held message is not counted against the qu
   });
   after(async () => gw?.stop());
 
-  /** One message; every RCPT's reply code, then DATA's. */
-  const send = async (i: number, rcpts: string[], body: string, headers: string[] = []) => {
-    const acc = ACCOUNTS[i]!;
-    const c = await RawSmtp.connect(gw.port('submissions'), { localAddress: `127.0.0.${2 + i}`, implicitTls: true });
-    try {
-      await c.reply();
-      await c.cmd('EHLO laptop.test');
-      assert.equal((await c.cmd(`AUTH PLAIN ${authPlain(acc.name, acc.password)}`)).code, 235);
-      assert.equal((await c.cmd(`MAIL FROM:<${acc.name}>`)).code, 250);
-      const codes: number[] = [];
-      for (const r of rcpts) codes.push((await c.cmd(`RCPT TO:<${r}>`)).code);
-      const d = codes.includes(250) ? await c.data(message({ from: acc.name, to: rcpts[0]!, body, headers })) : undefined;
-      return { rcpt: codes, data: d };
-    } finally {
-      await c.quit().catch(() => undefined);
-    }
-  };
+  const send = (i: number, rcpts: string[], body: string, headers: string[] = []) => sendAs(gw, ACCOUNTS[i]!, i, rcpts, body, headers);
   const counted = async (account: string) => {
     const store = gw.app!.state.store;
     const s = { kind: 'a' as const, id: account };

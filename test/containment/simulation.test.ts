@@ -38,10 +38,6 @@ const SHORTFALLS: Record<string, { why: string; check: (dyn: ProfileResult, stat
     why: 'invitations linking to a site new to the fleet are throttled',
     check: (dyn) => assert.ok(dyn.rate <= 0.6, `event-invitation delayed ${dyn.rate}`),
   },
-  // The static quota recipientsPerHour 200 (quotas.yaml) defers a greeting to a
-  // 300-person book and a 250-member roster; containment adds no delay.
-  'holiday-greetings': { why: 'static recipientsPerHour', check: (dyn, stat) => assert.ok(dyn.stopped <= stat.stopped, `containment added delays: ${dyn.stopped} vs static ${stat.stopped}`) },
-  'club-list-forward': { why: 'static recipientsPerHour', check: (dyn, stat) => assert.ok(dyn.stopped <= stat.stopped, `containment added delays: ${dyn.stopped} vs static ${stat.stopped}`) },
 };
 
 describe('containment evaluation: per-profile floors over seeds 1, 2, 3', () => {
