@@ -1,6 +1,6 @@
 /**
  * Delivery-outcome classification, in one place: turns what happened to a
- * recipient — an SMTP reply, a nodemailer SMTPConnection error (code,
+ * recipient — an SMTP reply, an outbound client error (smtp-client/; code,
  * responseCode, response, command) or a DNS failure — into a
  * RecipientOutcome (delivered | deferred | bounced).
  *
@@ -10,7 +10,7 @@
  *    when its class agrees with the basic code, else X.0.0 from the basic
  *    code. Exception: 503 (bad sequence of commands) is deferred — it says
  *    the session was in the wrong state, not that the message is refused
- *    (nodemailer's `permanent` flag makes the same call).
+ *    (nodemailer's `permanent` flag made the same call).
  *  - A reply counts as a verdict on the message only in the transaction
  *    (MAIL FROM, RCPT TO, DATA). Anything during session set-up (connect,
  *    greeting, EHLO, STARTTLS, AUTH) is deferred even when it is 5xx: a 554
@@ -21,13 +21,13 @@
  *    bounce: the next attempt may meet a fixed certificate or a corrected
  *    config). Unknown errors are deferred: never lose mail.
  *  - A few locally-detected permanent problems bounce: message larger than
- *    the server's advertised SIZE (5.3.4), addresses nodemailer refuses to
+ *    the server's advertised SIZE (5.3.4), addresses the client refuses to
  *    put on the wire (5.1.3 / 5.1.7), SMTPUTF8 needed but not offered (5.6.7).
  */
 import type { RecipientOutcome } from '../envelope';
 import type { DnsFailure } from './mx';
 
-/** The fields of a nodemailer error we read (NodemailerError is a superset). */
+/** The fields of an outbound client error we read (the shapes nodemailer's SMTPConnection used). */
 export interface SmtpErrorLike {
   readonly code?: string;
   readonly originalCode?: string;
@@ -35,11 +35,11 @@ export interface SmtpErrorLike {
   readonly response?: string;
   readonly command?: string;
   readonly message?: string;
-  /** Which wait an ETIMEDOUT ended (nodemailer): CONNECT_, GREETING_, UPGRADE_, SOCKET_TIMEOUT. */
+  /** Which wait an ETIMEDOUT ended: CONNECT_, GREETING_, UPGRADE_, SOCKET_TIMEOUT. */
   readonly timeoutType?: string;
 }
 
-/** Local error codes the delivery agent raises itself (not nodemailer's). */
+/** Local error codes the delivery agent raises itself (not the wire client's). */
 export const LOCAL_ERRORS = {
   /** Credentials configured but the session is not encrypted: refuse to send them. */
   noTlsForAuth: 'ENOTLSAUTH',
@@ -118,7 +118,7 @@ export function classifyDnsFailure(address: string, f: DnsFailure): RecipientOut
 }
 
 /**
- * Whether a session failed in the STARTTLS handshake. nodemailer reports
+ * Whether a session failed in the STARTTLS handshake. The client reports
  * that as ETLS, as ESOCKET carrying OpenSSL's code, or as an
  * UPGRADE_TIMEOUT, depending on how the handshake broke.
  */

@@ -85,7 +85,7 @@ export function tlsResultOfError(err: SmtpErrorLike): TlsResult | undefined {
   if (/^(?:DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_|CERT_|INVALID_CA)/.test(code) || code === 'ECERT') {
     return 'certificate-not-trusted';
   }
-  // nodemailer with requireTLS, when the server offers no STARTTLS (or refuses it).
+  // STARTTLS mandatory, and the server refuses it (it is tried even when not offered).
   if (code === 'ETLS' || /STARTTLS/i.test(err.message ?? '')) return 'starttls-not-supported';
   return undefined;
 }

@@ -7,7 +7,10 @@ import { ConnectionPool, type Lease } from '../../src/relay/pool';
 
 class FakeConn extends EventEmitter {
   destroyed = false;
-  quit(): void {}
+  /** Like SmtpConnection.quit: QUIT, and the connection is closed from then on. */
+  quit(): void {
+    this.close();
+  }
   close(): void {
     if (!this.destroyed) {
       this.destroyed = true;

@@ -1,0 +1,473 @@
+/**
+ * One outbound SMTP connection (RFC 5321), the wire layer under
+ * src/relay/client.ts: connect, greeting, EHLO (HELO fallback), STARTTLS
+ * (RFC 3207), AUTH PLAIN/LOGIN (RFC 4954), command batches and the message
+ * data. It knows SMTP, not delivery policy: client.ts decides what to send
+ * and what a reply means for a recipient.
+ *
+ * What it talks to: one server, over net/tls sockets. What it trusts: none
+ * of the server's bytes — replies go through ReplyReader (bounded); a reply
+ * nobody waits for is a protocol error (421 excepted: the server closing);
+ * at STARTTLS, whatever the server sent after its "220" in plaintext is
+ * discarded before the handshake (CVE-2011-0411: a man in the middle could
+ * otherwise inject replies that we would read as coming from inside TLS),
+ * and the extensions are read again from the EHLO inside TLS.
+ *
+ * Results are values: every method resolves, with an SmtpError on failure
+ * (the fields classify.ts reads: code, originalCode, response, responseCode,
+ * command, timeoutType, in the shapes nodemailer's SMTPConnection used, so
+ * the classification did not change with the client). Any failure closes the
+ * connection and emits 'end' once; so does the server closing it.
+ *
+ * Cost per message, the reason this exists: one write for the envelope
+ * batch (RFC 2920 PIPELINING: [RSET,] MAIL, RCPT…, DATA), one for the body
+ * and its end (corked), one promise per batch — no per-command closures, no
+ * Transform stream in front of the socket.
+ */
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Readable } from 'node:stream';
+import type { SmtpErrorLike } from '../classify';
+import { DotStuffer } from './dot-stuff';
+import { ReplyReader, type Reply } from './reply-reader';
+
+export type { Reply } from './reply-reader';
+
+export type SmtpError = Error & SmtpErrorLike & { recipient?: string; rejectedErrors?: SmtpError[] };
+
+/** How the session treats STARTTLS: never, when offered (refusal → plaintext), or mandatory. */
+export type StartTls = 'none' | 'opportunistic' | 'required';
+
+export interface ConnectionOptions {
+  readonly ip: string;
+  readonly port: number;
+  readonly localAddress?: string;
+  /** EHLO name. */
+  readonly name: string;
+  /** The whole set-up, connect to the end of STARTTLS, is bounded by this. */
+  readonly connectTimeoutMs: number;
+  /** Waiting for the greeting, or for the TLS handshake, is bounded by this too. */
+  readonly greetingTimeoutMs: number;
+  /** Inactivity on an open connection. */
+  readonly socketTimeoutMs: number;
+  readonly startTls: StartTls;
+  readonly tlsOptions: tls.ConnectionOptions;
+}
+
+/** The replies a batch got, and the error that ended it early (then replies may be short). */
+export interface Exchange {
+  readonly replies: Reply[];
+  readonly err?: SmtpError;
+}
+
+/** How long to wait for the server to close after QUIT before dropping the socket. */
+const CLOSE_GRACE_MS = 5000;
+/** TCP keepalive on pooled connections (NAT mappings). */
+const KEEPALIVE_MS = 30_000;
+
+export function smtpError(message: string, code: string, command?: string, response?: string): SmtpError {
+  const e = new Error(response ? `${message}: ${response}` : message) as SmtpError & { code: string };
+  e.code = code;
+  if (command) (e as { command?: string }).command = command;
+  if (response) {
+    (e as { response?: string }).response = response;
+    const n = Number(/^\d+/.exec(response)?.[0]);
+    if (n) (e as { responseCode?: number }).responseCode = n;
+  }
+  return e;
+}
+
+function timeoutError(message: string, timeoutType: string): SmtpError {
+  const e = smtpError(message, 'ETIMEDOUT', 'CONN');
+  (e as { timeoutType?: string }).timeoutType = timeoutType;
+  return e;
+}
+
+/** A socket error (refused, reset, TLS alert, certificate) with its own code kept as originalCode. */
+function socketError(err: NodeJS.ErrnoException, code: string): SmtpError {
+  const e = smtpError(err.message, code, 'CONN');
+  if (err.code) (e as { originalCode?: string }).originalCode = err.code;
+  return e;
+}
+
+interface Waiter {
+  readonly need: number;
+  readonly replies: Reply[];
+  readonly done: (x: Exchange) => void;
+  /** STARTTLS: after this batch, read nothing more from the plaintext socket. */
+  readonly lastPlaintext: boolean;
+}
+
+export class SmtpConnection extends EventEmitter {
+  destroyed = false;
+  /** STARTTLS succeeded. */
+  secure = false;
+  /** EHLO keywords (upper case) of the session as it is now (inside TLS after STARTTLS). */
+  readonly extensions = new Set<string>();
+  /** SIZE limit the server announced (0: none). */
+  maxSize = 0;
+  /** SASL mechanisms the server announced. */
+  readonly authMechanisms = new Set<string>();
+
+  private socket: net.Socket;
+  private readonly reader = new ReplyReader();
+  private readonly waiters: Waiter[] = [];
+  private phaseTimer: NodeJS.Timeout | undefined;
+  private readonly deadline: number;
+  /** The first error that failed the connection. */
+  private failure: SmtpError | undefined;
+  /** The data phase in progress: its source, so a failure can stop reading it. */
+  private source: Readable | undefined;
+  private readonly onData = (chunk: Buffer): void => this.read(chunk);
+  private readonly onError = (err: Error): void => {
+    this.fail(socketError(err, 'ESOCKET'));
+  };
+  private readonly onClose = (): void => this.closedByPeer();
+  private readonly onTimeout = (): void => {
+    this.fail(timeoutError('Timeout', 'SOCKET_TIMEOUT'));
+  };
+
+  constructor(private readonly opts: ConnectionOptions) {
+    super();
+    this.deadline = Date.now() + opts.connectTimeoutMs;
+    this.socket = new net.Socket();
+  }
+
+  /** The TLS socket after STARTTLS (peer certificate, authorized), else undefined. */
+  get tlsSocket(): tls.TLSSocket | undefined {
+    return this.secure ? (this.socket as tls.TLSSocket) : undefined;
+  }
+
+  /**
+   * Connect and set the session up: greeting, EHLO (HELO when EHLO is
+   * refused), STARTTLS at the configured level and EHLO again inside TLS.
+   */
+  async open(): Promise<SmtpError | undefined> {
+    const greeting = await this.connect();
+    if (greeting.err) return greeting.err;
+    this.clearPhase();
+    const g = greeting.replies[0];
+    if (g.code !== 220) return this.fail(smtpError('Invalid greeting', 'EPROTOCOL', 'CONN', g.text));
+    const name = this.opts.name.replace(/[\r\n]+/g, '');
+    let ehlo = await this.hello(name);
+    if (ehlo.err) return ehlo.err;
+    const wantTls = this.opts.startTls === 'required' || (this.opts.startTls === 'opportunistic' && ehlo.extensions.has('STARTTLS'));
+    if (wantTls && ehlo.esmtp) {
+      const st = await this.exchange(['STARTTLS'], true);
+      if (st.err) return st.err;
+      const r = st.replies[0];
+      if (r.code !== 220) {
+        if (this.opts.startTls === 'required') return this.fail(smtpError('Error upgrading connection with STARTTLS', 'ETLS', 'STARTTLS', r.text));
+        // Refused: go on in plaintext with what the server announced for it, without AUTH.
+        this.adopt(ehlo.extensions, ehlo.maxSize, new Set());
+        return undefined;
+      }
+      const tlsErr = await this.upgrade();
+      if (tlsErr) return tlsErr;
+      ehlo = await this.hello(name);
+      if (ehlo.err) return ehlo.err;
+    }
+    this.adopt(ehlo.extensions, ehlo.maxSize, ehlo.auth);
+    return undefined;
+  }
+
+  /** AUTH PLAIN (or LOGIN when only that is offered). The caller checks the session is encrypted. */
+  async login(user: string, pass: string): Promise<SmtpError | undefined> {
+    const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
+    if (!this.authMechanisms.has('PLAIN') && this.authMechanisms.has('LOGIN')) {
+      for (const [cmd, expect] of [['AUTH LOGIN', 334], [b64(user), 334], [b64(pass), 235]] as const) {
+        const r = await this.exchange([cmd]);
+        if (r.err) return r.err;
+        const reply = r.replies[0];
+        if (reply.code !== expect) return smtpError('Invalid login', 'EAUTH', 'AUTH LOGIN', reply.text);
+      }
+      return undefined;
+    }
+    const r = await this.exchange([`AUTH PLAIN ${b64(`\u0000${user}\u0000${pass}`)}`]);
+    if (r.err) return r.err;
+    const reply = r.replies[0];
+    if (reply.code !== 235) return smtpError('Invalid login', 'EAUTH', 'AUTH PLAIN', reply.text);
+    return undefined;
+  }
+
+  /**
+   * Send commands in one write and collect one reply for each. With
+   * PIPELINING that is the whole envelope; without it, one command at a time.
+   */
+  exchange(commands: readonly string[], lastPlaintext = false): Promise<Exchange> {
+    if (this.destroyed) return Promise.resolve({ replies: [], err: smtpError('Connection closed', 'ECONNECTION', 'CONN') });
+    return new Promise((done) => {
+      this.waiters.push({ need: commands.length, replies: [], done, lastPlaintext });
+      this.socket.write(`${commands.join('\r\n')}\r\n`);
+    });
+  }
+
+  /**
+   * The message after a 354: the source, dot-stuffed, then ".", and the
+   * server's one reply. The source's last chunk and the end go out in one
+   * write. A source that fails mid-way closes the connection: the server
+   * must not take a truncated message.
+   */
+  sendData(source: Readable): Promise<Exchange> {
+    if (this.destroyed) {
+      source.destroy();
+      return Promise.resolve({ replies: [], err: smtpError('Connection closed', 'ECONNECTION', 'CONN') });
+    }
+    return new Promise((resolve) => {
+      let ended = false;
+      const done = (x: Exchange): void => {
+        // A reply before our end of data leaves the rest of the body to be read as commands:
+        // keep the reply, drop the connection.
+        if (!ended && !x.err) this.fail(smtpError('Server replied before the end of the message', 'EPROTOCOL', 'DATA', x.replies[0]?.text));
+        resolve(x);
+      };
+      this.waiters.push({ need: 1, replies: [], done, lastPlaintext: false });
+      const stuffer = new DotStuffer();
+      const socket = this.socket;
+      let held: Buffer | undefined;
+      this.source = source;
+      source.on('data', (chunk: Buffer | string) => {
+        const out = stuffer.stuff(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+        if (held && !socket.write(held)) {
+          source.pause();
+          socket.once('drain', () => source.resume());
+        }
+        held = out;
+      });
+      source.once('end', () => {
+        this.source = undefined;
+        if (this.destroyed) return;
+        ended = true;
+        socket.cork();
+        if (held) socket.write(held);
+        socket.write(stuffer.end());
+        socket.uncork();
+      });
+      source.once('error', (err) => {
+        this.source = undefined;
+        this.fail(smtpError(`Cannot read queued message: ${err.message}`, 'ESTREAM', 'API'));
+      });
+    });
+  }
+
+  /** QUIT, then close our side; the socket is dropped if the server does not close within a grace period. */
+  quit(): void {
+    if (this.destroyed) return;
+    const socket = this.socket;
+    this.shutdown();
+    socket.end('QUIT\r\n');
+    const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+  }
+
+  /** Drop the connection now. */
+  close(): void {
+    if (this.destroyed) return;
+    const socket = this.socket;
+    this.shutdown();
+    socket.destroy();
+  }
+
+  // ---- set-up ----
+
+  /** Open the TCP connection and wait for the greeting. */
+  private connect(): Promise<Exchange> {
+    return new Promise((done) => {
+      const socket = this.socket;
+      this.phase(this.deadline - Date.now(), timeoutError('Connection timeout', 'CONNECT_TIMEOUT'));
+      socket.once('error', this.onError);
+      socket.once('close', this.onClose);
+      this.waiters.push({ need: 1, replies: [], done, lastPlaintext: false });
+      socket.connect({ host: this.opts.ip, port: this.opts.port, ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}) }, () => {
+        this.phase(this.setupTime(), timeoutError('Greeting never received', 'GREETING_TIMEOUT'));
+        this.listen(socket);
+      });
+    });
+  }
+
+  /** EHLO, or HELO when EHLO is refused; the keywords it announced. */
+  private async hello(name: string): Promise<{ err?: SmtpError; esmtp: boolean; extensions: Set<string>; maxSize: number; auth: Set<string> }> {
+    const none = { esmtp: false, extensions: new Set<string>(), maxSize: 0, auth: new Set<string>() };
+    const e = await this.exchange([`EHLO ${name}`]);
+    if (e.err) return { ...none, err: e.err };
+    const r = e.replies[0];
+    if (r.code === 421) return { ...none, err: this.fail(smtpError('Server terminates connection', 'ECONNECTION', 'EHLO', r.text)) };
+    if (r.code >= 200 && r.code < 300) return { esmtp: true, ...parseEhlo(r.text) };
+    if (this.opts.startTls === 'required') {
+      return { ...none, err: this.fail(smtpError('EHLO failed but HELO does not support required STARTTLS', 'ECONNECTION', 'EHLO', r.text)) };
+    }
+    const h = await this.exchange([`HELO ${name}`]);
+    if (h.err) return { ...none, err: h.err };
+    const hr = h.replies[0];
+    if (hr.code < 200 || hr.code >= 300) return { ...none, err: this.fail(smtpError('Invalid HELO', 'EPROTOCOL', 'HELO', hr.text)) };
+    return none;
+  }
+
+  /** TLS over the connected socket (after the server's 220 to STARTTLS). */
+  private upgrade(): Promise<SmtpError | undefined> {
+    return new Promise((done) => {
+      const plain = this.socket;
+      // The plain socket keeps its error listener (fail() is idempotent): an error on it
+      // after the handshake began must not go unhandled.
+      this.unlisten(plain);
+      this.phase(this.setupTime(), timeoutError('TLS handshake timed out', 'UPGRADE_TIMEOUT'));
+      let secured: tls.TLSSocket;
+      try {
+        secured = tls.connect({ ...this.opts.tlsOptions, socket: plain }, () => {
+          this.secure = true;
+          this.clearPhase();
+          this.listen(secured);
+          done(undefined);
+        });
+      } catch (err) {
+        done(this.fail(socketError(err as NodeJS.ErrnoException, 'ETLS')));
+        return;
+      }
+      this.socket = secured;
+      secured.once('error', (err) => done(this.fail(socketError(err, 'ESOCKET'))));
+      // A timeout fails the connection first and destroys the socket: report the timeout.
+      secured.once('close', () => done(this.failure ?? this.fail(smtpError('Connection closed unexpectedly', 'ETLS', 'CONN'))));
+    });
+  }
+
+  /** Time left for a set-up step: greetingTimeout, cut short by the connect deadline. */
+  private setupTime(): number {
+    return Math.min(this.opts.greetingTimeoutMs, Math.max(this.deadline - Date.now(), 1));
+  }
+
+  private phase(ms: number, err: SmtpError): void {
+    this.clearPhase();
+    this.phaseTimer = setTimeout(() => this.fail(err), Math.max(ms, 0));
+  }
+
+  private clearPhase(): void {
+    if (this.phaseTimer) clearTimeout(this.phaseTimer);
+    this.phaseTimer = undefined;
+  }
+
+  /** Attach the session's listeners to the (plain or TLS) socket. */
+  private listen(socket: net.Socket): void {
+    socket.removeAllListeners('error');
+    socket.removeAllListeners('close');
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.once('close', this.onClose);
+    socket.on('end', this.onClose);
+    socket.setTimeout(this.opts.socketTimeoutMs);
+    socket.on('timeout', this.onTimeout);
+    socket.setKeepAlive(true, KEEPALIVE_MS);
+    // Each batch is one write already; Nagle would only hold it for the previous ACK.
+    socket.setNoDelay(true);
+  }
+
+  private adopt(extensions: Set<string>, maxSize: number, auth: Set<string>): void {
+    this.clearPhase();
+    for (const k of extensions) this.extensions.add(k);
+    this.maxSize = maxSize;
+    for (const m of auth) this.authMechanisms.add(m);
+  }
+
+  /** Detach the session's listeners (all but 'error') from a socket. */
+  private unlisten(socket: net.Socket): void {
+    socket.off('data', this.onData);
+    socket.off('close', this.onClose);
+    socket.off('end', this.onClose);
+    socket.off('timeout', this.onTimeout);
+    socket.setTimeout(0);
+  }
+
+  // ---- replies ----
+
+  private read(chunk: Buffer): void {
+    const err = this.reader.push(chunk, (reply) => this.dispatch(reply));
+    if (err) this.fail(smtpError(err, 'EPROTOCOL', 'CONN'));
+  }
+
+  /** Hand a reply to the batch waiting for it; false stops reading the chunk. */
+  private dispatch(reply: Reply): boolean {
+    if (this.destroyed) return false;
+    const w = this.waiters[0];
+    if (!w) {
+      // RFC 5321 §3.8: 421 may come at any time, the server is closing.
+      if (reply.code === 421) this.fail(smtpError('Server closed the connection', 'ECONNECTION', 'CONN', reply.text));
+      else this.fail(smtpError('Unexpected Response', 'EPROTOCOL', 'CONN', reply.text));
+      return false;
+    }
+    w.replies.push(reply);
+    const complete = w.replies.length === w.need;
+    if (complete) this.waiters.shift();
+    if (reply.code === 421) {
+      // The rest of the batch is not coming: the server is closing.
+      if (complete) w.done({ replies: w.replies });
+      this.fail(smtpError('Server closed the connection', 'ECONNECTION', 'CONN', reply.text));
+      return false;
+    }
+    if (!complete) return true;
+    w.done({ replies: w.replies });
+    if (w.lastPlaintext && reply.code === 220) {
+      // STARTTLS accepted: anything after the 220 in this chunk, or already buffered, was
+      // sent in plaintext and must not be read as if it came through TLS.
+      this.socket.off('data', this.onData);
+      this.reader.reset();
+      return false;
+    }
+    return true;
+  }
+
+  // ---- ending ----
+
+  private closedByPeer(): void {
+    if (this.destroyed) return;
+    const rest = this.reader.remainder();
+    const failure = /^[45]\d\d[ -]/.test(rest) ? rest : undefined;
+    this.fail(smtpError('Connection closed unexpectedly', 'ECONNECTION', 'CONN', failure));
+  }
+
+  /** Fail the connection: every waiting batch gets `err`, the socket goes, 'end' once. Returns `err`. */
+  private fail(err: SmtpError): SmtpError {
+    if (this.destroyed) return this.failure ?? err;
+    this.failure = err;
+    const waiting = this.waiters.splice(0);
+    const socket = this.socket;
+    this.shutdown();
+    socket.destroy();
+    for (const w of waiting) w.done({ replies: w.replies, err });
+    return err;
+  }
+
+  private shutdown(): void {
+    this.destroyed = true;
+    this.clearPhase();
+    const socket = this.socket;
+    this.unlisten(socket);
+    // Errors while tearing down (a TLS alert after we closed) are of no interest now.
+    socket.removeAllListeners('error');
+    socket.on('error', () => undefined);
+    if (this.source) {
+      this.source.destroy();
+      this.source = undefined;
+    }
+    // Waiters still queued (a quit or close during a batch) learn it now.
+    for (const w of this.waiters.splice(0)) w.done({ replies: w.replies, err: smtpError('Connection closed', 'ECONNECTION', 'CONN') });
+    this.emit('end');
+  }
+}
+
+/** EHLO keywords, SIZE limit and AUTH mechanisms from an EHLO reply. */
+export function parseEhlo(text: string): { extensions: Set<string>; maxSize: number; auth: Set<string> } {
+  const extensions = new Set<string>();
+  const auth = new Set<string>();
+  let maxSize = 0;
+  const lines = text.split('\n');
+  for (let i = 1; i < lines.length; i++) {
+    const words = lines[i].slice(4).trim().split(/[ \t]+/);
+    const keyword = words[0].toUpperCase();
+    if (!keyword) continue;
+    extensions.add(keyword);
+    if (keyword === 'SIZE') maxSize = Number(words[1]) || 0;
+    if (keyword === 'AUTH') for (const m of words.slice(1)) auth.add(m.toUpperCase());
+  }
+  return { extensions, maxSize, auth };
+}

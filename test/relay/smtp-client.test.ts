@@ -1,0 +1,409 @@
+/**
+ * The outbound SMTP client (src/relay/client.ts over smtp-client/) against
+ * scripted servers on loopback that misbehave on purpose: replies split
+ * across packets, multi-line replies, a server that closes mid-pipeline, one
+ * refused recipient in a pipelined batch, a server without PIPELINING that
+ * punishes pipelining, a greeting that never comes, replies that never end,
+ * a STARTTLS response injection (CVE-2011-0411), and a pooled connection that
+ * died without a FIN. Plus the wire form of the body against the DataStream
+ * the gateway used before (nodemailer's), on random input.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import tls from 'node:tls';
+import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import DataStream from 'nodemailer/lib/smtp-connection/data-stream';
+import { closeSession, openSession, resetSession, sendOnSession, type SendResult, type SessionSettings, type Target } from '../../src/relay/client';
+import { classifyError, classifyReply } from '../../src/relay/classify';
+import { DotStuffer } from '../../src/relay/smtp-client/dot-stuff';
+import { MAX_LINE } from '../../src/relay/smtp-client/reply-reader';
+import { testCert } from '../helpers/tls';
+
+const T = { timeout: 20_000 };
+const settings: SessionSettings = { name: 'client.test', connectTimeoutMs: 2000, greetingTimeoutMs: 2000, socketTimeoutMs: 5000 };
+const BODY = 'Subject: t\r\n\r\nhello\r\n';
+
+/** A raw TCP server on loopback; `onConn` scripts each connection. */
+async function server(onConn: (sock: net.Socket, n: number) => void): Promise<{ port: number; close(): Promise<void>; conns: () => number }> {
+  let n = 0;
+  const socks = new Set<net.Socket>();
+  const srv = net.createServer((sock) => {
+    socks.add(sock);
+    sock.on('close', () => socks.delete(sock));
+    sock.on('error', () => undefined);
+    sock.setNoDelay(true);
+    onConn(sock, n++);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    port: (srv.address() as net.AddressInfo).port,
+    conns: () => n,
+    close: async () => {
+      for (const s of socks) s.destroy();
+      await new Promise((r) => srv.close(r));
+    },
+  };
+}
+
+/** Lines (without CRLF) as they arrive, in chunks: `onChunk` sees every line of one read together. */
+function onLines(sock: net.Socket | tls.TLSSocket, onChunk: (lines: string[]) => void): void {
+  let buf = '';
+  const listener = (d: Buffer): void => {
+    buf += d.toString('latin1');
+    const lines = buf.split('\r\n');
+    buf = lines.pop() ?? '';
+    if (lines.length) onChunk(lines);
+  };
+  sock.on('data', listener);
+}
+
+interface MiniMx {
+  pipelining?: boolean;
+  ehloExtra?: string[];
+  rcptReply?: (addr: string) => string;
+  /** Transaction replies wait until DATA has arrived: a client that waits for the MAIL reply hangs. */
+  holdUntilData?: boolean;
+  /** Inside TLS after STARTTLS: no second greeting. */
+  noGreeting?: boolean;
+  /** Called for each command: 'skip' sends no reply to it, 'stop' ends all answering on this connection. */
+  onCommand?: (line: string, sock: net.Socket) => 'skip' | 'stop' | undefined;
+}
+
+interface Seen {
+  commands: string[];
+  bodies: string[];
+  /** A command arrived while a previous one was still unanswered (lock-step broken). */
+  pipelinedWithoutOffer: boolean;
+}
+
+/** A small, honest SMTP receiver with hooks, enough for the client's transactions. */
+function miniMx(sock: net.Socket, o: MiniMx, seen: Seen): void {
+  const ext = [...(o.pipelining === false ? [] : ['PIPELINING']), '8BITMIME', 'SIZE 1000000', ...(o.ehloExtra ?? [])];
+  if (!o.noGreeting) sock.write('220 mini.test ESMTP\r\n');
+  let inData = false;
+  let txnOpen = false;
+  let body = '';
+  let held: string[] = [];
+  let stopped = false;
+  onLines(sock, (lines) => {
+    if (stopped) return;
+    const out: string[] = [];
+    if (o.pipelining === false && !inData && lines.length > 1) seen.pipelinedWithoutOffer = true;
+    for (const line of lines) {
+      if (inData) {
+        if (line === '.') {
+          inData = false;
+          seen.bodies.push(body);
+          body = '';
+          out.push('250 2.0.0 queued');
+        } else body += `${line}\r\n`;
+        continue;
+      }
+      seen.commands.push(line);
+      const scripted = o.onCommand?.(line, sock);
+      if (scripted === 'stop') return void (stopped = true);
+      if (scripted === 'skip') continue;
+      const verb = line.slice(0, 4).toUpperCase();
+      if (verb === 'MAIL' || verb === 'RSET' || verb === 'RCPT') txnOpen = true;
+      if (verb === 'DATA') txnOpen = false;
+      if (verb === 'EHLO') out.push(['250-mini.test', ...ext.slice(0, -1).map((e) => `250-${e}`), `250 ${ext[ext.length - 1]}`].join('\r\n'));
+      else if (verb === 'HELO' || verb === 'RSET' || verb === 'MAIL') out.push('250 2.0.0 ok');
+      else if (verb === 'RCPT') out.push(o.rcptReply?.(/<(.*)>/.exec(line)?.[1] ?? '') ?? '250 2.1.5 ok');
+      else if (verb === 'DATA') {
+        inData = true;
+        out.push('354 go ahead');
+      } else if (verb === 'QUIT') {
+        sock.end('221 bye\r\n');
+        return;
+      } else out.push('502 5.5.2 what');
+    }
+    if (o.holdUntilData && txnOpen) {
+      held = held.concat(out);
+      return;
+    }
+    const all = held.concat(out);
+    held = [];
+    if (all.length) sock.write(`${all.join('\r\n')}\r\n`);
+  });
+}
+
+const newSeen = (): Seen => ({ commands: [], bodies: [], pipelinedWithoutOffer: false });
+const target = (port: number, over: Partial<Target> = {}): Target => ({ host: 'mini.test', ip: '127.0.0.1', port, tls: 'none', ...over });
+const env = (to: string[]) => ({ from: 'a@client.test', to, size: BODY.length, smtpUtf8: false });
+const body = (): Readable => Readable.from([Buffer.from(BODY)]);
+
+/** Resolve p, or fail the test after ms: a guard that is missing must show up as a failure, not a hang. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+}
+
+test('replies split across packets and multi-line replies are read whole', T, async () => {
+  const seen = newSeen();
+  // Every reply goes out one byte per write, with a pause, so lines and replies break anywhere.
+  const srv = await server((sock) => {
+    const queue: string[] = [];
+    let busy = false;
+    const orig = sock.write.bind(sock);
+    const pump = (): void => {
+      const next = queue.shift();
+      if (next === undefined) return void (busy = false);
+      busy = true;
+      orig(next);
+      setTimeout(pump, 1);
+    };
+    (sock as unknown as { write: (s: string) => boolean }).write = (s: string) => {
+      queue.push(...s);
+      if (!busy) pump();
+      return true;
+    };
+    miniMx(sock, { ehloExtra: ['SMTPUTF8', 'X-LONG-KEYWORD with some args'] }, seen);
+  });
+  try {
+    const r = await within(openSession(target(srv.port), settings), 10_000, 'open');
+    assert.ok(r.ok, r.ok ? '' : r.err.message);
+    const s = r.session;
+    assert.ok(s.conn.extensions.has('PIPELINING') && s.conn.extensions.has('SMTPUTF8') && s.conn.extensions.has('X-LONG-KEYWORD'));
+    assert.equal(s.conn.maxSize, 1_000_000);
+    const res = await within(sendOnSession(s, env(['b@x.test', 'c@x.test']), body), 10_000, 'send');
+    assert.deepEqual([...res.accepted.keys()], ['b@x.test', 'c@x.test']);
+    assert.equal(res.accepted.get('b@x.test'), '250 2.0.0 queued');
+    assert.equal(res.reusable, true);
+    assert.equal(seen.bodies[0], BODY);
+    closeSession(s);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('PIPELINING: RSET, MAIL, every RCPT and DATA leave before any reply; a 550 to one RCPT bounces only that one', T, async () => {
+  const seen = newSeen();
+  const srv = await server((sock) =>
+    miniMx(sock, { holdUntilData: true, rcptReply: (a) => (a.startsWith('nobody') ? '550 5.1.1 no such user' : '250 2.1.5 ok') }, seen),
+  );
+  try {
+    const r = await openSession(target(srv.port), settings);
+    assert.ok(r.ok);
+    const s = r.session;
+    const first = await within(sendOnSession(s, env(['b@x.test', 'nobody@x.test', 'c@x.test']), body), 5000, 'pipelined send');
+    assert.deepEqual([...first.accepted.keys()].sort(), ['b@x.test', 'c@x.test']);
+    const refused = first.failed.get('nobody@x.test');
+    assert.ok(refused);
+    assert.deepEqual(classifyError('nobody@x.test', refused), { address: 'nobody@x.test', kind: 'bounced', error: '550 5.1.1 no such user', statusCode: '5.1.1', remoteMta: undefined });
+    assert.equal(classifyReply('b@x.test', first.accepted.get('b@x.test')!).kind, 'delivered');
+    assert.equal(seen.bodies.length, 1);
+    // A second transaction on the pooled session: the RSET rides in the same batch.
+    assert.equal(await resetSession(s), true);
+    const before = seen.commands.length;
+    const second = await within(sendOnSession(s, env(['d@x.test']), body), 5000, 'second send');
+    assert.equal(second.accepted.size, 1);
+    assert.deepEqual(seen.commands.slice(before, before + 4).map((c) => c.slice(0, 4)), ['RSET', 'MAIL', 'RCPT', 'DATA']);
+    closeSession(s);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('a server without PIPELINING gets one command at a time', T, async () => {
+  const seen = newSeen();
+  const srv = await server((sock) => miniMx(sock, { pipelining: false }, seen));
+  try {
+    const r = await openSession(target(srv.port), settings);
+    assert.ok(r.ok);
+    for (const to of [['b@x.test', 'c@x.test'], ['d@x.test']]) {
+      if (r.session.messages > 0) assert.equal(await resetSession(r.session), true);
+      const res: SendResult = await within(sendOnSession(r.session, env(to), body), 5000, 'lock-step send');
+      assert.equal(res.accepted.size, to.length);
+    }
+    assert.equal(seen.pipelinedWithoutOffer, false, 'commands were pipelined to a server that did not offer PIPELINING');
+    assert.equal(seen.bodies.length, 2);
+    closeSession(r.session);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('a server that closes mid-pipeline: every recipient deferred, no body sent, never reused', T, async () => {
+  const seen = newSeen();
+  const srv = await server((sock) =>
+    miniMx(
+      sock,
+      {
+        onCommand: (line, s) => {
+          // Answer MAIL and the first RCPT, then hang up in the middle of the batch.
+          if (line.startsWith('RCPT TO:<c@')) {
+            s.write('250 2.0.0 ok\r\n250 2.1.5 ok\r\n');
+            s.destroy();
+            return 'stop';
+          }
+          return line.startsWith('MAIL') || line.startsWith('RCPT TO:<b@') ? 'skip' : undefined;
+        },
+      },
+      seen,
+    ),
+  );
+  try {
+    const r = await openSession(target(srv.port), settings);
+    assert.ok(r.ok);
+    const res = await within(sendOnSession(r.session, env(['b@x.test', 'c@x.test']), body), 5000, 'send to a closing server');
+    assert.equal(res.accepted.size, 0);
+    assert.equal(res.reusable, false);
+    for (const a of ['b@x.test', 'c@x.test']) assert.equal(classifyError(a, res.failed.get(a)!).kind, 'deferred');
+    assert.equal(seen.bodies.length, 0);
+    assert.equal(r.session.broken, true);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('a greeting that never comes times out (GREETING_TIMEOUT), deferred', T, async () => {
+  const srv = await server(() => undefined);
+  try {
+    const r = await within(openSession(target(srv.port), { ...settings, greetingTimeoutMs: 200, socketTimeoutMs: 60_000 }), 3000, 'open against a silent server');
+    assert.equal(r.ok, false);
+    if (r.ok) return;
+    assert.equal(r.err.code, 'ETIMEDOUT');
+    assert.equal(r.err.timeoutType, 'GREETING_TIMEOUT');
+    assert.equal(classifyError('b@x.test', r.err).kind, 'deferred');
+  } finally {
+    await srv.close();
+  }
+});
+
+test('a reply line that never ends, or a reply that never ends, is cut off at a bound', T, async () => {
+  for (const chunk of ['A'.repeat(1024), '250-A\r\n'.repeat(128)]) {
+    let written = 0;
+    let closedEarly = false;
+    const srv = await server((sock) => {
+      sock.write(`220-${chunk}`);
+      // Keep feeding up to 16 MB unless the client hangs up first.
+      const feed = (): void => {
+        if (sock.destroyed) return;
+        if (written > 16 * 1024 * 1024) return;
+        written += chunk.length;
+        if (sock.write(chunk)) setImmediate(feed);
+        else sock.once('drain', feed);
+      };
+      sock.on('close', () => (closedEarly = written < 16 * 1024 * 1024));
+      feed();
+    });
+    try {
+      const r = await within(openSession(target(srv.port), settings), 5000, 'open against an endless reply');
+      assert.equal(r.ok, false);
+      if (r.ok) return;
+      assert.equal(r.err.code, 'EPROTOCOL');
+      assert.match(r.err.message, /too long/);
+      await new Promise((res) => setTimeout(res, 50));
+      assert.ok(closedEarly, 'the client read on instead of hanging up');
+      assert.ok(written < 1024 * 1024, `server got to write ${written} bytes`);
+    } finally {
+      await srv.close();
+    }
+  }
+  assert.ok(MAX_LINE < 1024 * 1024);
+});
+
+test('STARTTLS: replies injected in plaintext after "220" are discarded, the EHLO inside TLS counts (CVE-2011-0411)', T, async () => {
+  const { key, cert } = await testCert();
+  const seen = newSeen();
+  let tlsSeen = false;
+  const srv = await server((sock) => {
+    sock.write('220 mitm.test ESMTP\r\n');
+    let upgraded = false;
+    onLines(sock, (lines) => {
+      if (upgraded) return;
+      for (const line of lines) {
+        if (line.startsWith('EHLO')) sock.write('250-mitm.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n');
+        else if (line === 'STARTTLS') {
+          upgraded = true;
+          sock.removeAllListeners('data');
+          // The injection: in the same packet as the 220, replies for commands not yet sent.
+          sock.write('220 2.0.0 go ahead\r\n250-injected.test\r\n250-PIPELINING\r\n250 SIZE 10\r\n');
+          const secure = new tls.TLSSocket(sock, { isServer: true, key, cert });
+          secure.on('error', () => undefined);
+          secure.once('secure', () => (tlsSeen = true));
+          miniMxOver(secure);
+          return;
+        }
+      }
+    });
+  });
+  // The honest server inside TLS: no PIPELINING, SIZE 1000000.
+  const miniMxOver = (secure: tls.TLSSocket): void => miniMx(secure as unknown as net.Socket, { pipelining: false, noGreeting: true }, seen);
+  try {
+    const r = await within(openSession(target(srv.port, { tls: 'opportunistic' }), settings), 5000, 'open with STARTTLS');
+    assert.ok(r.ok, r.ok ? '' : r.err.message);
+    const s = r.session;
+    assert.equal(s.secure, true);
+    assert.equal(tlsSeen, true);
+    assert.equal(s.conn.extensions.has('PIPELINING'), false, 'an injected plaintext reply was read as the EHLO inside TLS');
+    assert.equal(s.conn.maxSize, 1_000_000);
+    // The greeting banner inside TLS is not sent again; the first reply read is the real EHLO's.
+    const res = await within(sendOnSession(s, env(['b@x.test']), body), 5000, 'send after STARTTLS');
+    assert.equal(res.accepted.size, 1);
+    assert.equal(seen.bodies.length, 1);
+    closeSession(s);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('a pooled connection that died without a FIN: RSET unanswered, the message goes once on a fresh connection', T, async () => {
+  const seen = newSeen();
+  const srv = await server((sock, n) =>
+    miniMx(
+      sock,
+      {
+        // The first connection goes dark at its second transaction: no reply, no FIN.
+        onCommand: (line) => (n === 0 && line === 'RSET' ? 'stop' : undefined),
+      },
+      seen,
+    ),
+  );
+  try {
+    // The dead connection shows itself by not answering RSET within the socket timeout.
+    const r = await openSession(target(srv.port), { ...settings, socketTimeoutMs: 500 });
+    assert.ok(r.ok);
+    const s = r.session;
+    assert.equal((await sendOnSession(s, env(['b@x.test']), body)).accepted.size, 1);
+    assert.equal(await resetSession(s), true);
+    const res = await within(sendOnSession(s, env(['c@x.test']), body), 8000, 'send on a dead pooled connection');
+    assert.equal(res.accepted.size, 1, JSON.stringify([...res.failed].map(([a, e]) => [a, e.message])));
+    assert.equal(srv.conns(), 2);
+    assert.equal(seen.bodies.length, 2, 'each message exactly once');
+    closeSession(s);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('the body on the wire: dot-stuffing and CR/LF normalisation equal nodemailer DataStream, however the input is split', async () => {
+  const alphabet = Buffer.from('\r\n.a');
+  for (let round = 0; round < 400; round++) {
+    const len = 1 + (randomBytes(1)[0] % 40);
+    const input = Buffer.from([...randomBytes(len)].map((b) => alphabet[b % alphabet.length]));
+    const cuts = [...randomBytes(3)].map((b) => b % (len + 1)).sort((a, b) => a - b);
+    const chunks = [input.subarray(0, cuts[0]), input.subarray(cuts[0], cuts[1]), input.subarray(cuts[1], cuts[2]), input.subarray(cuts[2])];
+    const ours = new DotStuffer();
+    const mine = Buffer.concat([...chunks.map((c) => ours.stuff(c)), ours.end()]);
+    const theirs = await new Promise<Buffer>((resolve) => {
+      const ds = new DataStream();
+      const out: Buffer[] = [];
+      ds.on('data', (d: Buffer) => out.push(d));
+      ds.on('end', () => resolve(Buffer.concat(out)));
+      for (const c of chunks) ds.write(c);
+      ds.end();
+    });
+    assert.equal(mine.toString('latin1'), theirs.toString('latin1'), `input ${JSON.stringify(input.toString('latin1'))}`);
+  }
+  // The smuggling shapes, spelled out.
+  const stuff = (s: string): string => {
+    const d = new DotStuffer();
+    return Buffer.concat([d.stuff(Buffer.from(s)), d.end()]).toString('latin1');
+  };
+  assert.equal(stuff('a\r.\rb'), 'a\r\n..\r\nb\r\n.\r\n');
+  assert.equal(stuff('a\n.\nb\r\n'), 'a\r\n..\r\nb\r\n.\r\n');
+  assert.equal(stuff('.x'), '..x\r\n.\r\n');
+});
