@@ -2,6 +2,9 @@
  * build(config) → the gateway, not yet listening; start() binds, stop()
  * drains. The order of the stages lives here and nowhere else:
  *   smtp (listeners) → policy → dkim → spool (commit) → qmgr → relay.
+ * Every process builds the same shared parts; its role (single, primary,
+ * worker) adds the acceptor and/or the queue owner (src/process/roles.ts),
+ * each of which takes its turn at bind, start and stop.
  * Tests build the app on port 0 and drive it over real sockets.
  */
 import { randomBytes } from 'node:crypto';
@@ -36,17 +39,20 @@ import { Roles } from './roles/index';
 import { PostfixServices } from './postfix/index';
 import { ruleListeners } from './postfix/config';
 import type { DeliveryAgent } from './relay/types';
-import { Listener, type TlsMaterial } from './smtp/listener';
+import type { Listener, TlsMaterial } from './smtp/listener';
 import type { BoundSocket } from './net/bound-socket';
 import { loadTlsMaterial } from './smtp/tls-material';
 import { QueueManager } from './spool/qmgr';
-import { newQueueId } from './spool/queue-id';
 import { TlsReportCollector, TlsReporter } from './relay/tls-report';
-import { Journal, onJournalSkippedBytes, recoverJournal } from './spool/journal';
+import { Journal, onJournalSkippedBytes } from './spool/journal';
+import { acceptIntoJournal, committedToQueue } from './spool/journal-accept';
+import { queueLocalMessage } from './spool/local-mail';
 import { storageHealth } from './spool/storage-faults';
 import { processIdSuffix } from './spool/queue-id';
-import { recoverSpool } from './spool/recover';
 import { Spool } from './spool/store';
+import { acceptor } from './process/acceptor';
+import { queueOwner } from './process/queue-owner';
+import { PROCESS_ROLES, type ProcessPart, type ProcessRoleName } from './process/roles';
 
 export interface App {
   readonly cfg: Config;
@@ -100,7 +106,7 @@ export interface BuildOptions {
    * listeners, its store is the primary's (IPC), and its queue manager only
    * makes the first attempt of what it accepted. Default: 'single'.
    */
-  role?: 'single' | 'primary' | 'worker';
+  role?: ProcessRoleName;
   /** The state store to use instead of a new in-memory one (a worker's IPC store). */
   state?: StateStore;
   /** Worker: a message it deferred, for the primary's queue manager. */
@@ -128,10 +134,11 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   accounts.load();
 
   const role = opts.role ?? 'single';
+  const { accepts, ownsQueue } = PROCESS_ROLES[role];
   // Small messages tried at once are made durable in the acceptance journal (src/spool/journal.ts);
   // the primary accepts nothing, but recovers its dead workers' segments from the same directory.
   const journalDir = path.join(cfg.spool.dir, 'journal');
-  const journal = cfg.spool.journal && role !== 'primary' ? new Journal(journalDir, processIdSuffix(), { fsync: cfg.spool.fsync, logger }) : undefined;
+  const journal = cfg.spool.journal && accepts ? new Journal(journalDir, processIdSuffix(), { fsync: cfg.spool.fsync, logger }) : undefined;
   await journal?.init();
   // Counters outlive policy reloads. `state.backend: memory`: this gateway's own (a
   // worker's is the primary's, over IPC); `redis`: the fleet's, every process connects.
@@ -171,7 +178,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     hostname: cfg.hostname,
     logger,
     scanIntervalMs: opts.scanIntervalMs,
-    mode: role === 'worker' ? 'first-attempt' : 'full',
+    mode: ownsQueue ? 'full' : 'first-attempt',
     onDeferred: opts.onDeferred,
     journal,
     journalDir,
@@ -186,46 +193,28 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
         hostname: cfg.hostname,
         collector: tlsCollector,
         submit: async (to, message) => {
-          const id = newQueueId();
-          const client = { listener: 'local', role: 'submission' as const, ip: '127.0.0.1', tls: false };
-          await spool.commit({ id, receivedAt: Date.now(), client, mailFrom: '', recipients: [to], size: message.length, smtpUtf8: false, verdicts: [], isBounce: true }, { prefix: Buffer.alloc(0), chunks: [message] });
-          qmgr.notify(id);
+          await queueLocalMessage(spool, (id) => qmgr.notify(id), { to, message, smtpUtf8: false, receivedAt: Date.now() });
         },
       })
     : undefined;
   const tlsReportTimer = tlsReporter ? setInterval(() => void tlsReporter.run().catch((err) => logger.error({ evt: 'error', err }, 'TLS report run failed')), 3_600_000) : undefined;
   tlsReportTimer?.unref();
   // Queue gauges from the process that owns the queue (a worker's first attempts are its own).
-  if (role !== 'worker') metrics.catalogue.bindQueue(qmgr, spool);
+  if (ownsQueue) metrics.catalogue.bindQueue(qmgr, spool);
 
   // PROXY protocol v2 from the load balancers in a listener's proxyFrom (v1 is smtp-server's own).
   adaptProxyProtocolV2();
-  const listeners = (role === 'primary' ? [] : cfg.listeners).map(
-    (l) =>
-      new Listener(
-        l,
-        {
+  const accepting = accepts
+    ? acceptor({
+        listeners: cfg.listeners,
+        session: {
           cfg,
           accounts,
           policy: policyHooks,
           signer: () => signer,
           spool,
-          onCommitted: (id, held, handoff) => {
-            if (!held) qmgr.notify(id, handoff);
-          },
-          journal: journal
-            ? async (envelope, data, size) => {
-                if (!qmgr.reserveHandoff(size)) return false;
-                try {
-                  await journal.append(envelope, data);
-                } catch (err) {
-                  qmgr.releaseHandoff(size);
-                  throw err;
-                }
-                qmgr.notify(envelope.id, { envelope, data, size, journaled: true });
-                return true;
-              }
-            : undefined,
+          onCommitted: committedToQueue(qmgr),
+          journal: journal ? acceptIntoJournal(journal, qmgr) : undefined,
           logger,
           userHash,
           bareNewline: cfg.smtp.bareNewline,
@@ -233,14 +222,16 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
           endOfData: containment.endOfData,
           observer: metrics.catalogue.session,
         },
-        () => tls,
+        tls: () => tls,
+        sockets: opts.sockets,
         logger,
-      ),
-  );
+      })
+    : undefined;
+  const listeners: Listener[] = accepting?.listeners ?? [];
 
   // The policy service and milter for an existing Postfix: the same hooks, signer and state store.
   const postfix =
-    cfg.postfix && role !== 'worker'
+    cfg.postfix && ownsQueue
       ? new PostfixServices({
           cfg: cfg.postfix,
           hooks: policyHooks,
@@ -323,14 +314,21 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   }, STORAGE_PROBE_MS);
   probeTimer.unref();
 
+  // This process's role: the queue owner's part first (the admin API binds before the listeners).
+  const parts: ProcessPart[] = [];
+  if (ownsQueue) parts.push(queueOwner({ admin, spool, journalDir, roles, postfix, logger }));
+  if (accepting) parts.push(accepting);
+  const closeParts = async () => {
+    for (const p of [...parts].reverse()) await p.close().catch(() => undefined);
+  };
+
   let bound = false;
   const bind = async () => {
     if (bound) return;
     try {
-      if (role !== 'worker') await admin.bind();
-      for (const l of listeners) await l.bind(opts.sockets?.get(l.cfg.name));
+      for (const p of parts) await p.bind();
     } catch (err) {
-      for (const l of listeners) await l.close().catch(() => undefined);
+      await closeParts();
       await admin.close();
       throw err;
     }
@@ -366,22 +364,14 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       // Bounded by state.redis.connectTimeout: without Redis the gateway starts degraded.
       await stateRt.start();
       await fleet.start();
-      // Recovery and the admin API belong to the one process that owns the queue.
-      if (role !== 'worker') {
-        await recoverSpool(spool, logger);
-        await recoverJournal(journalDir, spool, logger);
-      }
+      // Recovery (the queue owner's) before any delivery.
+      for (const p of parts) await p.prepare();
       await qmgr.start();
-      // The mailbox log is followed by the one process that owns the admin API (grants go to the shared store).
-      if (role !== 'worker') await roles.start();
       containment.start();
       try {
-        if (role !== 'worker') await admin.listen();
-        for (const l of listeners) await l.listen();
-        await postfix?.start();
+        for (const p of parts) await p.open();
       } catch (err) {
-        for (const l of listeners) await l.close().catch(() => undefined);
-        await postfix?.stop().catch(() => undefined);
+        await closeParts();
         await admin.close();
         await qmgr.stop();
         throw err;
@@ -390,9 +380,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
     },
     async stop() {
       listening = false;
-      await Promise.all(listeners.map((l) => l.close()));
-      await postfix?.stop();
-      await roles.stop();
+      await closeParts();
       await containment.stop();
       await qmgr.stop();
       journal?.close();

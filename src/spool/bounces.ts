@@ -5,10 +5,10 @@
  * send it twice, never zero times.
  * Talks to: the spool (reads the original's headers, commits the DSN), the DSN builder.
  */
-import type { DeliveryState, Envelope, QueueId } from '../envelope';
+import type { DeliveryState, QueueId } from '../envelope';
 import type { Logger } from '../log';
 import { buildDsn } from '../relay/dsn';
-import { newQueueId } from './queue-id';
+import { queueLocalMessage } from './local-mail';
 import type { Spool, SpooledMessage } from './store';
 
 export interface BounceReporterDeps {
@@ -43,20 +43,7 @@ export class BounceReporter {
         failed: unreported.map((r) => ({ address: r.address, status: r.statusCode ?? '5.0.0', diagnostic: r.lastError ?? '', remoteMta: r.remoteMta })),
         originalHeaders: headers,
       });
-      const id = newQueueId();
-      const bounceEnv: Envelope = {
-        id,
-        receivedAt: this.deps.now(),
-        client: { listener: 'local', role: 'submission', ip: '127.0.0.1', tls: false },
-        mailFrom: '',
-        recipients: [env.mailFrom],
-        size: dsn.length,
-        smtpUtf8: env.smtpUtf8,
-        verdicts: [],
-        isBounce: true,
-      };
-      await spool.commit(bounceEnv, { prefix: Buffer.alloc(0), chunks: [dsn] });
-      this.deps.enqueue(id);
+      await queueLocalMessage(spool, this.deps.enqueue, { to: env.mailFrom, message: dsn, smtpUtf8: env.smtpUtf8, receivedAt: this.deps.now() });
     }
     for (const r of unreported) r.reported = true;
     ds.version++;
