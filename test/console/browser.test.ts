@@ -12,14 +12,14 @@
  */
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { launchChromium, loginWith, type Browser } from './chromium';
 
 const OPERATOR = 'test-admin-token';
 const SHOTS = path.resolve(process.env.CONSOLE_SHOTS ?? path.resolve(__dirname, '../../../var/screenshots/console'));
@@ -39,34 +39,28 @@ describe('the console in a real browser', () => {
   let gw: TestGateway;
   let ctx: BrowserContext;
   let page: Page;
-  let profile: string;
+  let browser: Browser;
   let base: string;
   let readToken: string;
   let plainId: string;
   let hostileId: string;
+  let statementId: string;
   const dialogs: string[] = [];
 
   /** A business line (127.0.0.17) over its recipients-per-hour quota: held by quota.recipients. */
-  async function submit(subject: string, extraHeaders: string[] = [], body = 'Hello.'): Promise<string> {
+  async function submit(subject: string, extraHeaders: string[] = [], body = 'Hello.', from = 'orders@bakery.test'): Promise<string> {
     const c = await RawSmtp.connect(gw.port('intercept'), { localAddress: '127.0.0.17' });
     await c.reply();
     await c.cmd('EHLO server.bakery.test');
-    await c.cmd('MAIL FROM:<orders@bakery.test>');
+    await c.cmd(`MAIL FROM:<${from}>`);
     for (const r of ['c1@dest.test', 'c2@dest.test']) assert.match((await c.cmd(`RCPT TO:<${r}>`)).text, /^250 /);
-    const r = await c.data(message({ from: 'orders@bakery.test', to: 'c1@dest.test', subject, headers: extraHeaders, body }));
+    const r = await c.data(message({ from, to: 'c1@dest.test', subject, headers: extraHeaders, body }));
     await c.quit();
     assert.match(r.text, /^250 2\.0\.0 Ok: queued as /);
     return /queued as (\S+)/.exec(r.text)![1]!;
   }
 
-  async function login(token: string): Promise<void> {
-    await ctx.clearCookies();
-    await page.goto(`${base}/console`);
-    assert.match(page.url(), /\/console\/login$/);
-    await page.fill('input[name=token]', token);
-    await Promise.all([page.waitForURL(/\/console\/held/), page.click('button[type=submit]')]);
-    assert.ok(!page.url().includes(token), 'the token never appears in a URL');
-  }
+  const login = (token: string) => loginWith(browser, base, token);
 
   const shot = (name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 
@@ -91,25 +85,18 @@ describe('the console in a real browser', () => {
     plainId = await submit('Invoice 2291 for the bakery');
     hostileId = await submit(HOSTILE_SUBJECT, [`X-Note: ${HOSTILE_LINK}`], `Click ${HOSTILE_LINK}\r\n<img src=x onerror="alert('img')">`);
     await fsp.mkdir(SHOTS, { recursive: true });
-    profile = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-chromium-'));
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      viewport: { width: 1280, height: 800 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    page = ctx.pages()[0] ?? (await ctx.newPage());
+    browser = await launchChromium();
+    ({ ctx, page } = browser);
     page.on('dialog', (d) => {
       dialogs.push(d.message());
       void d.dismiss();
     });
   });
   after(async () => {
-    await ctx?.close();
+    await browser?.close();
     await gw?.stop();
     await mx?.close();
     await dns?.close();
-    if (profile) await fsp.rm(profile, { recursive: true, force: true });
   });
 
   it('logs in with the operator token into an HttpOnly, SameSite=Strict session under a strict CSP', async () => {
@@ -277,24 +264,55 @@ describe('the console in a real browser', () => {
     assert.match((await page.textContent('main')) ?? '', /Version in force\s*2/);
   });
 
-  it('release-and-mark-legitimate, then a bulk delete of every message the filter matches', async () => {
+  it('release-and-mark-legitimate, then a bulk delete of every message the filter matches, and of no other', async () => {
     const news1 = await submit('Newsletter 1');
     await submit('Newsletter 2');
+    statementId = await submit('Statement for December', [], 'Hello.', 'billing@bakery.test');
     await page.goto(`${base}/console/held/${news1}`);
     await Promise.all([page.waitForURL(/\/console\/held\?done=/), page.click('button:text("Release and mark sender legitimate")')]);
     const got = await mx.waitFor(2, 10_000);
     assert.match(got[1]!.data.toString('utf8'), /Subject: Newsletter 1/);
     await page.goto(`${base}/console/sender?ip=127.0.0.17`);
     assert.match((await page.textContent('main')) ?? '', /Marked legitimate\s*yes/);
-    await page.goto(`${base}/console/held?reason=quota.recipients`);
-    assert.equal(await page.locator('tbody tr').count(), 2, 'the hostile message and Newsletter 2');
+    await page.goto(`${base}/console/held?reason=quota.recipients&sender=orders%40`);
+    assert.equal(await page.locator('tbody tr').count(), 2, 'the hostile message and Newsletter 2, not the statement');
     await Promise.all([page.waitForURL(/\/console\/held\?done=/), page.click('button:text("Delete all")')]);
     assert.match((await page.textContent('.flash')) ?? '', /delete: 2 of 2 messages/);
-    assert.match((await page.textContent('main')) ?? '', /No held messages\./);
-    assert.equal((await gw.app!.qmgr.list()).filter((e) => e.state === 'hold').length, 0);
+    assert.deepEqual((await gw.app!.qmgr.list()).filter((e) => e.state === 'hold').map((e) => e.id), [statementId], 'only the filtered set went');
     const audit = (await fsp.readFile(path.join(gw.dir, 'spool', 'admin-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
     assert.equal(audit.filter((l) => l.action === 'delete' && l.ok).length, 2);
     assert.ok(audit.some((l) => l.action === 'release-legitimate' && l.subject === news1 && l.ok));
+  });
+
+  it('works from the keyboard alone: a skip link first, filter, open and release with Tab and Enter; then the empty state', async () => {
+    await page.goto(`${base}/console/held`);
+    await page.keyboard.press('Tab');
+    assert.equal(await page.locator(':focus').textContent(), 'Skip to content');
+    await page.keyboard.press('Enter');
+    /** Tab (at most 40 times) until the focused element matches `selector`. */
+    const tabTo = async (selector: string) => {
+      for (let i = 0; i < 40; i++) {
+        await page.keyboard.press('Tab');
+        if (await page.locator(`${selector}:focus`).count()) return;
+      }
+      assert.fail(`Tab never reached ${selector}`);
+    };
+    await tabTo('input[name=sender]');
+    await page.keyboard.type('billing@');
+    await Promise.all([page.waitForURL(/sender=billing%40/), page.keyboard.press('Enter')]);
+    assert.equal(await page.locator('tbody tr').count(), 1);
+    await tabTo(`a[href$="/held/${statementId}"]`);
+    await Promise.all([page.waitForURL(new RegExp(`/held/${statementId}$`)), page.keyboard.press('Enter')]);
+    await tabTo('form.actions input[name=reason]');
+    await page.keyboard.type('ticket 4714: statements are expected');
+    await page.keyboard.press('Tab');
+    assert.equal(await page.locator(':focus').textContent(), 'Release', 'the next stop after the reason is Release');
+    await Promise.all([page.waitForURL(/\/console\/held\?done=/), page.keyboard.press('Enter')]);
+    assert.match((await page.textContent('.flash')) ?? '', new RegExp(`release: ${statementId}`));
+    assert.match((await mx.waitFor(3, 10_000))[2]!.data.toString('utf8'), /Subject: Statement for December/);
+    // Nothing held any more: the empty state says so, and offers no bulk action.
+    assert.match((await page.textContent('main')) ?? '', /No held messages\./);
+    assert.equal(await page.locator('form.actions').count(), 0);
   });
 
   it('refuses a login posted from elsewhere (login CSRF): no form value, or one without its cookie', async () => {
