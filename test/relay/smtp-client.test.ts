@@ -379,6 +379,31 @@ test('a pooled connection that died without a FIN: RSET unanswered, the message 
   }
 });
 
+test('a large message in many small chunks arrives whole, stuffed exactly as DataStream stuffs it', T, async () => {
+  const seen = newSeen();
+  const srv = await server((sock) => miniMx(sock, {}, seen));
+  try {
+    const lines = Array.from({ length: 20_000 }, (_, i) => (i % 7 === 0 ? `.line ${i}\n` : i % 11 === 0 ? `bare cr ${i}\r` : `line ${i} ${'x'.repeat(i % 60)}\r\n`));
+    const raw = Buffer.from(lines.join(''));
+    const chunks = Array.from({ length: Math.ceil(raw.length / 333) }, (_, i) => raw.subarray(i * 333, (i + 1) * 333));
+    const r = await openSession(target(srv.port), settings);
+    assert.ok(r.ok);
+    const res = await within(sendOnSession(r.session, { ...env(['b@x.test']), size: raw.length }, () => Readable.from(chunks)), 10_000, 'large send');
+    assert.equal(res.accepted.size, 1);
+    const expected = await new Promise<string>((resolve) => {
+      const ds = new DataStream();
+      const out: Buffer[] = [];
+      ds.on('data', (d: Buffer) => out.push(d));
+      ds.on('end', () => resolve(Buffer.concat(out).toString('latin1')));
+      ds.end(raw);
+    });
+    assert.equal(seen.bodies[0], expected.slice(0, -3), 'the body as the server read it');
+    closeSession(r.session);
+  } finally {
+    await srv.close();
+  }
+});
+
 test('the body on the wire: dot-stuffing and CR/LF normalisation equal nodemailer DataStream, however the input is split', async () => {
   const alphabet = Buffer.from('\r\n.a');
   for (let round = 0; round < 400; round++) {

@@ -63,6 +63,8 @@ export interface Exchange {
 
 /** How long to wait for the server to close after QUIT before dropping the socket. */
 const CLOSE_GRACE_MS = 5000;
+/** Body bytes gathered before a write (the socket's own high-water mark). */
+const HOLD_BYTES = 16 * 1024;
 /** TCP keepalive on pooled connections (NAT mappings). */
 const KEEPALIVE_MS = 30_000;
 
@@ -205,8 +207,8 @@ export class SmtpConnection extends EventEmitter {
 
   /**
    * The message after a 354: the source, dot-stuffed, then ".", and the
-   * server's one reply. The source's last chunk and the end go out in one
-   * write. A source that fails mid-way closes the connection: the server
+   * server's one reply. A message up to HOLD_BYTES, end included, goes out
+   * in one write. A source that fails mid-way closes the connection: the server
    * must not take a truncated message.
    */
   sendData(source: Readable): Promise<Exchange> {
@@ -225,24 +227,36 @@ export class SmtpConnection extends EventEmitter {
       this.waiters.push({ need: 1, replies: [], done, lastPlaintext: false });
       const stuffer = new DotStuffer();
       const socket = this.socket;
-      let held: Buffer | undefined;
+      // Chunks are held and written together (one writev) at the end, or when HOLD_BYTES
+      // have gathered: a message arrives in several chunks (the DKIM header, the
+      // client's packets), and a write each would be a system call each.
+      let held: Buffer[] = [];
+      let heldBytes = 0;
+      const flush = (last?: Buffer): boolean => {
+        socket.cork();
+        let ok = true;
+        for (const b of held) ok = socket.write(b);
+        if (last) ok = socket.write(last);
+        socket.uncork();
+        held = [];
+        heldBytes = 0;
+        return ok;
+      };
       this.source = source;
       source.on('data', (chunk: Buffer | string) => {
         const out = stuffer.stuff(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
-        if (held && !socket.write(held)) {
+        held.push(out);
+        heldBytes += out.length;
+        if (heldBytes >= HOLD_BYTES && !flush()) {
           source.pause();
           socket.once('drain', () => source.resume());
         }
-        held = out;
       });
       source.once('end', () => {
         this.source = undefined;
         if (this.destroyed) return;
         ended = true;
-        socket.cork();
-        if (held) socket.write(held);
-        socket.write(stuffer.end());
-        socket.uncork();
+        flush(stuffer.end());
       });
       source.once('error', (err) => {
         this.source = undefined;
