@@ -34,6 +34,7 @@ import type { QueueManager } from '../spool/qmgr';
 import { isQueueId } from '../spool/queue-id';
 import type { Spool } from '../spool/store';
 import type { AuditLog } from '../admin/audit';
+import { isStateUnavailable, type StateStatus } from '../state/resilient';
 import { subjectLabel, type SenderActivity } from './activity';
 import { HeldIndex, heldMessage, type HeldFilter } from './held';
 import { csrfMatches, LoginLimiter, sameSecret, Sessions, type Session } from './sessions';
@@ -52,6 +53,8 @@ export interface ConsoleDeps {
   readonly reload: () => Promise<{ ok: boolean; policy: { ok: boolean; version: number; error?: string } }>;
   readonly explain: (q: URLSearchParams) => Promise<ApiResponse>;
   readonly audit: AuditLog;
+  /** The state store's health: a page built from it says when it is this process's own counts (Redis away). */
+  readonly stateStatus: () => StateStatus;
   readonly logger: Logger;
   readonly clock?: () => number;
 }
@@ -228,6 +231,12 @@ export function mountConsole(deps: ConsoleDeps): void {
     throw new HttpError(400, 'give an account or an address');
   };
   const nameOf = subjectLabel;
+  // Read after the page's state reads: they are what notices an outage.
+  const degradedNote = (): string | undefined => {
+    const st = deps.stateStatus();
+    if (!st.degraded) return undefined;
+    return `The shared state store (${st.backend}) is unavailable since ${new Date(st.since ?? Date.now()).toISOString()}${st.lastError ? ` (${st.lastError})` : ''}: the scores, volumes and domains below are only what this process counted meanwhile.`;
+  };
   const TOP = 50;
   get('/senders', authed(async (c) => {
     // Fleet-wide (the shared state): the top scores re-assessed now, the top volumes counted now.
@@ -246,7 +255,7 @@ export function mountConsole(deps: ConsoleDeps): void {
     }
     const byHeld = [...heldCount].sort((a, b) => b[1] - a[1]).slice(0, TOP).map(([subject, n]) => ({ subject, held: n, ...linkOf(heldBy.get(subject)!) }));
     const suspended = new Set([...deps.accounts.all().filter((a) => a.suspended).map((a) => a.name.toLowerCase()), ...deps.fleet.suspensions().map((x) => x.account)]);
-    render(c, 'senders', { byScore, byVolume, byHeld, accounts: [...suspended].sort(), fleetShared: deps.fleet.shared });
+    render(c, 'senders', { byScore, byVolume, byHeld, accounts: [...suspended].sort(), fleetShared: deps.fleet.shared, degraded: degradedNote() });
   }));
   const senderPage = async (c: Ctx, s: CSubject, extra: Record<string, unknown> = {}) => {
     const status = await deps.containment().status(s);
@@ -262,6 +271,7 @@ export function mountConsole(deps: ConsoleDeps): void {
       fleetShared: deps.fleet.shared,
       // Domains only: the addresses are shown when the operator opens them (audited).
       domains: await deps.activity.domains(s, 20),
+      degraded: degradedNote(),
       ...extra,
     });
   };
@@ -326,10 +336,15 @@ export function mountConsole(deps: ConsoleDeps): void {
       if (req.method === 'POST') c.form = await readForm(req);
       await (found.handler as unknown as Page)(c);
     } catch (err) {
-      const status = err instanceof HttpError ? err.status : 500;
+      // Redis away with state.failMode closed: the pages built from the shared state cannot be shown (held mail and the audit log can).
+      const unavailable = isStateUnavailable(err);
+      const status = err instanceof HttpError ? err.status : unavailable ? 503 : 500;
       if (status === 500) deps.logger.error({ evt: 'error', err }, 'console request failed');
       if (res.headersSent) return void res.end();
-      render(c, 'error', { status, message: status === 500 ? 'Something went wrong: see the gateway log.' : (err as Error).message }, status);
+      const message = unavailable
+        ? 'The shared state store is unavailable (state.failMode: closed): senders and scores cannot be read now. Held mail, policy and the audit log still work.'
+        : status === 500 ? 'Something went wrong: see the gateway log.' : (err as Error).message;
+      render(c, 'error', { status, message }, status);
     }
   });
 }

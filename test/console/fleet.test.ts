@@ -12,7 +12,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
-import { ADMIN_TOKEN, interceptClient, startNode, type FleetNode } from '../fleet/fleet-helpers';
+import { ADMIN_TOKEN, eventually, interceptClient, startNode, type FleetNode } from '../fleet/fleet-helpers';
 import { startRedis, uniquePrefix, type PrivateRedis } from '../fleet/redis-server';
 import { message } from '../helpers/smtp-client';
 import { consoleLogin, section, type ConsoleSession } from './console-session';
@@ -94,5 +94,17 @@ describe('the console across a fleet', { timeout: 90_000 }, () => {
     for (const r of ['x1@far.test', 'x2@far.test', 'x3@far.test', 'y1@near.test']) assert.ok(shown.includes(r), r);
     const audit = (await fsp.readFile(path.join(a.dir, 'spool', 'admin-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
     assert.ok(audit.some((l) => l.action === 'open-recipients' && l.subject === 'ip:127.0.0.9' && l.reason === 'ticket 51: complaint from far.test' && l.token === 'operator'));
+  });
+
+  it('says so when the shared state is away (fail open: this process\'s own counts), and held mail still works', async () => {
+    await redis.kill();
+    try {
+      const page = await eventually(() => desk.get('/console/senders'), (p) => /unavailable/.test(p.html), 10_000, 'the outage note');
+      assert.equal(page.status, 200);
+      assert.match(page.html, /role="alert">The shared state store \(redis\) is unavailable since [^<]*only what this process counted meanwhile/);
+      assert.equal((await desk.get('/console/held')).status, 200);
+    } finally {
+      await redis.start();
+    }
   });
 });

@@ -9,6 +9,8 @@ import https from 'node:https';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { startGateway } from '../helpers/gateway';
+import { freePort } from '../helpers/process';
+import { consoleLogin, section } from './console-session';
 
 async function get(port: number, p: string): Promise<Response> {
   return fetch(`http://127.0.0.1:${port}${p}`, { redirect: 'manual', headers: { authorization: 'Bearer test-admin-token' } });
@@ -69,6 +71,36 @@ describe('admin.console', () => {
       for (const attr of ['Secure', 'HttpOnly', 'SameSite=Strict', 'Path=/console']) assert.ok(cookie.split('; ').includes(attr), `${attr} in ${cookie}`);
     } finally {
       await gw.stop();
+    }
+  });
+
+  it('empty and error states: a fresh gateway\'s pages say there is nothing yet; Redis away with failMode closed is a clear 503 on the senders pages, held mail still works', async () => {
+    const fresh = await startGateway();
+    try {
+      const desk = await consoleLogin(`http://127.0.0.1:${fresh.app!.admin.port}`, 'test-admin-token');
+      const senders = await desk.get('/console/senders');
+      assert.match(section(senders.html, 'Top by containment score now'), /No sender has a containment score above zero/);
+      assert.match(section(senders.html, 'Top by volume'), /No mail accepted in the last hour/);
+      assert.match(section(senders.html, 'Top by held messages'), /No held messages/);
+      assert.match((await desk.get('/console/sender?account=nobody%40isp.test')).html, /no such account[\s\S]*No mail accepted from this sender in the last 24 hours/);
+      assert.match((await desk.get('/console/audit')).html, /No actions yet/);
+      const noSubject = await desk.get('/console/sender');
+      assert.equal(noSubject.status, 400);
+      assert.match(noSubject.html, /role="alert">give an account or an address/);
+      assert.equal((await desk.post('/console/sender', { account: 'alice@isp.test', op: 'suspend', reason: ' ' })).status, 400, 'a suspension needs a reason');
+    } finally {
+      await fresh.stop();
+    }
+    const port = await freePort(); // nothing listens: Redis is away from the start
+    const closed = await startGateway({ config: { state: { backend: 'redis', failMode: 'closed', redis: { url: `redis://127.0.0.1:${port}`, connectTimeout: '200ms' } } } });
+    try {
+      const desk = await consoleLogin(`http://127.0.0.1:${closed.app!.admin.port}`, 'test-admin-token');
+      const senders = await desk.get('/console/senders');
+      assert.equal(senders.status, 503);
+      assert.match(senders.html, /role="alert">The shared state store is unavailable \(state\.failMode: closed\)/);
+      assert.equal((await desk.get('/console/held')).status, 200);
+    } finally {
+      await closed.stop();
     }
   });
 });
