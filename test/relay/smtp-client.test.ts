@@ -18,7 +18,9 @@ import DataStream from 'nodemailer/lib/smtp-connection/data-stream';
 import { closeSession, openSession, resetSession, sendOnSession, type SendResult, type SessionSettings, type Target } from '../../src/relay/client';
 import { classifyError, classifyReply } from '../../src/relay/classify';
 import { DotStuffer } from '../../src/relay/smtp-client/dot-stuff';
+import { parseEhlo } from '../../src/relay/smtp-client/connection';
 import { MAX_LINE } from '../../src/relay/smtp-client/reply-reader';
+import { startTestMx } from '../helpers/test-mx';
 import { testCert } from '../helpers/tls';
 
 const T = { timeout: 20_000 };
@@ -401,6 +403,37 @@ test('a large message in many small chunks arrives whole, stuffed exactly as Dat
     closeSession(r.session);
   } finally {
     await srv.close();
+  }
+});
+
+test('EHLO keywords: SIZE limit, AUTH mechanisms (also the old AUTH= spelling)', () => {
+  const e = parseEhlo('250-mx.test greets you\n250-SIZE 1000\n250-AUTH=LOGIN\n250-auth plain cram-md5\n250 starttls');
+  assert.equal(e.maxSize, 1000);
+  assert.deepEqual([...e.auth].sort(), ['CRAM-MD5', 'LOGIN', 'PLAIN']);
+  assert.deepEqual([...e.extensions].sort(), ['AUTH', 'SIZE', 'STARTTLS']);
+});
+
+test('AUTH LOGIN when the server offers only LOGIN, inside STARTTLS; a wrong password is EAUTH, deferred; never AUTH in plaintext', T, async () => {
+  const mx = await startTestMx({ starttls: true, auth: { user: 'relay', pass: 's3cret' }, extra: { authMethods: ['LOGIN'] } });
+  try {
+    const t = target(mx.port, { tls: 'required', auth: { user: 'relay', pass: 's3cret' } });
+    const r = await openSession(t, settings);
+    assert.ok(r.ok, r.ok ? '' : r.err.message);
+    assert.equal(r.session.secure, true);
+    assert.equal((await sendOnSession(r.session, env(['b@x.test']), body)).accepted.size, 1);
+    assert.equal((await mx.waitFor(1))[0].user, 'relay');
+    closeSession(r.session);
+    const wrong = await openSession({ ...t, auth: { user: 'relay', pass: 'nope' } }, settings);
+    assert.equal(wrong.ok, false);
+    if (!wrong.ok) {
+      assert.equal(wrong.err.code, 'EAUTH');
+      assert.equal(classifyError('b@x.test', wrong.err).kind, 'deferred');
+    }
+    const plain = await openSession({ ...t, tls: 'none' }, settings);
+    assert.equal(plain.ok, false);
+    if (!plain.ok) assert.equal(plain.err.code, 'ENOTLSAUTH');
+  } finally {
+    await mx.close();
   }
 });
 

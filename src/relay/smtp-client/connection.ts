@@ -476,7 +476,8 @@ export function parseEhlo(text: string): { extensions: Set<string>; maxSize: num
   let maxSize = 0;
   const lines = text.split('\n');
   for (let i = 1; i < lines.length; i++) {
-    const words = lines[i].slice(4).trim().split(/[ \t]+/);
+    // "AUTH=LOGIN PLAIN" is how some older servers spell "AUTH LOGIN PLAIN".
+    const words = lines[i].slice(4).trim().replace(/^AUTH=/i, 'AUTH ').split(/[ \t]+/);
     const keyword = words[0].toUpperCase();
     if (!keyword) continue;
     extensions.add(keyword);
