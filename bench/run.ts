@@ -220,12 +220,12 @@ async function withGateway<T>(setup: GatewaySetup, sinkPort: number, dns: TestDn
       log: { level: PRODUCT_LOG_LEVEL },
       listeners: [
         setup.listener === 'intercept'
-          ? { name: 'intercept', role: 'intercept', address: '127.0.0.1', port, tls: 'none', greetDelay: '0ms' }
-          : { name: 'submission', role: 'submission', address: '127.0.0.1', port, tls: 'starttls' },
+          ? { name: 'intercept', role: 'intercept', address: '127.0.0.1', port, security: 'none', greetDelay: '0ms' }
+          : { name: 'submission', role: 'submission', address: '127.0.0.1', port, security: 'starttls' },
       ],
       limits: { maxConnectionsPerIp: 1000, maxConnections: setup.maxConnections ?? 5000 },
       admin: { address: '127.0.0.1', port: adminPort, token: 'bench' },
-      relay: { relayhost: { host: '127.0.0.1', port: sinkPort, tls: 'none' }, dns: { servers: [dns.server] }, concurrencyPerDestination: DELIVERY_CONCURRENCY, maxConnections: 100 },
+      relay: { relayhost: { host: '127.0.0.1', port: sinkPort, tlsLevel: 'none' }, dns: { servers: [dns.server] }, concurrencyPerDestination: DELIVERY_CONCURRENCY, maxConnections: 100 },
       dkim: setup.dkim ? { keysDir, signingDomain: 'bench.test' } : { enabled: false },
       ...(setup.workers > 1 ? { process: { workers: setup.workers } } : {}),
     },

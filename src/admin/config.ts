@@ -2,7 +2,7 @@
  * The `admin` section: where the admin API listens, its two tokens and its
  * TLS. On loopback plain HTTP is allowed (only this host can reach it);
  * anywhere else the API answers over TLS, with its own `admin.tls`
- * certificate or the gateway's `tls.cert`/`tls.key`, and a non-loopback
+ * certificate or the gateway's `serverTls.cert`/`serverTls.key`, and a non-loopback
  * address without either is a config error unless `admin.insecure: true`
  * says the operator means it (docs/security.md, "Admin API: who sees and
  * does what").
@@ -37,7 +37,7 @@ export function parseAdminConfig(v: unknown, at: At, resolve: (p: string) => str
   const o = obj(v, at, ['address', 'port', 'token', 'tokenFile', 'readTokenFile', 'tls', 'insecure', 'console']);
   const address = str(o.address, at.child('address'), '127.0.0.1');
   const t = obj(o.tls, at.child('tls'), ['cert', 'key']);
-  const cert = optStr(t.cert, at.child('tls').child('cert', { doc: "the admin API's own certificate chain (PEM), instead of tls.cert" }));
+  const cert = optStr(t.cert, at.child('tls').child('cert', { doc: "the admin API's own certificate chain (PEM), instead of serverTls.cert" }));
   const key = optStr(t.key, at.child('tls').child('key', { doc: 'its private key (PEM), given with cert' }));
   if ((cert === undefined) !== (key === undefined)) at.child('tls').fail('cert and key must be given together');
   const insecure = bool(o.insecure, at.child('insecure'), false);
@@ -47,7 +47,7 @@ export function parseAdminConfig(v: unknown, at: At, resolve: (p: string) => str
     if (gatewayTls.cert && gatewayTls.key) tls = { cert: gatewayTls.cert, key: gatewayTls.key };
     else
       at.child('address').fail(
-        `${address} is not a loopback address: the admin API (suspend, delete, relay grants) needs TLS there; set admin.tls.cert and admin.tls.key (or tls.cert and tls.key), or admin.insecure: true to serve it in plain HTTP anyway`,
+        `${address} is not a loopback address: the admin API (suspend, delete, relay grants) needs TLS there; set admin.tls.cert and admin.tls.key (or serverTls.cert and serverTls.key), or admin.insecure: true to serve it in plain HTTP anyway`,
       );
   }
   return {

@@ -33,7 +33,7 @@ export async function runCheckConfig(args: string[]): Promise<number> {
       // no accounts yet is valid
     }
     parseAccounts(YAML.parse(accountsText) ?? {}, cfg.accounts.file);
-    for (const [key, file] of [['tls.cert', cfg.tls.cert], ['tls.key', cfg.tls.key]] as const) {
+    for (const [key, file] of [['serverTls.cert', cfg.serverTls.cert], ['serverTls.key', cfg.serverTls.key]] as const) {
       if (file) {
         try {
           readFileSync(file);

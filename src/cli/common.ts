@@ -3,9 +3,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import http from 'node:http';
 import tls, { type TLSSocket } from 'node:tls';
+import cluster from 'node:cluster';
 import { loadConfig } from '../config/load';
 import type { Config, ParseOptions } from '../config/schema';
-import { ConfigError } from '../config/validate';
+import { ConfigError, formatWarning } from '../config/validate';
 
 export class CliError extends Error {
   constructor(
@@ -23,12 +24,16 @@ export function count(n: number, singular: string, plural = `${singular}s`): str
 
 /** The config for a command; `serving: false` for commands that open no listener (see ParseOptions). */
 export function configFrom(values: { config?: string }, opts: ParseOptions = {}): Config {
+  let cfg: Config;
   try {
-    return loadConfig(values.config, process.cwd(), opts);
+    cfg = loadConfig(values.config, process.cwd(), opts);
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(`invalid config: ${err.message}`);
     throw err;
   }
+  // Renamed keys still read under their old names: said once, by the process the operator started (not each worker).
+  if (!cluster.isWorker) for (const w of cfg.warnings) process.stderr.write(`smarthost: warning: ${formatWarning(w)}\n`);
+  return cfg;
 }
 
 /** Calls the running gateway's admin API with the configured token. */
@@ -69,7 +74,7 @@ function pinnedTls(host: string, port: number, pinned: X509Certificate): Promise
     s.once('secureConnect', () => {
       if (s.getPeerCertificate().raw?.equals(pinned.raw)) return resolve(s);
       s.destroy();
-      reject(new CliError(`the admin API at ${host}:${port} did not present the certificate in admin.tls.cert (or tls.cert); not sending the token`));
+      reject(new CliError(`the admin API at ${host}:${port} did not present the certificate in admin.tls.cert (or serverTls.cert); not sending the token`));
     });
     s.once('error', (err: NodeJS.ErrnoException) => reject(new CliError(`cannot reach the gateway's admin API at ${host}:${port} over TLS (${err.code ?? err.message}); is it running?`)));
   });

@@ -8,10 +8,10 @@
  */
 export const EMBEDDED_DEFAULTS = `
 listeners:
-  - { name: submission, role: submission, address: 127.0.0.1, port: 2587, tls: starttls }
-  - { name: submissions, role: submission, address: 127.0.0.1, port: 2465, tls: implicit }
-  - { name: intercept, role: intercept, address: 127.0.0.1, port: 2525, tls: starttls }
-tls: { selfSigned: true }
+  - { name: submission, role: submission, address: 127.0.0.1, port: 2587, security: starttls }
+  - { name: submissions, role: submission, address: 127.0.0.1, port: 2465, security: implicit }
+  - { name: intercept, role: intercept, address: 127.0.0.1, port: 2525, security: starttls }
+serverTls: { selfSigned: true }
 spool: { dir: var/spool }
 accounts: { file: var/accounts.yaml }
 policy: { dir: policies }

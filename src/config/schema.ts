@@ -15,9 +15,10 @@ import { parseRolesConfig, type RolesConfig } from '../roles/config';
 import { parseStateConfig, type StateConfig } from '../state/config';
 import { parseMetricsConfig, type MetricsConfig } from '../metrics/config';
 import { parsePostfixConfig, type PostfixConfig } from '../postfix/config';
-import { At, bool, duration, int, list, obj, oneOf, optStr, size, str, type KeyRecorder, type Obj } from './validate';
+import { At, bool, duration, int, list, obj, oneOf, optStr, renamed, size, str, type ConfigWarning, type KeyRecorder, type Obj } from './validate';
 
-export type TlsMode = 'none' | 'starttls' | 'implicit';
+/** How a listener's clients get TLS: never, by STARTTLS, or from the first byte (port 465); the words mail clients use. */
+export type ListenerSecurity = 'none' | 'starttls' | 'implicit';
 export type AuthMode = 'none' | 'required';
 
 export interface ListenerConfig {
@@ -25,7 +26,7 @@ export interface ListenerConfig {
   role: ListenerRole;
   address: string;
   port: number;
-  tls: TlsMode;
+  security: ListenerSecurity;
   auth: AuthMode;
   /** Pause before the greeting (early-talker detection); 0 on submission. */
   greetDelayMs: number;
@@ -55,12 +56,14 @@ export interface Config {
   log: { level: string; pretty: boolean };
   spool: { dir: string; fsync: boolean; journal: boolean };
   /**
-   * The listeners' certificate. Without cert/key a TLS listener is a config
-   * error unless `selfSigned: true` (the embedded quick start sets it): a
-   * self-signed certificate made silently would make subscribers' clients
-   * warn, or teach them to click through warnings.
+   * The server side's TLS: the listeners' certificate (the admin API's too,
+   * unless admin.tls) and the lowest protocol version they accept. Without
+   * cert/key a TLS listener is a config error unless `selfSigned: true`
+   * (the embedded quick start sets it): a self-signed certificate made
+   * silently would make subscribers' clients warn, or teach them to click
+   * through warnings. (Until this release the key was `tls`.)
    */
-  tls: { cert?: string; key?: string; selfSigned: boolean; minVersion: 'TLSv1.2' | 'TLSv1.3' };
+  serverTls: { cert?: string; key?: string; selfSigned: boolean; minVersion: 'TLSv1.2' | 'TLSv1.3' };
   accounts: { file: string; authCacheTtlMs: number };
   policy: { dir: string };
   listeners: ListenerConfig[];
@@ -91,9 +94,11 @@ export interface Config {
   smtp: { bareNewline: 'normalise' | 'reject' };
   /** Policy service and milter for an existing Postfix (docs/postfix.md); unset: none. */
   postfix?: PostfixConfig;
+  /** Keys read under a name that is going away, each with its file, key and new name (printed by the CLI at load). */
+  warnings: ConfigWarning[];
 }
 
-const TOP_KEYS = ['hostname', 'log', 'spool', 'tls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'dkim', 'admin', 'process', 'roles', 'state', 'metrics', 'smtp', 'postfix'] as const;
+const TOP_KEYS = ['hostname', 'log', 'spool', 'serverTls', 'accounts', 'policy', 'listeners', 'limits', 'relay', 'dkim', 'admin', 'process', 'roles', 'state', 'metrics', 'smtp', 'postfix'] as const;
 
 export interface ParseOptions {
   /**
@@ -107,23 +112,25 @@ export interface ParseOptions {
 }
 
 export function parseConfig(raw: unknown, file: string, baseDir: string, opts: ParseOptions = {}): Config {
-  const at = new At(file, '', opts.recorder);
-  const top = obj(raw, at, TOP_KEYS);
+  const warnings: ConfigWarning[] = [];
+  const at = new At(file, '', opts.recorder, '', warnings);
+  const top = obj(renamed(raw, at, 'tls', 'serverTls'), at, TOP_KEYS);
   const resolve = (p: string) => path.resolve(baseDir, p);
 
   const log = obj(top.log, at.child('log'), ['level', 'pretty']);
   const spool = obj(top.spool, at.child('spool'), ['dir', 'fsync', 'journal']);
-  const tls = obj(top.tls, at.child('tls'), ['cert', 'key', 'selfSigned', 'minVersion']);
+  const tlsAt = at.child('serverTls', { doc: "The server side's TLS: the listeners' certificate (and the admin API's, unless admin.tls), and the lowest version accepted. Named `tls` until this release." });
+  const tls = obj(top.serverTls, tlsAt, ['cert', 'key', 'selfSigned', 'minVersion']);
   const accounts = obj(top.accounts, at.child('accounts'), ['file', 'authCacheTtl']);
   const policy = obj(top.policy, at.child('policy'), ['dir']);
 
   const proc = obj(top.process, at.child('process'), ['workers', 'user', 'group']);
   const smtp = obj(top.smtp, at.child('smtp'), ['bareNewline']);
-  const cert = optStr(tls.cert, at.child('tls').child('cert'));
-  const key = optStr(tls.key, at.child('tls').child('key'));
-  if ((cert === undefined) !== (key === undefined)) at.child('tls').fail('cert and key must be given together');
-  const selfSigned = bool(tls.selfSigned, at.child('tls').child('selfSigned'), false);
-  if (selfSigned && cert !== undefined) at.child('tls').child('selfSigned').fail('true, but tls.cert and tls.key are given too: remove one');
+  const cert = optStr(tls.cert, tlsAt.child('cert'));
+  const key = optStr(tls.key, tlsAt.child('key'));
+  if ((cert === undefined) !== (key === undefined)) tlsAt.fail('cert and key must be given together');
+  const selfSigned = bool(tls.selfSigned, tlsAt.child('selfSigned'), false);
+  if (selfSigned && cert !== undefined) tlsAt.child('selfSigned').fail('true, but serverTls.cert and serverTls.key are given too: remove one');
 
   const cfg: Config = {
     file,
@@ -138,11 +145,11 @@ export function parseConfig(raw: unknown, file: string, baseDir: string, opts: P
       fsync: bool(spool.fsync, at.child('spool').child('fsync'), true),
       journal: bool(spool.journal, at.child('spool').child('journal'), true),
     },
-    tls: {
+    serverTls: {
       cert: cert === undefined ? undefined : resolve(cert),
       key: key === undefined ? undefined : resolve(key),
       selfSigned,
-      minVersion: oneOf(tls.minVersion, at.child('tls').child('minVersion'), ['TLSv1.2', 'TLSv1.3'], 'TLSv1.2'),
+      minVersion: oneOf(tls.minVersion, tlsAt.child('minVersion'), ['TLSv1.2', 'TLSv1.3'], 'TLSv1.2'),
     },
     accounts: {
       file: resolve(str(accounts.file, at.child('accounts').child('file'), 'var/accounts.yaml')),
@@ -164,21 +171,22 @@ export function parseConfig(raw: unknown, file: string, baseDir: string, opts: P
     metrics: parseMetricsConfig(top.metrics, at.child('metrics', { doc: 'Metric label limits ([observability.md](observability.md)).' })),
     smtp: { bareNewline: oneOf(smtp.bareNewline, at.child('smtp').child('bareNewline'), ['normalise', 'reject'] as const, 'normalise') },
     postfix: parsePostfixConfig(top.postfix, at.child('postfix', { doc: 'Policy service and milter for an existing Postfix ([postfix.md](postfix.md)); absent: none.' })),
+    warnings,
   };
   if (cfg.postfix && cfg.listeners.some((l) => l.name === 'postfix')) at.child('listeners').fail('"postfix" names the Postfix services\' clients (postfix section): give this listener another name');
-  const tlsListener = cfg.listeners.find((l) => l.tls !== 'none');
+  const tlsListener = cfg.listeners.find((l) => l.security !== 'none');
   if (tlsListener && cert === undefined && !selfSigned && opts.serving !== false) {
-    at.child('tls').child('cert').fail(
-      `listener "${tlsListener.name}" uses TLS (${tlsListener.tls}) but no certificate is configured: set tls.cert and tls.key, or tls.selfSigned: true for a generated self-signed one (clients will warn)`,
+    tlsAt.child('cert').fail(
+      `listener "${tlsListener.name}" uses TLS (security: ${tlsListener.security}) but no certificate is configured: set serverTls.cert and serverTls.key, or serverTls.selfSigned: true for a generated self-signed one (clients will warn)`,
     );
   }
   return cfg;
 }
 
 const DEFAULT_LISTENERS: Obj[] = [
-  { name: 'submission', role: 'submission', port: 587, tls: 'starttls', auth: 'required' },
-  { name: 'submissions', role: 'submission', port: 465, tls: 'implicit', auth: 'required' },
-  { name: 'intercept', role: 'intercept', port: 25, tls: 'starttls', auth: 'none' },
+  { name: 'submission', role: 'submission', port: 587, security: 'starttls', auth: 'required' },
+  { name: 'submissions', role: 'submission', port: 465, security: 'implicit', auth: 'required' },
+  { name: 'intercept', role: 'intercept', port: 25, security: 'starttls', auth: 'none' },
 ];
 
 function parseListeners(v: unknown, at: At): ListenerConfig[] {
@@ -186,20 +194,20 @@ function parseListeners(v: unknown, at: At): ListenerConfig[] {
   const seen = new Set<string>();
   return items.map((item, i) => {
     const a = at.child(i);
-    const o = obj(item, a, ['name', 'role', 'address', 'port', 'tls', 'auth', 'greetDelay', 'proxyFrom']);
+    const o = obj(renamed(item, a, 'tls', 'security'), a, ['name', 'role', 'address', 'port', 'security', 'auth', 'greetDelay', 'proxyFrom']);
     const role = oneOf(o.role, a.child('role'), ['submission', 'intercept', 'mx'] as const);
     const name = str(o.name, a.child('name', { default: 'its role' }), role);
     if (seen.has(name)) a.child('name').fail(`duplicate listener name "${name}"`);
     seen.add(name);
-    const tls = oneOf(o.tls, a.child('tls'), ['none', 'starttls', 'implicit'] as const, 'starttls');
+    const security = oneOf(o.security, a.child('security', { doc: 'how clients get TLS: none, starttls, or implicit (TLS from the first byte, port 465). Named `tls` until this release' }), ['none', 'starttls', 'implicit'] as const, 'starttls');
     const auth = oneOf(o.auth, a.child('auth', { default: '`required` on submission, else `none`' }), ['none', 'required'] as const, role === 'submission' ? 'required' : 'none');
     if (role === 'submission' && auth !== 'required') a.child('auth').fail('a submission listener must require AUTH');
     if (role !== 'submission' && auth === 'required') a.child('auth').fail(`AUTH is only for submission listeners, not role ${role}`);
-    if (auth === 'required' && tls === 'none') a.child('tls').fail('AUTH needs TLS: use starttls or implicit');
+    if (auth === 'required' && security === 'none') a.child('security').fail('AUTH needs TLS: use starttls or implicit');
     return {
       name,
       role,
-      tls,
+      security,
       auth,
       address: str(o.address, a.child('address'), '0.0.0.0'),
       port: int(o.port, a.child('port'), undefined, 0, 65535),

@@ -16,6 +16,17 @@ export class ConfigError extends Error {
   }
 }
 
+/** A key that is still read but should change (a renamed key's old name): file, key and what to do. */
+export interface ConfigWarning {
+  readonly file: string;
+  readonly key: string;
+  readonly reason: string;
+}
+
+export function formatWarning(w: ConfigWarning): string {
+  return `${w.file}: ${w.key}: ${w.reason}`;
+}
+
 /** What a parser says about a key beyond its type: for the configuration reference. */
 export interface KeyMeta {
   /** One line for docs/configuration-reference.md (else the comment in smarthost.example.yaml). */
@@ -48,24 +59,44 @@ export class At {
     readonly key: string = '',
     readonly recorder?: KeyRecorder,
     readonly schemaKey: string = key,
+    /** Where warn() collects (the config's warnings); none: warnings are dropped. */
+    readonly warnings?: ConfigWarning[],
   ) {}
   child(k: string | number, meta?: KeyMeta): At {
     const c =
       typeof k === 'number'
-        ? new At(this.file, `${this.key}[${k}]`, this.recorder, `${this.schemaKey}[]`)
-        : new At(this.file, join(this.key, k), this.recorder, join(this.schemaKey, k));
+        ? new At(this.file, `${this.key}[${k}]`, this.recorder, `${this.schemaKey}[]`, this.warnings)
+        : new At(this.file, join(this.key, k), this.recorder, join(this.schemaKey, k), this.warnings);
     if (meta) this.recorder?.meta(c.schemaKey, meta);
     return c;
   }
   /** A key of a map whose keys are data (a domain, a name): `placeholder` names it in the reference. */
   entry(k: string, placeholder: string, meta?: KeyMeta): At {
-    const c = new At(this.file, join(this.key, k), this.recorder, join(this.schemaKey, `<${placeholder}>`));
+    const c = new At(this.file, join(this.key, k), this.recorder, join(this.schemaKey, `<${placeholder}>`), this.warnings);
     if (meta) this.recorder?.meta(c.schemaKey, meta);
     return c;
   }
   fail(reason: string): never {
     throw new ConfigError(this.file, this.key, reason);
   }
+  warn(reason: string): void {
+    this.warnings?.push({ file: this.file, key: this.key, reason });
+  }
+}
+
+/**
+ * A key renamed in this release: a mapping that still uses the old name is
+ * read as if it used the new one, with a warning naming the file, the key
+ * and the new name; both names in one mapping is an error. Applied before
+ * obj(), which knows only the new name (so does the reference). Remove the
+ * call in the next release, and the old name is an unknown key.
+ */
+export function renamed(v: unknown, at: At, oldKey: string, newKey: string): unknown {
+  if (!isObj(v) || !(oldKey in v)) return v;
+  if (newKey in v) at.child(oldKey).fail(`renamed to ${newKey}, which is given too: keep only ${newKey}`);
+  at.child(oldKey).warn(`renamed to ${newKey}; the old name is read in this release only`);
+  const { [oldKey]: value, ...rest } = v;
+  return { ...rest, [newKey]: value };
 }
 
 function join(base: string, k: string): string {

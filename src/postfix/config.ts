@@ -66,5 +66,5 @@ export function explainListener(listeners: readonly ListenerConfig[], name: stri
 
 /** The listener a Postfix client is judged as: role from sasl_username or postfix.role. */
 export function postfixListener(role: ListenerConfig['role']): ListenerConfig {
-  return { name: POSTFIX_LISTENER, role, address: '', port: 0, tls: 'none', auth: role === 'submission' ? 'required' : 'none', greetDelayMs: 0, proxyFrom: [] };
+  return { name: POSTFIX_LISTENER, role, address: '', port: 0, security: 'none', auth: role === 'submission' ? 'required' : 'none', greetDelayMs: 0, proxyFrom: [] };
 }

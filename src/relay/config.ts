@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { At, bool, duration, hostPort, int, isObj, list, mapOf, obj, oneOf, optStr, str, strList } from '../config/validate';
+import { At, bool, duration, hostPort, int, isObj, list, mapOf, obj, oneOf, optStr, renamed, str, strList } from '../config/validate';
 import type { MtaStsConfig } from './mta-sts';
 import type { DaneConfig } from './dane';
 import type { TlsRptConfig } from './tls-report';
@@ -30,6 +30,7 @@ const TLS_LEVELS = ['none', 'opportunistic', 'required', 'verify'] as const;
 export interface NextHop {
   host: string;
   port: number;
+  /** The config key `tlsLevel`. */
   tls: OutboundTls;
   /** tls: verify only — trusted CA certificates (PEM) instead of the system's; read at config load. */
   ca?: string;
@@ -112,8 +113,9 @@ function readCa(v: unknown, at: At, baseDir: string): { ca: string; caFile: stri
 function parseNextHop(v: unknown, at: At, defaultTls: OutboundTls, baseDir: string, schedule = false): NextHop {
   // Shorthand: "host:port"
   if (typeof v === 'string') return { ...hostPort(v, at, 25), tls: defaultTls };
-  const keys = ['host', 'port', 'tls', 'ca', 'auth'];
-  const o = obj(v, at, schedule ? [...keys, 'backoff', 'maxLifetime'] : keys);
+  const keys = ['host', 'port', 'tlsLevel', 'ca', 'auth'];
+  // `tlsLevel` was `tls` until this release (the word also named the listeners' mode and the certificate).
+  const o = obj(renamed(v, at, 'tls', 'tlsLevel'), at, schedule ? [...keys, 'backoff', 'maxLifetime'] : keys);
   const hostAt = at.child('host', { doc: 'host name or address of the next hop ("host:port" allowed)', type: 'host or host:port' });
   const host = hostPort(str(o.host, hostAt), hostAt, 25);
   const hp = o.port === undefined ? host : { host: host.host, port: int(o.port, at.child('port', { doc: 'its port' }), 25, 1, 65535) };
@@ -125,12 +127,12 @@ function parseNextHop(v: unknown, at: At, defaultTls: OutboundTls, baseDir: stri
       pass: str(a.pass, at.child('auth').child('pass', { doc: 'its password (never logged)' })),
     };
   }
-  const tls = oneOf(o.tls, at.child('tls', { doc: 'TLS towards this next hop, as relay.mxTls' }), TLS_LEVELS, defaultTls);
-  if (auth && tls === 'none') at.child('tls').fail('sending AUTH credentials needs tls: opportunistic, required or verify');
+  const tls = oneOf(o.tlsLevel, at.child('tlsLevel', { doc: 'TLS towards this next hop, as relay.mxTls. Named `tls` until this release' }), TLS_LEVELS, defaultTls);
+  if (auth && tls === 'none') at.child('tlsLevel').fail('sending AUTH credentials needs tlsLevel: opportunistic, required or verify');
   const hop: NextHop = { ...hp, tls, auth };
   if (o.ca !== undefined && o.ca !== null) {
-    if (tls !== 'verify') at.child('ca').fail(`a CA bundle is only used with tls: verify (tls is ${tls})`);
-    Object.assign(hop, readCa(o.ca, at.child('ca', { doc: "tls: verify only: trust these CA certificates (PEM) instead of the system's", default: 'the system CAs' }), baseDir));
+    if (tls !== 'verify') at.child('ca').fail(`a CA bundle is only used with tlsLevel: verify (tlsLevel is ${tls})`);
+    Object.assign(hop, readCa(o.ca, at.child('ca', { doc: "tlsLevel: verify only: trust these CA certificates (PEM) instead of the system's", default: 'the system CAs' }), baseDir));
   }
   if (o.backoff !== undefined) {
     hop.backoffMs = list(o.backoff, at.child('backoff', { doc: "this route's own retry schedule", default: 'relay.backoff' })).map((d, i) => duration(d, at.child('backoff').child(i)));

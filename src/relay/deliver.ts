@@ -150,7 +150,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       // Neither the user name nor the password goes into log fields.
       this.opts.logger.warn(
         { evt: 'config', key, relay: `${hop.host}:${hop.port}`, tls: hop.tls },
-        'AUTH credentials are sent to a next hop whose TLS certificate is not verified; set tls: verify (and ca: if needed)',
+        'AUTH credentials are sent to a next hop whose TLS certificate is not verified; set tlsLevel: verify (and ca: if needed)',
       );
     }
   }

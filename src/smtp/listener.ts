@@ -44,12 +44,12 @@ export class Listener {
     const options: SMTPServerOptions & Record<string, unknown> = {
       name: deps.cfg.hostname,
       banner: 'smarthost ESMTP',
-      secure: cfg.tls === 'implicit',
+      secure: cfg.security === 'implicit',
       needsUpgrade: false,
       key: material.key,
       cert: material.cert,
-      minVersion: deps.cfg.tls.minVersion,
-      hideSTARTTLS: cfg.tls !== 'starttls',
+      minVersion: deps.cfg.serverTls.minVersion,
+      hideSTARTTLS: cfg.security !== 'starttls',
       hideENHANCEDSTATUSCODES: false,
       hideDSN: true,
       hideREQUIRETLS: true,
@@ -125,7 +125,7 @@ export class Listener {
         const a = this.server.server.address();
         this.boundPort = typeof a === 'object' && a ? a.port : port;
         // The uid says who accepts: the service user (process.user), never root (test/security/privilege.test.ts).
-        this.logger.info({ evt: 'listening', listener: name, address, port: this.boundPort, role: this.cfg.role, tls: this.cfg.tls, uid: process.geteuid?.() }, 'listening');
+        this.logger.info({ evt: 'listening', listener: name, address, port: this.boundPort, role: this.cfg.role, tls: this.cfg.security, uid: process.geteuid?.() }, 'listening');
         this.startSweeper();
         resolve();
       });

@@ -1,5 +1,5 @@
 /**
- * The listeners' certificate: the configured files, or (`tls.selfSigned`,
+ * The listeners' certificate: the configured files, or (`serverTls.selfSigned`,
  * the quick start) a self-signed certificate for the hostname made on first
  * start and kept under var/tls/ so it stays the same across restarts, or
  * nothing when no listener uses TLS (no key is made that nothing serves).
@@ -16,14 +16,14 @@ import type { TlsMaterial } from './listener';
 const NO_TLS: TlsMaterial = { cert: '', key: '' };
 
 export async function loadTlsMaterial(cfg: Config): Promise<TlsMaterial> {
-  if (cfg.tls.cert && cfg.tls.key) {
+  if (cfg.serverTls.cert && cfg.serverTls.key) {
     try {
-      return { cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key) };
+      return { cert: readFileSync(cfg.serverTls.cert), key: readFileSync(cfg.serverTls.key) };
     } catch (err) {
-      throw new ConfigError(cfg.file, 'tls', `cannot read certificate or key: ${(err as Error).message}`);
+      throw new ConfigError(cfg.file, 'serverTls', `cannot read certificate or key: ${(err as Error).message}`);
     }
   }
-  if (cfg.listeners.every((l) => l.tls === 'none')) return NO_TLS;
+  if (cfg.listeners.every((l) => l.security === 'none')) return NO_TLS;
   const dir = path.join(path.dirname(cfg.spool.dir), 'tls');
   const certFile = path.join(dir, 'selfsigned.crt');
   const keyFile = path.join(dir, 'selfsigned.key');

@@ -31,7 +31,7 @@ describe('smarthost CLI', () => {
     const cfg = YAML.parse(await fsp.readFile(configFile, 'utf8'));
     const cases: Array<[(c: Record<string, any>) => void, RegExp]> = [
       [(c) => (c.limits = { maxMessageSize: 'huge' }), /limits\.maxMessageSize: not a size: "huge"/],
-      [(c) => (c.listeners[0].tls = 'sometimes'), /listeners\[0\]\.tls: must be one of none, starttls, implicit/],
+      [(c) => (c.listeners[0].security = 'sometimes'), /listeners\[0\]\.security: must be one of none, starttls, implicit/],
       [(c) => (c.relay = { backoff: ['5 fortnights'] }), /relay\.backoff\[0\]: not a duration/],
       [(c) => (c.listeners[2].auth = 'required'), /listeners\[2\]\.auth: AUTH is only for submission listeners/],
       [(c) => (c.spooll = {}), /spooll: unknown key/],
@@ -148,7 +148,7 @@ describe('smarthost CLI', () => {
   });
 
   it('check-config counts in English: 1 listener, 3 listeners', async () => {
-    const one = await prepareGateway({ config: { listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'none' }] } });
+    const one = await prepareGateway({ config: { listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, security: 'none' }] } });
     const three = await prepareGateway();
     dirs.push(one.dir, three.dir);
     assert.match((await run(['check-config', '--config', one.configFile])).stdout, /: ok \(1 listener, policy /);
@@ -175,7 +175,7 @@ describe('smarthost CLI', () => {
     await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
     const port = (blocker.address() as net.AddressInfo).port;
     const { dir, configFile } = await prepareGateway({
-      config: { listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port, tls: 'none' }] },
+      config: { listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port, security: 'none' }] },
     });
     dirs.push(dir);
     const r = await run(['start', '--config', configFile]);

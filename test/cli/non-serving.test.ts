@@ -43,7 +43,7 @@ describe('config read by commands that serve no mail', () => {
     for (const cmd of ['check-config', 'start']) {
       const r = await runCli([cmd, '--config', cfg]);
       assert.notEqual(r.code, 0, `${cmd} accepted a TLS listener without a certificate`);
-      assert.match(r.stderr, /tls\.cert: listener "submission" uses TLS/);
+      assert.match(r.stderr, /serverTls\.cert: listener "submission" uses TLS/);
     }
   });
 });

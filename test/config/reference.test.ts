@@ -30,7 +30,7 @@ test('every key the parser reads has a type and a description', () => {
 
 test('the reference covers every top-level section and listener key', () => {
   const { markdown } = buildReference(root);
-  for (const key of ['hostname', 'limits.maxConnectionsPerIp', 'listeners[].proxyFrom', 'relay.routes.<domain>.tls', 'state.redis.url', 'postfix.milter.port', 'dkim.unsignedPolicy', 'admin.tokenFile']) {
+  for (const key of ['hostname', 'limits.maxConnectionsPerIp', 'listeners[].proxyFrom', 'relay.routes.<domain>.tlsLevel', 'state.redis.url', 'postfix.milter.port', 'dkim.unsignedPolicy', 'admin.tokenFile']) {
     assert.match(markdown, new RegExp(`\\| \`${key.replace(/[.[\]<>]/g, '\\$&')}\` \\|`), key);
   }
   assert.match(markdown, /\| `limits\.maxMessageSize` \| size \| `25MB` \|/);
@@ -63,7 +63,7 @@ test('descriptions come from the comment on the key line, its continuation, and 
       '  - name: x       # the name',
       '    port: 25      # "#" is not here',
       '  - name: y',
-      '    tls: none     # a later item',
+      '    security: none     # a later item',
     ].join('\n'),
   );
   assert.equal(c.get('hostname'), 'Our name.');
@@ -71,5 +71,5 @@ test('descriptions come from the comment on the key line, its continuation, and 
   assert.equal(c.get('spool.fsync'), 'commented out');
   assert.equal(c.get('listeners[].name'), 'the name');
   assert.equal(c.get('listeners[].port'), '"#" is not here');
-  assert.equal(c.get('listeners[].tls'), 'a later item');
+  assert.equal(c.get('listeners[].security'), 'a later item');
 });

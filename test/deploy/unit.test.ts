@@ -96,7 +96,7 @@ describe('the systemd unit', () => {
       assert.ok(under(file), `${key} ${file} is not writable by the service (writable: ${writable.join(' ')})`);
     }
     // And nothing it only reads is writable.
-    for (const [key, file] of [['policy.dir', cfg.policy.dir], ['dkim.keysDir', cfg.dkim.keysDir], ['tls.key', cfg.tls.key]] as const) {
+    for (const [key, file] of [['policy.dir', cfg.policy.dir], ['dkim.keysDir', cfg.dkim.keysDir], ['serverTls.key', cfg.serverTls.key]] as const) {
       assert.ok(!under(file), `${key} ${file} should be read-only for the service`);
     }
   });

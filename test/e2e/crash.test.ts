@@ -64,7 +64,7 @@ describe('crash safety', () => {
     const prepared = await prepareGateway({
       config: {
         log: { level: 'info' },
-        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: smtpPort, tls: 'none', greetDelay: '0ms' }],
+        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: smtpPort, security: 'none', greetDelay: '0ms' }],
         admin: { address: '127.0.0.1', port: adminPort, token: 'crash-token' },
         limits: { maxConnectionsPerIp: 200 },
         relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: mx.port, backoff: ['200ms'] },

@@ -77,8 +77,8 @@ describe('intercept listener', () => {
     gw = await startGateway({
       config: {
         listeners: [
-          { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls', greetDelay: '0ms' },
-          { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'none', greetDelay: '700ms' },
+          { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, security: 'starttls', greetDelay: '0ms' },
+          { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, security: 'none', greetDelay: '700ms' },
         ],
         relay: { dns: { servers: [dns.server] }, mxPort: mx.port },
       },

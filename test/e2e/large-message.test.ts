@@ -50,7 +50,7 @@ describe('large messages', () => {
     const adminPort = await freePort();
     const prepared = await prepareGateway({
       config: {
-        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port, tls: 'none', greetDelay: '0ms' }],
+        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port, security: 'none', greetDelay: '0ms' }],
         admin: { address: '127.0.0.1', port: adminPort, token: 't' },
         limits: { maxMessageSize: '60MB' },
         relay: { dns: { servers: [dns.server] }, mxPort: mx.port },

@@ -43,7 +43,7 @@ describe('multi-process gateway', () => {
       policyFiles: { 'quotas.yaml': QUOTAS },
       config: {
         process: { workers: 2 },
-        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port, tls: 'none', greetDelay: '0ms' }],
+        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port, security: 'none', greetDelay: '0ms' }],
         admin: { address: '127.0.0.1', port: adminPort, token: 't' },
         limits: { maxConnectionsPerIp: 100 },
         relay: { dns: { servers: [dns.server] }, mxPort: mx.port, backoff: ['300ms'] },

@@ -48,7 +48,7 @@ describe('a worker dies between deferring a message and telling the primary', ()
       policyFiles: { 'quotas.yaml': OPEN_QUOTAS },
       config: {
         process: { workers: 2 },
-        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: smtpPort, tls: 'none', greetDelay: '0ms' }],
+        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: smtpPort, security: 'none', greetDelay: '0ms' }],
         admin: { address: '127.0.0.1', port: adminPort, token: 'worker-token' },
         relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort, backoff: ['1s'] },
       },

@@ -117,8 +117,8 @@ describe('complaint feedback loops (ARF over SMTP)', () => {
       policyFiles: { 'feedback.yaml': FEEDBACK(dns.server), 'containment.yaml': 'enabled: true\n' },
       config: {
         listeners: [
-          { name: 'submissions', role: 'submission', address: '127.0.0.1', port: 0, tls: 'implicit' },
-          { name: 'mx', role: 'mx', address: '127.0.0.1', port: 0, tls: 'starttls', greetDelay: '0ms' },
+          { name: 'submissions', role: 'submission', address: '127.0.0.1', port: 0, security: 'implicit' },
+          { name: 'mx', role: 'mx', address: '127.0.0.1', port: 0, security: 'starttls', greetDelay: '0ms' },
         ],
         relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: mx.port, backoff: ['1s'] },
       },

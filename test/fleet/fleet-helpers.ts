@@ -41,8 +41,8 @@ export async function startNode(spec: NodeSpec): Promise<FleetNode> {
     policyFiles: spec.policyFiles,
     config: {
       listeners: [
-        { name: 'submission', role: 'submission', address: '127.0.0.1', port: submission, tls: 'starttls' },
-        { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: intercept, tls: 'none', greetDelay: '0ms', ...spec.intercept },
+        { name: 'submission', role: 'submission', address: '127.0.0.1', port: submission, security: 'starttls' },
+        { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: intercept, security: 'none', greetDelay: '0ms', ...spec.intercept },
       ],
       admin: { address: '127.0.0.1', port: adminPort, token: ADMIN_TOKEN },
       relay: spec.relay,

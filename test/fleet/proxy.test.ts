@@ -64,7 +64,7 @@ describe('PROXY protocol on a listener behind a load balancer', { timeout: 30_00
     dns.set('mx.dest.test', 'A', ['127.0.0.2']);
     gw = await startGateway({
       config: {
-        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'none', greetDelay: '0ms', proxyFrom: [LB] }],
+        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, security: 'none', greetDelay: '0ms', proxyFrom: [LB] }],
         relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: mx.port },
       },
     });

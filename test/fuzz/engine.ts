@@ -301,9 +301,9 @@ export async function startFuzzTarget(): Promise<FuzzTarget> {
     config: {
       log: { level: process.env.FUZZ_LOG_LEVEL ?? 'error' },
       listeners: [
-        { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: ports.intercept, tls: 'starttls', greetDelay: '0ms' },
-        { name: 'submission', role: 'submission', address: '127.0.0.1', port: ports.submission, tls: 'starttls' },
-        { name: 'submissions', role: 'submission', address: '127.0.0.1', port: ports.submissions, tls: 'implicit' },
+        { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: ports.intercept, security: 'starttls', greetDelay: '0ms' },
+        { name: 'submission', role: 'submission', address: '127.0.0.1', port: ports.submission, security: 'starttls' },
+        { name: 'submissions', role: 'submission', address: '127.0.0.1', port: ports.submissions, security: 'implicit' },
       ],
       admin: { address: '127.0.0.1', port: adminPort, token: 'fuzz' },
       limits: { idleTimeout: '2s', dataTimeout: '4s', maxConnectionsPerIp: 500, maxMessageSize: '2MB' },

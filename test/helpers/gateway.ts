@@ -67,14 +67,14 @@ export async function prepareGateway(spec: GatewaySpec = {}): Promise<{ dir: str
     hostname: 'gw.isp.test',
     log: { level: process.env.TEST_LOG_LEVEL ?? 'silent' },
     spool: { dir: 'spool' },
-    tls: { cert: 'tls.crt', key: 'tls.key' },
+    serverTls: { cert: 'tls.crt', key: 'tls.key' },
     accounts: { file: 'accounts.yaml' },
     policy: { dir: 'policies' },
     admin: { address: '127.0.0.1', port: 0, token: 'test-admin-token' },
     listeners: [
-      { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls' },
-      { name: 'submissions', role: 'submission', address: '127.0.0.1', port: 0, tls: 'implicit' },
-      { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'starttls', greetDelay: '0ms' },
+      { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, security: 'starttls' },
+      { name: 'submissions', role: 'submission', address: '127.0.0.1', port: 0, security: 'implicit' },
+      { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, security: 'starttls', greetDelay: '0ms' },
     ],
     relay: { backoff: ['1s'], poolIdle: '200ms' },
   };

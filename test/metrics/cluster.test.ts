@@ -32,7 +32,7 @@ describe('metrics of a multi-process gateway', () => {
     const prepared = await prepareGateway({
       config: {
         process: { workers: 2 },
-        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port, tls: 'none', greetDelay: '0ms' }],
+        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port, security: 'none', greetDelay: '0ms' }],
         admin: { address: '127.0.0.1', port: adminPort, token: 't' },
         relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: mx.port },
         dkim: { enabled: false },
@@ -60,8 +60,15 @@ describe('metrics of a multi-process gateway', () => {
       await c.quit();
     }
     await mx.waitFor(n);
-    const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+    // The MX has the last message before the worker has its 250 and counts the attempt: wait (bounded) for the count.
+    const delivered = /^smarthost_delivery_attempts_total\{result="delivered",domain="other"\} (\S+)$/m;
+    let text = '';
     const sample = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+    for (let i = 0; i < 50; i++) {
+      text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+      if (sample(delivered) >= n) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     assert.equal(sample(/^smarthost_messages_accepted_total\{listener="intercept"\} (\S+)$/m), n, text.slice(0, 3000));
     assert.equal(sample(/^smarthost_connections_total\{listener="intercept",outcome="accepted"\} (\S+)$/m), n);
     assert.equal(sample(/^smarthost_delivery_attempts_total\{result="delivered",domain="other"\} (\S+)$/m), n);

@@ -26,8 +26,8 @@ async function gatewayConfig(log: Record<string, unknown>, dnsServer: string, mx
     config: {
       log,
       listeners: [
-        { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: intercept, tls: 'none', greetDelay: '0ms' },
-        { name: 'submissions', role: 'submission', address: '127.0.0.1', port: submissions, tls: 'implicit' },
+        { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: intercept, security: 'none', greetDelay: '0ms' },
+        { name: 'submissions', role: 'submission', address: '127.0.0.1', port: submissions, security: 'implicit' },
       ],
       admin: { address: '127.0.0.1', port: admin, token: 'test-admin-token' },
       relay: { dns: { servers: [dnsServer], timeout: '1s' }, mxPort, backoff: ['30s'] },

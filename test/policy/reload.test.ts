@@ -102,7 +102,7 @@ describe('policy reload on SIGHUP (gateway process)', () => {
     const { dir, configFile } = await prepareGateway();
     const cfg = YAML.parse(await fsp.readFile(configFile, 'utf8')) as Record<string, unknown>;
     cfg.admin = { address: '127.0.0.1', port: adminPort, token: 'test-admin-token' };
-    cfg.listeners = [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: smtpPort, tls: 'starttls', greetDelay: '0ms' }];
+    cfg.listeners = [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: smtpPort, security: 'starttls', greetDelay: '0ms' }];
     cfg.relay = { dns: { servers: ['127.0.0.1:9'], timeout: '200ms' }, backoff: ['1s'] };
     cfg.log = { level: 'info' };
     await fsp.writeFile(configFile, YAML.stringify(cfg));

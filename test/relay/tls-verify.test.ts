@@ -219,7 +219,7 @@ test('AUTH to a next hop without tls: verify is warned about once at start, with
 });
 
 test('config: tls verify with a ca file (relative to the config file), mxCa, and the pool key', () => {
-  writeFileSync(path.join(dir, 'smarthost.yaml'), `tls: { selfSigned: true }\nrelay:\n  relayhost: { host: relay.test, port: 587, tls: verify, ca: ca.pem }\n  mxTls: verify\n  mxCa: ${caFile}\n`);
+  writeFileSync(path.join(dir, 'smarthost.yaml'), `serverTls: { selfSigned: true }\nrelay:\n  relayhost: { host: relay.test, port: 587, tlsLevel: verify, ca: ca.pem }\n  mxTls: verify\n  mxCa: ${caFile}\n`);
   const c = loadConfigFile(path.join(dir, 'smarthost.yaml')).relay;
   assert.equal(c.relayhost?.tls, 'verify');
   assert.equal(c.relayhost?.ca, pki.caPem);
@@ -229,14 +229,14 @@ test('config: tls verify with a ca file (relative to the config file), mxCa, and
   const plan = routeFor(c, 'far.test');
   assert.equal(plan.key, `relay:relay.test:587:verify::${caFile}`);
   // Without a CA file the key is what it always was.
-  const plain = parseRelayConfig({ relayhost: { host: 'relay.test', port: 587, tls: 'verify' } }, new At('/x/smarthost.yaml', 'relay'), '/x');
+  const plain = parseRelayConfig({ relayhost: { host: 'relay.test', port: 587, tlsLevel: 'verify' } }, new At('/x/smarthost.yaml', 'relay'), '/x');
   assert.equal(routeFor(plain, 'far.test').key, 'relay:relay.test:587:verify:');
 });
 
 test('config: an unreadable ca file is a config error naming the key and the file', () => {
   const missing = path.join(dir, 'nope.pem');
   assert.throws(
-    () => parseRelayConfig({ routes: { 'corp.test': { host: 'r.test', tls: 'verify', ca: missing } } }, new At('/etc/smarthost.yaml', 'relay'), '/etc'),
+    () => parseRelayConfig({ routes: { 'corp.test': { host: 'r.test', tlsLevel: 'verify', ca: missing } } }, new At('/etc/smarthost.yaml', 'relay'), '/etc'),
     (err: unknown) => {
       assert.ok(err instanceof ConfigError);
       assert.equal(err.key, 'relay.routes.corp.test.ca');
@@ -246,12 +246,12 @@ test('config: an unreadable ca file is a config error naming the key and the fil
   );
   writeFileSync(path.join(dir, 'junk.pem'), 'not a certificate\n');
   assert.throws(
-    () => parseRelayConfig({ relayhost: { host: 'r.test', tls: 'verify', ca: path.join(dir, 'junk.pem') } }, new At('/etc/smarthost.yaml', 'relay'), '/etc'),
+    () => parseRelayConfig({ relayhost: { host: 'r.test', tlsLevel: 'verify', ca: path.join(dir, 'junk.pem') } }, new At('/etc/smarthost.yaml', 'relay'), '/etc'),
     /relay\.relayhost\.ca: no PEM certificate/,
   );
   assert.throws(
-    () => parseRelayConfig({ relayhost: { host: 'r.test', tls: 'required', ca: caFile } }, new At('/etc/smarthost.yaml', 'relay'), '/etc'),
-    /relay\.relayhost\.ca: a CA bundle is only used with tls: verify/,
+    () => parseRelayConfig({ relayhost: { host: 'r.test', tlsLevel: 'required', ca: caFile } }, new At('/etc/smarthost.yaml', 'relay'), '/etc'),
+    /relay\.relayhost\.ca: a CA bundle is only used with tlsLevel: verify/,
   );
   assert.throws(
     () => parseRelayConfig({ mxCa: caFile }, new At('/etc/smarthost.yaml', 'relay'), '/etc'),

@@ -41,11 +41,11 @@ describe('backup MX', { timeout: 60_000 }, () => {
             backoff: ['1s'],
             connectTimeout: '1s',
             routes: {
-              'backup.test': { host: '127.0.0.30', port: primaryPort, tls: 'none', backoff: [`${PROBE_MS}ms`], maxLifetime: '7d' },
+              'backup.test': { host: '127.0.0.30', port: primaryPort, tlsLevel: 'none', backoff: [`${PROBE_MS}ms`], maxLifetime: '7d' },
               // A misconfiguration: the next hop is this gateway itself.
-              'loop.test': { host: 'gw.isp.test', port: 25, tls: 'none' },
+              'loop.test': { host: 'gw.isp.test', port: 25, tlsLevel: 'none' },
               // A short lifetime of its own (relay.maxLifetime stays at 5 days).
-              'short.test': { host: '127.0.0.32', port: downPort, tls: 'none', backoff: ['100ms'], maxLifetime: '400ms' },
+              'short.test': { host: '127.0.0.32', port: downPort, tlsLevel: 'none', backoff: ['100ms'], maxLifetime: '400ms' },
             },
           },
           roles: { backupMx: { domains: ['backup.test', 'loop.test', 'short.test'], verify: ['list'], recipients: 'maps/backup-recipients' } },
@@ -152,7 +152,7 @@ describe('backup MX recipient callout', { timeout: 30_000 }, () => {
       config: {
         dkim: { enabled: false },
         listeners: [...BASE_LISTENERS, MX_LISTENER],
-        relay: { routes: { 'callout.test': { host: '127.0.0.31', port: primaryPort, tls: 'none', backoff: ['500ms'] } } },
+        relay: { routes: { 'callout.test': { host: '127.0.0.31', port: primaryPort, tlsLevel: 'none', backoff: ['500ms'] } } },
         roles: { backupMx: { domains: ['callout.test'], verify: ['callout'], callout: { timeout: '2s' } } },
       },
       policyFiles: { 'rules.yaml': 'relayDomains: [callout.test]\n' },
@@ -207,7 +207,7 @@ describe('backup MX connect checks', { timeout: 30_000 }, () => {
         config: {
           dkim: { enabled: false },
           listeners: [...BASE_LISTENERS, MX_LISTENER],
-          relay: { routes: { 'backup.test': { host: '127.0.0.30', port: 9, tls: 'none' } } },
+          relay: { routes: { 'backup.test': { host: '127.0.0.30', port: 9, tlsLevel: 'none' } } },
           roles: { backupMx: { domains: ['backup.test'], verify: ['list'], recipients: 'maps/r' } },
         },
         policyFiles: { 'rules.yaml': 'relayDomains: [backup.test]\n', 'dnsbl.yaml': dnsbl },

@@ -58,10 +58,10 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-export const MX_LISTENER = { name: 'mx', role: 'mx', address: '127.0.0.1', port: 0, tls: 'none', greetDelay: '0ms' };
+export const MX_LISTENER = { name: 'mx', role: 'mx', address: '127.0.0.1', port: 0, security: 'none', greetDelay: '0ms' };
 export const BASE_LISTENERS = [
-  { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls' },
-  { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'starttls', greetDelay: '0ms' },
+  { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, security: 'starttls' },
+  { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, security: 'starttls', greetDelay: '0ms' },
 ];
 
 /** A gateway following `logFile` for POP-before-SMTP grants on the intercept listener (alice → alice@isp.test). */

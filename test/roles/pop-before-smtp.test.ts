@@ -52,7 +52,7 @@ describe('POP-before-SMTP', { timeout: 30_000 }, () => {
         config: {
           dkim: { enabled: false },
           listeners: BASE_LISTENERS,
-          relay: { routes: { 'dest.test': { host: '127.0.0.42', port: mx.port, tls: 'none' } } },
+          relay: { routes: { 'dest.test': { host: '127.0.0.42', port: mx.port, tlsLevel: 'none' } } },
           roles: { popBeforeSmtp: { enabled: true, listeners: ['intercept'], ttl: `${TTL_MS}ms`, logFile: 'mail.log', poll: '50ms', userDomain: 'isp.test' } },
         },
       },

@@ -46,7 +46,7 @@ describe('address rewriting', { timeout: 30_000 }, () => {
         config: {
           dkim: { enabled: false },
           listeners: BASE_LISTENERS,
-          relay: { routes: { 'corp.example': { host: '127.0.0.40', port: corp.port, tls: 'none' } } },
+          relay: { routes: { 'corp.example': { host: '127.0.0.40', port: corp.port, tlsLevel: 'none' } } },
           roles: { rewrite: { senderCanonical: 'maps/sender-canonical', recipientAliases: 'maps/aliases' } },
         },
       },
@@ -103,7 +103,7 @@ describe('upstream relayhost with STARTTLS and AUTH', { timeout: 30_000 }, () =>
       config: {
         dkim: { enabled: false },
         listeners: BASE_LISTENERS,
-        relay: { relayhost: { host: '127.0.0.41', port: upstream.port, tls: 'required', auth: { user: 'gw-relay', pass: 'upstream-pass-9' } } },
+        relay: { relayhost: { host: '127.0.0.41', port: upstream.port, tlsLevel: 'required', auth: { user: 'gw-relay', pass: 'upstream-pass-9' } } },
       },
     });
   });

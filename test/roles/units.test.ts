@@ -50,7 +50,7 @@ test('canonical sender: exact entries before host entries; the null sender is le
 test('config: roles and per-route schedules are validated', () => {
   const cfg = parseConfig(
     {
-      tls: { selfSigned: true },
+      serverTls: { selfSigned: true },
       relay: { routes: { 'b.test': { host: '192.0.2.1', port: 25, backoff: ['1m'], maxLifetime: '7d' } } },
       roles: { backupMx: { domains: ['B.test'], verify: ['list', 'callout'], recipients: 'maps/r' }, popBeforeSmtp: { ttl: '10m' } },
     },
@@ -62,10 +62,10 @@ test('config: roles and per-route schedules are validated', () => {
   assert.deepEqual(cfg.roles.backupMx?.domains, ['b.test']);
   assert.equal(cfg.roles.backupMx?.recipientsFile, '/etc/smarthost/maps/r');
   assert.equal(cfg.roles.popBeforeSmtp.enabled, false, 'off by default');
-  assert.throws(() => parseConfig({ tls: { selfSigned: true }, roles: { backupMx: { domains: ['b.test'], verify: ['list'] } } }, 't.yaml', '/'), ConfigError);
-  assert.throws(() => parseConfig({ tls: { selfSigned: true }, roles: { popBeforeSmtp: { logPattern: 'user=(\\S+)' } } }, 't.yaml', '/'), /roles\.popBeforeSmtp\.logPattern: no longer supported/);
-  assert.throws(() => parseConfig({ tls: { selfSigned: true }, roles: { popBeforeSmtp: { logFormat: 'journald' } } }, 't.yaml', '/'), /logFormat: must be one of syslog, dovecot/);
-  assert.throws(() => parseConfig({ tls: { selfSigned: true }, relay: { relayhost: { host: 'h', backoff: ['1m'] } } }, 't.yaml', '/'), /unknown key/);
+  assert.throws(() => parseConfig({ serverTls: { selfSigned: true }, roles: { backupMx: { domains: ['b.test'], verify: ['list'] } } }, 't.yaml', '/'), ConfigError);
+  assert.throws(() => parseConfig({ serverTls: { selfSigned: true }, roles: { popBeforeSmtp: { logPattern: 'user=(\\S+)' } } }, 't.yaml', '/'), /roles\.popBeforeSmtp\.logPattern: no longer supported/);
+  assert.throws(() => parseConfig({ serverTls: { selfSigned: true }, roles: { popBeforeSmtp: { logFormat: 'journald' } } }, 't.yaml', '/'), /logFormat: must be one of syslog, dovecot/);
+  assert.throws(() => parseConfig({ serverTls: { selfSigned: true }, relay: { relayhost: { host: 'h', backoff: ['1m'] } } }, 't.yaml', '/'), /unknown key/);
 });
 
 test('a map file is re-read when it changes, without a reload call', async () => {

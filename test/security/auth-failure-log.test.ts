@@ -37,7 +37,7 @@ describe('failed AUTH logs a keyed hash of the user name, never the text', { tim
     const p = await prepareGateway({
       config: {
         log: { level: 'trace', pretty: false },
-        listeners: [{ name: 'submissions', role: 'submission', address: '127.0.0.1', port: ports.submissions, tls: 'implicit' }],
+        listeners: [{ name: 'submissions', role: 'submission', address: '127.0.0.1', port: ports.submissions, security: 'implicit' }],
         admin: { address: '127.0.0.1', port: ports.admin, token: 'test-admin-token' },
         dkim: { enabled: false },
       },

@@ -98,7 +98,7 @@ describe('resource exhaustion (gateway process)', () => {
     const p = await prepareGateway({
       policyFiles: { 'quotas.yaml': OPEN_QUOTAS },
       config: {
-        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port, tls: 'none', greetDelay: '0ms' }],
+        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port, security: 'none', greetDelay: '0ms' }],
         admin: { address: '127.0.0.1', port: adminPort, token: 't' },
         limits: { maxConnections: 5000, maxConnectionsPerIp: 1000, maxMessageSize: '10MB', idleTimeout: '30s' },
         // Nothing to deliver to (no DNS answers): accepted mail stays queued; only acceptance is measured.

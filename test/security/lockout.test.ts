@@ -32,7 +32,7 @@ describe('per-account lockout penalises the source, not the victim', { timeout: 
 
   before(async () => {
     gw = await startGateway({
-      config: { listeners: [{ name: 'submissions', role: 'submission', address: '127.0.0.1', port: 0, tls: 'implicit' }] },
+      config: { listeners: [{ name: 'submissions', role: 'submission', address: '127.0.0.1', port: 0, security: 'implicit' }] },
       policyFiles: { 'quotas.yaml': QUOTAS },
     });
     port = gw.port('submissions');

@@ -60,9 +60,9 @@ describe('open-relay battery', () => {
       policyFiles: { 'rules.yaml': 'relayDomains: [isp.test]\n' },
       config: {
         listeners: [
-          { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, tls: 'starttls' },
-          { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'starttls', greetDelay: '0ms' },
-          { name: 'mx', role: 'mx', address: '127.0.0.1', port: 0, tls: 'starttls', greetDelay: '0ms' },
+          { name: 'submission', role: 'submission', address: '127.0.0.1', port: 0, security: 'starttls' },
+          { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, security: 'starttls', greetDelay: '0ms' },
+          { name: 'mx', role: 'mx', address: '127.0.0.1', port: 0, security: 'starttls', greetDelay: '0ms' },
         ],
         limits: { maxConnectionsPerIp: 200 },
       },

@@ -57,11 +57,11 @@ describe('per-address connection limit across worker processes', { timeout: 180_
         process: { workers: 2 },
         listeners: [
           // The default limit (20) on the intercept listener; 5 on the others.
-          { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: ports.intercept, tls: 'none', greetDelay: '0ms' },
+          { name: 'intercept', role: 'intercept', address: '127.0.0.1', port: ports.intercept, security: 'none', greetDelay: '0ms' },
         ],
         admin: { address: '127.0.0.1', port: ports.admin, token: 'test-admin-token' },
         dkim: { enabled: false },
-        relay: { routes: { 'dest.test': { host: '127.0.0.42', port: mx.port, tls: 'none' } } },
+        relay: { routes: { 'dest.test': { host: '127.0.0.42', port: mx.port, tlsLevel: 'none' } } },
       },
       policyFiles: { 'quotas.yaml': OPEN_QUOTAS },
     });
@@ -98,8 +98,8 @@ describe('per-address connection limit: exact, released at QUIT, IPv6 by prefix,
         process: { workers: 2 },
         limits: { maxConnectionsPerIp: 5 },
         listeners: [
-          { name: 'limited', role: 'intercept', address: '127.0.0.1', port: ports.limited, tls: 'none', greetDelay: '0ms' },
-          { name: 'mx', role: 'mx', address: '127.0.0.1', port: ports.mx, tls: 'none', greetDelay: '0ms', proxyFrom: [BALANCER] },
+          { name: 'limited', role: 'intercept', address: '127.0.0.1', port: ports.limited, security: 'none', greetDelay: '0ms' },
+          { name: 'mx', role: 'mx', address: '127.0.0.1', port: ports.mx, security: 'none', greetDelay: '0ms', proxyFrom: [BALANCER] },
         ],
         admin: { address: '127.0.0.1', port: ports.admin, token: 'test-admin-token' },
         dkim: { enabled: false },

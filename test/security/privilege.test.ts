@@ -127,8 +127,8 @@ describe('least privilege', { skip: isRoot ? false : 'needs root to change user'
           log: { level: 'info' },
           process: { workers, user: 'nobody' },
           listeners: [
-            { name: 'intercept', role: 'intercept', address: '127.0.0.1', port, tls: 'none', greetDelay: '0ms' },
-            { name: 'submissions', role: 'submission', address: '127.0.0.1', port: tlsPort, tls: 'implicit' },
+            { name: 'intercept', role: 'intercept', address: '127.0.0.1', port, security: 'none', greetDelay: '0ms' },
+            { name: 'submissions', role: 'submission', address: '127.0.0.1', port: tlsPort, security: 'implicit' },
           ],
           admin: { address: '127.0.0.1', port: adminPort, tokenFile: 'var/admin.token' },
           dkim: { enabled: true, keysDir: 'var/dkim', signingDomain: 'home.test' },

@@ -21,7 +21,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway';
 import { RawSmtp } from '../helpers/smtp-client';
 
 function configWith(proxyFrom: unknown): string {
-  return `listeners:\n  - { name: intercept, role: intercept, address: 127.0.0.1, port: 2525, tls: none, proxyFrom: ${JSON.stringify(proxyFrom)} }\n`;
+  return `listeners:\n  - { name: intercept, role: intercept, address: 127.0.0.1, port: 2525, security: none, proxyFrom: ${JSON.stringify(proxyFrom)} }\n`;
 }
 
 async function greeting(port: number, from: string, first?: string | Buffer, host = '127.0.0.1'): Promise<string> {
@@ -77,9 +77,9 @@ describe('proxyFrom: who is believed', { timeout: 30_000 }, () => {
     gw = await startGateway({
       config: {
         listeners: [
-          { name: 'v4', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'none', greetDelay: '0ms', proxyFrom: ['127.0.0.32/29'] },
-          { name: 'dual', role: 'intercept', address: '::', port: 0, tls: 'none', greetDelay: '0ms', proxyFrom: ['127.0.0.32/29', '::1'] },
-          { name: 'mapped', role: 'intercept', address: '::', port: 0, tls: 'none', greetDelay: '0ms', proxyFrom: ['::ffff:127.0.0.32/125'] },
+          { name: 'v4', role: 'intercept', address: '127.0.0.1', port: 0, security: 'none', greetDelay: '0ms', proxyFrom: ['127.0.0.32/29'] },
+          { name: 'dual', role: 'intercept', address: '::', port: 0, security: 'none', greetDelay: '0ms', proxyFrom: ['127.0.0.32/29', '::1'] },
+          { name: 'mapped', role: 'intercept', address: '::', port: 0, security: 'none', greetDelay: '0ms', proxyFrom: ['::ffff:127.0.0.32/125'] },
         ],
       },
     });

@@ -85,7 +85,7 @@ describe('signing is authorised, not inferred from the header From', { timeout: 
       netblocks: NETBLOCKS,
       policyFiles: { 'identity.yaml': IDENTITY, 'rules.yaml': RULES },
       config: {
-        relay: { relayhost: { host: '127.0.0.1', port: mx.port, tls: 'none' } },
+        relay: { relayhost: { host: '127.0.0.1', port: mx.port, tlsLevel: 'none' } },
         dkim: { keysDir, signingDomain: 'isp.example' },
         roles: { popBeforeSmtp: { enabled: true, listeners: ['intercept'], ttl: '10m' } },
       },

@@ -113,8 +113,8 @@ describe('TLS and admin', () => {
     const ok = await fetch(`${base}/api/queue`, { headers: { authorization: 'Bearer test-admin-token' } });
     assert.equal(ok.status, 200);
     // The default bind address.
-    const cfg = parseConfig({ tls: { selfSigned: true } }, '(test)', '/tmp');
+    const cfg = parseConfig({ serverTls: { selfSigned: true } }, '(test)', '/tmp');
     assert.equal(cfg.admin.address, '127.0.0.1');
-    assert.equal(cfg.tls.minVersion, 'TLSv1.2');
+    assert.equal(cfg.serverTls.minVersion, 'TLSv1.2');
   });
 });

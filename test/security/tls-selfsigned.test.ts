@@ -1,12 +1,12 @@
 /**
- * Attack surface: a production gateway that forgot `tls.cert` silently
+ * Attack surface: a production gateway that forgot `serverTls.cert` silently
  * serving a self-signed certificate (subscribers' clients warn, or have been
  * taught to click through warnings, and a man in the middle goes unseen).
  * A TLS listener without a certificate must be a config error naming the
  * file and key, in `check-config` and `start` alike, unless the operator
- * writes `tls.selfSigned: true` (the embedded quick start does). The legacy
- * top-level `tls: {cert, key}` (what every deployment and the independent
- * benchmark use) keeps working, and is what the listeners serve.
+ * writes `serverTls.selfSigned: true` (the embedded quick start does). The
+ * top-level `serverTls: {cert, key}` (what every deployment and the
+ * independent benchmark use) is what the listeners serve.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -26,8 +26,8 @@ const PRODUCTION = `
 hostname: gw.isp.example
 spool: { dir: spool }
 listeners:
-  - { name: intercept, role: intercept, address: 127.0.0.1, port: 2525, tls: none }
-  - { name: submission, role: submission, address: 127.0.0.1, port: 2587, tls: starttls }
+  - { name: intercept, role: intercept, address: 127.0.0.1, port: 2525, security: none }
+  - { name: submission, role: submission, address: 127.0.0.1, port: 2587, security: starttls }
 `;
 
 function refusal(text: string): ConfigError {
@@ -49,15 +49,15 @@ describe('a TLS listener needs a certificate', () => {
     await fsp.rm(dir, { recursive: true, force: true });
   });
 
-  it('no tls.cert with a STARTTLS or implicit-TLS listener: config error naming file, key and listener', () => {
+  it('no serverTls.cert with a STARTTLS or implicit-TLS listener: config error naming file, key and listener', () => {
     const e = refusal(PRODUCTION);
     assert.equal(e.file, '/etc/smarthost/smarthost.yaml');
-    assert.equal(e.key, 'tls.cert');
-    assert.match(e.reason, /listener "submission" uses TLS \(starttls\).*tls\.selfSigned: true/);
-    const implicit = refusal('listeners:\n  - { name: smtps, role: submission, port: 465, tls: implicit }\n');
-    assert.match(implicit.reason, /listener "smtps" uses TLS \(implicit\)/);
+    assert.equal(e.key, 'serverTls.cert');
+    assert.match(e.reason, /listener "submission" uses TLS \(security: starttls\).*serverTls\.selfSigned: true/);
+    const implicit = refusal('listeners:\n  - { name: smtps, role: submission, port: 465, security: implicit }\n');
+    assert.match(implicit.reason, /listener "smtps" uses TLS \(security: implicit\)/);
     // No listeners written: the defaults (587, 465, 25) all use TLS.
-    assert.equal(refusal('hostname: gw.isp.example\n').key, 'tls.cert');
+    assert.equal(refusal('hostname: gw.isp.example\n').key, 'serverTls.cert');
   });
 
   it('check-config and start refuse it with one line, no stack trace, without binding anything', async () => {
@@ -67,24 +67,24 @@ describe('a TLS listener needs a certificate', () => {
       const r = spawnSync(process.execPath, [MAIN, cmd, '--config', file], { encoding: 'utf8', timeout: 30_000 });
       assert.notEqual(r.status, 0, cmd);
       const out = r.stdout + r.stderr;
-      assert.match(out, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: tls\\.cert: listener "submission" uses TLS`), cmd);
+      assert.match(out, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: serverTls\\.cert: listener "submission" uses TLS`), cmd);
       assert.doesNotMatch(out, /^\s+at /m, `${cmd}: no stack trace`);
     }
   });
 
-  it('accepted: tls.selfSigned: true, listeners without TLS only, and the embedded quick start', async () => {
-    assert.equal(parseConfigText(`${PRODUCTION}tls: { selfSigned: true }\n`, 'f.yaml', '/tmp').tls.selfSigned, true);
-    parseConfigText('listeners:\n  - { name: intercept, role: intercept, port: 25, tls: none }\n', 'f.yaml', '/tmp');
+  it('accepted: serverTls.selfSigned: true, listeners without TLS only, and the embedded quick start', async () => {
+    assert.equal(parseConfigText(`${PRODUCTION}serverTls: { selfSigned: true }\n`, 'f.yaml', '/tmp').serverTls.selfSigned, true);
+    parseConfigText('listeners:\n  - { name: intercept, role: intercept, port: 25, security: none }\n', 'f.yaml', '/tmp');
     const empty = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-embedded-'));
     try {
       const cfg = loadConfig(undefined, empty);
       assert.equal(cfg.embedded, true);
-      assert.equal(cfg.tls.selfSigned, true);
+      assert.equal(cfg.serverTls.selfSigned, true);
     } finally {
       await fsp.rm(empty, { recursive: true, force: true });
     }
     // Both at once is ambiguous.
-    assert.equal(refusal(`${PRODUCTION}tls: { cert: c.pem, key: k.pem, selfSigned: true }\n`).key, 'tls.selfSigned');
+    assert.equal(refusal(`${PRODUCTION}serverTls: { cert: c.pem, key: k.pem, selfSigned: true }\n`).key, 'serverTls.selfSigned');
   });
 });
 
@@ -93,13 +93,13 @@ describe('what the listeners serve', { timeout: 60_000 }, () => {
   let self: TestGateway;
   let plain: TestGateway;
   before(async () => {
-    // The helper writes the legacy top-level `tls: { cert: tls.crt, key: tls.key }`.
+    // The helper writes `serverTls: { cert: tls.crt, key: tls.key }`.
     legacy = await startGateway();
-    self = await startGateway({ config: { tls: { cert: null, key: null, selfSigned: true } } });
+    self = await startGateway({ config: { serverTls: { cert: null, key: null, selfSigned: true } } });
     plain = await startGateway({
       config: {
-        tls: { cert: null, key: null },
-        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, tls: 'none', greetDelay: '0ms' }],
+        serverTls: { cert: null, key: null },
+        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, security: 'none', greetDelay: '0ms' }],
       },
     });
   });
@@ -119,12 +119,12 @@ describe('what the listeners serve', { timeout: 60_000 }, () => {
     return new X509Certificate(raw);
   }
 
-  it('legacy top-level tls: {cert, key}: the configured certificate', async () => {
+  it('serverTls: {cert, key}: the configured certificate', async () => {
     const configured = new X509Certificate(readFileSync(path.join(legacy.dir, 'tls.crt')));
     assert.equal((await served(legacy)).fingerprint256, configured.fingerprint256);
   });
 
-  it('tls.selfSigned: true: a generated certificate for the hostname, kept under var/tls', async () => {
+  it('serverTls.selfSigned: true: a generated certificate for the hostname, kept under var/tls', async () => {
     const cert = await served(self);
     assert.match(cert.subject, /CN=gw\.isp\.test/);
     assert.equal(cert.issuer, cert.subject);

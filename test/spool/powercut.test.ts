@@ -75,7 +75,7 @@ describe('power cuts', () => {
       policyFiles: { 'quotas.yaml': OPEN_QUOTAS },
       config: {
         process: { workers },
-        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: smtpPort, tls: 'none', greetDelay: '0ms' }],
+        listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: smtpPort, security: 'none', greetDelay: '0ms' }],
         admin: { address: '127.0.0.1', port: adminPort, token: 'powercut-token' },
         limits: { maxConnectionsPerIp: 500 },
         relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort, backoff: ['500ms'] },
