@@ -48,12 +48,12 @@ describe('the console in a real browser', () => {
   const dialogs: string[] = [];
 
   /** A business line (127.0.0.17) over its recipients-per-hour quota: held by quota.recipients. */
-  async function submit(subject: string, extraHeaders: string[] = [], body = 'Hello.', from = 'orders@bakery.test'): Promise<string> {
+  async function submit(subject: string, extraHeaders: string[] = [], body = 'Hello.', from = 'orders@bakery.test', rcpts = ['c1@dest.test', 'c2@dest.test']): Promise<string> {
     const c = await RawSmtp.connect(gw.port('intercept'), { localAddress: '127.0.0.17' });
     await c.reply();
     await c.cmd('EHLO server.bakery.test');
     await c.cmd(`MAIL FROM:<${from}>`);
-    for (const r of ['c1@dest.test', 'c2@dest.test']) assert.match((await c.cmd(`RCPT TO:<${r}>`)).text, /^250 /);
+    for (const r of rcpts) assert.match((await c.cmd(`RCPT TO:<${r}>`)).text, /^250 /);
     const r = await c.data(message({ from, to: 'c1@dest.test', subject, headers: extraHeaders, body }));
     await c.quit();
     assert.match(r.text, /^250 2\.0\.0 Ok: queued as /);
@@ -62,7 +62,18 @@ describe('the console in a real browser', () => {
 
   const login = (token: string) => loginWith(browser, base, token);
 
-  const shot = (name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  /**
+   * A picture of the page, after checking it fits a laptop screen: no sideways
+   * scrolling at 1280 or at 1024 pixels wide (long headers and addresses wrap).
+   */
+  const shot = async (name: string) => {
+    for (const width of [1024, 1280]) {
+      await page.setViewportSize({ width, height: 800 });
+      const [scroll, client] = (await page.evaluate('[document.documentElement.scrollWidth, document.documentElement.clientWidth]')) as [number, number];
+      assert.ok(scroll <= client, `${name} at ${width} px: ${scroll} px wide, scrolls sideways`);
+    }
+    await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  };
 
   before(async () => {
     dns = await startDnsServer();
@@ -183,6 +194,10 @@ describe('the console in a real browser', () => {
     }
     assert.equal((await gw.app!.qmgr.entry(plainId))?.state, 'hold');
     assert.equal(gw.app!.accounts.get('alice@isp.test')?.suspended, false);
+    // It may look, on the record: opening a sender's recipient addresses is audited under its name.
+    assert.equal((await page.request.post(`${base}/console/sender/recipients`, { form: { ip: '127.0.0.17', reason: 'ticket 4715: second look', _csrf: csrf! }, maxRedirects: 0 })).status(), 200);
+    const looked = (await fsp.readFile(path.join(gw.dir, 'spool', 'admin-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    assert.ok(looked.some((l) => l.action === 'open-recipients' && l.token === 'read' && l.reason === 'ticket 4715: second look'));
     // It may look: policy explain changes nothing.
     await page.goto(`${base}/console/policy`);
     await page.fill('input[name=listener]', 'intercept');
@@ -313,6 +328,20 @@ describe('the console in a real browser', () => {
     // Nothing held any more: the empty state says so, and offers no bulk action.
     assert.match((await page.textContent('main')) ?? '', /No held messages\./);
     assert.equal(await page.locator('form.actions').count(), 0);
+  });
+
+  it('clears a sender\'s quota counts: its next message, held before the clear, is delivered after it', async () => {
+    const one = (subject: string) => submit(subject, [], 'Hello.', 'orders@bakery.test', ['c9@dest.test']);
+    const before = await one('Before the clear');
+    assert.equal((await gw.app!.qmgr.entry(before))?.state, 'hold', 'over its hourly quota of 1');
+    await page.goto(`${base}/console/sender?ip=127.0.0.17`);
+    await page.fill('form.actions input[name=reason]', 'ticket 4716: quota raised by sales');
+    await Promise.all([page.waitForURL(/done=clear-quotas/), page.click('button:text("Clear quota counts")')]);
+    const after = await one('After the clear');
+    assert.notEqual((await gw.app!.qmgr.entry(after))?.state, 'hold');
+    assert.match((await mx.waitFor(4, 10_000))[3]!.data.toString('utf8'), /Subject: After the clear/);
+    const audit = (await fsp.readFile(path.join(gw.dir, 'spool', 'admin-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    assert.ok(audit.some((l) => l.action === 'clear-quotas' && l.subject === 'ip:127.0.0.17' && l.reason === 'ticket 4716: quota raised by sales'));
   });
 
   it('refuses a login posted from elsewhere (login CSRF): no form value, or one without its cookie', async () => {
