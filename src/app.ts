@@ -34,7 +34,7 @@ import type { StateStore } from './state/store';
 import { Fleet } from './fleet/fleet';
 import { adaptProxyProtocolV2 } from './fleet/proxy-protocol';
 import { registerFleetRoutes } from './admin/fleet-routes';
-import { createDeliveryAgent } from './relay/deliver';
+import { createDeliveryAgent, SmtpDeliveryAgent } from './relay/deliver';
 import { Roles } from './roles/index';
 import { PostfixServices } from './postfix/index';
 import { ruleListeners } from './postfix/config';
@@ -173,7 +173,10 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   // TLS-RPT (RFC 8460): MTA-STS/DANE outcomes counted per policy domain and day, reported below.
   const tlsCollector = cfg.relay.tlsRpt?.enabled ? new TlsReportCollector() : undefined;
   const tlsObserver = { onTlsPolicy: (e: Parameters<typeof metrics.catalogue.outboundTls.onTlsPolicy>[0]) => (metrics.catalogue.outboundTls.onTlsPolicy(e), tlsCollector?.onTlsPolicy(e)) };
-  const agent = containment.agent(roles.guard(opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger, tlsObserver }), logger));
+  const delivery = opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger, tlsObserver, shapingObserver: metrics.catalogue.shaping });
+  const shaper = delivery instanceof SmtpDeliveryAgent ? delivery.shaper : undefined;
+  if (shaper) metrics.catalogue.watchShaping(() => shaper.snapshot());
+  const agent = containment.agent(roles.guard(delivery, logger));
   const qmgr = new QueueManager(spool, agent, cfg.relay, {
     hostname: cfg.hostname,
     logger,

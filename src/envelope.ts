@@ -124,7 +124,18 @@ export interface DeliveryState {
 /** Result of one delivery attempt for one recipient (relay → scheduler). */
 export type RecipientOutcome =
   | { readonly address: string; readonly kind: 'delivered'; readonly remoteMta: string; readonly response: string }
-  | { readonly address: string; readonly kind: 'deferred'; readonly error: string; readonly remoteMta?: string }
+  | {
+      readonly address: string;
+      readonly kind: 'deferred';
+      readonly error: string;
+      readonly remoteMta?: string;
+      /**
+       * Set when the delivery agent's traffic shaping deferred it (provider
+       * suspended after a throttle reply, or its rate reached): try again at
+       * this time (ms since epoch); not a failed attempt.
+       */
+      readonly retryAt?: number;
+    }
   | { readonly address: string; readonly kind: 'bounced'; readonly error: string; readonly statusCode: string; readonly remoteMta?: string };
 
 export function domainOf(address: string): string {

@@ -32,6 +32,7 @@ import type { QueueObserver, QueueManager } from '../spool/qmgr';
 import type { Spool } from '../spool/store';
 import { storageHealth } from '../spool/storage-faults';
 import { TLS_MECHANISMS, TLS_MODES, TLS_RESULTS, type TlsPolicyObserver } from '../relay/secure-transport';
+import { NO_POOL, SHAPED_OUTCOMES, type GroupSnapshot, type ShapingObserver } from '../relay/shaping';
 
 export const PREFIX = 'smarthost_';
 export const OTHER = 'other';
@@ -76,6 +77,9 @@ export interface CatalogueOptions {
   version?: string;
   /** Process metrics (off in unit tests that build many catalogues). */
   defaultMetrics?: boolean;
+  /** Shaping provider names (relay.shaping) and egress pool names (relay.pools): the provider/pool label values. */
+  shapingProviders?: readonly string[];
+  pools?: readonly string[];
 }
 
 const SECONDS_FAST = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -148,6 +152,12 @@ export class MetricsCatalogue {
   readonly deliveryLatency: Histogram<'domain'>;
   readonly expirations: Counter;
   readonly outboundTlsPolicy: Counter<'mechanism' | 'mode' | 'result' | 'domain'>;
+  // ---- provider shaping (src/relay/shaping.ts) ----------------------------------
+  readonly providerOutcomes: Counter<'provider' | 'pool' | 'outcome'>;
+  readonly providerSuspensions: Counter<'provider' | 'pool'>;
+  readonly providerSuspended: Gauge<'provider' | 'pool'>;
+  readonly providerLimitFactor: Gauge<'provider' | 'pool'>;
+  readonly providerRate: Gauge<'provider' | 'pool'>;
   // ---- spool storage (src/spool/storage-faults.ts) -------------------------------
   readonly storageErrors: Counter<'file' | 'op' | 'code'>;
   readonly storageDegraded: Gauge;
@@ -162,6 +172,9 @@ export class MetricsCatalogue {
   private degradedSource: (() => boolean) | undefined;
   private suspendedSource: (() => number) | undefined;
   private polledSource: (() => number) | undefined;
+  private shapingSource: (() => GroupSnapshot[]) | undefined;
+  private readonly shapingProviderLabel: BoundedLabel;
+  private readonly poolLabel: BoundedLabel;
 
   constructor(opts: CatalogueOptions) {
     const r = this.registry;
@@ -341,6 +354,47 @@ export class MetricsCatalogue {
       },
     });
 
+    this.shapingProviderLabel = new BoundedLabel(0, new Set((opts.shapingProviders ?? []).map((p) => safeLabel(p))));
+    this.poolLabel = new BoundedLabel(0, new Set([NO_POOL, ...(opts.pools ?? [])].map((p) => safeLabel(p))));
+    this.providerOutcomes = new Counter({
+      name: `${PREFIX}provider_outcomes_total`,
+      help: 'Recipients per mailbox provider (relay.shaping providers, else "other") and egress pool (else "none"), by outcome: delivered, bounced, deferred (a 4xx from the provider), throttled (a 4xx matching the provider\'s throttle replies: the provider is suspended for the pool), shaped (deferred by the gateway\'s own shaping, not sent).',
+      labelNames: ['provider', 'pool', 'outcome'],
+      registers: [r],
+    });
+    this.providerSuspensions = new Counter({
+      name: `${PREFIX}provider_suspensions_total`,
+      help: 'Suspensions of a provider for an egress pool after a throttle reply.',
+      labelNames: ['provider', 'pool'],
+      registers: [r],
+    });
+    const shapingGauge = (name: string, help: string, value: (g: GroupSnapshot) => number | undefined, combine: (a: number, b: number) => number): Gauge<'provider' | 'pool'> => {
+      const gauge: Gauge<'provider' | 'pool'> = new Gauge({
+        name: `${PREFIX}${name}`,
+        help,
+        labelNames: ['provider', 'pool'],
+        registers: [r],
+        collect: () => {
+          if (!this.shapingSource) return;
+          gauge.reset();
+          const seen = new Map<string, { labels: { provider: string; pool: string }; v: number }>();
+          for (const g of this.shapingSource()) {
+            const v = value(g);
+            if (v === undefined) continue;
+            const labels = { provider: this.shapingProviderLabel.map(g.provider), pool: this.poolLabel.map(g.pool) };
+            const key = `${labels.provider}|${labels.pool}`;
+            const had = seen.get(key);
+            seen.set(key, { labels, v: had ? combine(had.v, v) : v });
+          }
+          for (const { labels, v } of seen.values()) gauge.set(labels, v);
+        },
+      });
+      return gauge;
+    };
+    this.providerSuspended = shapingGauge('provider_suspended', 'Shaping groups suspended now after a throttle reply, per provider and egress pool (1 or 0 for a named provider; for "other", how many destinations).', (g) => (g.suspended ? 1 : 0), (a, b) => a + b);
+    this.providerLimitFactor = shapingGauge('provider_limit_factor', 'Fraction of the configured connections and rate in force for a provider and egress pool (1: all; halved by each throttle reply, regained a tenth per recover interval); for "other", the lowest.', (g) => g.factor, Math.min);
+    this.providerRate = shapingGauge('provider_rate_limit', 'Messages per second in force for a provider and egress pool, where a rate is configured (after adaptive cuts); for "other", the lowest.', (g) => g.ratePerSecond, Math.min);
+
     this.queueMessages = new Gauge({
       name: `${PREFIX}queue_messages`,
       help: 'Messages in the queue by state (incoming, active, deferred, hold), read from the queue manager at scrape time.',
@@ -450,6 +504,14 @@ export class MetricsCatalogue {
     for (const error of CONTENT_ERRORS) this.contentScanErrors.inc({ error }, 0);
     for (const change of ['listed', 'delisted']) this.dnsblPollChanges.inc({ change }, 0);
     this.dnsblPollAddresses.set(0);
+    // The provider-deferral alert divides by these: every configured provider and pool starts at zero.
+    for (const provider of [...(opts.shapingProviders ?? []), OTHER]) {
+      for (const pool of [NO_POOL, ...(opts.pools ?? [])]) {
+        const labels = { provider: this.shapingProviderLabel.map(provider), pool: this.poolLabel.map(pool) };
+        for (const outcome of SHAPED_OUTCOMES) this.providerOutcomes.inc({ ...labels, outcome }, 0);
+        this.providerSuspensions.inc(labels, 0);
+      }
+    }
     for (const l of opts.listeners ?? []) {
       const listener = this.listenerNames.map(l.name);
       for (const outcome of ['accepted', 'refused']) this.connections.inc({ listener, outcome }, 0);
@@ -582,6 +644,18 @@ export class MetricsCatalogue {
         domain: this.domainLabel(e.domain),
       }),
   };
+
+  /** For createDeliveryAgent({ shapingObserver }): provider and pool labels from the config only. */
+  readonly shaping: ShapingObserver = {
+    onShapedOutcome: (provider, pool, outcome) =>
+      this.providerOutcomes.inc({ provider: this.shapingProviderLabel.map(provider), pool: this.poolLabel.map(pool), outcome: SHAPED_OUTCOMES.includes(outcome) ? outcome : 'deferred' }),
+    onSuspension: (provider, pool) => this.providerSuspensions.inc({ provider: this.shapingProviderLabel.map(provider), pool: this.poolLabel.map(pool) }),
+  };
+
+  /** The provider gauges read the delivery agent's shaping groups on every scrape. */
+  watchShaping(source: () => GroupSnapshot[]): void {
+    this.shapingSource = source;
+  }
 
   readonly onSigned: OnSigned = (domain, algorithm, result) =>
     this.dkimSignatures.inc({ domain: this.domainLabel(domain), algorithm: this.algorithms.map(algorithm), result });

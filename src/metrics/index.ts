@@ -43,6 +43,8 @@ export function createGatewayMetrics(cfg: Config, role: ProcessRole = 'single'):
     domains: cfg.metrics?.domains ?? [],
     listeners: role === 'primary' ? [] : cfg.listeners,
     version: packageVersion(),
+    shapingProviders: cfg.relay.shaping?.providers.map((p) => p.name),
+    pools: [...cfg.relay.pools.keys()],
   });
   if (role === 'worker') serveWorkerMetrics(catalogue.registry);
   return {

@@ -12,6 +12,7 @@ import type { MtaStsConfig } from './mta-sts';
 import type { DaneConfig } from './dane';
 import type { TlsRptConfig } from './tls-report';
 import { parseEgressPools, parsePoolSelection, type EgressPool, type PoolSelection } from './egress';
+import { parseShaping, type ShapingConfig } from './providers';
 
 /**
  * Outbound TLS levels (Postfix smtp_tls_security_level in brackets):
@@ -56,6 +57,8 @@ export interface RelayConfig {
   pools: Map<string, EgressPool>;
   /** Which pool a message leaves from, decided at acceptance; absent: no pools used. */
   poolSelection?: PoolSelection;
+  /** Provider-aware shaping (src/relay/providers.ts, shaping.ts); absent: off. */
+  shaping?: ShapingConfig;
   dns: { servers: string[]; timeoutMs: number; tries: number };
   /** Port used when delivering to an MX (25; tests use a high port). */
   mxPort: number;
@@ -147,7 +150,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
   const o = obj(v, at, [
     'heloName', 'sourceAddress', 'dns', 'mxPort', 'mxTls', 'mxCa', 'relayhost', 'routes', 'concurrencyPerDestination',
     'maxConnections', 'activeWindow', 'backoff', 'maxLifetime', 'connectTimeout', 'greetingTimeout', 'socketTimeout',
-    'poolIdle', 'maxMessagesPerConnection', 'mtaSts', 'dane', 'tlsRpt', 'pools', 'poolSelection',
+    'poolIdle', 'maxMessagesPerConnection', 'mtaSts', 'dane', 'tlsRpt', 'pools', 'poolSelection', 'shaping',
   ]);
   const pools = parseEgressPools(o.pools, at.child('pools', { doc: 'named egress pools: source addresses with their own EHLO name (docs/egress-pools.md)' }));
   const dns = obj(o.dns, at.child('dns'), ['servers', 'timeout', 'tries']);
@@ -170,6 +173,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
     sourceAddress: optStr(o.sourceAddress, at.child('sourceAddress')),
     pools,
     poolSelection: parsePoolSelection(o.poolSelection, at.child('poolSelection', { doc: 'which egress pool a message leaves from: by account plan, netblock class, default; quarantine for released holds', default: '— (no pools)' }), pools),
+    shaping: parseShaping(o.shaping, at.child('shaping', { doc: 'provider-aware traffic shaping: limits per mailbox provider and egress pool, suspension on throttle replies (docs/shaping.md)' }), [...pools.keys()]),
     dns: {
       servers: strList(dns.servers, at.child('dns').child('servers')),
       timeoutMs: duration(dns.timeout, at.child('dns').child('timeout'), '5s'),

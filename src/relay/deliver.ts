@@ -30,6 +30,16 @@
  * addresses round-robin per new session, sessions pooled per (pool,
  * destination) under the pool's own per-destination limit.
  *
+ * Traffic shaping (providers.ts, shaping.ts), when relay.shaping is on:
+ * the destination's MX host names (or relay host) name its provider; before
+ * the lease the provider's group (per egress pool) admits the transaction,
+ * makes it wait a moment for its rate, or defers it with `retryAt`
+ * (suspended, rate or connections exhausted) without connecting. Leases
+ * count against the provider's maxConnections across its domains and its
+ * sessions close after its messagesPerConnection. A deferral whose reply
+ * matches the provider's throttle patterns suspends the group and gets
+ * `retryAt` too.
+ *
  * At start, each relayhost/route that sends AUTH credentials without
  * `tls: verify` is logged once as a warning (evt config): the credentials
  * go to whoever answers, unauthenticated.
@@ -44,6 +54,7 @@
  * ms) — Postfix's delays=a/b/c/d. Credentials are never put in log fields.
  */
 import { isIP } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log';
 import { domainOf, type RecipientOutcome } from '../envelope';
 import type { RelayConfig } from './config';
@@ -56,6 +67,7 @@ import { routeFor, type NextHopPlan } from './routes';
 import type { EgressPool } from './egress';
 import { MtaStsPolicies } from './mta-sts';
 import { DaneResolver, type TlsaLookup } from './dane';
+import { Shaper, type ShapedOutcome, type ShapingGroup, type ShapingObserver } from './shaping';
 import { stsSecurity, tlsResultOfError, tlsResultOfSession, type MxSecurity, type TlsPolicyObserver, type TlsResult } from './secure-transport';
 
 const MAX_RCPTS_PER_TRANSACTION = 100;
@@ -70,6 +82,8 @@ export interface DeliveryAgentOptions {
   resolver?: MxResolver;
   /** MTA-STS outcomes (metrics; TLS-RPT). */
   tlsObserver?: TlsPolicyObserver;
+  /** Shaping outcomes and suspensions per provider (metrics). */
+  shapingObserver?: ShapingObserver;
 }
 
 export function createDeliveryAgent(cfg: RelayConfig, opts: DeliveryAgentOptions): DeliveryAgent {
@@ -93,6 +107,10 @@ interface AttemptLog {
   /** Egress pool, and the source address of a session opened for this attempt. */
   pool?: string;
   source?: string;
+  /** Shaping provider (or other) of the destination. */
+  provider?: string;
+  /** The reply (or error) that made connection set-up fail, for throttle matching. */
+  setupReply?: string;
 }
 
 interface Hold {
@@ -102,7 +120,7 @@ interface Hold {
 }
 
 type Targets =
-  | { ok: true; targets: Target[]; poolKey: string }
+  | { ok: true; targets: Target[]; poolKey: string; hosts: string[] }
   | { ok: false; outcome: (address: string) => RecipientOutcome };
 
 export class SmtpDeliveryAgent implements DeliveryAgent {
@@ -110,6 +128,8 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
   private readonly sts?: MtaStsPolicies;
   private readonly dane?: DaneResolver;
   private readonly pool: ConnectionPool;
+  /** Provider shaping; undefined when relay.shaping is off. */
+  readonly shaper?: Shaper;
   private readonly settings: SessionSettings;
   private readonly running = new Set<Promise<unknown>>();
   /** Per egress pool: how many sessions it opened (round-robin over its addresses). */
@@ -123,6 +143,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     this.dns = opts.resolver ?? createMxResolver(cfg.dns);
     if (cfg.mtaSts?.enabled) this.sts = new MtaStsPolicies(cfg.mtaSts, cfg.dns, this.dns);
     if (cfg.dane?.enabled) this.dane = new DaneResolver(cfg.dane);
+    if (cfg.shaping?.enabled) this.shaper = new Shaper(cfg.shaping, opts.shapingObserver);
     this.pool = new ConnectionPool({
       perDestination: cfg.concurrencyPerDestination,
       total: cfg.maxConnections,
@@ -227,23 +248,84 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     t.dns = Date.now();
     if (!found.ok) return finish(rcpts.map(found.outcome));
 
+    const group = this.shaper?.groupFor(found.hosts, found.poolKey, egress?.name);
+    if (!group) return finish(await this.leaseAndTransact(job, rcpts, found, t, log, egress));
+    log.provider = group.provider;
+    const admission = this.shaper!.admit(group);
+    if (!admission.ok) {
+      t.wait = Date.now();
+      return finish(this.shaped(group, rcpts.map((address) => shapedDeferral(address, group, admission)), 'shaped'));
+    }
+    try {
+      return finish(this.afterReplies(group, await this.leaseAndTransact(job, rcpts, found, t, log, egress, group), log));
+    } finally {
+      this.shaper!.done(group);
+    }
+  }
+
+  /** Wait for a lease (the group's limits too), run the transaction, give the lease back. */
+  private async leaseAndTransact(job: DeliveryJob, rcpts: string[], found: Extract<Targets, { ok: true }>, t: Timing, log: AttemptLog, egress: EgressPool | undefined, group?: ShapingGroup): Promise<RecipientOutcome[]> {
+    const groupLimit = group && this.shaper!.connectionLimit(group);
+    const shape = group && { ...(groupLimit !== undefined ? { group: { key: group.key, limit: groupLimit } } : {}), maxMessages: this.shaper!.messagesPerConnection(group) };
     // Sessions are pooled per (egress pool, destination): a reused session left from the same addresses.
     const lease = egress
-      ? await this.pool.acquire(`${egress.name}|${found.poolKey}`, egress.maxConnectionsPerDestination)
-      : await this.pool.acquire(found.poolKey);
+      ? await this.pool.acquire(`${egress.name}|${found.poolKey}`, egress.maxConnectionsPerDestination, shape)
+      : await this.pool.acquire(found.poolKey, undefined, shape);
     t.wait = Date.now();
-    if (!lease) return finish(rcpts.map((a) => shutdownOutcome(a)));
+    if (!lease) return rcpts.map((a) => shutdownOutcome(a));
     // What the attempt holds, so a throw (a bug) still gives the lease back and closes the session.
     const hold: Hold = { lease, released: false };
     try {
-      return finish(await this.transact(job, rcpts, found.targets, hold, t, log, egress));
+      // Suspended while this message waited for its lease: no connection is opened.
+      const suspended = group && this.shaper!.suspension(group);
+      if (group && suspended) {
+        hold.released = true;
+        this.pool.release(lease, lease.idle, lease.idle !== undefined);
+        return this.shaped(group, rcpts.map((address) => shapedDeferral(address, group, suspended)), 'shaped');
+      }
+      return await this.transact(job, rcpts, found.targets, hold, t, log, egress, group);
     } finally {
       if (!hold.released) this.pool.release(lease, hold.session, false);
     }
   }
 
+  /**
+   * What the provider answered, for shaping: a deferral whose reply matches
+   * a throttle pattern suspends the group and is retried when the
+   * suspension ends (retryAt: not a failed attempt); every outcome is counted.
+   */
+  private afterReplies(group: ShapingGroup, outcomes: RecipientOutcome[], log: AttemptLog): RecipientOutcome[] {
+    const shaper = this.shaper!;
+    const throttle = outcomes.find((o) => o.kind === 'deferred' && shaper.isThrottle(group, log.setupReply ?? o.error));
+    let retryAt: number | undefined;
+    if (throttle) {
+      const s = shaper.throttled(group);
+      retryAt = s.retryAt;
+      if (s.fresh) {
+        this.opts.logger.warn(
+          { evt: 'shaping', provider: group.provider, pool: group.pool, reply: log.setupReply ?? (throttle as { error: string }).error, until: new Date(s.until).toISOString() },
+          'provider throttled: suspending its queue for this pool',
+        );
+      }
+    }
+    return outcomes.map((o) => {
+      if (o.kind !== 'deferred' || retryAt === undefined || !shaper.isThrottle(group, log.setupReply ?? o.error)) {
+        shaper.outcome(group, o.kind);
+        return o;
+      }
+      shaper.outcome(group, 'throttled');
+      return { ...o, retryAt };
+    });
+  }
+
+  /** Outcomes deferred by shaping itself (nothing was sent), counted. */
+  private shaped(group: ShapingGroup, outcomes: RecipientOutcome[], kind: ShapedOutcome): RecipientOutcome[] {
+    for (let i = 0; i < outcomes.length; i++) this.shaper!.outcome(group, kind);
+    return outcomes;
+  }
+
   /** Get a session (reused after RSET, or opened with fallback), run one transaction, release the lease. */
-  private async transact(job: DeliveryJob, rcpts: string[], targets: Target[], hold: Hold, t: Timing, log: AttemptLog, egress: EgressPool | undefined): Promise<RecipientOutcome[]> {
+  private async transact(job: DeliveryJob, rcpts: string[], targets: Target[], hold: Hold, t: Timing, log: AttemptLog, egress: EgressPool | undefined, group?: ShapingGroup): Promise<RecipientOutcome[]> {
     const release = (s: Session | undefined, reusable: boolean): void => {
       hold.released = true;
       this.pool.release(hold.lease, s, reusable);
@@ -281,11 +363,21 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       release(undefined, false);
       const err = lastErr ?? { target: targets[0], err: localError('ECONNECTION', 'No address to connect to') };
       log.relay = relayName(err.target);
+      log.setupReply = describeError(err.err);
       const wrapped = { ...err.err, message: `${relayName(err.target)}: ${describeError(err.err)}`, response: undefined };
       return rcpts.map((a) => classifyError(a, wrapped, err.target.host));
     }
     log.relay = relayName(session.target);
     log.tls = session.secure;
+    if (group) {
+      // The rate's turn (and no suspension since) is taken with the session ready, so the turns are the sends.
+      const turn = this.shaper!.beforeSend(group);
+      if (!turn.ok) {
+        release(session, true);
+        return this.shaped(group, rcpts.map((address) => shapedDeferral(address, group, turn)), 'shaped');
+      }
+      if (turn.waitMs > 0) await sleep(turn.waitMs);
+    }
 
     const res = await sendOnSession(
       session,
@@ -339,7 +431,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       }
       const addresses = usable(res.addresses).slice(0, MAX_ADDRESSES);
       if (addresses.length === 0) return { ok: false, outcome: (a) => noFamily(a, hop.host) };
-      return { ok: true, poolKey: plan.key, targets: addresses.map((ip) => ({ host: hop.host, ip, port: hop.port, tls: hop.tls, ca: hop.ca, auth: hop.auth })) };
+      return { ok: true, poolKey: plan.key, hosts: [hop.host], targets: addresses.map((ip) => ({ host: hop.host, ip, port: hop.port, tls: hop.tls, ca: hop.ca, auth: hop.auth })) };
     }
     const [mx, security, secureMx] = await Promise.all([
       this.dns.resolveMx(plan.domain),
@@ -385,7 +477,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     if (targets.length === 0) return { ok: false, outcome: (a) => noFamily(a, plan.domain) };
     // Sessions opened under DANE or a policy (verified for it) are pooled apart from the others.
     const key = [dane.size > 0 ? 'dane' : '', security?.key ?? ''].filter(Boolean).join('+');
-    return { ok: true, targets, poolKey: key ? `${plan.key}:${key}` : plan.key };
+    return { ok: true, targets, hosts: mx.hosts.map((h) => h.name), poolKey: key ? `${plan.key}:${key}` : plan.key };
   }
 
   /**
@@ -444,6 +536,8 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       reused: a.reused,
       pool: a.pool,
       source: a.source,
+      provider: a.provider,
+      retryAt: o.kind === 'deferred' && o.retryAt !== undefined ? new Date(o.retryAt).toISOString() : undefined,
       status: o.kind === 'delivered' ? enhancedStatus(o.response, 250) : o.kind === 'bounced' ? o.statusCode : undefined,
       response: o.kind === 'delivered' ? o.response : o.error,
       delay: since(t.start, t.done),
@@ -462,6 +556,11 @@ function relayName(t: Target): string {
 
 function shutdownOutcome(address: string): RecipientOutcome {
   return classifyError(address, localError(LOCAL_ERRORS.shutdown, 'Delivery agent is shutting down'));
+}
+
+/** A recipient deferred by shaping (nothing sent): retried at the time the shaper gave. */
+function shapedDeferral(address: string, group: ShapingGroup, why: { reason: string; retryAt: number }): RecipientOutcome {
+  return { address, kind: 'deferred', error: `4.7.0 ${group.provider} (pool ${group.pool}): ${why.reason}`, retryAt: why.retryAt };
 }
 
 function noFamily(address: string, name: string): RecipientOutcome {

@@ -3,14 +3,16 @@
  * and in total, and which idle sessions can be reused.
  *
  * A *lease* is the right to hold one session to one destination (a routes.ts
- * key). It counts against the destination's limit (concurrencyPerDestination)
+ * key), optionally inside a *group* of destinations with a limit of its own
+ * (a mailbox provider seen from one egress pool, shaping.ts: its
+ * maxConnections across all the domains it hosts). It counts against the destination's limit (concurrencyPerDestination)
  * and the global one (maxConnections) from the moment it is granted — while
  * the holder is still connecting — until it is released. A lease either comes
  * with an idle session to reuse or with none (the holder opens one). When no
  * lease can be granted the caller waits in a FIFO queue (a queue, not a
  * failure); a waiter for one destination never blocks waiters for others.
- * When the global limit is reached, an idle session of another destination is
- * closed to make room.
+ * When the global (or the group's) limit is reached, an idle session of
+ * another destination (of the group) is closed to make room.
  *
  * Released sessions stay idle for poolIdleMs, are closed after
  * maxMessagesPerConnection transactions, and are dropped as soon as the
@@ -26,8 +28,17 @@ export interface PoolLimits {
   readonly maxMessagesPerConnection: number;
 }
 
+/** A group of destinations sharing a session limit. */
+export interface LeaseGroup {
+  readonly key: string;
+  readonly limit: number;
+}
+
 export interface Lease {
   readonly dest: string;
+  readonly group?: string;
+  /** Transactions per session for this lease (else the pool's maxMessagesPerConnection). */
+  readonly maxMessages?: number;
   /** An idle session to reuse (after RSET), or undefined: open a new one. */
   readonly idle?: Session;
 }
@@ -41,8 +52,17 @@ interface Idle {
 interface Dest {
   /** Leases granted plus idle sessions. */
   open: number;
+  group?: string;
   /** Most recently released last. */
   idle: Idle[];
+}
+
+interface Waiter {
+  readonly dest: string;
+  readonly limit: number;
+  readonly group?: LeaseGroup;
+  readonly maxMessages?: number;
+  readonly grant: (lease: Lease | null) => void;
 }
 
 export interface PoolStats {
@@ -53,7 +73,9 @@ export interface PoolStats {
 
 export class ConnectionPool {
   private readonly dests = new Map<string, Dest>();
-  private readonly waiters: Array<{ dest: string; limit: number; grant: (lease: Lease | null) => void }> = [];
+  private readonly waiters: Waiter[] = [];
+  /** Per group: leases granted plus idle sessions of its destinations. */
+  private readonly groupOpen = new Map<string, number>();
   private total = 0;
   private closed = false;
 
@@ -64,10 +86,10 @@ export class ConnectionPool {
    * closed. `perDestination` overrides the limit for this destination (an
    * egress pool's own; its destinations are keyed by pool).
    */
-  acquire(dest: string, perDestination = this.limits.perDestination): Promise<Lease | null> {
+  acquire(dest: string, perDestination = this.limits.perDestination, shape?: { group?: LeaseGroup; maxMessages?: number }): Promise<Lease | null> {
     if (this.closed) return Promise.resolve(null);
     return new Promise((grant) => {
-      this.waiters.push({ dest, limit: perDestination, grant });
+      this.waiters.push({ dest, limit: perDestination, group: shape?.group, maxMessages: shape?.maxMessages, grant });
       this.pump();
     });
   }
@@ -84,7 +106,7 @@ export class ConnectionPool {
       !this.closed &&
       !session.broken &&
       !session.conn.destroyed &&
-      session.messages < this.limits.maxMessagesPerConnection &&
+      session.messages < Math.min(this.limits.maxMessagesPerConnection, lease.maxMessages ?? Infinity) &&
       this.limits.idleMs > 0;
     if (session && !keep) closeSession(session);
     if (keep && session) {
@@ -130,6 +152,11 @@ export class ConnectionPool {
   private forget(name: string, d: Dest): void {
     d.open--;
     this.total--;
+    if (d.group !== undefined) {
+      const n = (this.groupOpen.get(d.group) ?? 1) - 1;
+      if (n <= 0) this.groupOpen.delete(d.group);
+      else this.groupOpen.set(d.group, n);
+    }
     if (d.open === 0) this.dests.delete(name);
   }
 
@@ -154,7 +181,7 @@ export class ConnectionPool {
   private pump(): void {
     for (let n = 0; n < this.waiters.length; ) {
       const w = this.waiters[n];
-      const lease = this.tryGrant(w.dest, w.limit);
+      const lease = this.tryGrant(w);
       if (lease) {
         this.waiters.splice(n, 1);
         w.grant(lease);
@@ -162,28 +189,40 @@ export class ConnectionPool {
     }
   }
 
-  private tryGrant(name: string, perDestination: number): Lease | null {
+  private tryGrant(w: Waiter): Lease | null {
+    const name = w.dest;
+    const shape = { ...(w.group ? { group: w.group.key } : {}), ...(w.maxMessages !== undefined ? { maxMessages: w.maxMessages } : {}) };
+    const groupOpen = (): number => (w.group ? (this.groupOpen.get(w.group.key) ?? 0) : 0);
+    const groupFull = (): boolean => w.group !== undefined && groupOpen() >= w.group.limit;
+    // A group whose limit was cut (a throttle reply): surplus idle sessions are closed rather than reused.
+    while (w.group && groupOpen() > w.group.limit && this.evictIdle('', w.group.key));
     const d = this.dest(name);
     const idle = d.idle.pop();
     if (idle) {
       this.unwatch(idle);
-      return { dest: name, idle: idle.session };
+      return { dest: name, idle: idle.session, ...shape };
     }
-    if (d.open >= perDestination) return null;
-    if (this.total >= this.limits.total && !this.evictIdle(name)) {
+    const giveUp = (): null => {
       if (d.open === 0) this.dests.delete(name);
       return null;
-    }
+    };
+    if (d.open >= w.limit) return giveUp();
+    if (groupFull() && !this.evictIdle(name, w.group!.key)) return giveUp();
+    if (this.total >= this.limits.total && !this.evictIdle(name)) return giveUp();
     d.open++;
     this.total++;
-    return { dest: name };
+    if (w.group) {
+      d.group = w.group.key;
+      this.groupOpen.set(w.group.key, (this.groupOpen.get(w.group.key) ?? 0) + 1);
+    }
+    return { dest: name, ...shape };
   }
 
-  /** Close an idle session (its oldest) of another destination to free a global slot. */
-  private evictIdle(except: string): boolean {
+  /** Close an idle session (its oldest) of another destination (of the group) to free a slot. */
+  private evictIdle(except: string, group?: string): boolean {
     let victim: { name: string; d: Dest } | undefined;
     for (const [name, d] of this.dests) {
-      if (name !== except && d.idle.length > 0) {
+      if (name !== except && d.idle.length > 0 && (group === undefined || d.group === group)) {
         victim = { name, d };
         break;
       }

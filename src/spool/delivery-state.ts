@@ -52,16 +52,31 @@ export function expireOverdue(ds: DeliveryState, receivedAt: number, now: number
   return expiring;
 }
 
-/** The soonest retry any pending recipient's schedule asks for after attempt number `ds.attempts`, never past its lifetime. */
-export function nextRetryAt(ds: DeliveryState, receivedAt: number, now: number, cfg: RelayConfig): number {
+/**
+ * The soonest retry any pending recipient's schedule asks for after attempt
+ * number `ds.attempts`, never past its lifetime. A recipient the delivery
+ * agent's shaping deferred (`shaped`: address → retryAt) is retried at the
+ * time it gave instead of on the backoff schedule.
+ */
+export function nextRetryAt(ds: DeliveryState, receivedAt: number, now: number, cfg: RelayConfig, shaped: ReadonlyMap<string, number> = new Map()): number {
   let next = Infinity;
   for (const r of ds.recipients) {
     if (r.status !== 'pending') continue;
     const s = retryScheduleFor(cfg, r.address);
-    const delay = s.backoffMs[Math.min(ds.attempts - 1, s.backoffMs.length - 1)]!;
-    next = Math.min(next, now + delay, receivedAt + s.maxLifetimeMs);
+    const delay = s.backoffMs[Math.max(0, Math.min(ds.attempts - 1, s.backoffMs.length - 1))]!;
+    next = Math.min(next, shaped.get(r.address) ?? now + delay, receivedAt + s.maxLifetimeMs);
   }
   return next;
+}
+
+/** Recipients deferred by the agent's traffic shaping (provider suspended, rate reached): address → retryAt. */
+export function shapingRetries(outcomes: readonly RecipientOutcome[]): Map<string, number> {
+  return new Map(outcomes.flatMap((o) => (o.kind === 'deferred' && o.retryAt !== undefined ? [[o.address, o.retryAt] as const] : [])));
+}
+
+/** An attempt counts (for the backoff schedule) unless shaping deferred every recipient of it: that is not a failure. */
+export function countsAsAttempt(outcomes: readonly RecipientOutcome[]): boolean {
+  return outcomes.length === 0 || outcomes.some((o) => o.kind !== 'deferred' || o.retryAt === undefined);
 }
 
 /** The retry schedule for one recipient: its route's own, else relay.backoff / relay.maxLifetime. */

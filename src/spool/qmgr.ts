@@ -19,7 +19,7 @@ import type { Logger } from '../log';
 import type { RelayConfig } from '../relay/config';
 import type { DeliveryAgent } from '../relay/types';
 import { BounceReporter } from './bounces';
-import { expireOverdue, freshDeliveryState, nextRetryAt, recordOutcomes } from './delivery-state';
+import { countsAsAttempt, expireOverdue, freshDeliveryState, nextRetryAt, recordOutcomes, shapingRetries } from './delivery-state';
 import { Handoffs, type Handoff } from './handoff';
 import { recoverJournal, type Journal } from './journal';
 import { JournalSettler } from './journal-settle';
@@ -273,7 +273,9 @@ export class QueueManager {
       });
     }
     const now = this.now();
-    ds.attempts++;
+    // Deferred by the agent's traffic shaping (provider suspended or rate reached): retried then, not a failed attempt.
+    const retryAt = shapingRetries(outcomes);
+    if (countsAsAttempt(outcomes)) ds.attempts++;
     ds.firstAttemptAt ??= now;
     for (const outcome of recordOutcomes(ds, outcomes)) {
       for (const obs of this.observers) obs.outcome?.({ id, envelope: env, outcome, delayMs: now - env.receivedAt });
@@ -293,7 +295,7 @@ export class QueueManager {
       await this.spool.remove(id, 'active', { hasMeta });
       return;
     }
-    ds.nextAttemptAt = nextRetryAt(ds, env.receivedAt, now, this.cfg);
+    ds.nextAttemptAt = nextRetryAt(ds, env.receivedAt, now, this.cfg, retryAt);
     ds.version++;
     await this.spool.writeState(ds);
     const late = this.pendingOps.get(id);

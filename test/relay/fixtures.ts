@@ -59,8 +59,9 @@ export async function startMxGroup(specs: Array<TestMxOptions & { host: string }
               if (spec.extra?.onConnect) spec.extra.onConnect(session, cb);
               else cb();
             },
-            onClose() {
+            onClose(session) {
               connections.open--;
+              spec.extra?.onClose?.(session, undefined as never);
             },
           },
         });

@@ -1,0 +1,276 @@
+/**
+ * Adaptive traffic shaping per (egress pool, provider): the delivery agent
+ * asks before each transaction whether it may go now, and tells the shaper
+ * what the provider answered.
+ *
+ * - Rate: a smooth token schedule (GCRA: one message every 1/rate, no
+ *   burst). A message whose turn is within relay.shaping.maxWait waits in
+ *   the agent; a later turn defers it to that time instead of holding a
+ *   place in the queue manager's active window, so a throttled provider's
+ *   mail waits while other providers' mail proceeds.
+ * - Connections: the provider's maxConnections (per pool) is a lease limit
+ *   in pool.ts across all its domains; at most twice that many of its
+ *   messages are in the agent at once, the rest are deferred a little.
+ * - Adaptive: a 4xx reply matching the provider's throttleReplies suspends
+ *   the group: every message for it is deferred, without connecting, to the
+ *   end of the suspension (doubled for a throttle reply before the limits
+ *   have recovered, up to maxSuspend). Afterwards rate and connections
+ *   restart at half of what was in force and regain a tenth of the
+ *   configured limits per `recover` interval (additive increase,
+ *   multiplicative decrease).
+ *
+ * Deferrals made here carry `retryAt` (src/envelope.ts): the queue manager
+ * schedules them for that time and does not count them as attempts.
+ * Deferred retry times are spread one rate interval apart so the suspended
+ * mail does not all come back in the same instant.
+ *
+ * State is per process (a multi-process gateway's workers each shape their
+ * first attempts); suspensions are not persisted across restarts.
+ */
+import { replyCode } from './classify';
+import { providerOf, type ProviderRules, type ShapingConfig, type ShapingLimits } from './providers';
+
+/** Metric label for the pool of a job without an egress pool. */
+export const NO_POOL = 'none';
+
+export type ShapedOutcome = 'delivered' | 'deferred' | 'throttled' | 'shaped' | 'bounced';
+export const SHAPED_OUTCOMES: readonly ShapedOutcome[] = ['delivered', 'deferred', 'throttled', 'shaped', 'bounced'];
+
+export interface ShapingObserver {
+  /** Per recipient: delivered/bounced/deferred as the provider answered, throttled (a throttle reply), shaped (deferred here, not sent). */
+  onShapedOutcome?(provider: string, pool: string, outcome: ShapedOutcome): void;
+  onSuspension?(provider: string, pool: string, ms: number): void;
+}
+
+/** One shaping group: a provider (or one `other` destination) seen from one egress pool. */
+export interface ShapingGroup {
+  readonly key: string;
+  /** Provider name, or 'other'. */
+  readonly provider: string;
+  readonly pool: string;
+  readonly rules: ProviderRules;
+  readonly limits: ShapingLimits;
+}
+
+export interface GroupSnapshot {
+  readonly provider: string;
+  readonly pool: string;
+  readonly suspended: boolean;
+  /** Fraction of the configured limits in force (1 = all). */
+  readonly factor: number;
+  /** Messages per second in force, when the provider has a rate. */
+  readonly ratePerSecond?: number;
+}
+
+export type Admission =
+  | { readonly ok: true; readonly waitMs: number }
+  | { readonly ok: false; readonly retryAt: number; readonly reason: string };
+
+const MIN_FACTOR = 0.1;
+const RECOVER_STEP = 0.1;
+/** Spacing of deferred retry times for a group without a rate. */
+const SPREAD_MS = 20;
+/** Groups remembered before those at rest are forgotten. */
+const MAX_GROUPS = 10_000;
+
+interface GroupState {
+  /** GCRA: the earliest start of the next message. */
+  nextStart: number;
+  /** The latest retry time handed out (deferred messages are spread from here). */
+  promised: number;
+  suspendedUntil: number;
+  /** Suspensions in a row (reset once the limits have fully recovered). */
+  streak: number;
+  /** Factor the recovery started from, at suspendedUntil. */
+  base: number;
+  inFlight: number;
+}
+
+function freshState(): GroupState {
+  return { nextStart: 0, promised: 0, suspendedUntil: 0, streak: 0, base: 1, inFlight: 0 };
+}
+
+export class Shaper {
+  private readonly groups = new Map<string, { group: ShapingGroup; state: GroupState }>();
+
+  constructor(
+    private readonly cfg: ShapingConfig,
+    private readonly observer: ShapingObserver = {},
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get enabled(): boolean {
+    return this.cfg.enabled;
+  }
+
+  get maxWaitMs(): number {
+    return this.cfg.maxWaitMs;
+  }
+
+  /** The group of a destination, from the host names it will be delivered to (MX hosts or a relay host). */
+  groupFor(hosts: readonly string[], destKey: string, pool: string | undefined): ShapingGroup {
+    const rules = providerOf(this.cfg, hosts);
+    const poolName = pool ?? NO_POOL;
+    const key = `${poolName}|${rules ? `provider:${rules.name}` : destKey}`;
+    const known = this.groups.get(key);
+    if (known) return known.group;
+    if (this.groups.size >= MAX_GROUPS) this.forgetResting();
+    const r = rules ?? this.cfg.other;
+    const group: ShapingGroup = { key, provider: r.name, pool: poolName, rules: r, limits: (pool !== undefined ? r.pools.get(pool) : undefined) ?? r };
+    this.groups.set(key, { group, state: freshState() });
+    return group;
+  }
+
+  /** Fraction of the configured limits in force now. */
+  factor(g: ShapingGroup): number {
+    const s = this.state(g);
+    const t = this.now();
+    if (s.base >= 1) return 1;
+    if (t < s.suspendedUntil) return s.base;
+    const steps = Math.floor((t - s.suspendedUntil) / g.rules.recoverMs);
+    const f = Math.min(1, s.base + steps * RECOVER_STEP);
+    if (f >= 1) {
+      s.base = 1;
+      s.streak = 0;
+    }
+    return f;
+  }
+
+  /** Sessions to the group at once now; undefined: the pool's own per-destination limit. */
+  connectionLimit(g: ShapingGroup): number | undefined {
+    const max = g.limits.maxConnections;
+    return max === undefined ? undefined : Math.max(1, Math.floor(max * this.factor(g)));
+  }
+
+  messagesPerConnection(g: ShapingGroup): number | undefined {
+    return g.limits.messagesPerConnection;
+  }
+
+  /**
+   * May one message for the group enter the agent (wait for a session)?
+   * Suspended, or twice its connections' worth already in the agent →
+   * deferred to a set time. On ok, call done() when its transaction is over.
+   */
+  admit(g: ShapingGroup): Admission {
+    const s = this.state(g);
+    const t = this.now();
+    if (t < s.suspendedUntil) return this.suspendedAdmission(g, s);
+    const conns = this.connectionLimit(g);
+    if (conns !== undefined && s.inFlight >= 2 * conns) {
+      return { ok: false, retryAt: this.spread(g, t + this.cfg.maxWaitMs), reason: `${s.inFlight} messages already waiting for ${conns} connections` };
+    }
+    s.inFlight++;
+    return { ok: true, waitMs: 0 };
+  }
+
+  /**
+   * With a session in hand, just before the transaction: still not
+   * suspended (a throttle reply may have come meanwhile), and the rate's
+   * next turn — waited for when within maxWait (already taken), else
+   * deferred to that turn.
+   */
+  beforeSend(g: ShapingGroup): Admission {
+    const s = this.state(g);
+    const t = this.now();
+    if (t < s.suspendedUntil) return this.suspendedAdmission(g, s);
+    const interval = this.interval(g);
+    if (interval === undefined) return { ok: true, waitMs: 0 };
+    const start = Math.max(t, s.nextStart);
+    if (start - t > this.cfg.maxWaitMs) return { ok: false, retryAt: this.spread(g, start), reason: `rate limit ${this.rate(g)!.toFixed(2)}/s reached` };
+    s.nextStart = start + interval;
+    return { ok: true, waitMs: start - t };
+  }
+
+  /** The deferral when the group is suspended now, else undefined. */
+  suspension(g: ShapingGroup): { retryAt: number; reason: string } | undefined {
+    const s = this.state(g);
+    if (this.now() >= s.suspendedUntil) return undefined;
+    const a = this.suspendedAdmission(g, s);
+    return a.ok ? undefined : a;
+  }
+
+  private suspendedAdmission(g: ShapingGroup, s: GroupState): Admission {
+    return { ok: false, retryAt: this.spread(g, s.suspendedUntil), reason: `suspended until ${new Date(s.suspendedUntil).toISOString()} after a throttle reply` };
+  }
+
+  /** The admitted message's transaction is over. */
+  done(g: ShapingGroup): void {
+    const s = this.state(g);
+    s.inFlight = Math.max(0, s.inFlight - 1);
+  }
+
+  /** Whether a 4xx reply (text as received, code first) is one of the group's throttle replies. */
+  isThrottle(g: ShapingGroup, reply: string): boolean {
+    const code = replyCode(reply);
+    return code >= 400 && code < 500 && g.rules.throttleReplies.some((re) => re.test(reply));
+  }
+
+  /**
+   * The provider said "slow down": suspend the group (unless suspend is 0)
+   * and halve its limits; returns the time its messages are retried and the
+   * end of the suspension (fresh: this reply started it). Several
+   * throttle replies of one suspension (transactions in flight) count once.
+   */
+  throttled(g: ShapingGroup): { retryAt: number; until: number; fresh: boolean } {
+    const s = this.state(g);
+    const t = this.now();
+    if (t < s.suspendedUntil) return { retryAt: this.spread(g, s.suspendedUntil), until: s.suspendedUntil, fresh: false };
+    const ms = Math.min(g.rules.maxSuspendMs, g.rules.suspendMs * 2 ** Math.min(s.streak, 20));
+    s.base = Math.max(MIN_FACTOR, this.factor(g) / 2);
+    s.streak++;
+    s.suspendedUntil = t + ms;
+    // The rate schedule restarts from the end of the suspension at the reduced rate.
+    s.nextStart = Math.max(s.nextStart, s.suspendedUntil);
+    this.observer.onSuspension?.(g.provider, g.pool, ms);
+    return { retryAt: this.spread(g, Math.max(s.suspendedUntil, t + 1)), until: s.suspendedUntil, fresh: true };
+  }
+
+  outcome(g: ShapingGroup, outcome: ShapedOutcome): void {
+    this.observer.onShapedOutcome?.(g.provider, g.pool, outcome);
+  }
+
+  snapshotOf(g: ShapingGroup): GroupSnapshot {
+    const rate = this.rate(g);
+    return { provider: g.provider, pool: g.pool, suspended: this.now() < this.state(g).suspendedUntil, factor: this.factor(g), ...(rate === undefined ? {} : { ratePerSecond: rate }) };
+  }
+
+  /** Every group seen, for the gauges (suspended, factor, rate in force). */
+  snapshot(): GroupSnapshot[] {
+    return [...this.groups.values()].map(({ group }) => this.snapshotOf(group));
+  }
+
+  private state(g: ShapingGroup): GroupState {
+    let e = this.groups.get(g.key);
+    if (!e) {
+      // Forgotten while at rest and asked about again: starts afresh, as it was.
+      e = { group: g, state: freshState() };
+      this.groups.set(g.key, e);
+    }
+    return e.state;
+  }
+
+  /** Groups with nothing to remember (every `other` domain is one) are dropped so the map stays bounded. */
+  private forgetResting(): void {
+    const t = this.now();
+    for (const [key, { group, state: s }] of this.groups) {
+      if (s.inFlight === 0 && t >= s.suspendedUntil && t >= s.nextStart && t >= s.promised && this.factor(group) >= 1) this.groups.delete(key);
+    }
+  }
+
+  private rate(g: ShapingGroup): number | undefined {
+    return g.limits.ratePerSecond === undefined ? undefined : g.limits.ratePerSecond * this.factor(g);
+  }
+
+  private interval(g: ShapingGroup): number | undefined {
+    const rate = this.rate(g);
+    return rate === undefined ? undefined : 1000 / rate;
+  }
+
+  /** A retry time at or after `at`, one interval after the last one handed out. */
+  private spread(g: ShapingGroup, at: number): number {
+    const s = this.state(g);
+    const retryAt = Math.max(at, s.promised);
+    s.promised = retryAt + (this.interval(g) ?? SPREAD_MS);
+    return Math.ceil(retryAt);
+  }
+}
