@@ -28,7 +28,8 @@ import { wireContainment } from './containment/wire';
 import { PolicyRuntime, type ReloadResult } from './policy/runtime';
 import { loadUserHash } from './user-hash';
 import type { PolicyObserver } from './policy/types';
-import { createGatewayMetrics, spoolWriteProbe, type GatewayMetrics } from './metrics/index';
+import { createGatewayMetrics, type GatewayMetrics } from './metrics/index';
+import { watchSpoolStorage } from './metrics/health';
 import { createState, type StateRuntime } from './state/config';
 import type { StateStore } from './state/store';
 import { Fleet } from './fleet/fleet';
@@ -44,10 +45,9 @@ import type { BoundSocket } from './net/bound-socket';
 import { loadTlsMaterial } from './smtp/tls-material';
 import { QueueManager } from './spool/qmgr';
 import { TlsReportCollector, TlsReporter } from './relay/tls-report';
-import { Journal, onJournalSkippedBytes } from './spool/journal';
+import { Journal } from './spool/journal';
 import { acceptIntoJournal, committedToQueue } from './spool/journal-accept';
 import { queueLocalMessage } from './spool/local-mail';
-import { storageHealth } from './spool/storage-faults';
 import { processIdSuffix } from './spool/queue-id';
 import { Spool } from './spool/store';
 import { acceptor } from './process/acceptor';
@@ -120,9 +120,6 @@ export interface BuildOptions {
   /** Worker: the listeners' sockets, bound by the primary, by listener name. */
   sockets?: ReadonlyMap<string, BoundSocket>;
 }
-
-/** How often a gateway whose spool writes failed checks whether they work again. */
-const STORAGE_PROBE_MS = 2000;
 
 export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> {
   const logger = opts.logger ?? createLogger(cfg.log);
@@ -292,30 +289,10 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   admin.readiness('state', async () => stateRt.readinessWarning(), { warnOnly: true });
   let listening = false;
   admin.readiness('listeners', async () => ((opts.listenersReady ? opts.listenersReady() : listening) ? undefined : 'not bound'));
-  // A real write in spool/tmp (access(2) says yes to root, and nothing about a broken tmp/). After
-  // a failed spool write or sync (storage-faults.ts) not ready until a probe or a commit succeeds;
-  // the probe also runs every few seconds meanwhile, so the gateway recovers when space returns.
-  const storageProbe = async (): Promise<string | undefined> => {
-    const fault = storageHealth.current();
-    const failure = (await spoolWriteProbe(spool.dir)) ?? (fault?.file === 'journal' ? await spoolWriteProbe(spool.dir, 'journal') : undefined);
-    if (!failure && fault) {
-      logger.info({ evt: 'recovery', code: fault.code, file: fault.file, op: fault.op, downMs: Date.now() - fault.since }, 'spool storage writable again');
-      storageHealth.succeeded();
-    }
-    return failure;
-  };
-  admin.readiness('spool', storageProbe);
-  const unwatchStorage = [
-    storageHealth.onFailure((file, op, code) => {
-      metrics.catalogue.storageErrors.inc({ file, op, code });
-      logger.error({ evt: 'error', file, op, code }, 'spool storage failed: answering 4xx to new mail until a write succeeds');
-    }),
-    onJournalSkippedBytes((bytes) => metrics.catalogue.journalSkippedBytes.inc(bytes)),
-  ];
-  const probeTimer = setInterval(() => {
-    if (storageHealth.current()) void storageProbe();
-  }, STORAGE_PROBE_MS);
-  probeTimer.unref();
+  // A real write in spool/tmp (access(2) says yes to root, and nothing about a broken tmp/); after a failed
+  // write or sync, not ready until one succeeds (src/metrics/health.ts).
+  const storage = watchSpoolStorage(spool.dir, metrics.catalogue, logger);
+  admin.readiness('spool', storage.probe);
 
   // This process's role: the queue owner's part first (the admin API binds before the listeners).
   const parts: ProcessPart[] = [];
@@ -387,10 +364,9 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       await containment.stop();
       await qmgr.stop();
       journal?.close();
-      clearInterval(probeTimer);
       clearInterval(tlsReportTimer);
       tlsReporter?.cancel();
-      for (const u of unwatchStorage) u();
+      storage.stop();
       await agent.close();
       await admin.close();
       await signer?.close();

@@ -7,7 +7,10 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { injectedFault, type StorageFile } from '../spool/storage-faults';
+import type { Logger } from '../log';
+import { onJournalSkippedBytes } from '../spool/journal';
+import { injectedFault, storageHealth, type StorageFile } from '../spool/storage-faults';
+import type { MetricsCatalogue } from './catalogue';
 
 /**
  * undefined when writable, else the reason (for /readyz). `where`: journal
@@ -38,4 +41,48 @@ export async function spoolWriteProbe(spoolDir: string, where: StorageFile = 'qu
     // Also after a failed write: no probe file is left behind.
     await fsp.unlink(file).catch(() => undefined);
   }
+}
+
+/** How often a gateway whose spool writes failed checks whether they work again. */
+const STORAGE_PROBE_MS = 2000;
+
+/**
+ * The spool's storage health, watched: each failed write or sync
+ * (storage-faults.ts) counted and logged, and a probe for /readyz. After a
+ * failure the gateway is not ready until a probe or a commit succeeds; the
+ * probe then also runs every few seconds by itself, so the gateway recovers
+ * when space returns without anyone asking /readyz.
+ */
+export function watchSpoolStorage(
+  spoolDir: string,
+  counters: Pick<MetricsCatalogue, 'storageErrors' | 'journalSkippedBytes'>,
+  logger: Logger,
+): { probe: () => Promise<string | undefined>; stop: () => void } {
+  const probe = async (): Promise<string | undefined> => {
+    const fault = storageHealth.current();
+    const failure = (await spoolWriteProbe(spoolDir)) ?? (fault?.file === 'journal' ? await spoolWriteProbe(spoolDir, 'journal') : undefined);
+    if (!failure && fault) {
+      logger.info({ evt: 'recovery', code: fault.code, file: fault.file, op: fault.op, downMs: Date.now() - fault.since }, 'spool storage writable again');
+      storageHealth.succeeded();
+    }
+    return failure;
+  };
+  const unwatch = [
+    storageHealth.onFailure((file, op, code) => {
+      counters.storageErrors.inc({ file, op, code });
+      logger.error({ evt: 'error', file, op, code }, 'spool storage failed: answering 4xx to new mail until a write succeeds');
+    }),
+    onJournalSkippedBytes((bytes) => counters.journalSkippedBytes.inc(bytes)),
+  ];
+  const timer = setInterval(() => {
+    if (storageHealth.current()) void probe();
+  }, STORAGE_PROBE_MS);
+  timer.unref();
+  return {
+    probe,
+    stop() {
+      clearInterval(timer);
+      for (const u of unwatch) u();
+    },
+  };
 }
