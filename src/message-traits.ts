@@ -6,6 +6,8 @@
  *                    (case, digits, URL query strings, whitespace runs)
  *   linkDomains      the registrable domains of the body's http(s) links
  *                    (at most MAX_LINKS, sorted, deduplicated)
+ *   linkUrls         per link domain, short hashes of its distinct URLs
+ *                    (one event page, or a tracking id per recipient)
  *   replyTo          the Reply-To address, when there is one
  *   fromName         the From display name (lower case, spaces collapsed)
  * Shared vocabulary (ground floor): the session computes it, the policy
@@ -19,6 +21,8 @@ export interface MessageTraits {
   /** Length of the normalised text the fingerprint was taken of (short bodies are common to many). */
   readonly bodyChars: number;
   readonly linkDomains: readonly string[];
+  /** Link domain → short hashes of the distinct URLs to it (absent from older callers). */
+  readonly linkUrls?: Readonly<Record<string, readonly string[]>>;
   readonly replyTo?: string;
   readonly fromName?: string;
 }
@@ -55,14 +59,27 @@ function normalise(body: string | Buffer, contentType = ''): string {
 
 /** Registrable domains of the http(s) links in a text (quoted-printable soft breaks and =3D undone first). */
 export function linkDomains(text: string): string[] {
+  return Object.keys(links(text)).sort();
+}
+
+/** Link domain → short hashes of its distinct URLs (host lower-cased, path and query as written). */
+export function links(text: string): Record<string, string[]> {
   const plain = text.replace(/=\r?\n/g, '').replace(/=3D/gi, '=');
-  const out = new Set<string>();
-  for (const m of plain.matchAll(/https?:\/\/([a-z0-9.-]+)/gi)) {
+  const out: Record<string, string[]> = {};
+  let domains = 0;
+  for (const m of plain.matchAll(/https?:\/\/([a-z0-9.-]+)([^\s"'<>]*)/gi)) {
     const host = m[1]!.toLowerCase().replace(/\.$/, '');
-    out.add(getDomain(host, { allowPrivateDomains: false }) ?? host);
-    if (out.size >= MAX_LINKS) break;
+    const domain = getDomain(host, { allowPrivateDomains: false }) ?? host;
+    let urls = out[domain];
+    if (!urls) {
+      if (domains >= MAX_LINKS) continue;
+      domains++;
+      urls = out[domain] = [];
+    }
+    const url = fingerprintOf(`${host}${m[2]!.replace(/[.,;:!?)\]]+$/, '')}`).slice(0, 12);
+    if (!urls.includes(url) && urls.length < MAX_LINKS) urls.push(url);
   }
-  return [...out].sort();
+  return out;
 }
 
 /** The display name of a From value: `"Bob Smith" <bob@x>` → `bob smith`. */
@@ -87,7 +104,8 @@ export function messageTraits(headers: readonly { name: string; value: string }[
   const replyTo = replyToValue ? firstAddress(replyToValue) : undefined;
   const fromName = from ? displayName(from) : undefined;
   const norm = normalise(text, headers.find((h) => h.name === 'content-type')?.value);
-  return { bodyFingerprint: fingerprintOf(norm), bodyChars: norm.length, linkDomains: linkDomains(text), ...(replyTo ? { replyTo } : {}), ...(fromName ? { fromName } : {}) };
+  const linkUrls = links(text);
+  return { bodyFingerprint: fingerprintOf(norm), bodyChars: norm.length, linkDomains: Object.keys(linkUrls).sort(), linkUrls, ...(replyTo ? { replyTo } : {}), ...(fromName ? { fromName } : {}) };
 }
 
 /** The traits of a collected message: its parsed header fields and the first chunks (header block, then body). */

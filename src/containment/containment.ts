@@ -134,8 +134,8 @@ export class Containment {
   }
 
   /** Score a subject's current signals against its plan's thresholds. */
-  async assess(s: CSubject, plan: string | undefined, facts: MessageFacts, now = this.clock(), campaignSenders = 0): Promise<Assessment> {
-    const signals = await this.signals.read(s, facts, now, campaignSenders);
+  async assess(s: CSubject, plan: string | undefined, facts: MessageFacts, now = this.clock(), campaignSenders = 0, ip?: string): Promise<Assessment> {
+    const signals = await this.signals.read(s, facts, now, campaignSenders, ip);
     if (!this.enabled || this.learning || this.exempt(s, plan)) return { level: 0, score: 0, fired: [], signals, exempt: true };
     const th = this.thresholds(plan);
     const f = (await this.deps.store.get(ckeys.legit(s), now)) > 0 ? this.config.legitimateFactor : 1;
@@ -235,7 +235,7 @@ export class Containment {
     const sticky = await this.deps.store.get(ckeys.level(s), now);
     if (sticky >= 3) return this.verdict(3, stage, s);
     if (stage === 'connect') return undefined;
-    const a = await this.assess(s, plan, undefined, now);
+    const a = await this.assess(s, plan, undefined, now, 0, client.ip);
     await this.respond(s, a, plan, client, now);
     const level = Math.max(sticky, a.level);
     // Pushing on against a throttle is its own signal: a sender that keeps trying escalates to hold.
@@ -252,7 +252,7 @@ export class Containment {
     const campaign = await this.signals.recordMessage(s, recipients, facts, now, mailFrom);
     const fingerprint = typeof facts === 'string' ? facts : facts?.bodyFingerprint;
     this.note(s, { recipients, ip: client.ip, ...(fingerprint ? { fingerprint } : {}) });
-    const a = await this.assess(s, plan, facts, now, campaign);
+    const a = await this.assess(s, plan, facts, now, campaign, client.ip);
     if (a.fired.length === 0) await this.signals.raisePeak(s, a.signals.rcpt1h, now, a.signals.rcpt1d);
     if (a.exempt) return undefined;
     // Only a score above zero is ranked (normal mail costs no store operation); the console re-assesses what it shows.
@@ -276,7 +276,7 @@ export class Containment {
     const plan = this.deps.planOf(client, account);
     const share = this.thresholds(plan).bookAllowance;
     if (share <= 0 || this.exempt(s, plan) || (await this.deps.store.get(ckeys.level(s), now)) > 0) return 0;
-    const a = await this.assess(s, plan, undefined, now);
+    const a = await this.assess(s, plan, undefined, now, 0, client.ip);
     if (a.level > 0) return 0;
     const { rcpt1h, newRecipientsPerHour, addressBookSize } = a.signals;
     return rcpt1h > 0 && rcpt1h - newRecipientsPerHour >= share * rcpt1h ? addressBookSize : 0;

@@ -26,7 +26,9 @@
  *   newLinkDomains       recipients in 24 hours of messages linking to a
  *                        domain the subject first linked to in the last 7
  *                        days AND that is fresh in the fleet (few senders in
- *                        14 days, or most of them in the last day)
+ *                        14 days, or most of them in the last day), once
+ *                        the subject linked to ≥ 2 distinct URLs at such
+ *                        domains in the day (not one page sent to everyone)
  *   identityChanges      messages in 24 hours with a Reply-To the subject
  *                        never used (not its own address) or a From display
  *                        name other than the ones it used in 30 days
@@ -35,7 +37,8 @@
  *                        paced run to a bought list; one burst is one hour)
  *   pushedPerHour        MAILs a containment throttle refused in the hour
  *   authNewNetworks      AUTH from networks not used in 30 days, per day
- *                        (not in the account's first week: no habits yet)
+ *                        (not in the account's first week: no habits yet),
+ *                        while the client sends from such a network
  *   campaign             (per message) distinct subjects of the whole fleet
  *                        that sent this body, or a fresh link domain of it,
  *                        in 24 hours: one campaign through many accounts
@@ -56,6 +59,8 @@ const ESTABLISHED_SENDERS = 5;
 const CAMPAIGN_MIN_BODY = 100;
 const STRANGERS_IN_AN_HOUR = 2;
 const LINK_YOUTH = 7 * DAY;
+/** Distinct URLs at fresh link domains in a day from which such links count as landing sites. */
+const ROTATING_URLS = 2;
 const FIRST_WEEK = 7 * DAY;
 
 export interface CSubject {
@@ -91,11 +96,15 @@ export const ckeys = {
   links: (s: CSubject) => k(s, 'links'),
   linkYouth: (s: CSubject, domain: string) => k(s, `ly:${escapeId(domain)}`),
   newLink1d: (s: CSubject) => k(s, 'nl1d'),
+  /** Distinct URLs (hashes) the subject linked to at young, fresh link domains in a day. */
+  linkUrls: (s: CSubject) => k(s, 'lu1d'),
   replyTos: (s: CSubject) => k(s, 'rto'),
   names: (s: CSubject) => k(s, 'names'),
   ident1d: (s: CSubject) => k(s, 'id1d'),
   nets30: (s: CSubject) => k(s, 'nets30'),
   newNet1d: (s: CSubject) => k(s, 'nn1d'),
+  /** Present for a day after the subject's first AUTH from a network new to it. */
+  netYouth: (s: CSubject, net: string) => k(s, `ny:${escapeId(net)}`),
   /** Present while the subject AUTHs at least once in 30 days; the first-week marker lives 7 days from the first AUTH. */
   authSince: (s: CSubject) => k(s, 'a0'),
   authFirstWeek: (s: CSubject) => k(s, 'a7'),
@@ -206,7 +215,13 @@ export class Signals {
       const before = await this.store.setSize(ckeys.links(s), KNOWN_WINDOW, now);
       const firstTime = (await this.store.addToSet(ckeys.links(s), d, KNOWN_WINDOW, now)) > before;
       if (firstTime) await this.store.incr(ckeys.linkYouth(s, d), 1, LINK_YOUTH, now);
-      if (freshInFleet && (firstTime || (await this.store.get(ckeys.linkYouth(s, d), now)) > 0)) newLink = true;
+      if (!freshInFleet || !(firstTime || (await this.store.get(ckeys.linkYouth(s, d), now)) > 0)) continue;
+      // Landing sites reached through many URLs in a day (a tracking id per recipient, paths or
+      // whole domains rotating against URL blocklists), not one page everyone is sent to (an
+      // invitation, an album).
+      let urls = 0;
+      for (const u of t.linkUrls?.[d] ?? []) urls = await this.store.addToSet(ckeys.linkUrls(s), u, DAY, now);
+      if (!t.linkUrls || urls >= ROTATING_URLS) newLink = true;
     }
     if (newLink) await this.store.record(ckeys.newLink1d(s), DAY, n, now);
     return campaign;
@@ -263,7 +278,10 @@ export class Signals {
     await this.store.incr(ckeys.authSince(s), (await this.store.get(ckeys.authSince(s), now)) === 0 ? 1 : 0, KNOWN_WINDOW, now);
     const before = await this.store.setSize(ckeys.nets30(s), KNOWN_WINDOW, now);
     const isNew = (await this.store.addToSet(ckeys.nets30(s), net, KNOWN_WINDOW, now)) > before;
-    if (isNew && (await this.store.get(ckeys.authFirstWeek(s), now)) === 0) await this.store.record(ckeys.newNet1d(s), DAY, 1, now);
+    if (isNew && (await this.store.get(ckeys.authFirstWeek(s), now)) === 0) {
+      await this.store.record(ckeys.newNet1d(s), DAY, 1, now);
+      await this.store.incr(ckeys.netYouth(s, net), 1, DAY, now);
+    }
   }
 
   /** A DNSBL listing change: listed (kept for `forMs`) or delisted. */
@@ -282,7 +300,13 @@ export class Signals {
     if (n > 0) await this.store.record(ckeys.contentSpam(s), DAY, n, now);
   }
 
-  async read(s: CSubject, facts: MessageFacts, now: number, campaignSenders = 0): Promise<SignalValues> {
+  /**
+   * `ip`: the client this assessment is for. Given, the new-network count
+   * counts only while the client itself is on a network new to the subject
+   * (an attacker sends from the network it logs in from; a phone that roamed
+   * this morning says nothing about mail from home tonight).
+   */
+  async read(s: CSubject, facts: MessageFacts, now: number, campaignSenders = 0, ip?: string): Promise<SignalValues> {
     const fingerprint = traitsOf(facts).bodyFingerprint;
     const rcpt1h = await this.store.count(ckeys.rcpt1h(s), HOUR, now);
     const r14 = await this.store.count(ckeys.rcpt14d(s), BASELINE_WINDOW, now);
@@ -306,7 +330,7 @@ export class Signals {
       addressBookSize: await this.store.setSize(ckeys.known(s), KNOWN_WINDOW, now),
       newLinkRecipientsPerDay: await this.store.count(ckeys.newLink1d(s), DAY, now),
       identityChangesPerDay: await this.store.count(ckeys.ident1d(s), DAY, now),
-      authNewNetworksPerDay: await this.store.count(ckeys.newNet1d(s), DAY, now),
+      authNewNetworksPerDay: ip && s.kind === 'a' && (await this.store.get(ckeys.netYouth(s, networkOf(ip)), now)) === 0 ? 0 : await this.store.count(ckeys.newNet1d(s), DAY, now),
       strangerHours: await this.store.setSize(ckeys.strangerHours(s), DAY, now),
       pushedPerHour: await this.store.count(ckeys.pushed(s), HOUR, now),
       campaignSenders,
@@ -315,6 +339,6 @@ export class Signals {
 
   /** Forget the short-term signals (the abuse desk released the subject). */
   async clearShortTerm(s: CSubject): Promise<void> {
-    for (const key of [ckeys.rcpt1h(s), ckeys.rcpt1d(s), ckeys.new1h(s), ckeys.new1d(s), ckeys.newDom1h(s), ckeys.refused(s), ckeys.nets(s), ckeys.dnsbl(s), ckeys.book1d(s), ckeys.newLink1d(s), ckeys.ident1d(s), ckeys.newNet1d(s), ckeys.strangerHours(s), ckeys.pushed(s)]) await this.store.del(key);
+    for (const key of [ckeys.rcpt1h(s), ckeys.rcpt1d(s), ckeys.new1h(s), ckeys.new1d(s), ckeys.newDom1h(s), ckeys.refused(s), ckeys.nets(s), ckeys.dnsbl(s), ckeys.book1d(s), ckeys.newLink1d(s), ckeys.linkUrls(s), ckeys.ident1d(s), ckeys.newNet1d(s), ckeys.strangerHours(s), ckeys.pushed(s)]) await this.store.del(key);
   }
 }

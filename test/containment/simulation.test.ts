@@ -8,8 +8,8 @@
  *   attackers   ≥ 95% of the episode's messages contained, median detection
  *               ≤ 20 messages, no instance undetected, and better than the
  *               static limits on both counts;
- *   legitimate  ≤ 0.1% of the episode's messages delayed or refused,
- *               except the shortfalls below, each asserted at what IS met.
+ *   legitimate  ≤ 0.1% of the episode's messages delayed or refused, and
+ *               no more than the static limits delay.
  * `npm run simulate` runs the same at full size.
  */
 import assert from 'node:assert/strict';
@@ -26,19 +26,6 @@ describe('containment evaluation: the world', () => {
     assert.notEqual(h(7), h(8));
   });
 });
-
-/**
- * Known shortfalls: the floor a legitimate profile does not meet, why, and
- * what is asserted instead (docs/containment.md, "The evaluation").
- */
-const SHORTFALLS: Record<string, { why: string; check: (dyn: ProfileResult, stat: ProfileResult) => void }> = {
-  // 80 strangers in an hour from home plus a link to a site the fleet has never
-  // seen (forms.gle in this world) is what a paced spam run looks like too.
-  'event-invitation': {
-    why: 'invitations linking to a site new to the fleet are throttled',
-    check: (dyn) => assert.ok(dyn.rate <= 0.6, `event-invitation delayed ${dyn.rate}`),
-  },
-};
 
 describe('containment evaluation: per-profile floors over seeds 1, 2, 3', () => {
   let reports: SimReport[];
@@ -67,12 +54,11 @@ describe('containment evaluation: per-profile floors over seeds 1, 2, 3', () => 
   }
 
   for (const p of [...PROFILES.filter((x) => x.side === 'legitimate').map((x) => x.name), 'background']) {
-    const known = SHORTFALLS[p];
-    it(known ? `${p}: shortfall (${known.why}), asserted at what is met` : `${p}: ≤ 0.1% of its messages delayed or refused`, () => {
+    it(`${p}: ≤ 0.1% of its messages delayed or refused, no more than by the static limits`, () => {
       const d = dyn.get(p)!;
       assert.ok(d.messages > 30, `${p}: ${d.messages} messages`);
-      if (known) known.check(d, stat.get(p)!);
-      else assert.ok(d.rate <= 0.001, `${p}: ${d.stopped} of ${d.messages} delayed or refused`);
+      assert.ok(d.rate <= 0.001, `${p}: ${d.stopped} of ${d.messages} delayed or refused`);
+      assert.ok(d.stopped <= stat.get(p)!.stopped, `${p}: containment ${d.stopped} vs static ${stat.get(p)!.stopped}`);
     });
   }
 });

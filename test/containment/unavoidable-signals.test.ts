@@ -64,7 +64,7 @@ describe('signals the address-book attack cannot avoid', () => {
     assert.equal((await sig.read(s, undefined, T0 + 7)).identityChangesPerDay, 2);
   });
 
-  it('links: a domain new to the account and fresh in the fleet counts for a week; an established one never', async () => {
+  it('links: a domain new to the account and fresh in the fleet, reached through ≥ 2 URLs in a day, counts for a week; an established one never', async () => {
     const store = new MemoryStore();
     const sig = new Signals(store);
     // youtube.com: 25 accounts linked to it over the past two weeks.
@@ -72,13 +72,34 @@ describe('signals the address-book attack cannot avoid', () => {
     const s = a('bob@isp.example');
     await sig.recordMessage(s, ['x@a.example', 'y@b.example'], traits({ body: 'look https://youtube.com/watch?v=1' }), T0);
     assert.equal((await sig.read(s, undefined, T0)).newLinkRecipientsPerDay, 0);
+    // One page is not yet a landing site (an invitation's event page); a second URL there is.
     await sig.recordMessage(s, ['x@a.example', 'y@b.example'], traits({ body: 'sign in https://secure-docs.example/a1' }), T0 + HOUR);
-    assert.equal((await sig.read(s, undefined, T0 + HOUR)).newLinkRecipientsPerDay, 2);
+    assert.equal((await sig.read(s, undefined, T0 + HOUR)).newLinkRecipientsPerDay, 0);
+    await sig.recordMessage(s, ['w@a.example', 'v@b.example'], traits({ body: 'sign in https://secure-docs.example/a2' }), T0 + HOUR + 1);
+    assert.equal((await sig.read(s, undefined, T0 + HOUR + 1)).newLinkRecipientsPerDay, 2);
     // Three days on, the same landing site is still young for this account.
     await sig.recordMessage(s, ['z@c.example'], traits({ body: 'sign in https://secure-docs.example/b2' }), T0 + 3 * DAY);
-    assert.equal((await sig.read(s, undefined, T0 + 3 * DAY)).newLinkRecipientsPerDay, 1);
+    await sig.recordMessage(s, ['z@c.example'], traits({ body: 'sign in https://secure-docs.example/b3' }), T0 + 3 * DAY + 1);
+    assert.equal((await sig.read(s, undefined, T0 + 3 * DAY + 1)).newLinkRecipientsPerDay, 1);
     await sig.recordMessage(s, ['z@c.example'], traits({ body: 'sign in https://secure-docs.example/c3' }), T0 + 9 * DAY);
-    assert.equal((await sig.read(s, undefined, T0 + 9 * DAY)).newLinkRecipientsPerDay, 0);
+    await sig.recordMessage(s, ['z@c.example'], traits({ body: 'sign in https://secure-docs.example/c4' }), T0 + 9 * DAY + 1);
+    assert.equal((await sig.read(s, undefined, T0 + 9 * DAY + 1)).newLinkRecipientsPerDay, 0);
+    // Rotating whole domains (one URL each) is rotation too.
+    const h = a('host@isp.example');
+    await sig.recordMessage(h, ['p@a.example'], traits({ body: 'https://qwe123.example/' }), T0);
+    await sig.recordMessage(h, ['q@a.example'], traits({ body: 'https://rty456.example/' }), T0 + 1);
+    assert.equal((await sig.read(h, undefined, T0 + 1)).newLinkRecipientsPerDay, 1);
+  });
+
+  it('links: one event page sent to 80 strangers is not a landing site', async () => {
+    const sig = new Signals(new MemoryStore());
+    const s = a('organiser@isp.example');
+    for (let b = 0; b < 4; b++) {
+      const guests = Array.from({ length: 20 }, (_, i) => `guest${b * 20 + i}@mail${i}.example`);
+      await sig.recordMessage(s, guests, traits({ body: 'Join us on Saturday! Sign up at https://forms.gle/AbCdEf12345.' }), T0 + b * 2 * 60_000);
+    }
+    const v = await sig.read(s, undefined, T0 + 10 * 60_000);
+    assert.deepEqual([v.newRecipientsPerHour, v.newLinkRecipientsPerDay], [80, 0]);
   });
 
   it('campaign: the same fresh link or long body from many accounts in a day, counted fleet-wide; short bodies are not a campaign', async () => {
@@ -126,6 +147,9 @@ describe('signals the address-book attack cannot avoid', () => {
     assert.equal((await sig.read(s, undefined, T0 + 8 * DAY)).authNewNetworksPerDay, 0);
     await sig.recordAuth(s, '198.51.100.20', T0 + 8 * DAY + 1);
     assert.equal((await sig.read(s, undefined, T0 + 8 * DAY + 1)).authNewNetworksPerDay, 1);
+    // Told the client: only while it sends from the new network (not the home line the same evening).
+    assert.equal((await sig.read(s, undefined, T0 + 8 * DAY + 2, 0, '198.51.100.21')).authNewNetworksPerDay, 1);
+    assert.equal((await sig.read(s, undefined, T0 + 8 * DAY + 2, 0, '100.64.0.7')).authNewNetworksPerDay, 0);
   });
 });
 
