@@ -15,19 +15,12 @@ import net from 'node:net';
 import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { closeSession, openSession, resetSession, sendOnSession, type Session } from '../src/relay/client';
+import { freePort } from '../test/helpers/process';
 
 const { values } = parseArgs({ options: { n: { type: 'string' }, c: { type: 'string' }, 'no-pipelining': { type: 'boolean' } } });
 const N = Number(values.n ?? 20_000);
 const C = Number(values.c ?? 20);
 const BODY = Buffer.from(`From: a@bench.test\r\nTo: b@sink.bench.test\r\nSubject: bench\r\n\r\n${'x'.repeat(76).concat('\r\n').repeat(52)}`);
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 async function waitListening(port: number): Promise<void> {
   for (let i = 0; i < 100; i++) {
@@ -77,7 +70,7 @@ async function run(port: number, count: number): Promise<{ sent: number; failed:
 async function main(): Promise<void> {
   if (spawnSync('which', ['smtp-sink']).status !== 0) throw new Error('smtp-sink not found (sh scripts/test-setup.sh installs Postfix)');
   const port = await freePort();
-  const args = ['-u', 'nobody', ...(values['no-pipelining'] ? ['-P'] : []), `127.0.0.1:${port}`, '1000'];
+  const args = ['-u', 'nobody', ...(values['no-pipelining'] ? ['-p'] : []), `127.0.0.1:${port}`, '1000'];
   const sink = spawn('smtp-sink', args, { stdio: 'ignore' });
   try {
     await waitListening(port);
