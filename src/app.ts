@@ -282,7 +282,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   const audit = new AuditLog(path.join(cfg.spool.dir, 'admin-audit.log'), metrics.catalogue.adminActions);
   admin.audit((call) => audit.record(apiAuditEntry(call)));
   if (cfg.admin.console) {
-    mountConsole({ admin, spool, qmgr, accounts, fleet, containment: () => containment.containment, activity, policy, reload, explain: (q) => explainQuery(policyDeps, q), audit, stateStatus: () => stateRt.status(), logger });
+    mountConsole({ admin, spool, qmgr, accounts, fleet, containment: () => containment.containment, activity, policy, explain: (q) => explainQuery(policyDeps, q), audit, stateStatus: () => stateRt.status(), logger });
   }
   // Fail closed without Redis: not ready (the balancer prefers other gateways). Fail open: a warning.
   admin.readiness('state', async () => stateRt.readinessFailure());

@@ -27,7 +27,7 @@ import type { AccountStore } from '../accounts/store';
 import type { AdminServer, Access, ApiResponse } from '../admin/server';
 import type { Containment } from '../containment/containment';
 import type { CSubject } from '../containment/signals';
-import type { Fleet } from '../fleet/fleet';
+import { FleetUnavailableError, type Fleet, type FleetReload } from '../fleet/fleet';
 import type { Logger } from '../log';
 import type { PolicyRuntime } from '../policy/runtime';
 import type { QueueManager } from '../spool/qmgr';
@@ -50,7 +50,6 @@ export interface ConsoleDeps {
   /** What senders' accepted mail went to (shared state: fleet-wide on Redis, across a primary's workers). */
   readonly activity: SenderActivity;
   readonly policy: PolicyRuntime;
-  readonly reload: () => Promise<{ ok: boolean; policy: { ok: boolean; version: number; error?: string } }>;
   readonly explain: (q: URLSearchParams) => Promise<ApiResponse>;
   readonly audit: AuditLog;
   /** The state store's health: a page built from it says when it is this process's own counts (Redis away). */
@@ -317,10 +316,21 @@ export function mountConsole(deps: ConsoleDeps): void {
     const out = await deps.explain(q);
     policyPage(c, { explained: JSON.stringify(out.body, null, 2), explainStatus: out.status });
   }));
+  // With a shared state every live gateway of the fleet reloads (as POST /api/fleet/reload), else this one.
   post('/policy/reload', acts('reload', () => 'policy', async (c) => {
-    const r = await deps.reload();
-    await deps.audit.record({ role: 'operate', action: 'reload', subject: 'policy', reason: c.form.get('reason') ?? '', ok: r.ok, detail: r.ok ? `version ${r.policy.version}` : r.policy.error });
-    done(c, `${PREFIX}/policy?done=${r.ok ? 'reloaded' : 'refused'}`, r.ok ? `reloaded: version ${r.policy.version}` : `reload refused: ${r.policy.error}`);
+    let r: FleetReload;
+    try {
+      r = await deps.fleet.reloadAll();
+    } catch (err) {
+      if (err instanceof FleetUnavailableError) throw new HttpError(503, `${err.message}: nothing was reloaded`);
+      throw err;
+    }
+    const one = (n: FleetReload['results'][number]) => (n.ok ? `version ${n.version}` : `refused (${n.error ?? 'see the log'})`);
+    const what = deps.fleet.shared
+      ? [...r.results.map((n) => `${n.node}: ${one(n)}`), ...r.missing.map((n) => `${n}: no answer`)].join('; ')
+      : r.results.map(one).join('; ');
+    await deps.audit.record({ role: 'operate', action: 'reload', subject: 'policy', reason: c.form.get('reason') ?? '', ok: r.ok, detail: what });
+    done(c, `${PREFIX}/policy?done=${r.ok ? 'reloaded' : 'refused'}`, r.ok ? `reloaded: ${what}` : `reload incomplete: ${what}`);
   }));
 
   // ---- audit --------------------------------------------------------------------

@@ -96,6 +96,15 @@ describe('the console across a fleet', { timeout: 90_000 }, () => {
     assert.ok(audit.some((l) => l.action === 'open-recipients' && l.subject === 'ip:127.0.0.9' && l.reason === 'ticket 51: complaint from far.test' && l.token === 'operator'));
   });
 
+  it('reloads the policy of every gateway of the fleet from one console', async () => {
+    assert.equal((await desk.post('/console/policy/reload', { reason: 'ticket 52: new netblocks' })).status, 303);
+    const flash = /class="flash"[^>]*>Done: ([^<]*)</.exec((await desk.get('/console/policy')).html)?.[1] ?? '';
+    assert.match(flash, /^reloaded: /);
+    assert.equal(flash.match(/: version 2/g)?.length, 2, `both gateways answered with version 2: ${flash}`);
+    const audit = (await fsp.readFile(path.join(a.dir, 'spool', 'admin-audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    assert.ok(audit.some((l) => l.action === 'reload' && l.ok && l.reason === 'ticket 52: new netblocks'));
+  });
+
   it('says so when the shared state is away (fail open: this process\'s own counts), and held mail still works', async () => {
     await redis.kill();
     try {
