@@ -11,6 +11,7 @@ set -eu
 #   redis-server   redis-server, redis-cli (test/state, test/fleet: private servers,
 #                  sentinel; the shared 6379 below)
 #   dovecot-pop3d  dovecot (test/roles/dovecot: POP-before-SMTP)
+#   dovecot-imapd  IMAP (test/feedback/imap: complaint reports from a mailbox)
 #   python3-dkim   dkimpy, the second DKIM verifier (test/dkim/dkimpy)
 #   rspamd         rspamd (test/content: private instances, not the package's service)
 #   systemd        systemd-analyze (test/deploy: verifies deploy/smarthost.service)
@@ -23,7 +24,7 @@ set -eu
 #                  needs /dev/fuse and root, as CI has)
 #   chromium       the headless browser of the console tests (test/console, driven by
 #                  npm's playwright-core, which downloads no browser of its own)
-PKGS="prometheus redis-server dovecot-pop3d swaks postfix python3-dkim rspamd systemd python3-fusepy fuse3 chromium unbound ldnsutils nsd"
+PKGS="prometheus redis-server dovecot-pop3d dovecot-imapd swaks postfix python3-dkim rspamd systemd python3-fusepy fuse3 chromium unbound ldnsutils nsd"
 
 missing=""
 for p in $PKGS; do

@@ -30,6 +30,8 @@ import path from 'node:path';
 import { ConfigError } from '../config/validate';
 import { FEEDBACK_FILE, loadFeedback, type FeedbackConfig } from '../feedback/config';
 import { Feedback, FeedbackHooks, type FeedbackObserver } from '../feedback/ingest';
+import { ImapIntake } from '../feedback/imap-intake';
+import { readFileSync } from 'node:fs';
 import { KeptReports } from '../feedback/keep';
 import { SenderTokens } from '../feedback/token';
 import { prefixOf } from '../policy/ip';
@@ -61,6 +63,8 @@ export interface ContainmentWiring {
   recent(): readonly RecentSubject[];
   readonly poller: DnsblPoller;
   readonly feedback: Feedback;
+  /** Complaint reports from feedback.yaml's IMAP mailbox (polled every interval once started). */
+  readonly imapIntake: ImapIntake;
   start(): void;
   stop(): Promise<void>;
 }
@@ -140,7 +144,7 @@ export function wireContainment(deps: {
   };
 
   // ---- feedback.yaml: the complaint address and the sender token ----
-  let fb: { cfg: FeedbackConfig; tokens?: SenderTokens; lookup: DnsLookup; kept: KeptReports } | undefined;
+  let fb: { cfg: FeedbackConfig; tokens?: SenderTokens; lookup: DnsLookup; kept: KeptReports; imapPassword?: string } | undefined;
   deps.runtime.attach({
     load: (dir) => {
       const cfg = loadFeedback(dir, { hostname: deps.hostname, baseDir: deps.baseDir, listeners: deps.listeners });
@@ -153,7 +157,15 @@ export function wireContainment(deps: {
           throw new ConfigError(path.join(dir, FEEDBACK_FILE), 'senderToken.keyFile', (err as Error).message);
         }
       }
-      return { cfg, ...(tokens ? { tokens } : {}), lookup: dnsLookup(cfg.dns.servers, cfg.dns.timeoutMs), kept: new KeptReports(cfg.keep.dir, cfg.keep.max) };
+      let imapPassword: string | undefined;
+      if (cfg.imap) {
+        try {
+          imapPassword = readFileSync(cfg.imap.passwordFile, 'utf8').trim();
+        } catch (err) {
+          throw new ConfigError(path.join(dir, FEEDBACK_FILE), 'imap.passwordFile', (err as Error).message);
+        }
+      }
+      return { cfg, ...(tokens ? { tokens } : {}), lookup: dnsLookup(cfg.dns.servers, cfg.dns.timeoutMs), kept: new KeptReports(cfg.keep.dir, cfg.keep.max), ...(imapPassword !== undefined ? { imapPassword } : {}) };
     },
     apply: (v) => {
       fb = v;
@@ -168,6 +180,12 @@ export function wireContainment(deps: {
     hostname: deps.hostname,
     logger: deps.logger,
     ...(deps.observer ? { observer: deps.observer } : {}),
+  });
+
+  const imapIntake = new ImapIntake({
+    mailbox: () => (fb?.cfg.imap && fb.imapPassword !== undefined ? { box: fb.cfg.imap, password: fb.imapPassword } : undefined),
+    consume: (message, id, mailFrom) => feedback.consume(message, id, mailFrom),
+    logger: deps.logger,
   });
 
   // ---- content.yaml and the end of DATA ----
@@ -218,9 +236,14 @@ export function wireContainment(deps: {
     recent: () => [...recent.values()].reverse(),
     poller,
     feedback,
-    start: () => poller.start(),
+    imapIntake,
+    start: () => {
+      poller.start();
+      imapIntake.start();
+    },
     stop: async () => {
       poller.stop();
+      await imapIntake.stop();
       current?.notifier?.stop();
     },
   };

@@ -42,6 +42,20 @@ export interface FeedbackConfig {
   readonly dns: { readonly servers: readonly string[]; readonly timeoutMs: number };
   readonly keep: { readonly dir: string; readonly max: number };
   readonly token: { readonly enabled: boolean; readonly keyFile: string; readonly maxAgeMs: number; readonly header: string };
+  /** A mailbox the providers' reports are delivered to, polled over IMAP (besides the SMTP address). */
+  readonly imap?: ImapMailbox;
+}
+
+export interface ImapMailbox {
+  readonly host: string;
+  readonly port: number;
+  /** implicit (993), starttls (143), none (loopback only): certificates verified against the system's CAs. */
+  readonly tls: 'implicit' | 'starttls' | 'none';
+  readonly user: string;
+  /** The password is read from this file (never written in the policy file or logged). */
+  readonly passwordFile: string;
+  readonly mailbox: string;
+  readonly intervalMs: number;
 }
 
 export const FEEDBACK_FILE = 'feedback.yaml';
@@ -58,7 +72,7 @@ function domainList(v: unknown, at: At): string[] {
 
 export function parseFeedback(raw: unknown, file: string, opts: { hostname: string; baseDir: string; listeners: readonly { name: string; role: string }[] }): FeedbackConfig {
   const at = new At(file);
-  const o = obj(raw ?? {}, at, ['enabled', 'address', 'addresses', 'listeners', 'providers', 'complaintTypes', 'dns', 'keep', 'senderToken']);
+  const o = obj(raw ?? {}, at, ['enabled', 'address', 'addresses', 'listeners', 'providers', 'complaintTypes', 'dns', 'keep', 'senderToken', 'imap']);
   const given = [...(o.address !== undefined ? [str(o.address, at.child('address'))] : []), ...strList(o.addresses, at.child('addresses'))];
   const addresses = (given.length ? given : [`fbl@${opts.hostname}`]).map((a, i) => {
     const n = a.trim().toLowerCase();
@@ -93,6 +107,7 @@ export function parseFeedback(raw: unknown, file: string, opts: { hostname: stri
   const header = str(t.header, at.child('senderToken').child('header'), 'X-Smarthost-Sender');
   if (!/^X-[A-Za-z0-9-]+$/.test(header)) at.child('senderToken').child('header').fail(`not an X- header field name: "${header}"`);
   const resolve = (p: string) => path.resolve(opts.baseDir, p);
+  const imap = o.imap === undefined ? undefined : imapMailbox(o.imap, at.child('imap'), resolve);
   return {
     enabled: bool(o.enabled, at.child('enabled'), true),
     addresses: new Set(addresses),
@@ -107,6 +122,25 @@ export function parseFeedback(raw: unknown, file: string, opts: { hostname: stri
       maxAgeMs: duration(t.maxAge, at.child('senderToken').child('maxAge'), '30d'),
       header,
     },
+    ...(imap ? { imap } : {}),
+  };
+}
+
+function imapMailbox(raw: unknown, at: At, resolve: (p: string) => string): ImapMailbox {
+  const m = obj(raw, at, ['host', 'port', 'tls', 'user', 'passwordFile', 'mailbox', 'interval']);
+  const host = str(m.host, at.child('host'));
+  const tls = str(m.tls, at.child('tls'), 'implicit');
+  if (tls !== 'implicit' && tls !== 'starttls' && tls !== 'none') return at.child('tls').fail(`expected implicit, starttls or none, got "${tls}"`);
+  const ip = canonicalIp(host);
+  if (tls === 'none' && !(ip && (ip.startsWith('127.') || ip === '::1'))) at.child('tls').fail('none (a password in clear) is only for a mailbox on loopback');
+  return {
+    host,
+    port: int(m.port, at.child('port'), tls === 'implicit' ? 993 : 143, 1, 65535),
+    tls,
+    user: str(m.user, at.child('user')),
+    passwordFile: resolve(str(m.passwordFile, at.child('passwordFile'))),
+    mailbox: str(m.mailbox, at.child('mailbox'), 'INBOX'),
+    intervalMs: duration(m.interval, at.child('interval'), '1m'),
   };
 }
 

@@ -1,6 +1,6 @@
 /**
- * A real Dovecot (Debian's dovecot-pop3d) for tests: POP3 on a loopback
- * port, a passwd-file in a temporary directory, logging to its own
+ * A real Dovecot (Debian's dovecot-pop3d, and dovecot-imapd for IMAP) for
+ * tests: POP3 (and IMAP when asked) on a loopback port, a passwd-file in a temporary directory, logging to its own
  * log_path file. Dovecot is installed by `npm test`'s pretest
  * (scripts/test-setup.sh); as root it drops to its own users, otherwise it
  * runs every process as the test's user.
@@ -22,6 +22,8 @@ function groupName(): string {
 
 export interface TestDovecot {
   popPort: number;
+  /** With `imap: true`: the IMAP port (plain, loopback). */
+  imapPort: number;
   /** Dovecot's own log (log_path). */
   logFile: string;
   stop(): Promise<void>;
@@ -39,7 +41,7 @@ async function freePort(): Promise<number> {
 }
 
 /** Users as name → password. */
-export async function startDovecot(users: Record<string, string>): Promise<TestDovecot> {
+export async function startDovecot(users: Record<string, string>, opts: { imap?: boolean } = {}): Promise<TestDovecot> {
   if (!existsSync(DOVECOT)) throw new Error(`${DOVECOT} is missing: install the Debian package dovecot-pop3d (npm test's pretest does as root)`);
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-dovecot-'));
   await fsp.chmod(dir, 0o755);
@@ -51,6 +53,7 @@ export async function startDovecot(users: Record<string, string>): Promise<TestD
   const passwd = Object.entries(users).map(([u, p]) => `${u}:{PLAIN}${p}:${uid}:${gid}::${dir}/mail/${u}\n`);
   await fsp.writeFile(path.join(dir, 'passwd'), passwd.join(''), { mode: 0o644 });
   const popPort = await freePort();
+  const imapPort = opts.imap ? await freePort() : 0;
   const conf = path.join(dir, 'dovecot.conf');
   const logFile = path.join(dir, 'mail.log');
   await fsp.writeFile(
@@ -60,7 +63,7 @@ export async function startDovecot(users: Record<string, string>): Promise<TestD
       `state_dir = ${dir}/state`,
       `log_path = ${logFile}`,
       `info_log_path = ${logFile}`,
-      'protocols = pop3',
+      `protocols = pop3${opts.imap ? ' imap' : ''}`,
       'listen = 127.0.0.1',
       'ssl = no',
       'disable_plaintext_auth = no',
@@ -69,6 +72,7 @@ export async function startDovecot(users: Record<string, string>): Promise<TestD
       `passdb {\n  driver = passwd-file\n  args = ${dir}/passwd\n}`,
       `userdb {\n  driver = passwd-file\n  args = ${dir}/passwd\n}`,
       `service pop3-login {\n  chroot =\n  inet_listener pop3 {\n    address = 127.0.0.1\n    port = ${popPort}\n  }\n}`,
+      ...(opts.imap ? [`service imap-login {\n  chroot =\n  inet_listener imap {\n    address = 127.0.0.1\n    port = ${imapPort}\n  }\n  inet_listener imaps {\n    port = 0\n  }\n}`] : []),
       'service anvil {\n  chroot =\n}',
       ...(isRoot ? [] : [`default_internal_user = ${me.username}`, `default_login_user = ${me.username}`, `default_internal_group = ${groupName()}`]),
       '',
@@ -89,6 +93,7 @@ export async function startDovecot(users: Record<string, string>): Promise<TestD
   }
   return {
     popPort,
+    imapPort,
     logFile,
     async stop() {
       spawnSync(DOVECOT, ['-c', conf, 'stop'], { stdio: 'ignore', timeout: 10_000 });
