@@ -17,7 +17,9 @@
  *   have recovered, up to maxSuspend). Afterwards rate and connections
  *   restart at half of what was in force and regain a tenth of the
  *   configured limits per `recover` interval (additive increase,
- *   multiplicative decrease).
+ *   multiplicative decrease). A group without a configured rate gets one:
+ *   the rate it was sending at over the last 10 s when the throttle reply
+ *   came, halved, until the limits have fully recovered.
  *
  * Deferrals made here carry `retryAt` (src/envelope.ts): the queue manager
  * schedules them for that time and does not count them as attempts.
@@ -84,10 +86,25 @@ interface GroupState {
   /** Factor the recovery started from, at suspendedUntil. */
   base: number;
   inFlight: number;
+  /** Send times within the last LEARN_WINDOW_MS (oldest first), to learn a rate where none is configured. */
+  sent: number[];
+  /** Messages/s the group was sending when a throttle reply came, for a group without a configured rate; cleared on full recovery. */
+  learned?: number;
+}
+
+/** Sends remembered to learn a rate: the last 10 s, at most 10,000. */
+const LEARN_WINDOW_MS = 10_000;
+const LEARN_MAX_SENDS = 10_000;
+
+/** Messages per second over the remembered sends (at least over one second); undefined with fewer than two. */
+function observedRate(s: GroupState, now: number): number | undefined {
+  const recent = s.sent.filter((at) => at >= now - LEARN_WINDOW_MS);
+  if (recent.length < 2) return undefined;
+  return recent.length / (Math.max(1000, now - recent[0]!) / 1000);
 }
 
 function freshState(): GroupState {
-  return { nextStart: 0, promised: 0, suspendedUntil: 0, streak: 0, base: 1, inFlight: 0 };
+  return { nextStart: 0, promised: 0, suspendedUntil: 0, streak: 0, base: 1, inFlight: 0, sent: [] };
 }
 
 export class Shaper {
@@ -132,6 +149,7 @@ export class Shaper {
     if (f >= 1) {
       s.base = 1;
       s.streak = 0;
+      s.learned = undefined;
     }
     return f;
   }
@@ -174,10 +192,14 @@ export class Shaper {
     const t = this.now();
     if (t < s.suspendedUntil) return this.suspendedAdmission(g, s);
     const interval = this.interval(g);
-    if (interval === undefined) return { ok: true, waitMs: 0 };
+    if (interval === undefined) {
+      this.recordSend(s, t);
+      return { ok: true, waitMs: 0 };
+    }
     const start = Math.max(t, s.nextStart);
     if (start - t > this.cfg.maxWaitMs) return { ok: false, retryAt: this.spread(g, start), reason: `rate limit ${this.rate(g)!.toFixed(2)}/s reached` };
     s.nextStart = start + interval;
+    this.recordSend(s, start);
     return { ok: true, waitMs: start - t };
   }
 
@@ -216,6 +238,8 @@ export class Shaper {
     const t = this.now();
     if (t < s.suspendedUntil) return { retryAt: this.spread(g, s.suspendedUntil), until: s.suspendedUntil, fresh: false };
     const ms = Math.min(g.rules.maxSuspendMs, g.rules.suspendMs * 2 ** Math.min(s.streak, 20));
+    // No configured rate: the rate it was sending at becomes the one to halve (until full recovery).
+    if (g.limits.ratePerSecond === undefined && s.learned === undefined) s.learned = observedRate(s, t);
     s.base = Math.max(MIN_FACTOR, this.factor(g) / 2);
     s.streak++;
     s.suspendedUntil = t + ms;
@@ -258,12 +282,22 @@ export class Shaper {
   }
 
   private rate(g: ShapingGroup): number | undefined {
-    return g.limits.ratePerSecond === undefined ? undefined : g.limits.ratePerSecond * this.factor(g);
+    const factor = this.factor(g); // first: full recovery forgets a learned rate
+    const base = g.limits.ratePerSecond ?? this.state(g).learned;
+    return base === undefined ? undefined : base * factor;
   }
 
   private interval(g: ShapingGroup): number | undefined {
     const rate = this.rate(g);
     return rate === undefined ? undefined : 1000 / rate;
+  }
+
+  private recordSend(s: GroupState, at: number): void {
+    s.sent.push(at);
+    const from = at - LEARN_WINDOW_MS;
+    let drop = 0;
+    while (drop < s.sent.length && (s.sent[drop]! < from || s.sent.length - drop > LEARN_MAX_SENDS)) drop++;
+    if (drop > 0) s.sent.splice(0, drop);
   }
 
   /** A retry time at or after `at`, one interval after the last one handed out. */

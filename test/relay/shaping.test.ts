@@ -16,6 +16,7 @@ import { At, ConfigError } from '../../src/config/validate';
 import { createDeliveryAgent, type SmtpDeliveryAgent } from '../../src/relay/deliver';
 import { parseEgressPools } from '../../src/relay/egress';
 import { parseShaping, providerOf } from '../../src/relay/providers';
+import { Shaper } from '../../src/relay/shaping';
 import type { DeliveryJob } from '../../src/relay/types';
 import { MetricsCatalogue } from '../../src/metrics/catalogue';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
@@ -179,6 +180,35 @@ describe('provider rules', () => {
     assert.equal(providerOf(cfg, ['google.com.evil.test']), undefined);
     const removed = parseShaping({ providers: { google: null } }, at.child('shaping'), []);
     assert.equal(providerOf(removed, ['aspmx.l.google.com']), undefined, 'null removes a built-in provider');
+  });
+
+  it('halves the rate on a throttle reply (a learned one when none is configured) and regains it additively', () => {
+    let now = 1_000_000;
+    const cfg = parseShaping({ providers: { bigmail: { mx: ['bigmail.test'], suspend: '1s', maxSuspend: '8s', recover: '1s' } } }, at.child('shaping'), []);
+    const shaper = new Shaper(cfg, {}, () => now);
+    const g = shaper.groupFor(['mx.bigmail.test'], 'users.bigmail.test', undefined);
+    const rate = (): number | undefined => shaper.snapshotOf(g).ratePerSecond;
+    // 20 messages in one second, unlimited.
+    for (let i = 0; i < 20; i++, now += 50) assert.deepEqual(shaper.beforeSend(g), { ok: true, waitMs: 0 });
+    assert.equal(rate(), undefined, 'no rate before a throttle reply');
+    const first = shaper.throttled(g);
+    assert.equal(first.until, now + 1000);
+    assert.equal(rate(), 10, 'the 20/s it was sending at, halved');
+    assert.equal(shaper.admit(g).ok, false, 'suspended');
+    now = first.until;
+    assert.equal(shaper.admit(g).ok, true, 'the suspension is over');
+    // 10/s: one every 100 ms; the next turn is 100 ms away.
+    assert.deepEqual(shaper.beforeSend(g), { ok: true, waitMs: 0 });
+    assert.deepEqual(shaper.beforeSend(g), { ok: true, waitMs: 100 });
+    now += 1000;
+    assert.ok(Math.abs(rate()! - 12) < 1e-9, `a tenth of the learned 20/s back per second: ${rate()}`);
+    // Throttled again before full recovery: twice as long, from the lower rate.
+    const second = shaper.throttled(g);
+    assert.equal(second.until - now, 2000);
+    assert.ok(Math.abs(rate()! - 6) < 1e-9, `halved again: ${rate()}`);
+    now = second.until + 10_000;
+    assert.equal(rate(), undefined, 'fully recovered: unlimited again');
+    assert.equal(shaper.snapshotOf(g).factor, 1);
   });
 
   it('refuses bad shaping config with the key named', () => {
