@@ -37,7 +37,8 @@
  *                        paced run to a bought list; one burst is one hour)
  *   pushedPerHour        MAILs a containment throttle refused in the hour
  *   authNewNetworks      AUTH from networks not used in 30 days, per day
- *                        (not in the account's first week: no habits yet),
+ *                        (in the account's first week, no habits yet: only
+ *                        a network beyond its first two),
  *                        while the client sends from such a network
  *   campaign             (per message) distinct subjects of the whole fleet
  *                        that sent this body, or a fresh link domain of it,
@@ -62,6 +63,8 @@ const LINK_YOUTH = 7 * DAY;
 /** Distinct URLs at fresh link domains in a day from which such links count as landing sites. */
 const ROTATING_URLS = 2;
 const FIRST_WEEK = 7 * DAY;
+/** Networks an account in its first week may use before one more counts as new. */
+const FIRST_WEEK_NETWORKS = 2;
 
 export interface CSubject {
   readonly kind: 'a' | 'ip';
@@ -273,12 +276,13 @@ export class Signals {
   async recordAuth(s: CSubject, ip: string, now: number): Promise<void> {
     const net = networkOf(ip);
     await this.store.addToSet(ckeys.nets(s), net, HOUR, now);
-    // An account in its first week has no usual networks yet: nothing it uses is "new".
+    // An account in its first week has no usual networks yet: its first FIRST_WEEK_NETWORKS
+    // (a home line and a phone) become them; only a network beyond those is "new".
     if ((await this.store.get(ckeys.authSince(s), now)) === 0) await this.store.incr(ckeys.authFirstWeek(s), 1, FIRST_WEEK, now);
     await this.store.incr(ckeys.authSince(s), (await this.store.get(ckeys.authSince(s), now)) === 0 ? 1 : 0, KNOWN_WINDOW, now);
     const before = await this.store.setSize(ckeys.nets30(s), KNOWN_WINDOW, now);
     const isNew = (await this.store.addToSet(ckeys.nets30(s), net, KNOWN_WINDOW, now)) > before;
-    if (isNew && (await this.store.get(ckeys.authFirstWeek(s), now)) === 0) {
+    if (isNew && ((await this.store.get(ckeys.authFirstWeek(s), now)) === 0 || before >= FIRST_WEEK_NETWORKS)) {
       await this.store.record(ckeys.newNet1d(s), DAY, 1, now);
       await this.store.incr(ckeys.netYouth(s, net), 1, DAY, now);
     }

@@ -136,7 +136,7 @@ describe('signals the address-book attack cannot avoid', () => {
     assert.equal((await sig.read(s, undefined, T0 + 5 * HOUR)).peakDay, 18);
   });
 
-  it('AUTH from a network never used counts, but not in the account first week', async () => {
+  it('AUTH from a network never used counts; in the account first week only beyond its first two networks', async () => {
     const sig = new Signals(new MemoryStore());
     const s = a('bob@isp.example');
     await sig.recordAuth(s, '100.64.0.7', T0);
@@ -147,6 +147,13 @@ describe('signals the address-book attack cannot avoid', () => {
     assert.equal((await sig.read(s, undefined, T0 + 8 * DAY)).authNewNetworksPerDay, 0);
     await sig.recordAuth(s, '198.51.100.20', T0 + 8 * DAY + 1);
     assert.equal((await sig.read(s, undefined, T0 + 8 * DAY + 1)).authNewNetworksPerDay, 1);
+    // Compromised in its first week: the home line and the phone are its habits, a botnet's address is not.
+    const young = a('new@isp.example');
+    await sig.recordAuth(young, '100.64.1.7', T0);
+    await sig.recordAuth(young, '172.16.5.9', T0 + HOUR);
+    assert.equal((await sig.read(young, undefined, T0 + HOUR)).authNewNetworksPerDay, 0);
+    await sig.recordAuth(young, '45.83.12.200', T0 + 2 * DAY);
+    assert.equal((await sig.read(young, undefined, T0 + 2 * DAY, 0, '45.83.12.200')).authNewNetworksPerDay, 1);
     // Told the client: only while it sends from the new network (not the home line the same evening).
     assert.equal((await sig.read(s, undefined, T0 + 8 * DAY + 2, 0, '198.51.100.21')).authNewNetworksPerDay, 1);
     assert.equal((await sig.read(s, undefined, T0 + 8 * DAY + 2, 0, '100.64.0.7')).authNewNetworksPerDay, 0);
