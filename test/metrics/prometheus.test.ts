@@ -27,7 +27,6 @@ import { prepareGateway, type TestGateway } from '../helpers/gateway';
 import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
 import { promises as fsp } from 'node:fs';
-import { freePort } from '../helpers/process';
 import { alertRules, dashboardExprs, startPrometheus, stripComparisons, substituteGrafanaVars, type Prometheus } from './promql';
 
 const DNSBL = (server: string) => `
@@ -51,7 +50,7 @@ defaultPlan: residential
 classPlans: { residential-dynamic: residential, business: business }
 `;
 
-async function waitUntil(what: string, cond: () => Promise<boolean> | boolean, ms = 15_000): Promise<void> {
+async function waitUntil(what: string, cond: () => Promise<boolean> | boolean, ms = 60_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
@@ -90,7 +89,8 @@ async function submit(gw: TestGateway, ip: string, user: string, pass: string, t
   }
 }
 
-describe('metrics through a real Prometheus', () => {
+// Bounded: a setup that cannot finish fails the file (after() stops what started) instead of hanging the run.
+describe('metrics through a real Prometheus', { timeout: 240_000 }, () => {
   let dns: TestDns;
   let mx: TestMx;
   let strict: TestMx;
@@ -112,9 +112,8 @@ describe('metrics through a real Prometheus', () => {
     dns.set('3.0.0.127.zen.test', 'A', ['127.0.0.4']); // XBL
     dns.behave('6.0.0.127.zen.test', 'drop'); // the DNSBL times out for .6 (onError: accept)
 
-    // Prometheus starts first: its first scrape comes about 5 s after it is ready (target discovery).
-    const adminPort = await freePort();
-    const promStarted = startPrometheus([`127.0.0.1:${adminPort}`]);
+    // The admin API on a port of its own choosing (0): a port probed free beforehand can be
+    // taken by another test file before the gateway binds it. Prometheus is told the port after.
     const { dir, configFile } = await prepareGateway({
       netblocks: [
         { cidr: '127.0.0.0/28', class: 'residential-dynamic' },
@@ -125,13 +124,13 @@ describe('metrics through a real Prometheus', () => {
         relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: mx.port, backoff: ['30s'], connectTimeout: '1s' },
         dkim: { keysDir: 'dkim', signingDomain: 'isp.test' },
         metrics: { domains: ['dest.test'] },
-        admin: { address: '127.0.0.1', port: adminPort, token: 'test-admin-token' },
+        admin: { address: '127.0.0.1', port: 0, token: 'test-admin-token' },
       },
     });
     await dkimKeygen({ keysDir: path.join(dir, 'dkim'), domain: 'isp.test', selector: 's1', algo: 'ed25519' });
     const cfg = loadConfigFile(configFile);
     const app = await build(cfg, { logger: createLogger({ level: cfg.log.level, pretty: false }), scanIntervalMs: 200 });
-    await app.start();
+    // Assigned before start(), so after() stops it whatever fails from here on.
     gw = {
       dir,
       configFile,
@@ -142,8 +141,9 @@ describe('metrics through a real Prometheus', () => {
         await fsp.rm(dir, { recursive: true, force: true });
       },
     };
-    prom = await promStarted;
-    await waitUntil('the first scrape', async () => (await prom.query('up{job="smarthost"} == 1')).result.length > 0, 20_000);
+    await app.start();
+    prom = await startPrometheus([`127.0.0.1:${app.admin.port}`]);
+    await waitUntil('the first scrape', async () => (await prom.query('up{job="smarthost"} == 1')).result.length > 0);
 
     // ---- the load ----
     assert.equal(await submit(gw, '127.0.0.5', 'alice@isp.test', 'alice-secret-1', 'erin@dest.test'), 250);
@@ -173,11 +173,10 @@ describe('metrics through a real Prometheus', () => {
   });
 
   after(async () => {
-    await prom?.stop();
-    await gw?.stop();
-    await strict?.close();
-    await mx?.close();
-    await dns?.close();
+    // Each one stopped even if another fails to (a half-started gateway): nothing left holding the run open.
+    const stops = await Promise.allSettled([prom?.stop(), gw?.stop(), strict?.close(), mx?.close(), dns?.close()]);
+    const failed = stops.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   });
 
   it('the load shows in the metrics (accepted, refused, deferred, bounced, held)', async () => {

@@ -72,16 +72,37 @@ export interface Prometheus {
   stop(): Promise<void>;
 }
 
-/** A real Prometheus (Debian's /usr/bin/prometheus) scraping `targets` every second, with the repo's alert rules loaded. */
+/**
+ * A real Prometheus (Debian's /usr/bin/prometheus) scraping `targets` every second, with the repo's alert rules loaded.
+ * Its port is probed free just before; another process can still take it first (other test files bind
+ * ports all the time), so "address already in use" means: try again on another port (3 tries). A setup
+ * that fails never leaves the child behind: it is killed (SIGKILL after 5 s) before the error is thrown.
+ */
 export async function startPrometheus(targets: string[]): Promise<Prometheus> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-prom-'));
-  const port = await freePort();
   const config = {
     global: { scrape_interval: '1s', evaluation_interval: '1s', scrape_timeout: '900ms' },
     rule_files: [ALERTS_FILE],
     scrape_configs: [{ job_name: 'smarthost', metrics_path: '/metrics', static_configs: [{ targets }] }],
   };
   await fsp.writeFile(path.join(dir, 'prometheus.yml'), YAML.stringify(config));
+  const errors: string[] = [];
+  try {
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const started = await startOnce(dir, await freePort());
+      if ('url' in started) return started;
+      errors.push(started.error);
+      if (!/address already in use/i.test(started.error)) break;
+    }
+  } catch (err) {
+    errors.push((err as Error).message);
+  }
+  await fsp.rm(dir, { recursive: true, force: true });
+  throw new Error(`prometheus did not start:\n${errors.join('\n---\n')}`);
+}
+
+/** One try on `port`: a ready Prometheus, or why not (the child is gone by then). */
+async function startOnce(dir: string, port: number): Promise<Prometheus | { error: string }> {
   const child: ChildProcess = spawn(
     '/usr/bin/prometheus',
     [`--config.file=${path.join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
@@ -89,33 +110,58 @@ export async function startPrometheus(targets: string[]): Promise<Prometheus> {
   );
   let log = '';
   child.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    if (child.exitCode === null) child.kill('SIGTERM');
+  // A test file whose setup failed before it could call stop() must still end: the child does
+  // not hold the event loop open, and is killed when this process exits.
+  child.unref();
+  (child.stderr as unknown as { unref(): void }).unref();
+  const killAtExit = () => child.kill('SIGKILL');
+  process.once('exit', killAtExit);
+  let spawnError: Error | undefined;
+  // 'exit' may never come for a child that could not be spawned: 'error' ends the wait too.
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', (err) => {
+      spawnError = err;
+      resolve();
+    });
+  });
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const kill = async () => {
+    if (!gone) child.kill('SIGTERM');
     const t = setTimeout(() => child.kill('SIGKILL'), 5000);
     await exited;
     clearTimeout(t);
-    await fsp.rm(dir, { recursive: true, force: true });
+    process.removeListener('exit', killAtExit);
   };
-  const deadline = Date.now() + 15_000;
+  const url = `http://127.0.0.1:${port}`;
+  // A bound that catches a Prometheus that never comes up, not a speed check (a loaded machine is slow).
+  const deadline = Date.now() + 60_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`prometheus exited (${child.exitCode}):\n${log}`);
-    const ok = await fetch(`${url}/-/ready`).then((r) => r.ok, () => false);
+    if (gone) return { error: `prometheus on port ${port} exited (${spawnError?.message ?? child.exitCode ?? child.signalCode}):\n${log}` };
+    // Address in use: Prometheus logs it and exits; do not wait for that.
+    if (/address already in use/i.test(log)) {
+      await kill();
+      return { error: `prometheus on port ${port}: address already in use:\n${log}` };
+    }
+    const ok = await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
     if (ok) break;
     if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`prometheus not ready after 15 s:\n${log}`);
+      await kill();
+      return { error: `prometheus on port ${port} not ready after 60 s:\n${log}` };
     }
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
     url,
     async query(expr) {
-      const r = await fetch(`${url}/api/v1/query`, { method: 'POST', body: new URLSearchParams({ query: expr }) });
+      const r = await fetch(`${url}/api/v1/query`, { method: 'POST', body: new URLSearchParams({ query: expr }), signal: AbortSignal.timeout(30_000) });
       const j = (await r.json()) as { status: string; error?: string; data?: { resultType: string; result: unknown[] } };
       return { status: j.status, error: j.error, resultType: j.data?.resultType, result: j.data?.result ?? [] };
     },
-    stop,
+    async stop() {
+      await kill();
+      await fsp.rm(dir, { recursive: true, force: true });
+    },
   };
 }
