@@ -94,6 +94,23 @@ export function childPids(pid: number): number[] {
     .map(Number);
 }
 
+/** Until `pid` has exited (gone, or a zombie: its files and sockets are closed), bounded. */
+export async function waitForExit(pid: number, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  const running = () => {
+    try {
+      const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3) !== 'Z';
+    } catch {
+      return false;
+    }
+  };
+  while (running()) {
+    if (Date.now() > deadline) throw new Error(`process ${pid} still running after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** SIGKILL a gateway and its workers at once (a crash of the whole tree); returns once all are gone. */
 export async function killTree(gw: GatewayProcess): Promise<void> {
   const pids = [gw.child.pid!, ...childPids(gw.child.pid!)];
