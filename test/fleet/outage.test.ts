@@ -57,7 +57,7 @@ async function attempt(port: number, ip: string, seq: number): Promise<string> {
   }
 }
 
-describe('a Redis outage under load', { timeout: 120_000 }, () => {
+describe('a Redis outage under load', { timeout: 240_000 }, () => {
   let dns: TestDns;
   let mx: TestMx;
 
@@ -85,7 +85,11 @@ describe('a Redis outage under load', { timeout: 120_000 }, () => {
             failMode,
             keyPrefix: prefix,
             probeInterval: '100ms',
-            redis: { url: redis.url, commandTimeout: '200ms', connectTimeout: '1s', maxReconnectDelay: '200ms' },
+            // The outage is a SIGKILL: the connection drops and every call fails at once, so no
+            // short command timeout is needed to see it. A short one (200 ms) on a loaded machine
+            // added outages of its own: a slow reply flipped the node (fail closed: a 451 after
+            // recovery), and a replayed batch that timed out was replayed again (Redis over-counted).
+            redis: { url: redis.url, commandTimeout: '5s', connectTimeout: '1s', maxReconnectDelay: '200ms' },
           },
           policyFiles: { 'quotas.yaml': QUOTAS },
           relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: mx.port, backoff: ['300ms'] },
@@ -109,11 +113,18 @@ describe('a Redis outage under load', { timeout: 120_000 }, () => {
           return { status: r.status, body: (await r.json()) as { ready: boolean; failures?: string[]; warnings?: string[] } };
         };
 
-        await new Promise((r) => setTimeout(r, 1000));
+        // Attempts started after `from` that have finished (only finished ones are recorded).
+        const completed = (from: number) => attempts.filter((a) => a.start > from).length;
+        // Each phase lasts at least as long as it always did, and then until its load has really
+        // happened (bounded): on a loaded machine an attempt can take longer than the whole pause.
+        const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+        await pause(1000);
+        await eventually(async () => completed(0), (n) => n >= CLIENTS, 30_000, 'load before the outage');
         const killAt = Date.now();
         await redis.kill();
-        await new Promise((r) => setTimeout(r, 700));
-        const during = await readyz();
+        await pause(700);
+        // The gateway notices at its next Redis call; /readyz says so (bounded wait, same assertions below).
+        const during = await eventually(readyz, (r) => r.status !== 200 || (r.body.warnings?.length ?? 0) > 0, 15_000, '/readyz to report the outage');
         // Submission during the outage: the connection count and AUTH's lockout state are both in
         // the store, so failing closed refuses at the greeting, failing open lets AUTH through.
         const greeting = await (async () => {
@@ -124,12 +135,14 @@ describe('a Redis outage under load', { timeout: 120_000 }, () => {
         })();
         const sub = failMode === 'open' ? await submissionClient(n.submission, '127.0.0.14', 'alice@isp.test', 'alice-secret-1') : undefined;
         await sub?.c.quit();
-        await new Promise((r) => setTimeout(r, 800));
+        await pause(800);
+        await eventually(async () => completed(killAt + 300), (n) => n >= 5, 30_000, 'load during the outage');
         const restartAt = Date.now();
         await redis.start();
-        const recovered = await eventually(readyz, (r) => r.status === 200 && !r.body.warnings, 10_000, 'the gateway to use Redis again');
+        const recovered = await eventually(readyz, (r) => r.status === 200 && !r.body.warnings, 30_000, 'the gateway to use Redis again');
         const recoveredAt = Date.now();
-        await new Promise((r) => setTimeout(r, 800));
+        await pause(800);
+        await eventually(async () => completed(recoveredAt), (n) => n >= 5, 30_000, 'load after recovery');
         stop = true;
         await Promise.all(loops);
 
