@@ -83,6 +83,12 @@ export interface PlanThresholds {
   readonly bookAllowance: number;
   /** Score at which each response starts (0: never). */
   readonly responses: Readonly<Record<ResponseName, number>>;
+  /**
+   * Score (below every response) at which a message is still sent, but from
+   * relay.poolSelection.quarantine: a suspicious sender's mail does not
+   * spend the normal pools' reputation (responses.quarantine; 0: off).
+   */
+  readonly quarantine: number;
 }
 
 export interface ContainmentConfig {
@@ -127,6 +133,7 @@ const DEFAULT_THRESHOLDS: PlanThresholds = {
   campaignSenders: 8,
   bookAllowance: 0,
   responses: { throttle: 1, hold: 2, suspend: 4 },
+  quarantine: 0,
 };
 
 const DEFAULT_WEIGHTS: Record<SignalName, number> = {
@@ -178,12 +185,16 @@ function share(v: unknown, at: At, dflt: number): number {
 
 function thresholds(raw: unknown, at: At, base: PlanThresholds): PlanThresholds {
   const o: Obj = obj(raw ?? {}, at, ['volumeFactor', 'volumeFloor', 'volumePeakFactor', 'newRecipientsPerHour', 'newShareOfPeak', 'newRecipientsPerDay', 'newDomainsPerHour', 'refusedPerHour', 'refusedShare', 'authNetworksPerHour', 'sameBodyPerDay', 'complaints', 'complaintShare', 'contentSpamPerDay', 'volumeDayFloor', 'volumeDayFactor', 'addressBookShare', 'addressBookMin', 'newLinkRecipientsPerDay', 'identityChangesPerDay', 'authNewNetworksPerDay', 'strangerHours', 'pushedPerHour', 'campaignSenders', 'bookAllowance', 'responses']);
-  const r = obj(o.responses ?? {}, at.child('responses'), RESPONSES);
+  const r = obj(o.responses ?? {}, at.child('responses'), [...RESPONSES, 'quarantine']);
   const responses = {
     throttle: num(r.throttle, at.child('responses').child('throttle'), base.responses.throttle),
     hold: num(r.hold, at.child('responses').child('hold'), base.responses.hold),
     suspend: num(r.suspend, at.child('responses').child('suspend'), base.responses.suspend),
   };
+  const quarantine = num(r.quarantine, at.child('responses').child('quarantine'), base.quarantine);
+  // Quarantine is for the suspicious that still send: at or over the first response, the response wins.
+  const first = RESPONSES.find((n) => responses[n] > 0);
+  if (quarantine > 0 && first && quarantine >= responses[first]) at.child('responses').child('quarantine').fail(`must be below responses.${first} (${responses[first]}), got ${quarantine}`);
   return {
     volumeFactor: num(o.volumeFactor, at.child('volumeFactor'), base.volumeFactor),
     volumeFloor: num(o.volumeFloor, at.child('volumeFloor'), base.volumeFloor),
@@ -211,6 +222,7 @@ function thresholds(raw: unknown, at: At, base: PlanThresholds): PlanThresholds 
     campaignSenders: num(o.campaignSenders, at.child('campaignSenders'), base.campaignSenders),
     bookAllowance: share(o.bookAllowance, at.child('bookAllowance'), base.bookAllowance),
     responses,
+    quarantine,
   };
 }
 

@@ -39,6 +39,9 @@ import type { WebhookNotifier } from './notifier';
 import type { MessageTraits } from '../message-traits';
 import { ckeys, type CSubject, DAY, domainOf, HOUR, type MessageFacts, Signals, subjectName, type SignalValues } from './signals';
 
+/** The data verdict of a suspicious sender's message: accepted, to leave from the quarantine pool (relay/egress.ts). */
+export const QUARANTINE_RULE = 'containment.quarantine';
+
 export const LEVELS: readonly (ResponseName | 'none')[] = ['none', 'throttle', 'hold', 'suspend'];
 
 export interface ContainmentEvent {
@@ -58,8 +61,8 @@ export interface ContainmentEvent {
 export interface ContainmentObserver {
   /** A subject reached a new response (once per response and subject until it lapses). */
   event?(e: ContainmentEvent): void;
-  /** A message or transaction refused, held or throttled by containment. */
-  contained?(response: ResponseName, stage: 'connect' | 'mail' | 'data'): void;
+  /** A message or transaction refused, held or throttled by containment, or accepted for the quarantine pool. */
+  contained?(response: ResponseName | 'quarantine', stage: 'connect' | 'mail' | 'data'): void;
 }
 
 export interface AccountWriter {
@@ -259,7 +262,20 @@ export class Containment {
     if (a.score > 0) await this.deps.store.rank(ckeys.scores(), [[subjectName(s), a.score]], DAY, RANKED_SUBJECTS, now);
     await this.respond(s, a, plan, client, now);
     const sticky = await this.deps.store.get(ckeys.level(s), now);
-    return this.verdict(Math.max(sticky, a.level), 'data', s, a);
+    const level = Math.max(sticky, a.level);
+    if (level === 0 && this.suspicious(a, plan)) return this.quarantined(a);
+    return this.verdict(level, 'data', s, a);
+  }
+
+  /** Over the plan's quarantine score, under every response: sent, but from the quarantine pool. */
+  private suspicious(a: Assessment, plan: string | undefined): boolean {
+    const q = this.thresholds(plan).quarantine;
+    return q > 0 && a.score >= q;
+  }
+
+  private quarantined(a: Assessment): Verdict {
+    this.deps.observer?.contained?.('quarantine', 'data');
+    return { action: 'accept', stage: 'data', rule: QUARANTINE_RULE, values: decisionValues(a, 0) };
   }
 
   /**
@@ -453,10 +469,13 @@ export class ContainedHooks implements PolicyHooks {
     return this.inner().data({
       ...f,
       lastWord: async (v) => {
-        const mine = stricter(v, await this.c.atData(f.client, f.recipients, factsOf(f), f.account, f.mailFrom));
+        const theirs = await this.c.atData(f.client, f.recipients, factsOf(f), f.account, f.mailFrom);
+        const mine = stricter(v, theirs);
         if (mine !== v) for (const takeBack of counted.get(f.client) ?? []) await takeBack();
         counted.delete(f.client);
-        return outer ? outer(mine) : mine;
+        // Quarantine accepts too: the message is sent (nothing taken back), and its rule, not the rules' accept, picks the pool.
+        const last = mine === v && v.action === 'accept' && theirs?.rule === QUARANTINE_RULE ? theirs : mine;
+        return outer ? outer(last) : last;
       },
     });
   }

@@ -92,6 +92,8 @@ const ACTIONS = new Set(['accept', 'tempfail', 'reject', 'hold']);
 const REPLY_NAMES = new Set(Object.keys(REPLIES));
 const CONTAINMENT_RESPONSES = ['throttle', 'hold', 'suspend'];
 const CONTAINMENT_STAGES = ['connect', 'mail', 'data'];
+/** containment_actions_total's responses: quarantine is no response of a subject, only a verdict on a message. */
+const CONTAINMENT_ACTIONS = [...CONTAINMENT_RESPONSES, 'quarantine'];
 const SCORE_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16];
 /** rspamd's actions as label values ("add header" → "add_header"), plus what is not a verdict. */
 const CONTENT_ACTIONS = [...RSPAMD_ACTIONS.map((a) => a.replace(/ /g, '_')), 'error', 'skipped'];
@@ -292,7 +294,7 @@ export class MetricsCatalogue {
     });
     this.containmentActions = new Counter({
       name: `${PREFIX}containment_actions_total`,
-      help: 'Transactions throttled, held or refused by containment, by response and SMTP stage (connect, mail, data).',
+      help: 'Transactions throttled, held or refused by containment, by response and SMTP stage (connect, mail, data); response quarantine: messages of a suspicious sender (score at responses.quarantine, under every response) accepted to leave from relay.poolSelection.quarantine.',
       labelNames: ['response', 'stage'],
       registers: [r],
     });
@@ -494,7 +496,7 @@ export class MetricsCatalogue {
     for (const file of ['journal', 'queue']) for (const op of ['write', 'sync']) this.storageErrors.inc({ file, op, code: 'ENOSPC' }, 0);
     for (const response of CONTAINMENT_RESPONSES) this.containmentResponses.inc({ response }, 0);
     // The stages where each response acts (src/containment/containment.ts verdict()).
-    for (const [response, stage] of [['throttle', 'mail'], ['throttle', 'data'], ['hold', 'data'], ['suspend', 'connect'], ['suspend', 'mail']] as const) {
+    for (const [response, stage] of [['throttle', 'mail'], ['throttle', 'data'], ['hold', 'data'], ['quarantine', 'data'], ['suspend', 'connect'], ['suspend', 'mail']] as const) {
       this.containmentActions.inc({ response, stage }, 0);
     }
     for (const signal of EXTERNAL_SIGNALS) this.containmentExternal.inc({ signal }, 0);
@@ -621,7 +623,7 @@ export class MetricsCatalogue {
       this.containmentScore.observe(e.score);
       for (const signal of e.fired) this.containmentSignalsFired.inc({ signal: oneOf(signal, SIGNALS) });
     },
-    contained: (response, stage) => this.containmentActions.inc({ response: oneOf(response, CONTAINMENT_RESPONSES), stage: oneOf(stage, CONTAINMENT_STAGES) }),
+    contained: (response, stage) => this.containmentActions.inc({ response: oneOf(response, CONTAINMENT_ACTIONS), stage: oneOf(stage, CONTAINMENT_STAGES) }),
     external: (signal) => this.containmentExternal.inc({ signal: oneOf(signal, EXTERNAL_SIGNALS) }),
     report: (provider, result) => this.feedbackReports.inc({ provider: provider === 'none' ? 'none' : this.providers.map(provider), result: oneOf(result, FEEDBACK_RESULTS) }),
     scan: (s) => {

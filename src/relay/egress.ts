@@ -5,7 +5,10 @@
  * is decided once, at acceptance, from who sent it (account plan, netblock
  * class) and recorded in its envelope, so every attempt — also after a
  * restart — leaves from the same pool. A message that was held and then
- * released leaves from the quarantine pool when one is configured.
+ * released leaves from the quarantine pool when one is configured, and so
+ * does, from acceptance on, a message containment found suspicious (its
+ * data verdict containment.quarantine: a score at the plan's
+ * responses.quarantine, under every response).
  */
 import { isIP } from 'node:net';
 import { At, int, mapOf, obj, optStr, str, strList } from '../config/validate';
@@ -26,7 +29,7 @@ export interface PoolSelection {
   readonly byClass: ReadonlyMap<string, string>;
   /** Pool for everyone else; absent: relay.sourceAddress / relay.heloName. */
   readonly default?: string;
-  /** Pool for a message released from hold (containment, policy hold). */
+  /** Pool for a message released from hold (containment, policy hold) or accepted as suspicious (containment.quarantine). */
   readonly quarantine?: string;
 }
 
@@ -81,7 +84,7 @@ export function parsePoolSelection(v: unknown, at: At, pools: ReadonlyMap<string
   const byPlan = table('byPlan', 'plan', 'account plan (submission, accounts file) → pool; checked before byClass');
   const byClass = table('byClass', 'class', 'netblock class of the client address (policies/netblocks.yaml) → pool');
   const dflt = optStr(o.default, at.child('default', { doc: 'pool for mail no byPlan/byClass entry matches', default: 'relay.sourceAddress and relay.heloName' }));
-  const quarantine = optStr(o.quarantine, at.child('quarantine', { doc: 'pool for mail released from hold (containment or policy)', default: 'the pool chosen at acceptance' }));
+  const quarantine = optStr(o.quarantine, at.child('quarantine', { doc: 'pool for mail released from hold (containment or policy) and for mail containment accepted as suspicious (containment.yaml responses.quarantine)', default: 'the pool chosen at acceptance' }));
   return {
     byPlan,
     byClass,
@@ -90,9 +93,14 @@ export function parsePoolSelection(v: unknown, at: At, pools: ReadonlyMap<string
   };
 }
 
-/** The pool a newly accepted message leaves from; undefined: no selection configured or nothing matched. */
-export function selectEgressPool(sel: PoolSelection | undefined, sender: { plan?: string; netblockClass?: string }): EgressChoice | undefined {
+/**
+ * The pool a newly accepted message leaves from; undefined: no selection
+ * configured or nothing matched. `quarantinedBy`: the rule that found the
+ * sender suspicious (containment.quarantine), which wins over plan and class.
+ */
+export function selectEgressPool(sel: PoolSelection | undefined, sender: { plan?: string; netblockClass?: string; quarantinedBy?: string }): EgressChoice | undefined {
   if (!sel) return undefined;
+  if (sender.quarantinedBy !== undefined && sel.quarantine) return { pool: sel.quarantine, rule: `relay.poolSelection.quarantine (${sender.quarantinedBy})` };
   const byPlan = sender.plan === undefined ? undefined : sel.byPlan.get(sender.plan);
   if (byPlan) return { pool: byPlan, rule: `relay.poolSelection.byPlan.${sender.plan}` };
   const byClass = sender.netblockClass === undefined ? undefined : sel.byClass.get(sender.netblockClass);

@@ -23,6 +23,7 @@ import type { AuthGate, ConnectionSlot, DataFacts, PolicyHooks } from '../policy
 import type { RoleHooks } from '../roles/index';
 import type { Handoff } from '../spool/handoff';
 import { selectEgressPool } from '../relay/egress';
+import { QUARANTINE_RULE } from '../containment/containment';
 import { newQueueId } from '../spool/queue-id';
 import { SpoolError, type Spool } from '../spool/store';
 import { collectMessage } from './collect';
@@ -383,7 +384,9 @@ export class SessionHandlers {
         if (signed.kind === 'signed') prefixBuf = Buffer.concat([Buffer.from(signed.headers), prefixBuf]);
       }
       // Decided once, here, and kept with the message: every attempt (also after a restart) leaves from this pool.
-      const egress = selectEgressPool(cfg.relay.poolSelection, { plan: st.account?.plan, netblockClass: client.netblockClass });
+      // A suspicious sender's message (containment's quarantine verdict, an accept) leaves from the quarantine pool.
+      const quarantinedBy = v.action === 'accept' && v.rule === QUARANTINE_RULE ? v.rule : undefined;
+      const egress = selectEgressPool(cfg.relay.poolSelection, { plan: st.account?.plan, netblockClass: client.netblockClass, ...(quarantinedBy ? { quarantinedBy } : {}) });
       const envelope: Envelope = {
         id,
         receivedAt: now,

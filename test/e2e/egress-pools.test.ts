@@ -26,6 +26,7 @@ import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { DEFAULT_ACCOUNTS, prepareGateway } from '../helpers/gateway';
 import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { waitUntil } from '../helpers/wait-until';
 
 const POOLS = {
   business: { addresses: ['127.0.0.10'], heloName: 'out-biz.isp.test' },
@@ -41,14 +42,6 @@ const RULES = `stages:
       file: lists/suspects.txt
       onMatch: hold
 `;
-
-async function waitUntil(what: string, cond: () => Promise<boolean>, tries = 200): Promise<void> {
-  for (let i = 0; i < tries; i++) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('egress pools by subscriber class and plan', () => {
   let dns: TestDns;

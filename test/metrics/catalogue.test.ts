@@ -39,6 +39,7 @@ describe('metric labels are bounded', () => {
     m.queue.outcome?.(outcome('y@elsewhere.test'));
     m.onSigned('isp.test', 'rsa-sha256', 'ok');
     m.feeds.contained?.('throttle', 'mail');
+    m.feeds.contained?.('quarantine', 'data');
     const text = (await m.render()).body;
     assert.equal(sample(text, /^smarthost_refusals_total\{listener="submission",stage="rcpt",reply="other"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_refusals_total\{listener="submission",stage="rcpt",reply="relay_denied"\} (\S+)$/m), 1);
@@ -50,6 +51,7 @@ describe('metric labels are bounded', () => {
     assert.equal(sample(text, /^smarthost_delivery_duration_seconds_sum\{domain="dest.test"\} (\S+)$/m), 1.5);
     assert.equal(sample(text, /^smarthost_dkim_signatures_total\{domain="other",algorithm="rsa-sha256",result="ok"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_containment_actions_total\{response="throttle",stage="mail"\} (\S+)$/m), 1);
+    assert.equal(sample(text, /^smarthost_containment_actions_total\{response="quarantine",stage="data"\} (\S+)$/m), 1);
     assert.doesNotMatch(text, /alice|erin|elsewhere|10\.0\.0\.1/);
   });
 });
