@@ -125,7 +125,7 @@ export class Listener {
         const a = this.server.server.address();
         this.boundPort = typeof a === 'object' && a ? a.port : port;
         // The uid says who accepts: the service user (process.user), never root (test/security/privilege.test.ts).
-        this.logger.info({ evt: 'listening', listener: name, address, port: this.boundPort, role: this.cfg.role, tls: this.cfg.security, uid: process.geteuid?.() }, 'listening');
+        this.logger.info({ evt: 'listening', listener: name, address, port: this.boundPort, role: this.cfg.role, security: this.cfg.security, uid: process.geteuid?.() }, 'listening');
         this.startSweeper();
         resolve();
       });
