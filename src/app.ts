@@ -192,6 +192,8 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
         dns: cfg.relay.dns,
         hostname: cfg.hostname,
         collector: tlsCollector,
+        logger,
+        ca: cfg.relay.mtaSts?.ca,
         submit: async (to, message) => {
           await queueLocalMessage(spool, (id) => qmgr.notify(id), { to, message, smtpUtf8: false, receivedAt: Date.now() });
         },

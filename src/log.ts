@@ -11,7 +11,7 @@ export type LogEvent =
   | 'listening' | 'listen_failed' | 'connect' | 'connect_refused' | 'disconnect' | 'auth' | 'policy'
   | 'reception' | 'rejection' | 'delivery' | 'transient_failure' | 'bounce' | 'expiration'
   | 'queue_op' | 'recovery' | 'reload' | 'dkim' | 'containment' | 'error'
-  | 'starting' | 'privileges' | 'tls_policy' | 'shaping';
+  | 'starting' | 'privileges' | 'tls_policy' | 'tls_report' | 'shaping';
 
 export const REDACT_PATHS = [
   'password', 'pass', 'token', 'auth.pass', 'auth.password', '*.password', '*.pass', '*.token',

@@ -20,10 +20,9 @@
  * Concurrent lookups of one domain share one fetch.
  */
 import https from 'node:https';
-import type { LookupFunction } from 'node:net';
 import { Resolver } from 'node:dns/promises';
 import type { RelayConfig } from './config';
-import type { MxResolver } from './mx';
+import { lookupVia, type MxResolver } from './mx';
 
 export type StsMode = 'enforce' | 'testing' | 'none';
 
@@ -159,17 +158,7 @@ export class MtaStsPolicies {
   private fetch(domain: string): Promise<{ ok: true; policy: Omit<StsPolicy, 'id'> } | { ok: false; error: NonNullable<StsLookup['fetchError']> }> {
     const host = `mta-sts.${domain}`;
     // The policy host's name goes through the relay's resolver, like every other name we deliver to.
-    const lookup: LookupFunction = (hostname, options, cb) => {
-      void this.hosts.resolveHost(hostname).then((r) => {
-        if (!r.ok || r.addresses.length === 0) {
-          const e = Object.assign(new Error(`cannot resolve ${hostname}`), { code: 'ENOTFOUND' });
-          return (cb as (err: Error) => void)(e);
-        }
-        const all = r.addresses.map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
-        if (options.all) (cb as (err: null, a: typeof all) => void)(null, all);
-        else cb(null, all[0].address, all[0].family);
-      });
-    };
+    const lookup = lookupVia(this.hosts);
     return new Promise((resolve) => {
       let done = false;
       const finish = (r: Awaited<ReturnType<MtaStsPolicies['fetch']>>): void => {

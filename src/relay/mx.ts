@@ -22,7 +22,7 @@
  * 30 s; temporary failures are never cached. Concurrent lookups of the same
  * name share one query.
  */
-import { isIP } from 'node:net';
+import { isIP, type LookupFunction } from 'node:net';
 import { Resolver } from 'node:dns/promises';
 import type { RelayConfig } from './config';
 
@@ -172,6 +172,25 @@ export function createMxResolver(dns: RelayConfig['dns'], opts: MxResolverOption
   }
 
   return { resolveMx, resolveHost, cancel: () => resolver.cancel() };
+}
+
+/**
+ * A `lookup` for node's net/tls/https clients that resolves through the
+ * relay's own resolver, so HTTPS hosts named in DNS (MTA-STS policy hosts,
+ * TLS-RPT endpoints) are found the way MX hosts are.
+ */
+export function lookupVia(hosts: MxResolver): LookupFunction {
+  return (hostname, options, cb) => {
+    void hosts.resolveHost(hostname).then((r) => {
+      if (!r.ok || r.addresses.length === 0) {
+        const e = Object.assign(new Error(`cannot resolve ${hostname}`), { code: 'ENOTFOUND' });
+        return (cb as (err: Error) => void)(e);
+      }
+      const all = r.addresses.map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
+      if (options.all) (cb as (err: null, a: typeof all) => void)(null, all);
+      else cb(null, all[0].address, all[0].family);
+    });
+  };
 }
 
 /** Sort by preference; shuffle within equal preference (load spreading, RFC 5321 §5.1). */

@@ -27,6 +27,7 @@ import { TlsReportCollector, TlsReporter } from '../../src/relay/tls-report';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { startTestCa, type TestCa } from '../helpers/test-ca';
 import { captureLogger, job, relayConfig, startMxGroup, type CountedMx } from './fixtures';
+import { startReportEndpoint } from './report-endpoint';
 
 let dns: TestDns;
 let ca: TestCa;
@@ -277,19 +278,23 @@ test('metrics: outcomes are counted with bounded labels (unlisted domains are "o
   assert.doesNotMatch(text, /127\.0\.19|mx-wrong/);
 });
 
-test('TLS-RPT: a finished day is mailed to the policy domain\'s rua as gzipped RFC 8460 JSON', { timeout: 30_000 }, async () => {
+test('TLS-RPT: a finished day is mailed to the policy domain\'s mailto: rua and POSTed to its https: rua as gzipped RFC 8460 JSON', { timeout: 30_000 }, async () => {
   let now = Date.parse('2026-12-01T10:00:00Z');
   const collector = new TlsReportCollector(() => now);
   const c = cfg();
   const agent = createDeliveryAgent(c, { hostname: 'gw.test', logger: captureLogger().logger, tlsObserver: collector });
-  dns.set('_smtp._tls.enf-wrong.test', 'TXT', ['v=TLSRPTv1; rua=mailto:tls-reports@reports.test,https://reports.test/post']);
+  const endpoint = await startReportEndpoint(await ca.leaf(['reports.test']));
+  dns.set('_smtp._tls.enf-wrong.test', 'TXT', [`v=TLSRPTv1; rua=mailto:tls-reports@reports.test,https://reports.test:${endpoint.port}/post`]);
   dns.set('reports.test', 'MX', [{ exchange: 'mx-good.sts.test', priority: 10 }]);
+  dns.set('reports.test', 'A', ['127.0.0.1']);
   const submitted: string[] = [];
   const reporter = new TlsReporter({
     cfg: { enabled: true, orgName: 'ISP Gateway', contact: 'postmaster@gw.test' },
     dns: c.dns,
     hostname: 'gw.test',
     collector,
+    logger: captureLogger().logger,
+    ca: ca.caPem,
     now: () => now,
     submit: async (to, message) => {
       submitted.push(to);
@@ -301,9 +306,11 @@ test('TLS-RPT: a finished day is mailed to the policy domain\'s rua as gzipped R
     for (const r of ['r1@enf-wrong.test', 'r2@enf-wrong.test', 'r@enf-good.test']) await agent.deliver(job([r]));
     assert.equal(await reporter.run(), 0, 'the day is not over yet');
     now += 86_400_000;
-    // enf-good.test publishes no TLSRPT record: only enf-wrong.test is reported, to its mailto: only.
-    assert.equal(await reporter.run(), 1);
+    // enf-good.test publishes no TLSRPT record: only enf-wrong.test is reported, to its mailto: and its https: rua.
+    assert.equal(await reporter.run(), 2);
     assert.deepEqual(submitted, ['tls-reports@reports.test']);
+    assert.equal(endpoint.received.length, 1);
+    assert.equal(endpoint.received[0].headers['content-type'], 'application/tlsrpt+gzip');
     const mail = good.messages.at(-1)!;
     assert.deepEqual(mail.rcptTo, ['tls-reports@reports.test']);
     assert.equal(mail.mailFrom, '');
@@ -321,9 +328,12 @@ test('TLS-RPT: a finished day is mailed to the policy domain\'s rua as gzipped R
         'failure-details': [{ 'result-type': 'certificate-host-mismatch', 'receiving-mx-hostname': 'mx-wrong.sts.test', 'failed-session-count': 2 }],
       },
     ]);
+    assert.deepEqual(JSON.parse(gunzipSync(endpoint.received[0].body).toString()), report, 'the POSTed report is the mailed one');
     assert.equal(await reporter.run(), 0, 'a day is reported once');
+    assert.equal(endpoint.received.length, 1);
   } finally {
     reporter.cancel();
     await agent.close();
+    await endpoint.close();
   }
 });
