@@ -11,6 +11,12 @@
  * Rules:
  *  - the domain's MX RRset must be secure (AD) for its host names to be
  *    trusted; an insecure MX RRset means no DANE for the domain (§2.2.1);
+ *  - an MX host's own address records (A, AAAA) must be secure too
+ *    (§2.2.2): an insecure address answer (e.g. a CNAME into an unsigned
+ *    zone) means no DANE for that host; an address lookup that fails at the
+ *    validating resolver (SERVFAIL: bogus) makes the host unusable. CNAMEs
+ *    are not followed for the TLSA base name: TLSA is looked up at the MX
+ *    host name only;
  *  - for each MX host, `_<port>._tcp.<host>` TLSA: secure with usable
  *    records → DANE (STARTTLS mandatory, certificate must match a record);
  *    secure but none usable → mandatory TLS without authentication
@@ -81,7 +87,36 @@ export class DaneResolver {
     return new Set(names);
   }
 
+  /**
+   * The DANE state of one MX host: its TLSA records, used only when the
+   * host's address records are secure as well (RFC 7672 §2.2.2).
+   */
   async tlsa(hostName: string, port: number): Promise<TlsaLookup> {
+    const [addresses, found] = await Promise.all([this.addressSecurity(hostName), this.tlsaRecords(hostName, port)]);
+    if (addresses.kind === 'secure') return found;
+    if (addresses.kind === 'insecure') return { kind: 'none' };
+    return addresses;
+  }
+
+  /**
+   * Whether the host's A and AAAA answers are secure: every answer that has
+   * addresses carries AD, and there is at least one such answer.
+   */
+  private async addressSecurity(hostName: string): Promise<{ kind: 'secure' } | { kind: 'insecure' } | { kind: 'failed'; reason: string }> {
+    const name = normalise(hostName);
+    let answers: Answer[];
+    try {
+      answers = await Promise.all([this.query(name, 'A'), this.query(name, 'AAAA')]);
+    } catch (err) {
+      return { kind: 'failed', reason: `address lookup for ${hostName} failed: ${(err as Error).message}` };
+    }
+    const bad = answers.find((a) => a.rcode !== 'NOERROR' && a.rcode !== 'NXDOMAIN');
+    if (bad) return { kind: 'failed', reason: `address lookup for ${hostName}: ${bad.rcode}` };
+    const withAddresses = answers.filter((a) => a.answers.some((r) => r.type === 'A' || r.type === 'AAAA'));
+    return withAddresses.length > 0 && withAddresses.every((a) => a.ad) ? { kind: 'secure' } : { kind: 'insecure' };
+  }
+
+  private async tlsaRecords(hostName: string, port: number): Promise<TlsaLookup> {
     let r: Answer;
     try {
       r = await this.query(`_${port}._tcp.${normalise(hostName)}`, 'TLSA');
@@ -97,7 +132,7 @@ export class DaneResolver {
     return { kind: 'dane', usable: records.filter(usableTlsa) };
   }
 
-  private query(name: string, type: 'MX' | 'TLSA'): Promise<Answer> {
+  private query(name: string, type: 'MX' | 'TLSA' | 'A' | 'AAAA'): Promise<Answer> {
     return new Promise((resolve, reject) => {
       const socket = dgram.createSocket(isIP(this.host) === 6 ? 'udp6' : 'udp4');
       const id = Math.floor(Math.random() * 65536);

@@ -4,7 +4,9 @@
  * and a private unbound (validating resolver) holding the zone's KSK as its
  * trust anchor and a stub-zone pointing at nsd. unbound's answers for the
  * zone carry a real AD bit; data whose signature does not verify (see
- * `tamper`) gets SERVFAIL. Both daemons run in the foreground as children of
+ * `tamper`) gets SERVFAIL. An optional second, unsigned zone is served
+ * beside it: outside the trust anchor, so its answers are insecure (no AD,
+ * no SERVFAIL). Both daemons run in the foreground as children of
  * the test and are killed by close().
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -30,6 +32,12 @@ export interface SignedZoneOptions {
   records: string[];
   /** Edit the signed zone text (e.g. change a record after signing, so its RRSIG no longer verifies). */
   tamper?: (signed: string) => string;
+  /** A second zone, served unsigned (e.g. the target of a CNAME from the signed zone). */
+  unsigned?: { origin: string; records: string[] };
+}
+
+function zoneText(origin: string, records: readonly string[]): string {
+  return [`$ORIGIN ${origin}.`, '$TTL 300', `@ IN SOA ns.${origin}. root.${origin}. 1 3600 600 86400 300`, `@ IN NS ns.${origin}.`, 'ns IN A 127.0.0.1', ...records, ''].join('\n');
 }
 
 export async function startSignedDns(opts: SignedZoneOptions): Promise<SignedDns> {
@@ -43,10 +51,9 @@ export async function startSignedDns(opts: SignedZoneOptions): Promise<SignedDns
   };
   try {
     const zoneFile = path.join(dir, `${opts.origin}.zone`);
-    writeFileSync(
-      zoneFile,
-      [`$ORIGIN ${opts.origin}.`, '$TTL 300', `@ IN SOA ns.${opts.origin}. root.${opts.origin}. 1 3600 600 86400 300`, `@ IN NS ns.${opts.origin}.`, 'ns IN A 127.0.0.1', ...opts.records, ''].join('\n'),
-    );
+    writeFileSync(zoneFile, zoneText(opts.origin, opts.records));
+    const unsignedFile = opts.unsigned ? path.join(dir, `${opts.unsigned.origin}.zone`) : undefined;
+    if (opts.unsigned && unsignedFile) writeFileSync(unsignedFile, zoneText(opts.unsigned.origin, opts.unsigned.records));
     const keygen = (...args: string[]): string => execFileSync('ldns-keygen', [...args, '-a', 'ECDSAP256SHA256', opts.origin], { cwd: dir }).toString().trim();
     const zsk = keygen();
     const ksk = keygen('-k');
@@ -60,7 +67,8 @@ export async function startSignedDns(opts: SignedZoneOptions): Promise<SignedDns
       nsdConf,
       `server:\n  ip-address: 127.0.0.1\n  port: ${nsdPort}\n  username: ""\n  zonesdir: "${dir}"\n  database: ""\n  pidfile: "${dir}/nsd.pid"\n` +
         `  xfrdfile: "${dir}/xfrd.state"\n  zonelistfile: "${dir}/zone.list"\n  logfile: "${dir}/nsd.log"\n  server-count: 1\n` +
-        `remote-control:\n  control-enable: no\nzone:\n  name: ${opts.origin}\n  zonefile: ${signed}\n`,
+        `remote-control:\n  control-enable: no\nzone:\n  name: ${opts.origin}\n  zonefile: ${signed}\n` +
+        (opts.unsigned ? `zone:\n  name: ${opts.unsigned.origin}\n  zonefile: ${unsignedFile}\n` : ''),
     );
     children.push(spawn('nsd', ['-d', '-c', nsdConf], { stdio: 'ignore' }));
 
@@ -73,7 +81,8 @@ export async function startSignedDns(opts: SignedZoneOptions): Promise<SignedDns
         `  module-config: "validator iterator"\n  trust-anchor-file: "${path.join(dir, `${ksk}.key`)}"\n` +
         // unbound answers .test itself by default (RFC 6761); let the stub zone below through.
         `  local-zone: "test." nodefault\n  num-threads: 1\n  so-reuseport: no\n` +
-        `remote-control:\n  control-enable: no\nstub-zone:\n  name: "${opts.origin}"\n  stub-addr: 127.0.0.1@${nsdPort}\n`,
+        `remote-control:\n  control-enable: no\nstub-zone:\n  name: "${opts.origin}"\n  stub-addr: 127.0.0.1@${nsdPort}\n` +
+        (opts.unsigned ? `stub-zone:\n  name: "${opts.unsigned.origin}"\n  stub-addr: 127.0.0.1@${nsdPort}\n` : ''),
     );
     children.push(spawn('unbound', ['-d', '-c', unboundConf], { stdio: 'ignore' }));
 

@@ -10,7 +10,9 @@
  * chain whose leaf is not valid for the MX name, a bogus (badly signed)
  * TLSA RRset, and TLSA records present but unusable in front of a server
  * without STARTTLS must all defer with no MAIL FROM at the server; DANE wins
- * over an MTA-STS policy that would refuse the MX.
+ * over an MTA-STS policy that would refuse the MX; TLSA records of an MX
+ * host whose own addresses are insecure (a CNAME into an unsigned zone) are
+ * not used (RFC 7672 §2.2.2).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -87,10 +89,19 @@ before(async () => {
       ...zone('unusable', 'mx-unusable', IP.plain, `1 1 1 ${sha('sha256', spki(leafDer))}`),
       ...zone('unusable-tls', 'mx-unusable-tls', IP.tls, `0 0 1 ${sha('sha256', leafDer)}`),
       ...zone('bogus', 'mx-bogus', IP.tls, `3 1 1 ${sha('sha256', spki(leafDer))}`),
+      // Secure TLSA (of another key) at hosts whose addresses come through a CNAME: into an
+      // unsigned zone (insecure: no DANE), and within this zone (secure: DANE, and the record fails).
+      'alias IN MX 10 mx-alias',
+      'mx-alias IN CNAME mx.plain.test.',
+      `${p}.mx-alias IN TLSA 3 1 1 ${sha('sha256', spki(otherLeafDer))}`,
+      'secure-alias IN MX 10 mx-secure-alias',
+      'mx-secure-alias IN CNAME mx-ee',
+      `${p}.mx-secure-alias IN TLSA 3 1 1 ${sha('sha256', spki(otherLeafDer))}`,
       'sts IN MX 10 mx-ee',
       '_mta-sts.sts IN TXT "v=STSv1; id=1;"',
       'mta-sts.sts IN A 127.0.0.1',
     ],
+    unsigned: { origin: 'plain.test', records: [`mx IN A ${IP.tls}`] },
     // Change the bogus TLSA record after signing: its RRSIG no longer verifies (unbound: SERVFAIL).
     tamper: (signed) =>
       signed.replace(new RegExp(`(${p.replace(/\./g, '\\.')}\\.mx-bogus\\.dane\\.test\\.\\s+\\d+\\s+IN\\s+TLSA\\s+3 1 1 )[0-9a-fA-F]+`), (_m, head: string) => `${head}${'ab'.repeat(32)}`),
@@ -210,6 +221,22 @@ test('DANE takes precedence over an MTA-STS policy that does not list the MX', {
   const r = await deliverTo('a@sts.dane.test', { mtaSts });
   assert.equal(r.outcome.kind, 'delivered', JSON.stringify(r.outcome));
   assert.deepEqual(r.events.map((e) => [e.mechanism, e.result]), [['dane', 'success']]);
+});
+
+test('an MX host whose addresses are insecure (CNAME into an unsigned zone): its secure TLSA records are not used', { timeout: 20_000 }, async () => {
+  const r = new DaneResolver({ enabled: true, resolver: dns.resolver, timeoutMs: 3000 });
+  assert.deepEqual([...((await r.secureMxNames('alias.dane.test')) ?? [])], ['mx-alias.dane.test'], 'the MX RRset itself is secure');
+  assert.equal((await r.tlsa('mx-alias.dane.test', mxPort)).kind, 'none');
+  assert.equal((await r.tlsa('mx-secure-alias.dane.test', mxPort)).kind, 'dane', 'a CNAME inside the signed zone keeps the addresses secure');
+  // The TLSA record matches no certificate: were DANE applied, the mail would be deferred.
+  const before = tlsMx.messages.length;
+  const { outcome, events } = await deliverTo('a@alias.dane.test');
+  assert.equal(outcome.kind, 'delivered', JSON.stringify(outcome));
+  assert.equal(tlsMx.messages.length, before + 1);
+  assert.deepEqual(events, [], 'no DANE event: opportunistic delivery');
+  const secure = await deliverTo('a@secure-alias.dane.test');
+  assert.equal(secure.outcome.kind, 'deferred', JSON.stringify(secure.outcome));
+  assert.deepEqual(secure.events.map((e) => [e.mechanism, e.result]), [['dane', 'tlsa-invalid']]);
 });
 
 test('checkDane: EE ignores names, TA checks the chain signature', () => {
