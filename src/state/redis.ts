@@ -96,15 +96,21 @@ end
 `;
 
 /**
- * hitMany / peekMany / hit. KEYS: per limit its log hash and stamp zset.
- * ARGV: now, cost, apply (1|0), then per limit: limit, windowMs, slot stamp.
+ * hitMany / peekMany / hit. KEYS: per limit its log hash and stamp zset,
+ * then optionally a once-marker (see Once). ARGV: now, cost, mode, then per
+ * limit: limit, windowMs, slot stamp, then the marker's TTL. Mode 0 peeks,
+ * 1 adds if every limit allows (and then sets the marker), 2 adds
+ * regardless unless the marker exists (a replay of a hit served locally).
  * Returns per limit: count, allowed (1|0), retryAfterMs.
  */
 const HIT = `${LOG_LIB}
 local now = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
-local apply = ARGV[3] == '1'
-local n = #KEYS / 2
+local mode = ARGV[3]
+local n = math.floor(#KEYS / 2)
+local once = KEYS[2 * n + 1]
+local onceTtl = ARGV[4 + 3 * n]
+if once and mode == '2' and not redis.call('SET', once, '1', 'NX', 'PX', onceTtl) then return {} end
 local out = {}
 local denied = false
 for i = 1, n do
@@ -125,18 +131,21 @@ for i = 1, n do
   end
   out[#out + 1] = retry
 end
-if apply and not denied then
+if mode == '2' or (mode == '1' and not denied) then
   for i = 1, n do
     add(KEYS[2 * i], KEYS[2 * i - 1], ARGV[6 + 3 * (i - 1)], cost, now, tonumber(ARGV[5 + 3 * (i - 1)]))
   end
+  if once and mode == '1' then redis.call('SET', once, '1', 'PX', onceTtl) end
 end
 return out
 `;
 
-/** undo. KEYS: per limit hash, zset. ARGV: cost, then per limit its slot stamp. */
+/** undo. KEYS: per limit hash, zset, then optionally a once-marker. ARGV: cost, then per limit its slot stamp, then the marker's TTL. */
 const UNDO = `
 local cost = tonumber(ARGV[1])
-for i = 1, #KEYS / 2 do
+local n = math.floor(#KEYS / 2)
+if KEYS[2 * n + 1] and not redis.call('SET', KEYS[2 * n + 1], '1', 'NX', 'PX', ARGV[2 + n]) then return 0 end
+for i = 1, n do
   local h, z = KEYS[2 * i - 1], KEYS[2 * i]
   local stamp = ARGV[1 + i]
   local c = tonumber(redis.call('HGET', h, stamp) or false)
@@ -157,20 +166,25 @@ end
 return 1
 `;
 
-/** record (ARGV: windowMs, cost, now, slot stamp) and count (ARGV: windowMs, 0, now: no stamp). KEYS: hash, zset. */
+/**
+ * record (ARGV: windowMs, cost, now, slot stamp[, marker TTL]) and count
+ * (ARGV: windowMs, 0, now: no stamp). KEYS: hash, zset[, once-marker].
+ */
 const RECORD = `${LOG_LIB}
 local w, cost, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local total = prune(KEYS[2], KEYS[1], now, w)
 if ARGV[4] == nil then return total end
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[5]) then return total end
 return add(KEYS[2], KEYS[1], ARGV[4], cost, now, w)
 `;
 
-/** incr. KEYS: counter. ARGV: by, ttlMs, now. */
+/** incr. KEYS: counter[, once-marker]. ARGV: by, ttlMs, now[, marker TTL]. */
 const INCR = `
 local by, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local cur = redis.call('HMGET', KEYS[1], 'v', 'e')
 local v = 0
 if cur[1] and tonumber(cur[2]) > now then v = tonumber(cur[1]) end
+if KEYS[2] and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then return tostring(v) end
 v = v + by
 if v <= 0 then
   redis.call('DEL', KEYS[1])
@@ -297,6 +311,19 @@ function whole(n: number, what: string): number {
   return n;
 }
 
+/**
+ * Makes one write idempotent across a timeout and its replay: the script
+ * applies it only if the marker key for `id` is not there yet (SET NX, kept
+ * `ttlMs`), so a command Redis executed although its reply came too late is
+ * not applied again when the wrapper's journal replays it (resilient.ts).
+ */
+export interface Once {
+  /** Random, made by the caller before the first attempt; the replay sends the same. */
+  readonly id: string;
+  /** How long the marker lives: at least as long as a replay could still change a count. */
+  readonly ttlMs: number;
+}
+
 export interface RedisStoreOptions {
   /** Prefixed to every key (several fleets or test runs in one Redis). No braces. */
   readonly keyPrefix?: string;
@@ -332,20 +359,30 @@ export class RedisStore implements StateStore {
     return hasHashTag(full) ? `${full}#z` : `{${full}}#z`;
   }
 
+  /** The marker of a Once, in the hash slot of `k` (all keys of one operation share it). */
+  private onceKey(k: string, id: string): string {
+    const full = this.prefix + k;
+    return hasHashTag(full) ? `${full}#once:${id}` : `{${full}}#once:${id}`;
+  }
+
   /** Is the connection up (commands would be sent now, not queued)? */
   ready(): boolean {
     return this.client.status === 'ready';
   }
 
-  private async evaluate(limits: readonly RateLimit[], cost: number, now: number, apply: boolean): Promise<HitManyResult> {
+  private async evaluate(limits: readonly RateLimit[], cost: number, now: number, mode: 0 | 1 | 2, once?: Once): Promise<HitManyResult> {
     whole(cost, 'cost');
     whole(now, 'now');
     if (limits.length === 0) return { allowed: true, results: [], stamp: now };
     const keys: string[] = [];
-    const argv: Array<string | number> = [now, cost, apply ? 1 : 0];
+    const argv: Array<string | number> = [now, cost, mode];
     for (const l of limits) {
       keys.push(this.key(l.key), this.stampsKey(l.key));
       argv.push(l.limit, whole(l.windowMs, 'windowMs'), slotStamp(l.windowMs, now));
+    }
+    if (once) {
+      keys.push(this.onceKey(limits[0]!.key, once.id));
+      argv.push(Math.max(1, Math.ceil(once.ttlMs)));
     }
     const raw = await this.r.shHit(keys.length, ...keys, ...argv);
     const results: HitResult[] = [];
@@ -359,18 +396,24 @@ export class RedisStore implements StateStore {
   }
 
   async hit(key: string, limit: number, windowMs: number, cost: number, now: number): Promise<HitResult> {
-    return (await this.evaluate([{ key, limit, windowMs }], cost, now, true)).results[0]!;
+    return (await this.evaluate([{ key, limit, windowMs }], cost, now, 1)).results[0]!;
   }
 
-  hitMany(limits: readonly RateLimit[], cost: number, now: number): Promise<HitManyResult> {
-    return this.evaluate(limits, cost, now, true);
+  /** With `once`, a hit that is applied leaves its marker, so replayHit with the same id does nothing. */
+  hitMany(limits: readonly RateLimit[], cost: number, now: number, once?: Once): Promise<HitManyResult> {
+    return this.evaluate(limits, cost, now, 1, once);
+  }
+
+  /** Add a hit served elsewhere (limits not checked) unless `once.id` was applied already. */
+  async replayHit(limits: readonly RateLimit[], cost: number, now: number, once: Once): Promise<void> {
+    await this.evaluate(limits, cost, now, 2, once);
   }
 
   peekMany(limits: readonly RateLimit[], cost: number, now: number): Promise<HitManyResult> {
-    return this.evaluate(limits, cost, now, false);
+    return this.evaluate(limits, cost, now, 0);
   }
 
-  async undo(limits: readonly RateLimit[], cost: number, stamp: number): Promise<void> {
+  async undo(limits: readonly RateLimit[], cost: number, stamp: number, once?: Once): Promise<void> {
     if (limits.length === 0) return;
     const keys: string[] = [];
     const argv: Array<string | number> = [whole(cost, 'cost')];
@@ -378,19 +421,26 @@ export class RedisStore implements StateStore {
       keys.push(this.key(l.key), this.stampsKey(l.key));
       argv.push(slotStamp(l.windowMs, stamp));
     }
+    if (once) {
+      keys.push(this.onceKey(limits[0]!.key, once.id));
+      argv.push(Math.max(1, Math.ceil(once.ttlMs)));
+    }
     await this.r.shUndo(keys.length, ...keys, ...argv);
   }
 
-  async record(key: string, windowMs: number, cost: number, now: number): Promise<number> {
-    return Number(await this.r.shRecord(2, this.key(key), this.stampsKey(key), whole(windowMs, 'windowMs'), whole(cost, 'cost'), whole(now, 'now'), slotStamp(windowMs, now)));
+  async record(key: string, windowMs: number, cost: number, now: number, once?: Once): Promise<number> {
+    const args = [this.key(key), this.stampsKey(key), ...(once ? [this.onceKey(key, once.id)] : []), whole(windowMs, 'windowMs'), whole(cost, 'cost'), whole(now, 'now'), slotStamp(windowMs, now)];
+    if (once) args.push(Math.max(1, Math.ceil(once.ttlMs)));
+    return Number(await this.r.shRecord(once ? 3 : 2, ...args));
   }
 
   async count(key: string, windowMs: number, now: number): Promise<number> {
     return Number(await this.r.shRecord(2, this.key(key), this.stampsKey(key), whole(windowMs, 'windowMs'), 0, whole(now, 'now')));
   }
 
-  async incr(key: string, by: number, ttlMs: number, now: number): Promise<number> {
-    return Number(await this.r.shIncr(1, this.key(key), by, whole(ttlMs, 'ttlMs'), whole(now, 'now')));
+  async incr(key: string, by: number, ttlMs: number, now: number, once?: Once): Promise<number> {
+    if (!once) return Number(await this.r.shIncr(1, this.key(key), by, whole(ttlMs, 'ttlMs'), whole(now, 'now')));
+    return Number(await this.r.shIncr(2, this.key(key), this.onceKey(key, once.id), by, whole(ttlMs, 'ttlMs'), whole(now, 'now'), Math.max(1, Math.ceil(once.ttlMs))));
   }
 
   async get(key: string, now: number): Promise<number> {

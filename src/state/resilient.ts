@@ -18,6 +18,14 @@
  * closing), undo (a refund) and del (an operator's quota clear) are
  * journalled and replayed when Redis returns, so no counter stays inflated.
  *
+ * Replay is idempotent: a command that timed out may still have run in
+ * Redis (its reply was late), and a replay batch that timed out may have
+ * run in part. So each hit, record, undo and decrement carries a random
+ * 96-bit id made here before the first attempt; Redis applies an id at most
+ * once (a marker key, SET NX, kept for the operation's window or TTL) and
+ * the journal replays the same id. Without it a slow reply counted a hit
+ * twice (a 451 on the 100th of 100 allowed messages).
+ *
  * A circuit breaker keeps a dead Redis from costing every SMTP command a
  * timeout: the first failure (connection refused, closed, a command
  * timeout) switches to degraded; from then on calls do not touch Redis
@@ -31,8 +39,10 @@
  * Talks to: the primary store (Redis), a local MemoryStore, the logger.
  * Trusts: the primary's errors to tell outages from bugs (by their type).
  */
+import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
 import { MemoryStore } from './memory';
+import type { Once } from './redis';
 import type { HitManyResult, HitResult, RankEntry, RateLimit, StateStore } from './store';
 
 export type FailMode = 'open' | 'closed';
@@ -53,6 +63,12 @@ export function isStateUnavailable(err: unknown): err is StateUnavailableError {
 
 /** The shared store as the wrapper needs it: ready/ping and a reconnection event. */
 export interface PrimaryStore extends StateStore {
+  hitMany(limits: readonly RateLimit[], cost: number, now: number, once?: Once): Promise<HitManyResult>;
+  /** A hit served locally, added without checking the limits unless its id was applied already. */
+  replayHit(limits: readonly RateLimit[], cost: number, now: number, once: Once): Promise<void>;
+  undo(limits: readonly RateLimit[], cost: number, stamp: number, once?: Once): Promise<void>;
+  record(key: string, windowMs: number, cost: number, now: number, once?: Once): Promise<number>;
+  incr(key: string, by: number, ttlMs: number, now: number, once?: Once): Promise<number>;
   ready(): boolean;
   ping(): Promise<void>;
   readonly client: { on(event: 'ready', cb: () => void): unknown; removeListener(event: 'ready', cb: () => void): unknown };
@@ -86,11 +102,12 @@ export interface StateStatus {
 }
 
 type Entry =
-  | { op: 'record'; key: string; windowMs: number; cost: number; now: number }
+  | { op: 'hit'; limits: readonly RateLimit[]; cost: number; now: number; once: Once }
+  | { op: 'record'; key: string; windowMs: number; cost: number; now: number; once: Once }
   | { op: 'set'; key: string; member: string; windowMs: number; now: number }
   | { op: 'rank'; key: string; entries: readonly RankEntry[]; windowMs: number; max: number; now: number }
-  | { op: 'undo'; limits: readonly RateLimit[]; cost: number; stamp: number }
-  | { op: 'incr'; key: string; by: number; ttlMs: number }
+  | { op: 'undo'; limits: readonly RateLimit[]; cost: number; stamp: number; once: Once }
+  | { op: 'incr'; key: string; by: number; ttlMs: number; once: Once }
   | { op: 'del'; key: string };
 
 /** Redis replies that mean "not now" rather than "wrong" (failover, loading, cluster resharding). */
@@ -103,6 +120,13 @@ export function isOutage(err: unknown): boolean {
   if (e?.name === 'ReplyError') return TRANSIENT_REPLY.test(e.message ?? '');
   return true;
 }
+
+/** A fresh id for one operation (random 96 bits), valid as long as `ttlMs`. */
+function once(ttlMs: number): Once {
+  return { id: randomBytes(12).toString('base64url'), ttlMs };
+}
+
+const longestWindow = (limits: readonly RateLimit[]) => Math.max(1, ...limits.map((l) => l.windowMs));
 
 const hitId = (limits: readonly RateLimit[], stamp: number) => `${limits.map((l) => l.key).join('\n')}@${stamp}`;
 
@@ -255,16 +279,18 @@ export class ResilientStore implements StateStore {
 
   private replay(e: Entry): Promise<unknown> {
     switch (e.op) {
+      case 'hit':
+        return this.primary.replayHit(e.limits, e.cost, e.now, e.once);
       case 'record':
-        return this.primary.record(e.key, e.windowMs, e.cost, e.now);
+        return this.primary.record(e.key, e.windowMs, e.cost, e.now, e.once);
       case 'set':
         return this.primary.addToSet(e.key, e.member, e.windowMs, e.now);
       case 'rank':
         return this.primary.rank(e.key, e.entries, e.windowMs, e.max, e.now);
       case 'undo':
-        return this.primary.undo(e.limits, e.cost, e.stamp);
+        return this.primary.undo(e.limits, e.cost, e.stamp, e.once);
       case 'incr':
-        return this.primary.incr(e.key, e.by, e.ttlMs, this.clock());
+        return this.primary.incr(e.key, e.by, e.ttlMs, this.clock(), e.once);
       case 'del':
         return this.primary.del(e.key);
     }
@@ -296,9 +322,10 @@ export class ResilientStore implements StateStore {
   }
 
   async hitMany(limits: readonly RateLimit[], cost: number, now: number): Promise<HitManyResult> {
+    const id = once(longestWindow(limits));
     if (this.usePrimary()) {
       try {
-        return await this.primary.hitMany(limits, cost, now);
+        return await this.primary.hitMany(limits, cost, now, id);
       } catch (err) {
         this.failed(err);
       }
@@ -306,7 +333,7 @@ export class ResilientStore implements StateStore {
     if (this.opts.failMode === 'closed') this.unavailable();
     const r = await this.local.hitMany(limits, cost, now);
     if (r.allowed && limits.length > 0) {
-      for (const l of limits) this.log({ op: 'record', key: l.key, windowMs: l.windowMs, cost, now });
+      this.log({ op: 'hit', limits, cost, now, once: id });
       this.localHits.add(hitId(limits, r.stamp));
     }
     return r;
@@ -326,9 +353,10 @@ export class ResilientStore implements StateStore {
 
   /** Never throws: a refund that cannot reach Redis now is replayed later. */
   async undo(limits: readonly RateLimit[], cost: number, stamp: number): Promise<void> {
+    const op = once(longestWindow(limits));
     if (this.usePrimary()) {
       try {
-        return await this.primary.undo(limits, cost, stamp);
+        return await this.primary.undo(limits, cost, stamp, op);
       } catch (err) {
         if (!isOutage(err)) {
           this.opts.logger.error({ evt: 'error', err }, 'state store: undo failed');
@@ -339,19 +367,20 @@ export class ResilientStore implements StateStore {
     }
     const id = hitId(limits, stamp);
     if (this.localHits.delete(id)) await this.local.undo(limits, cost, stamp);
-    this.log({ op: 'undo', limits, cost, stamp });
+    this.log({ op: 'undo', limits, cost, stamp, once: op });
   }
 
   async record(key: string, windowMs: number, cost: number, now: number): Promise<number> {
+    const id = once(windowMs);
     if (this.usePrimary()) {
       try {
-        return await this.primary.record(key, windowMs, cost, now);
+        return await this.primary.record(key, windowMs, cost, now, id);
       } catch (err) {
         this.failed(err);
       }
     }
     if (this.opts.failMode === 'closed') this.unavailable();
-    this.log({ op: 'record', key, windowMs, cost, now });
+    this.log({ op: 'record', key, windowMs, cost, now, once: id });
     return this.local.record(key, windowMs, cost, now);
   }
 
@@ -368,9 +397,11 @@ export class ResilientStore implements StateStore {
   }
 
   async incr(key: string, by: number, ttlMs: number, now: number): Promise<number> {
+    // Only a release is journalled (an increment is migrated from the local counter).
+    const id = by < 0 ? once(ttlMs) : undefined;
     if (this.usePrimary()) {
       try {
-        return await this.primary.incr(key, by, ttlMs, now);
+        return await this.primary.incr(key, by, ttlMs, now, id);
       } catch (err) {
         this.failed(err);
       }
@@ -378,7 +409,7 @@ export class ResilientStore implements StateStore {
     if (by < 0) {
       // A release: from what was counted here during the outage first, else owed to Redis.
       if (this.localCounters.has(key) && (await this.local.get(key, now)) > 0) return this.local.incr(key, by, ttlMs, now);
-      this.log({ op: 'incr', key, by, ttlMs });
+      this.log({ op: 'incr', key, by, ttlMs, once: id! });
       return 0;
     }
     if (this.opts.failMode === 'closed') this.unavailable();
