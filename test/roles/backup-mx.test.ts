@@ -77,7 +77,13 @@ describe('backup MX', { timeout: 60_000 }, () => {
     // Both are deferred (the primary refuses connections), probed every PROBE_MS.
     await waitUntil('two deferred messages', () => gw.app.qmgr.depth().deferred === 2);
     await new Promise((r) => setTimeout(r, PROBE_MS * 2));
-    const held = await gw.app.qmgr.list();
+    // The listing walks the queue's directories one after the other: a message a probe
+    // moves from deferred to active in between is missed once (seen in a loaded full run).
+    let held = await gw.app.qmgr.list();
+    await waitUntil('both listed, probed repeatedly', async () => {
+      held = await gw.app.qmgr.list();
+      return held.length === 2 && held.every((m) => m.attempts >= 2);
+    });
     assert.equal(held.length, 2);
     assert.ok(held.every((m) => m.attempts >= 2), `probed repeatedly: ${held.map((m) => m.attempts).join(',')}`);
 
