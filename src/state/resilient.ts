@@ -121,9 +121,18 @@ export function isOutage(err: unknown): boolean {
   return true;
 }
 
-/** A fresh id for one operation (random 96 bits), valid as long as `ttlMs`. */
+/**
+ * How long a marker is kept at most. Every guarded write leaves one (~120 B in
+ * Redis), so keeping it for a day-long window cost ~120 MB per million writes a
+ * day; a replay comes seconds after Redis answers again, and only the few
+ * commands in flight when an outage began can have run unseen. Past this, such
+ * a command replayed after a longer outage is counted twice (the strict side).
+ */
+const MARKER_TTL_MAX_MS = 15 * 60_000;
+
+/** A fresh id for one operation (random 96 bits), its marker kept as long as `ttlMs`, at most MARKER_TTL_MAX_MS. */
 function once(ttlMs: number): Once {
-  return { id: randomBytes(12).toString('base64url'), ttlMs };
+  return { id: randomBytes(12).toString('base64url'), ttlMs: Math.min(ttlMs, MARKER_TTL_MAX_MS) };
 }
 
 const longestWindow = (limits: readonly RateLimit[]) => Math.max(1, ...limits.map((l) => l.windowMs));

@@ -73,6 +73,13 @@ describe('resilient store: a late reply is not counted twice (private redis-serv
     for (let i = 0; i < 2; i++) await s.hitMany(lim, 1, Date.now());
     await recovered(rt);
     for (const l of lim) assert.equal(await s.count(l.key, l.windowMs, Date.now()), 3 + 1 + 2, l.key);
+    // Markers are kept 15 minutes at most, not for the day-long window (Redis memory).
+    const markers = await pauser.keys('*#once:*');
+    assert.ok(markers.length >= 6, `markers: ${markers.length}`);
+    for (const m of markers) {
+      const ttl = Number(await pauser.pttl(m));
+      assert.ok(ttl > 0 && ttl <= 15 * 60_000, `${m} kept ${ttl} ms`);
+    }
   });
 
   it('a replay batch that timed out and ran anyway is not applied again', async () => {
