@@ -324,6 +324,24 @@ export class ResilientStore implements StateStore {
     throw new StateUnavailableError(this.lastError);
   }
 
+  /**
+   * The common path of a call: Redis while it is in use; else (fail closed)
+   * refused, or (fail open) the local store, with `replay` journalled first
+   * when the call changes what Redis must hold.
+   */
+  private async either<T>(primary: () => Promise<T>, local: () => Promise<T>, replay?: Entry): Promise<T> {
+    if (this.usePrimary()) {
+      try {
+        return await primary();
+      } catch (err) {
+        this.failed(err);
+      }
+    }
+    if (this.opts.failMode === 'closed') this.unavailable();
+    if (replay) this.log(replay);
+    return local();
+  }
+
   // ---- StateStore ----
 
   async hit(key: string, limit: number, windowMs: number, cost: number, now: number): Promise<HitResult> {
@@ -349,15 +367,7 @@ export class ResilientStore implements StateStore {
   }
 
   async peekMany(limits: readonly RateLimit[], cost: number, now: number): Promise<HitManyResult> {
-    if (this.usePrimary()) {
-      try {
-        return await this.primary.peekMany(limits, cost, now);
-      } catch (err) {
-        this.failed(err);
-      }
-    }
-    if (this.opts.failMode === 'closed') this.unavailable();
-    return this.local.peekMany(limits, cost, now);
+    return this.either(() => this.primary.peekMany(limits, cost, now), () => this.local.peekMany(limits, cost, now));
   }
 
   /** Never throws: a refund that cannot reach Redis now is replayed later. */
@@ -381,28 +391,11 @@ export class ResilientStore implements StateStore {
 
   async record(key: string, windowMs: number, cost: number, now: number): Promise<number> {
     const id = once(windowMs);
-    if (this.usePrimary()) {
-      try {
-        return await this.primary.record(key, windowMs, cost, now, id);
-      } catch (err) {
-        this.failed(err);
-      }
-    }
-    if (this.opts.failMode === 'closed') this.unavailable();
-    this.log({ op: 'record', key, windowMs, cost, now, once: id });
-    return this.local.record(key, windowMs, cost, now);
+    return this.either(() => this.primary.record(key, windowMs, cost, now, id), () => this.local.record(key, windowMs, cost, now), { op: 'record', key, windowMs, cost, now, once: id });
   }
 
   async count(key: string, windowMs: number, now: number): Promise<number> {
-    if (this.usePrimary()) {
-      try {
-        return await this.primary.count(key, windowMs, now);
-      } catch (err) {
-        this.failed(err);
-      }
-    }
-    if (this.opts.failMode === 'closed') this.unavailable();
-    return this.local.count(key, windowMs, now);
+    return this.either(() => this.primary.count(key, windowMs, now), () => this.local.count(key, windowMs, now));
   }
 
   async incr(key: string, by: number, ttlMs: number, now: number): Promise<number> {
@@ -427,27 +420,11 @@ export class ResilientStore implements StateStore {
   }
 
   async get(key: string, now: number): Promise<number> {
-    if (this.usePrimary()) {
-      try {
-        return await this.primary.get(key, now);
-      } catch (err) {
-        this.failed(err);
-      }
-    }
-    if (this.opts.failMode === 'closed') this.unavailable();
-    return this.local.get(key, now);
+    return this.either(() => this.primary.get(key, now), () => this.local.get(key, now));
   }
 
   async ttl(key: string, now: number): Promise<number> {
-    if (this.usePrimary()) {
-      try {
-        return await this.primary.ttl(key, now);
-      } catch (err) {
-        this.failed(err);
-      }
-    }
-    if (this.opts.failMode === 'closed') this.unavailable();
-    return this.local.ttl(key, now);
+    return this.either(() => this.primary.ttl(key, now), () => this.local.ttl(key, now));
   }
 
   /** Never throws: an operator's clear during an outage reaches Redis when it returns. */
@@ -465,53 +442,19 @@ export class ResilientStore implements StateStore {
   }
 
   async addToSet(key: string, member: string, windowMs: number, now: number): Promise<number> {
-    if (this.usePrimary()) {
-      try {
-        return await this.primary.addToSet(key, member, windowMs, now);
-      } catch (err) {
-        this.failed(err);
-      }
-    }
-    if (this.opts.failMode === 'closed') this.unavailable();
-    this.log({ op: 'set', key, member, windowMs, now });
-    return this.local.addToSet(key, member, windowMs, now);
+    return this.either(() => this.primary.addToSet(key, member, windowMs, now), () => this.local.addToSet(key, member, windowMs, now), { op: 'set', key, member, windowMs, now });
   }
 
   async setSize(key: string, windowMs: number, now: number): Promise<number> {
-    if (this.usePrimary()) {
-      try {
-        return await this.primary.setSize(key, windowMs, now);
-      } catch (err) {
-        this.failed(err);
-      }
-    }
-    if (this.opts.failMode === 'closed') this.unavailable();
-    return this.local.setSize(key, windowMs, now);
+    return this.either(() => this.primary.setSize(key, windowMs, now), () => this.local.setSize(key, windowMs, now));
   }
 
   async rank(key: string, entries: readonly RankEntry[], windowMs: number, max: number, now: number): Promise<number> {
-    if (this.usePrimary()) {
-      try {
-        return await this.primary.rank(key, entries, windowMs, max, now);
-      } catch (err) {
-        this.failed(err);
-      }
-    }
-    if (this.opts.failMode === 'closed') this.unavailable();
-    this.log({ op: 'rank', key, entries, windowMs, max, now });
-    return this.local.rank(key, entries, windowMs, max, now);
+    return this.either(() => this.primary.rank(key, entries, windowMs, max, now), () => this.local.rank(key, entries, windowMs, max, now), { op: 'rank', key, entries, windowMs, max, now });
   }
 
   async top(key: string, n: number, windowMs: number, now: number): Promise<RankEntry[]> {
-    if (this.usePrimary()) {
-      try {
-        return await this.primary.top(key, n, windowMs, now);
-      } catch (err) {
-        this.failed(err);
-      }
-    }
-    if (this.opts.failMode === 'closed') this.unavailable();
-    return this.local.top(key, n, windowMs, now);
+    return this.either(() => this.primary.top(key, n, windowMs, now), () => this.local.top(key, n, windowMs, now));
   }
 
   async close(): Promise<void> {
