@@ -19,7 +19,7 @@
 import { domainOf, type ClientInfo } from '../envelope';
 import type { Logger } from '../log';
 import type { DataFacts, PolicyHooks } from '../policy/types';
-import { escapeId, keys, type Subject } from '../state/keys';
+import { clientSubject, escapeId, keys, parseSubjectLabel, subjectLabel, type Subject } from '../state/keys';
 import type { StateStore } from '../state/store';
 
 const HOUR = 3_600_000;
@@ -37,14 +37,6 @@ export interface ActivityDeps {
   readonly clock?: () => number;
 }
 
-export const subjectLabel = (s: Subject): string => (s.kind === 'a' ? `account:${s.id}` : `ip:${s.id}`);
-
-export function parseSubjectLabel(label: string): Subject | undefined {
-  if (label.startsWith('account:')) return { kind: 'a', id: label.slice(8) };
-  if (label.startsWith('ip:')) return { kind: 'ip', id: label.slice(3) };
-  return undefined;
-}
-
 export class SenderActivity {
   private readonly clock: () => number;
 
@@ -53,9 +45,7 @@ export class SenderActivity {
   }
 
   subjectOf(client: Pick<ClientInfo, 'role' | 'ip' | 'user'>): Subject | undefined {
-    if (client.role === 'submission' && client.user) return { kind: 'a', id: client.user.toLowerCase() };
-    if (client.role === 'intercept') return { kind: 'ip', id: this.deps.ipSubject(client.ip) };
-    return undefined;
+    return clientSubject(client, this.deps.ipSubject);
   }
 
   /**

@@ -35,7 +35,8 @@ import { isQueueId } from '../spool/queue-id';
 import type { Spool } from '../spool/store';
 import type { AuditLog } from '../admin/audit';
 import { isStateUnavailable, type StateStatus } from '../state/resilient';
-import { subjectLabel, type SenderActivity } from './activity';
+import type { SenderActivity } from './activity';
+import { subjectLabel } from '../state/keys';
 import { HeldIndex, heldMessage, type HeldFilter } from './held';
 import { csrfMatches, LoginLimiter, sameSecret, Sessions, type Session } from './sessions';
 

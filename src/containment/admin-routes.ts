@@ -20,10 +20,11 @@ import type { AdminServer, ApiRequest, ApiResponse } from '../admin/server';
 import type { Containment } from './containment';
 import type { RecentSubject } from './wire';
 import type { CSubject } from './signals';
+import { parseSubjectLabel } from '../state/keys';
 
 /** "account:NAME" / "ip:ADDR" (as in events) → subject. */
 function parseName(name: string): CSubject {
-  return name.startsWith('account:') ? { kind: 'a', id: name.slice(8) } : { kind: 'ip', id: name.replace(/^ip:/, '') };
+  return parseSubjectLabel(name) ?? { kind: 'ip', id: name };
 }
 
 function subject(req: ApiRequest): CSubject | string {

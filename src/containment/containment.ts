@@ -37,7 +37,8 @@ import { type ContainmentConfig, type PlanThresholds, type ResponseName, type Si
 import { checkExternal, type ExternalResult, type ExternalSignal, type ExternalSubject } from './external';
 import type { WebhookNotifier } from './notifier';
 import type { MessageTraits } from '../message-traits';
-import { ckeys, type CSubject, DAY, domainOf, HOUR, type MessageFacts, Signals, subjectName, type SignalValues } from './signals';
+import { ckeys, type CSubject, DAY, domainOf, HOUR, type MessageFacts, Signals, type SignalValues } from './signals';
+import { clientSubject, subjectLabel } from '../state/keys';
 
 /** The data verdict of a suspicious sender's message: accepted, to leave from the quarantine pool (relay/egress.ts). */
 export const QUARANTINE_RULE = 'containment.quarantine';
@@ -122,9 +123,7 @@ export class Containment {
   }
 
   subjectOf(client: ClientInfo): CSubject | undefined {
-    if (client.role === 'submission' && client.user) return { kind: 'a', id: client.user.toLowerCase() };
-    if (client.role === 'intercept') return { kind: 'ip', id: this.deps.ipSubject?.(client.ip) ?? client.ip };
-    return undefined;
+    return clientSubject(client, (ip) => this.deps.ipSubject?.(ip) ?? ip);
   }
 
   private thresholds(plan: string | undefined): PlanThresholds {
@@ -174,7 +173,7 @@ export class Containment {
   }
 
   private note(s: CSubject, f: { recipients?: readonly string[]; ip?: string; fingerprint?: string }): void {
-    const name = subjectName(s);
+    const name = subjectLabel(s);
     let e = this.evidence.get(name);
     if (!e) {
       if (this.evidence.size >= EVIDENCE_SUBJECTS) this.evidence.delete(this.evidence.keys().next().value as string);
@@ -200,11 +199,11 @@ export class Containment {
     const nkey = ckeys.notified(s, level);
     if ((await this.deps.store.get(nkey, now)) > 0) return;
     await this.deps.store.incr(nkey, 1, level === 1 ? HOUR : level === 2 ? this.config.holdForMs : this.config.suspendForMs, now);
-    const ev = this.evidence.get(subjectName(s));
+    const ev = this.evidence.get(subjectLabel(s));
     const event: ContainmentEvent = {
       type: 'containment',
       response: LEVELS[level] as ResponseName,
-      subject: subjectName(s),
+      subject: subjectLabel(s),
       ...(s.kind === 'a' ? { account: s.id } : { ip: s.id }),
       ...(client ? { ip: client.ip } : {}),
       plan: plan ?? this.config.defaultPlan,
@@ -259,7 +258,7 @@ export class Containment {
     if (a.fired.length === 0) await this.signals.raisePeak(s, a.signals.rcpt1h, now, a.signals.rcpt1d);
     if (a.exempt) return undefined;
     // Only a score above zero is ranked (normal mail costs no store operation); the console re-assesses what it shows.
-    if (a.score > 0) await this.deps.store.rank(ckeys.scores(), [[subjectName(s), a.score]], DAY, RANKED_SUBJECTS, now);
+    if (a.score > 0) await this.deps.store.rank(ckeys.scores(), [[subjectLabel(s), a.score]], DAY, RANKED_SUBJECTS, now);
     await this.respond(s, a, plan, client, now);
     const sticky = await this.deps.store.get(ckeys.level(s), now);
     const level = Math.max(sticky, a.level);
@@ -326,7 +325,7 @@ export class Containment {
   async external(who: ExternalSubject, signal: ExternalSignal, n = 1): Promise<ExternalResult> {
     checkExternal(who, signal, n);
     const s: CSubject = 'account' in who ? { kind: 'a', id: who.account.toLowerCase() } : { kind: 'ip', id: this.deps.ipSubject?.(who.ip) ?? who.ip };
-    if (!this.enabled) return { subject: subjectName(s), response: 'none', score: 0, fired: [] };
+    if (!this.enabled) return { subject: subjectLabel(s), response: 'none', score: 0, fired: [] };
     const now = this.clock();
     if (signal === 'complaint') await this.signals.recordComplaints(s, n, now);
     else if (signal === 'contentSpam') await this.signals.recordContentSpam(s, n, now);
@@ -338,7 +337,7 @@ export class Containment {
     if (!a.exempt) await this.respond(s, a, plan, s.kind === 'ip' ? client : undefined, now);
     const sticky = await this.deps.store.get(ckeys.level(s), now);
     const level = a.exempt ? 0 : Math.max(sticky, a.level);
-    return { subject: subjectName(s), response: LEVELS[level] ?? 'none', score: a.score, fired: a.fired };
+    return { subject: subjectLabel(s), response: LEVELS[level] ?? 'none', score: a.score, fired: a.fired };
   }
 
   /** The abuse desk: this subject's pattern is legitimate (thresholds × factor for a while). */

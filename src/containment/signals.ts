@@ -47,7 +47,7 @@
  * Talks to: the state store. Trusts: the caller's subject and facts.
  */
 import { bodyFingerprint, type MessageTraits } from '../message-traits';
-import { escapeId } from '../state/keys';
+import { escapeId, subjectLabel } from '../state/keys';
 import type { StateStore } from '../state/store';
 
 export const HOUR = 3_600_000;
@@ -70,8 +70,6 @@ export interface CSubject {
   readonly kind: 'a' | 'ip';
   readonly id: string;
 }
-
-export const subjectName = (s: CSubject): string => (s.kind === 'a' ? `account:${s.id}` : `ip:${s.id}`);
 
 const k = (s: CSubject, what: string): string => `sh:ctm:{${s.kind}:${escapeId(s.id)}}:${what}`;
 
@@ -205,7 +203,7 @@ export class Signals {
     if (freshDomains > 0) await this.store.record(ckeys.newDom1h(s), HOUR, freshDomains, now);
     if (t.bodyFingerprint) await this.store.record(ckeys.body(s, t.bodyFingerprint), DAY, n, now);
     if ((await this.identityChanged(s, t, sender, now)) > 0) await this.store.record(ckeys.ident1d(s), DAY, 1, now);
-    const who = subjectName(s);
+    const who = subjectLabel(s);
     let campaign = 0;
     if (t.bodyFingerprint && (t.bodyChars ?? 0) >= CAMPAIGN_MIN_BODY) campaign = await this.store.addToSet(ckeys.fleet('b', t.bodyFingerprint, '1d'), who, DAY, now);
     let newLink = false;

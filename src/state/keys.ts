@@ -20,6 +20,25 @@ export interface Subject {
   readonly id: string;
 }
 
+/**
+ * Whose mail a client's is: its account on submission, its address (an IPv6
+ * address by the policy's prefix, `ipSubject`) on intercept; nobody else's.
+ */
+export function clientSubject(client: { readonly role: string; readonly ip: string; readonly user?: string }, ipSubject: (ip: string) => string): Subject | undefined {
+  if (client.role === 'submission' && client.user) return { kind: 'a', id: client.user.toLowerCase() };
+  if (client.role === 'intercept') return { kind: 'ip', id: ipSubject(client.ip) };
+  return undefined;
+}
+
+/** "account:NAME" / "ip:ADDR": a subject as events, rankings and the console name it. */
+export const subjectLabel = (s: Subject): string => (s.kind === 'a' ? `account:${s.id}` : `ip:${s.id}`);
+
+export function parseSubjectLabel(label: string): Subject | undefined {
+  if (label.startsWith('account:')) return { kind: 'a', id: label.slice(8) };
+  if (label.startsWith('ip:')) return { kind: 'ip', id: label.slice(3) };
+  return undefined;
+}
+
 export function escapeId(s: string): string {
   const lower = s.toLowerCase();
   // Keep keys readable for the common case, escape anything odd.
