@@ -79,7 +79,10 @@ export class SenderActivity {
     const volume = await store.record(keys.activity(s, 'r1h'), HOUR, recipients.length, now);
     await store.rank(keys.ranking('volume'), [[subjectLabel(s), volume]], HOUR, RANKED_SUBJECTS, now);
     const perDomain = new Map<string, number>();
-    for (const r of recipients) perDomain.set(domainOf(r), (perDomain.get(domainOf(r)) ?? 0) + 1);
+    for (const r of recipients) {
+      const d = domainOf(r);
+      perDomain.set(d, (perDomain.get(d) ?? 0) + 1);
+    }
     const domains: Array<[string, number]> = [];
     for (const [d, n] of perDomain) domains.push([d, await store.record(keys.activity(s, `d:${escapeId(d)}`), DAY, n, now)]);
     await store.rank(keys.activity(s, 'domains'), domains, DAY, RANKED_DOMAINS, now);
