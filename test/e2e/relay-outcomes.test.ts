@@ -10,6 +10,7 @@ import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { waitUntil } from '../helpers/wait-until';
 
 async function send(gw: TestGateway, from: string, to: string[], body?: string): Promise<string> {
   const c = await RawSmtp.connect(gw.port('intercept'), { localAddress: '127.0.0.3' });
@@ -23,13 +24,8 @@ async function send(gw: TestGateway, from: string, to: string[], body?: string):
   return /queued as (\S+)/.exec(r.text)![1]!;
 }
 
-async function waitUntil(what: string, cond: () => Promise<boolean> | boolean, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** How long a wait here may take (a bounded poll, test/helpers/wait-until). */
+const WAIT_MS = 20_000;
 
 describe('relay outcomes', () => {
   let dns: TestDns;
@@ -58,7 +54,7 @@ describe('relay outcomes', () => {
 
   it('defers while the MX is down and delivers when it comes back', async () => {
     const id = await send(gw, 'someone@sender.test', ['user@later.test']);
-    await waitUntil('a deferral', async () => (await gw.app!.qmgr.entry(id))?.state === 'deferred');
+    await waitUntil('a deferral', async () => (await gw.app!.qmgr.entry(id))?.state === 'deferred', WAIT_MS);
     const entry = await gw.app!.qmgr.entry(id);
     assert.ok(entry!.attempts >= 1);
     assert.ok(entry!.lastError, 'last error recorded');
@@ -66,7 +62,7 @@ describe('relay outcomes', () => {
     try {
       const got = await later.waitFor(1);
       assert.deepEqual(got[0]!.rcptTo, ['user@later.test']);
-      await waitUntil('the queue to empty', async () => (await gw.app!.qmgr.entry(id)) === undefined);
+      await waitUntil('the queue to empty', async () => (await gw.app!.qmgr.entry(id)) === undefined, WAIT_MS);
     } finally {
       await later.close();
     }
@@ -95,7 +91,7 @@ describe('relay outcomes', () => {
       assert.match(text, /Status: 5\.1\.1/);
       assert.doesNotMatch(text, /Final-Recipient: rfc822;\s*real1@strict\.test/i);
       assert.match(text, new RegExp(id));
-      await waitUntil('the queue to empty', async () => (await gw.app!.qmgr.entry(id)) === undefined);
+      await waitUntil('the queue to empty', async () => (await gw.app!.qmgr.entry(id)) === undefined, WAIT_MS);
     } finally {
       await strict.close();
     }
@@ -106,7 +102,7 @@ describe('relay outcomes', () => {
     try {
       const before = senderMx.messages.length;
       const id = await send(gw, '', ['ghost@strict.test']);
-      await waitUntil('the bounce to settle', async () => (await gw.app!.qmgr.entry(id)) === undefined);
+      await waitUntil('the bounce to settle', async () => (await gw.app!.qmgr.entry(id)) === undefined, WAIT_MS);
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(senderMx.messages.length, before, 'no DSN for <>');
     } finally {
@@ -123,15 +119,15 @@ describe('relay outcomes', () => {
     assert.equal((await call('GET', '/api/queue', 'wrong')).status, 401);
     // later.test's MX is down again: the message defers and waits.
     const id = await send(gw, 'someone@sender.test', ['user@later.test']);
-    await waitUntil('a deferral', async () => (await gw.app!.qmgr.entry(id))?.state === 'deferred');
+    await waitUntil('a deferral', async () => (await gw.app!.qmgr.entry(id))?.state === 'deferred', WAIT_MS);
     assert.equal((await call('POST', `/api/queue/${id}/hold`)).status, 200);
     assert.equal((await gw.app!.qmgr.entry(id))?.state, 'hold');
     const list = await call('GET', '/api/queue');
     assert.ok((list.body as unknown as Array<{ id: string }>).some((e) => e.id === id));
     assert.equal((await call('POST', `/api/queue/${id}/release`)).status, 200);
-    await waitUntil('back in the schedule', async () => ['incoming', 'active', 'deferred'].includes((await gw.app!.qmgr.entry(id))?.state ?? ''));
+    await waitUntil('back in the schedule', async () => ['incoming', 'active', 'deferred'].includes((await gw.app!.qmgr.entry(id))?.state ?? ''), WAIT_MS);
     assert.equal((await call('POST', '/api/queue/flush')).status, 200);
-    await waitUntil('deletable', async () => (await call('POST', `/api/queue/${id}/delete`)).status === 200);
-    await waitUntil('gone', async () => (await gw.app!.qmgr.entry(id)) === undefined);
+    await waitUntil('deletable', async () => (await call('POST', `/api/queue/${id}/delete`)).status === 200, WAIT_MS);
+    await waitUntil('gone', async () => (await gw.app!.qmgr.entry(id)) === undefined, WAIT_MS);
   });
 });

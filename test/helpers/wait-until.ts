@@ -1,8 +1,8 @@
-/** Polls `cond` every 50 ms, at most `tries` times (bounded); throws naming what it waited for. */
-export async function waitUntil(what: string, cond: () => Promise<boolean>, tries = 200): Promise<void> {
-  for (let i = 0; i < tries; i++) {
-    if (await cond()) return;
+/** Polls `cond` every 50 ms until it holds, for at most `ms` (bounded); throws naming what it waited for. */
+export async function waitUntil(what: string, cond: () => Promise<boolean> | boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`timed out waiting for ${what}`);
 }

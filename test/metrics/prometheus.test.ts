@@ -28,6 +28,7 @@ import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
 import { startTestMx, type TestMx } from '../helpers/test-mx';
 import { promises as fsp } from 'node:fs';
 import { alertRules, dashboardExprs, startPrometheus, stripComparisons, substituteGrafanaVars, type Prometheus } from './promql';
+import { waitUntil } from '../helpers/wait-until';
 
 const DNSBL = (server: string) => `
 resolver: { servers: ["${server}"], timeout: 300ms, tries: 1 }
@@ -50,13 +51,8 @@ defaultPlan: residential
 classPlans: { residential-dynamic: residential, business: business }
 `;
 
-async function waitUntil(what: string, cond: () => Promise<boolean> | boolean, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** How long a wait here may take (a bounded poll, test/helpers/wait-until). */
+const WAIT_MS = 60_000;
 
 /** One message over the intercept listener from `ip`; the first non-2xx/3xx reply's code, or 250. */
 async function intercept(gw: TestGateway, ip: string, from: string, to: string): Promise<number> {
@@ -143,7 +139,7 @@ describe('metrics through a real Prometheus', { timeout: 240_000 }, () => {
     };
     await app.start();
     prom = await startPrometheus([`127.0.0.1:${app.admin.port}`]);
-    await waitUntil('the first scrape', async () => (await prom.query('up{job="smarthost"} == 1')).result.length > 0);
+    await waitUntil('the first scrape', async () => (await prom.query('up{job="smarthost"} == 1')).result.length > 0, WAIT_MS);
 
     // ---- the load ----
     assert.equal(await submit(gw, '127.0.0.5', 'alice@isp.test', 'alice-secret-1', 'erin@dest.test'), 250);
@@ -164,12 +160,12 @@ describe('metrics through a real Prometheus', { timeout: 240_000 }, () => {
       const list = await app.qmgr.list();
       const body = (await app.metrics.render()).body;
       return list.some((e) => e.state === 'deferred') && /smarthost_delivery_attempts_total\{result="bounced",domain="other"\} 2/.test(body);
-    });
+    }, WAIT_MS);
     exposition = (await app.metrics.render()).body;
     // Two scrapes after the load, so every rate() window holds two samples of every series.
     const scrapes = async () => Number(((await prom.query('count_over_time(up{job="smarthost"}[1m])')).result[0] as { value: [number, string] }).value[1]);
     const n0 = await scrapes();
-    await waitUntil('two scrapes after the load', async () => (await scrapes()) >= n0 + 2);
+    await waitUntil('two scrapes after the load', async () => (await scrapes()) >= n0 + 2, WAIT_MS);
   });
 
   after(async () => {

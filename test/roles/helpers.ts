@@ -36,13 +36,7 @@ export async function startRoleGateway(spec: GatewaySpec, files: Record<string, 
   };
 }
 
-export async function waitUntil(what: string, cond: () => Promise<boolean> | boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+export { waitUntil } from '../helpers/wait-until';
 
 /** A free loopback port (bound then released): where a server that is "down" will later listen. */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
