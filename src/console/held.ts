@@ -4,7 +4,6 @@
  * envelope, header block and verdict trail, and its text as plain text: the
  * HTML part is never shown, attachments are only named).
  */
-import PostalMime from 'postal-mime';
 import type { Envelope, Verdict } from '../envelope';
 import type { Spool } from '../spool/store';
 
@@ -130,6 +129,8 @@ export async function heldMessage(spool: Spool, id: string): Promise<HeldMessage
   let text: string;
   let attachments: HeldMessage['attachments'] = [];
   try {
+    // Loaded when a held message is first viewed, not at start: most gateways never show one.
+    const { default: PostalMime } = await import('postal-mime');
     const parsed = await PostalMime.parse(start.raw, { attachmentEncoding: 'arraybuffer' });
     text = parsed.text ?? (parsed.html ? '(this message has only an HTML part, which the console does not show)' : '(no text)');
     attachments = parsed.attachments.map((a) => ({ filename: a.filename ?? '(unnamed)', mimeType: a.mimeType }));

@@ -11,7 +11,6 @@
  *
  * Talks to: nothing. Trusts: nothing (the caller authenticates the report).
  */
-import PostalMime from 'postal-mime';
 
 export interface ArfReport {
   /** Lower-case feedback type ("abuse"); undefined when the report has no feedback-report part. */
@@ -25,6 +24,9 @@ export interface ArfReport {
   readonly subject?: string;
 }
 
+/** postal-mime, loaded on the first report: most gateways never receive one (its parser stays out of their memory). */
+const postalMime = async () => (await import('postal-mime')).default;
+
 const LIMITS = { maxNestingDepth: 20, maxPartCount: 200, maxHeadersSize: 512 * 1024, maxRfc822NestingDepth: 0 } as const;
 
 const text = (c: ArrayBuffer | Uint8Array | string): string => (typeof c === 'string' ? c : Buffer.from(c as Uint8Array).toString('utf8'));
@@ -33,7 +35,7 @@ const text = (c: ArrayBuffer | Uint8Array | string): string => (typeof c === 'st
 async function headerSection(raw: string): Promise<Array<{ key: string; value: string }>> {
   const end = raw.search(/\r?\n\r?\n/);
   const head = end >= 0 ? raw.slice(0, end) : raw;
-  const parsed = await PostalMime.parse(`${head}\r\n\r\n`, LIMITS);
+  const parsed = await (await postalMime()).parse(`${head}\r\n\r\n`, LIMITS);
   return parsed.headers.map((h) => ({ key: h.key, value: h.value.trim() }));
 }
 
@@ -43,7 +45,7 @@ async function headerSection(raw: string): Promise<Array<{ key: string; value: s
  * feedbackType and no original.
  */
 export async function parseArf(message: Buffer | string): Promise<ArfReport> {
-  const email = await PostalMime.parse(message, { ...LIMITS, forceRfc822Attachments: true, attachmentEncoding: 'arraybuffer' });
+  const email = await (await postalMime()).parse(message, { ...LIMITS, forceRfc822Attachments: true, attachmentEncoding: 'arraybuffer' });
   const fromAddr = email.from && 'address' in email.from ? email.from.address?.toLowerCase() : undefined;
   const fields = new Map<string, string>();
   let originalHeaders: Array<{ key: string; value: string }> | undefined;

@@ -13,7 +13,6 @@
  * Talks to: the IMAP server, Feedback. Trusts: nothing in a report until
  * Feedback authenticated it; the mailbox's own account and password.
  */
-import { ImapFlow } from 'imapflow';
 import type { Logger } from '../log';
 import type { ImapMailbox } from './config';
 import type { Consumed } from './ingest';
@@ -58,6 +57,9 @@ export class ImapIntake {
     const cur = this.deps.mailbox();
     if (!cur) return { fetched: 0, consumed: 0, retried: 0 };
     const { box, password } = cur;
+    // Loaded on the first poll of a configured mailbox, not at start: imapflow brings a MIME and
+    // charset stack (libmime, iconv-lite, encoding-japanese, socks) most gateways never use.
+    const { ImapFlow } = await import('imapflow');
     const client = new ImapFlow({
       host: box.host,
       port: box.port,
