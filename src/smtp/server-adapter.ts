@@ -40,7 +40,18 @@
  *    against maxConnectionsPerIp 20 was refused after 19-62 messages). The
  *    listener's `onQuit(session)` runs first and the 221 waits for it.
  *    (test/security/per-ip-limit.test.ts)
+ * 8. Session ids: the library makes each connection's id (our logs' `sid`,
+ *    the key of the session's state) from crypto.randomBytes(10) turned
+ *    into a BigInt: a CSPRNG call (and a getpid system call inside
+ *    OpenSSL) per connection, ~1 % of the relay job's CPU profile, for an
+ *    id that needs only to be unique and never reaches the client. Ours:
+ *    a random tag per process (so workers' ids differ) and a counter, in
+ *    the library's format (16 characters, base 32). Connections that carry
+ *    a PROXY header keep the library's path.
+ *    (test/e2e/session-ids.test.ts)
  */
+import { randomBytes } from 'node:crypto';
+import type net from 'node:net';
 import { SMTPServer } from 'smtp-server';
 
 // The connection class is not exported by name; reach it the way the
@@ -63,8 +74,24 @@ interface ConnectionProto {
   name: string;
 }
 
+interface ServerProto {
+  options: { ignoredHosts?: string[] };
+  _expectsProxyHeader(socket: net.Socket): boolean;
+  _handleProxy(socket: net.Socket, cb: (err: Error | null, opts?: Record<string, unknown>) => void): void;
+}
+
 const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 let applied = false;
+
+// Patch 8: 8 base-32 characters of random tag per process, then an 8-character counter.
+const SESSION_TAG = BigInt(`0x${randomBytes(5).toString('hex')}`).toString(32).padStart(8, '0');
+let sessionCount = 0;
+
+/** A session id unique in this process (counter) and across processes (random tag), as smtp-server formats its own. */
+export function nextSessionId(): string {
+  sessionCount = (sessionCount + 1) % 32 ** 8;
+  return SESSION_TAG + sessionCount.toString(32).padStart(8, '0');
+}
 
 export function adaptSmtpServer(): void {
   if (applied) return;
@@ -109,6 +136,15 @@ export function adaptSmtpServer(): void {
       () => origQuit.call(this, command, callback),
       () => origQuit.call(this, command, callback),
     );
+  };
+
+  const serverProto = SMTPServer.prototype as unknown as ServerProto;
+  const origHandleProxy = serverProto._handleProxy;
+  serverProto._handleProxy = function handleProxy(this: ServerProto, socket, callback) {
+    if (this._expectsProxyHeader(socket)) return origHandleProxy.call(this, socket, callback);
+    // The library's branch for a socket without a PROXY header, with our id.
+    const ignore = this.options.ignoredHosts && this.options.ignoredHosts.includes(socket.remoteAddress ?? '');
+    setImmediate(() => callback(null, { id: nextSessionId(), ignore }));
   };
 
   proto.init = function init(this: ConnectionProto) {

@@ -1,0 +1,68 @@
+/**
+ * server-adapter patch 8: a connection's session id (logs' `sid`, the key of
+ * the session's state) comes from a per-process tag and a counter, not from
+ * a crypto.randomBytes call per connection; in smtp-server's own format.
+ * A connection that sends a PROXY header keeps the library's path.
+ */
+import assert from 'node:assert/strict';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { SMTPServer } from 'smtp-server';
+import { adaptSmtpServer } from '../../src/smtp/server-adapter';
+import { RawSmtp } from '../helpers/smtp-client';
+
+const BALANCER = '127.0.0.7';
+
+describe('session ids (server-adapter patch 8)', () => {
+  const seen: Array<{ id: string; ip: string }> = [];
+  let server: SMTPServer;
+  let port: number;
+
+  before(async () => {
+    adaptSmtpServer();
+    server = new SMTPServer({
+      authOptional: true,
+      disabledCommands: ['AUTH'],
+      useProxy: [BALANCER],
+      greetDelayMs: 0,
+      logger: false,
+      onConnect(session, cb) {
+        seen.push({ id: session.id, ip: session.remoteAddress });
+        cb();
+      },
+    } as ConstructorParameters<typeof SMTPServer>[0]);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.server.address() as AddressInfo).port;
+  });
+
+  after(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  async function session(first?: string, localAddress?: string): Promise<void> {
+    const c = await RawSmtp.connect(port, localAddress ? { localAddress } : {});
+    if (first) c.write(first);
+    assert.equal((await c.reply()).code, 220);
+    assert.equal((await c.cmd('QUIT')).code, 221);
+    c.close();
+  }
+
+  it('numbers the connections of one process under one tag, in the library format', async () => {
+    seen.length = 0;
+    for (let i = 0; i < 3; i++) await session();
+    const ids = seen.map((s) => s.id);
+    assert.equal(ids.length, 3);
+    for (const id of ids) assert.match(id, /^[0-9a-v]{16}$/);
+    assert.equal(new Set(ids.map((id) => id.slice(0, 8))).size, 1, `one process tag: ${ids.join(' ')}`);
+    const counters = ids.map((id) => parseInt(id.slice(8), 32));
+    assert.deepEqual(counters, [counters[0], counters[0]! + 1, counters[0]! + 2], `consecutive: ${ids.join(' ')}`);
+  });
+
+  it("keeps the library's path for a connection with a PROXY header", async () => {
+    seen.length = 0;
+    await session('PROXY TCP4 192.0.2.10 127.0.0.1 40000 25\r\n', BALANCER);
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0]!.ip, '192.0.2.10');
+    assert.match(seen[0]!.id, /^[0-9a-v]{16}$/);
+  });
+});
