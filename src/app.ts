@@ -20,7 +20,7 @@ import { dkimKeygen } from './dkim/cli';
 import { createLogger, type Logger } from './log';
 import { explainQuery, registerPolicyRoutes } from './admin/policy-routes';
 import { apiAuditEntry, AuditLog } from './admin/audit';
-import { SenderActivity } from './console/activity';
+import { SenderActivity, type ActivityDeps } from './console/activity';
 import { prefixOf } from './policy/ip';
 import { mountConsole } from './console/web';
 import { registerContainmentRoutes } from './containment/admin-routes';
@@ -109,6 +109,8 @@ export interface BuildOptions {
   role?: ProcessRoleName;
   /** The state store to use instead of a new in-memory one (a worker's IPC store). */
   state?: StateStore;
+  /** Worker on the memory backend: the console's activity recorded by the primary (src/cluster/ipc-store.ts). */
+  activityForward?: ActivityDeps['forward'];
   /** Worker: a message it deferred, for the primary's queue manager. */
   onDeferred?: (id: string, nextAttemptAt: number) => void;
   /** Primary: whether the workers' listeners are bound (readiness). */
@@ -155,7 +157,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   const containment = wireContainment({ runtime: policy, store: state, logger, accounts, hostname: cfg.hostname, baseDir: cfg.baseDir, listeners: cfg.listeners, clock: opts.clock, observer: metrics.catalogue.feeds });
   metrics.catalogue.watchPolled(() => containment.poller.size);
   // The console's picture of senders (volume, recipient domains) from accepted mail, in the shared state.
-  const activity = new SenderActivity({ store: state, logger, clock: opts.clock, ipSubject: (ip) => prefixOf(ip, policy.current().policy.quotas.ipv6Prefix) ?? ip });
+  const activity = new SenderActivity({ store: state, logger, clock: opts.clock, forward: opts.activityForward, ipSubject: (ip) => prefixOf(ip, policy.current().policy.quotas.ipv6Prefix) ?? ip });
   const containedHooks = containment.wrap(() => policy.current());
   const policyHooks = cfg.admin.console ? activity.wrap(containedHooks) : containedHooks;
   if (cfg.embedded && cfg.dkim.enabled && !existsSync(cfg.dkim.keysDir)) await createDemoKeys(cfg, logger);

@@ -120,9 +120,12 @@ async function runPrimary(cfg: Config, args: string[]): Promise<number> {
 async function runWorker(cfg: Config): Promise<number> {
   const send = (m: ClusterMessage) => process.send?.(m);
   const handoff = await fromPrimary(send);
+  const ipc = createIpcStateStore();
   const app = await build(cfg, {
     role: 'worker',
-    state: createIpcStateStore(),
+    state: ipc.store,
+    // With Redis every process writes the shared state itself; the primary's store is the memory backend's.
+    activityForward: cfg.state.backend === 'memory' ? ipc.forwardActivity : undefined,
     onDeferred: (id, nextAttemptAt) => send({ t: 'deferred', id, nextAttemptAt }),
     tls: handoff.tls,
     sockets: handoff.sockets,

@@ -11,11 +11,20 @@
  * up and down, open connections, hourly peek, two counts), and one message
  * each way per operation made one gateway process per core slower than a
  * single process (bench full-procs, CPU per message).
+ *
+ * The console's record of an accepted message (src/console/activity.ts:
+ * five operations, each waiting for the one before) runs in the primary:
+ * the worker hands it over in its next batch and waits for no answer.
+ * Five round trips per message, one after the other, were more than half
+ * of the IPC messages and primary wake-ups of the peers relay job
+ * (docs/performance.md).
  * Talks to: the primary over process.send (worker side); the workers'
  * IPC channels (primary side). Trusts: its own processes only.
  */
 import type { Worker } from 'node:cluster';
-import { isConnectionKey } from '../state/keys';
+import { recordActivity } from '../console/activity';
+import type { Logger } from '../log';
+import { isConnectionKey, type Subject } from '../state/keys';
 import type { StateStore } from '../state/store';
 
 const METHODS = ['hit', 'hitMany', 'peekMany', 'undo', 'record', 'count', 'incr', 'get', 'ttl', 'del', 'addToSet', 'setSize', 'rank', 'top'] as const;
@@ -32,9 +41,16 @@ interface Response {
   value?: unknown;
   error?: string;
 }
+/** An accepted message for the console's sender activity (recordActivity), answered by nobody. */
+interface Activity {
+  s: Subject;
+  recipients: readonly string[];
+  now: number;
+}
 interface RequestBatch {
   t: 'state-req';
   reqs: Request[];
+  acts: Activity[];
 }
 interface ResponseBatch {
   t: 'state-res';
@@ -55,8 +71,15 @@ function batcher<T>(flush: (items: T[]) => void): (item: T) => void {
   };
 }
 
-/** Worker side: a StateStore whose every call is answered by the primary. */
-export function createIpcStateStore(timeoutMs = 5000): StateStore {
+export interface IpcState {
+  /** A StateStore whose every call is answered by the primary. */
+  store: StateStore;
+  /** SenderActivity's forward: the primary records it (no answer, no wait). */
+  forwardActivity(s: Subject, recipients: readonly string[], now: number): void;
+}
+
+/** Worker side: the primary's store, and the activity hand-over, in the same batches. */
+export function createIpcStateStore(timeoutMs = 5000): IpcState {
   if (!process.send) throw new Error('the IPC state store needs an IPC channel to the primary');
   let nextId = 1;
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
@@ -71,7 +94,14 @@ export function createIpcStateStore(timeoutMs = 5000): StateStore {
       else p.reject(new Error(r.error ?? 'state store error'));
     }
   });
-  const send = batcher<Request>((reqs) => process.send!({ t: 'state-req', reqs } satisfies RequestBatch));
+  const send = batcher<Request | Activity>((items) => {
+    const batch: RequestBatch = { t: 'state-req', reqs: [], acts: [] };
+    for (const item of items) {
+      if ('method' in item) batch.reqs.push(item);
+      else batch.acts.push(item);
+    }
+    process.send!(batch);
+  });
   const call = (method: Method, args: unknown[]) =>
     new Promise<unknown>((resolve, reject) => {
       const id = nextId++;
@@ -85,7 +115,7 @@ export function createIpcStateStore(timeoutMs = 5000): StateStore {
     });
   const store: Record<string, unknown> = { kind: 'memory (shared by the primary)', close: async () => undefined };
   for (const m of METHODS) store[m] = (...args: unknown[]) => call(m, args);
-  return store as unknown as StateStore;
+  return { store: store as unknown as StateStore, forwardActivity: (s, recipients, now) => send({ s, recipients, now }) };
 }
 
 /**
@@ -95,7 +125,7 @@ export function createIpcStateStore(timeoutMs = 5000): StateStore {
  * sessions, and its addresses would otherwise stay counted (refused for
  * "too many connections") for as long as they keep connecting.
  */
-export function serveStateStore(worker: Worker, store: StateStore): void {
+export function serveStateStore(worker: Worker, store: StateStore, logger: Logger): void {
   const answer = batcher<Response>((res) => {
     if (worker.isConnected()) worker.send({ t: 'state-res', res } satisfies ResponseBatch);
   });
@@ -120,6 +150,9 @@ export function serveStateStore(worker: Worker, store: StateStore): void {
         (value) => answer({ id: r.id, ok: true, value }),
         (err: Error) => answer({ id: r.id, ok: false, error: err.message }),
       );
+    }
+    for (const a of Array.isArray(m.acts) ? m.acts : []) {
+      recordActivity(store, a.s, a.recipients, a.now).catch((err: Error) => logger.error({ evt: 'error', err: err.message }, 'recording sender activity failed'));
     }
   });
 }
