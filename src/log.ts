@@ -13,17 +13,60 @@ export type LogEvent =
   | 'queue_op' | 'recovery' | 'reload' | 'dkim' | 'containment' | 'error'
   | 'starting' | 'privileges' | 'tls_policy' | 'tls_report' | 'shaping';
 
-export const REDACT_PATHS = [
-  'password', 'pass', 'token', 'auth.pass', 'auth.password', '*.password', '*.pass', '*.token',
-  'relay.relayhost.auth.pass', 'privateKey', '*.privateKey',
-];
+/** Censored wherever they appear at the top of a line or one level down ('*.password'). */
+const SECRET_KEYS = ['password', 'pass', 'token', 'privateKey'] as const;
+const CENSOR = '[redacted]';
+
+/**
+ * Paths for pino's `redact`. No path starts with a wildcard: pino runs a
+ * leading-wildcard redactor over every value of every line (each string
+ * and number went through @pinojs/redact: ~40 % of a line's cost, 1 % of
+ * the relay job's CPU profile). The one-level wildcard is
+ * `censorNested`'s, which looks only at object values, and copies only
+ * when a secret is there.
+ */
+export const REDACT_PATHS = [...SECRET_KEYS, 'auth.pass', 'auth.password', 'relay.relayhost.auth.pass'];
+
+/** `obj` with every SECRET_KEYS member of its object values censored; `obj` itself when there is none. */
+export function censorNested<T extends Record<string, unknown>>(obj: T): T {
+  let out: Record<string, unknown> | undefined;
+  for (const key in obj) {
+    const v = obj[key] as unknown;
+    if (typeof v !== 'object' || v === null) continue;
+    if (!SECRET_KEYS.some((s) => Object.hasOwn(v, s))) continue;
+    // An Error stays one (same prototype and own properties, stack and message included) for pino's err serializer.
+    const copy = (v instanceof Error ? Object.create(Object.getPrototypeOf(v), Object.getOwnPropertyDescriptors(v)) : { ...v }) as Record<string, unknown>;
+    for (const s of SECRET_KEYS) if (Object.hasOwn(v, s)) copy[s] = CENSOR;
+    out ??= { ...obj };
+    out[key] = copy;
+  }
+  return (out ?? obj) as T;
+}
 
 export function createLogger(opts: { level: string; pretty: boolean }): Logger {
-  const base = { level: opts.level, redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { pid: process.pid } };
+  const base = {
+    level: opts.level,
+    redact: { paths: REDACT_PATHS, censor: CENSOR },
+    formatters: { log: censorNested },
+    base: { pid: process.pid },
+  };
   if (opts.pretty) {
     // Development only (a worker thread formats each line). Colours when stdout is a terminal
     // (pino-pretty's own detection, so `| less` or a file gets plain text).
-    return pino({ ...base, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard' } } });
+    return censorChildBindings(pino({ ...base, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard' } } }));
   }
-  return pino(base);
+  return censorChildBindings(pino(base));
+}
+
+/**
+ * A child's bindings get the one-level censoring too (pino gives children no
+ * bindings formatter; its redact paths cover their top level). Children of
+ * children inherit the wrapped method (pino makes a child with Object.create).
+ */
+function censorChildBindings(logger: Logger): Logger {
+  const child = logger.child;
+  logger.child = function censoredChild(this: Logger, bindings, options) {
+    return child.call(this, censorNested(bindings), options);
+  } as Logger['child'];
+  return logger;
 }
