@@ -25,6 +25,7 @@
  * worker race for the same message exactly one of them gets it.
  */
 import cluster, { type Worker } from 'node:cluster';
+import os from 'node:os';
 import type { App } from '../app';
 import type { Logger } from '../log';
 import type { BoundSocket } from '../net/bound-socket';
@@ -48,8 +49,22 @@ export interface Supervisor {
   stop(): Promise<void>;
 }
 
+/**
+ * Why `count` workers on `cores` cores may be slower than one process, or
+ * nothing. With as many workers as cores, the primary (it answers every
+ * state operation), the workers' second heap and JIT, and every other
+ * process on the machine compete for cores the workers would each need
+ * whole: on 2 cores, 2 workers did 0.7–0.8× one process (docs/performance.md).
+ */
+export function workersWarning(count: number, cores: number): string | undefined {
+  if (count < 2 || count < cores) return undefined;
+  return `process.workers is ${count} on ${cores} cores: a primary and ${count} workers share the cores with each other and with the rest of the machine, and may well be slower than one process; use fewer workers than cores (\`auto\`: ${Math.max(1, cores - 1)})`;
+}
+
 export function superviseWorkers(opts: { count: number; app: App; store: StateStore; logger: Logger; argv: string[]; sockets: ReadonlyMap<string, BoundSocket> }): Supervisor {
   const { app, store, logger } = opts;
+  const warning = workersWarning(opts.count, os.availableParallelism());
+  if (warning) logger.warn({ evt: 'config', workers: opts.count, cores: os.availableParallelism() }, warning);
   cluster.setupPrimary({ exec: process.argv[1], args: opts.argv, silent: false });
   const suffixes = new Map<number, string>();
   let stopping = false;

@@ -162,7 +162,7 @@ export function parseConfig(raw: unknown, file: string, baseDir: string, opts: P
     dkim: parseDkimConfig(top.dkim, at.child('dkim', { doc: 'DKIM signing; who may sign as what is policy ([security.md](security.md), "Who may sign as what").' }), resolve),
     admin: parseAdminConfig(top.admin, at.child('admin'), resolve, { cert: cert === undefined ? undefined : resolve(cert), key: key === undefined ? undefined : resolve(key) }),
     process: {
-      workers: parseWorkers(proc.workers, at.child('process').child('workers', { type: '`auto` (one per core) or int 1–64' })),
+      workers: parseWorkers(proc.workers, at.child('process').child('workers', { type: '`auto` (one per core but one) or int 1–64' })),
       user: optStr(proc.user, at.child('process').child('user')),
       group: optStr(proc.group, at.child('process').child('group')),
     },
@@ -233,8 +233,17 @@ function parseLimits(v: unknown, at: At): LimitsConfig {
 }
 
 /** `auto` = one worker per core; a number; 1 = a single process. */
+/**
+ * `process.workers: auto`: one worker per core but one, which stays for the
+ * primary, the kernel's network work and whatever else shares the machine
+ * (on 2 cores: one process; two were slower, docs/performance.md).
+ */
+export function autoWorkers(cores: number): number {
+  return Math.max(1, cores - 1);
+}
+
 function parseWorkers(v: unknown, at: At): number {
   if (v === undefined || v === null) return 1;
-  if (v === 'auto') return Math.max(1, os.availableParallelism());
+  if (v === 'auto') return autoWorkers(os.availableParallelism());
   return int(v, at, 1, 1, 64);
 }
