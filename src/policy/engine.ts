@@ -264,6 +264,8 @@ export class PolicyEngine implements PolicyHooks {
 
   private report(v: Verdict, ctx: EvalContext, ms: number, via: Via | undefined): void {
     this.deps.observer?.verdict?.(v, via ?? 'native');
+    // An accepted stage is a debug line: at info (the default) not built at all (4 per message).
+    if (v.action === 'accept' && !this.log.isLevelEnabled('debug')) return;
     const fields = {
       evt: 'policy',
       stage: v.stage,
