@@ -18,6 +18,7 @@ import { bindHint, bindSocket, BindError, type BoundSocket } from '../net/bound-
 import { ListenError, type TlsMaterial } from '../smtp/listener';
 import { processIdSuffix } from '../spool/queue-id';
 import { MemoryStore } from '../state/memory';
+import { sizeHeapForServer } from '../process/heap';
 import { CliError, configFrom } from './common';
 import { dropPrivileges } from './privileges';
 
@@ -27,6 +28,7 @@ export const START_OPTIONS = { config: { type: 'string', short: 'c' } } satisfie
 export async function runStart(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: START_OPTIONS });
   const cfg = configFrom(values);
+  sizeHeapForServer();
   if (cfg.process.workers > 1 && cluster.isWorker) return runWorker(cfg);
   if (cfg.process.workers > 1) return runPrimary(cfg, args);
   const app = await build(cfg);
