@@ -12,10 +12,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { keyAndPublish, verify } from '../dkim/helpers';
-import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import type { TestDns } from '../helpers/dns-server';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { authPlain, RawSmtp } from '../helpers/smtp-client';
-import { startTestMx, type TestMx, type Received } from '../helpers/test-mx';
+import { startDestination, type TestMx, type Received } from '../helpers/test-mx';
 
 describe('DKIM signing through the gateway', () => {
   let dns: TestDns;
@@ -24,10 +24,7 @@ describe('DKIM signing through the gateway', () => {
   let keysDir: string;
 
   before(async () => {
-    dns = await startDnsServer();
-    mx = await startTestMx({ host: '127.0.0.2' });
-    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
-    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dns, mx } = await startDestination());
     keysDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-e2e-dkim-'));
     await keyAndPublish(dns, { keysDir, domain: 'isp.test', selector: 's2026', algo: 'rsa' });
     await keyAndPublish(dns, { keysDir, domain: 'alice-bakery.test', selector: 'r1', algo: 'rsa' });

@@ -22,10 +22,10 @@ import YAML from 'yaml';
 import { build, type App } from '../../src/app';
 import { loadConfigFile } from '../../src/config/load';
 import { createLogger } from '../../src/log';
-import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import type { TestDns } from '../helpers/dns-server';
 import { DEFAULT_ACCOUNTS, prepareGateway } from '../helpers/gateway';
 import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
-import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { startDestination, type TestMx } from '../helpers/test-mx';
 import { waitUntil } from '../helpers/wait-until';
 
 const POOLS = {
@@ -58,10 +58,7 @@ describe('egress pools by subscriber class and plan', () => {
   }
 
   before(async () => {
-    dns = await startDnsServer();
-    mx = await startTestMx({ host: '127.0.0.2' });
-    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
-    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dns, mx } = await startDestination());
     ({ dir, configFile } = await prepareGateway({
       accounts: [...DEFAULT_ACCOUNTS, { name: 'shop@biz.test', password: 'shop-secret-77', senders: ['shop@biz.test'], plan: 'business' }],
       config: {

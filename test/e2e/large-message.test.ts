@@ -22,11 +22,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { keyAndPublish, verify } from '../dkim/helpers';
-import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import type { TestDns } from '../helpers/dns-server';
 import { prepareGateway } from '../helpers/gateway';
 import { freePort, rssMb, spawnGateway, type GatewayProcess } from '../helpers/process';
 import { RawSmtp } from '../helpers/smtp-client';
-import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { startDestination, type TestMx } from '../helpers/test-mx';
 
 
 const LINE = `${'0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'.slice(0, 76)}\r\n`;
@@ -40,10 +40,7 @@ describe('large messages', () => {
   let port: number;
 
   before(async () => {
-    dns = await startDnsServer();
-    mx = await startTestMx({ host: '127.0.0.2' });
-    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
-    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dns, mx } = await startDestination());
     keysDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'smarthost-large-keys-'));
     await keyAndPublish(dns, { keysDir, domain: 'isp.test', selector: 'big', algo: 'rsa' });
     port = await freePort();

@@ -8,11 +8,11 @@
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import type { TestDns } from '../helpers/dns-server';
 import { prepareGateway } from '../helpers/gateway';
 import { childPids, freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
 import { message, RawSmtp } from '../helpers/smtp-client';
-import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { startDestination, type TestMx } from '../helpers/test-mx';
 
 
 const QUOTAS = `
@@ -33,10 +33,7 @@ describe('multi-process gateway', () => {
   let port: number;
 
   before(async () => {
-    dns = await startDnsServer();
-    mx = await startTestMx({ host: '127.0.0.2' });
-    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
-    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dns, mx } = await startDestination());
     port = await freePort();
     const adminPort = await freePort();
     const prepared = await prepareGateway({

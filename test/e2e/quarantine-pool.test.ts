@@ -16,9 +16,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import YAML from 'yaml';
 import { keys } from '../../src/state/keys';
-import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import type { TestDns } from '../helpers/dns-server';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { startDestination, type TestMx } from '../helpers/test-mx';
 import { waitUntil } from '../helpers/wait-until';
 import { sendAs, twoSignalContainment } from '../containment/fixtures';
 
@@ -62,10 +62,7 @@ describe('containment: a suspicious sender leaves from the quarantine pool', () 
   let gw: TestGateway;
 
   before(async () => {
-    dns = await startDnsServer();
-    mx = await startTestMx({ host: '127.0.0.2' });
-    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
-    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dns, mx } = await startDestination());
     gw = await startGateway({
       accounts: ACCOUNTS,
       policyFiles: { 'containment.yaml': CONTAINMENT, 'quotas.yaml': QUOTAS },

@@ -15,9 +15,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import type { TestDns } from '../helpers/dns-server';
 import { message, RawSmtp } from '../helpers/smtp-client';
-import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { startDestination, type TestMx } from '../helpers/test-mx';
 import { eventually, startNode, submissionClient, type FleetNode } from './fleet-helpers';
 import { startRedis, uniquePrefix, type PrivateRedis } from './redis-server';
 
@@ -62,10 +62,7 @@ describe('a Redis outage under load', { timeout: 240_000 }, () => {
   let mx: TestMx;
 
   before(async () => {
-    dns = await startDnsServer();
-    mx = await startTestMx({ host: '127.0.0.2' });
-    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
-    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dns, mx } = await startDestination());
   });
   after(async () => {
     await mx.close();

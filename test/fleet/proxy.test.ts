@@ -12,10 +12,10 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { buildProxyV2, parseProxyV2 } from '../../src/fleet/proxy-protocol';
-import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import type { TestDns } from '../helpers/dns-server';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { message, RawSmtp } from '../helpers/smtp-client';
-import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { startDestination, type TestMx } from '../helpers/test-mx';
 
 const LB = '127.0.0.30';
 
@@ -58,10 +58,7 @@ describe('PROXY protocol on a listener behind a load balancer', { timeout: 30_00
   let port: number;
 
   before(async () => {
-    dns = await startDnsServer();
-    mx = await startTestMx({ host: '127.0.0.2' });
-    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
-    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dns, mx } = await startDestination());
     gw = await startGateway({
       config: {
         listeners: [{ name: 'intercept', role: 'intercept', address: '127.0.0.1', port: 0, security: 'none', greetDelay: '0ms', proxyFrom: [LB] }],

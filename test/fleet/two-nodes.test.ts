@@ -11,8 +11,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { startDnsServer, type TestDns } from '../helpers/dns-server';
-import { startTestMx, type TestMx } from '../helpers/test-mx';
+import type { TestDns } from '../helpers/dns-server';
+import { startDestination, type TestMx } from '../helpers/test-mx';
 import { eventually, interceptClient, send, startNode, submissionClient, type FleetNode } from './fleet-helpers';
 import { startRedis, uniquePrefix, type PrivateRedis } from './redis-server';
 
@@ -36,10 +36,7 @@ describe('two gateways, one Redis', { timeout: 90_000 }, () => {
 
   before(async () => {
     redis = await startRedis();
-    dns = await startDnsServer();
-    mx = await startTestMx({ host: '127.0.0.2' });
-    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
-    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dns, mx } = await startDestination());
     const spec = (name: string, config?: Record<string, unknown>) => ({
       name,
       config,

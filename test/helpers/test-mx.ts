@@ -3,6 +3,7 @@
  * relay in tests: it stores what arrives, byte for byte, and can be told to
  * refuse recipients, tempfail, require AUTH or offer STARTTLS.
  */
+import { startDnsServer, type TestDns } from './dns-server';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { testCert } from './tls';
 
@@ -128,4 +129,16 @@ function replyError([code, text]: [number, string]): Error {
   const e = new Error(text) as Error & { responseCode: number };
   e.responseCode = code;
   return e;
+}
+
+/**
+ * The destination most tests send to: a DNS server in which dest.test's MX
+ * (mx.dest.test) is 127.0.0.2, and a test MX listening there.
+ */
+export async function startDestination(): Promise<{ dns: TestDns; mx: TestMx }> {
+  const dns = await startDnsServer();
+  const mx = await startTestMx({ host: '127.0.0.2' });
+  dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
+  dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+  return { dns, mx };
 }

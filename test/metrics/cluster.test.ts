@@ -8,11 +8,11 @@
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import type { TestDns } from '../helpers/dns-server';
 import { prepareGateway } from '../helpers/gateway';
 import { freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
 import { message, RawSmtp } from '../helpers/smtp-client';
-import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { startDestination, type TestMx } from '../helpers/test-mx';
 
 describe('metrics of a multi-process gateway', () => {
   let dns: TestDns;
@@ -23,10 +23,7 @@ describe('metrics of a multi-process gateway', () => {
   let adminPort: number;
 
   before(async () => {
-    dns = await startDnsServer();
-    mx = await startTestMx({ host: '127.0.0.2' });
-    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
-    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dns, mx } = await startDestination());
     port = await freePort();
     adminPort = await freePort();
     const prepared = await prepareGateway({

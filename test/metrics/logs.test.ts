@@ -10,11 +10,11 @@
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import type { TestDns } from '../helpers/dns-server';
 import { prepareGateway } from '../helpers/gateway';
 import { freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
 import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
-import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { startDestination, type TestMx } from '../helpers/test-mx';
 
 type Line = Record<string, unknown> & { level: number; msg: string };
 
@@ -44,10 +44,7 @@ describe('logs: JSON lines with sid and queueId, level from config, pretty mode'
   const children: GatewayProcess[] = [];
 
   before(async () => {
-    dns = await startDnsServer();
-    mx = await startTestMx({ host: '127.0.0.2' });
-    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
-    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dns, mx } = await startDestination());
   });
   after(async () => {
     for (const c of children) await c.kill();

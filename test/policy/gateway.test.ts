@@ -11,10 +11,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startDnsServer, type TestDns } from '../helpers/dns-server';
+import type { TestDns } from '../helpers/dns-server';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { authPlain, message, RawSmtp } from '../helpers/smtp-client';
-import { startTestMx, type TestMx } from '../helpers/test-mx';
+import { startDestination, type TestMx } from '../helpers/test-mx';
 
 const DNSBL = (server: string) => `
 resolver: { servers: ["${server}"], timeout: 400ms, tries: 1 }
@@ -48,10 +48,7 @@ describe('policy in a running gateway', () => {
   let gw: TestGateway;
 
   before(async () => {
-    dns = await startDnsServer();
-    mx = await startTestMx({ host: '127.0.0.2' });
-    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
-    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    ({ dns, mx } = await startDestination());
     dns.set('3.0.0.127.zen.test', 'A', ['127.0.0.4']); // XBL: infected
     dns.set('4.0.0.127.zen.test', 'A', ['127.0.0.10']); // PBL: a dynamic range, expected
     dns.behave('5.0.0.127.zen.test', 'drop'); // the DNSBL does not answer
