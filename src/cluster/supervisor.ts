@@ -27,6 +27,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
 import type { App } from '../app';
+import { autoWorkers } from '../config/schema';
 import type { Logger } from '../log';
 import type { BoundSocket } from '../net/bound-socket';
 import type { StateStore } from '../state/store';
@@ -58,7 +59,7 @@ export interface Supervisor {
  */
 export function workersWarning(count: number, cores: number): string | undefined {
   if (count < 2 || count < cores) return undefined;
-  return `process.workers is ${count} on ${cores} cores: a primary and ${count} workers share the cores with each other and with the rest of the machine, and may well be slower than one process; use fewer workers than cores (\`auto\`: ${Math.max(1, cores - 1)})`;
+  return `process.workers is ${count} on ${cores} cores: a primary and ${count} workers share the cores with each other and with the rest of the machine, and may well be slower than one process; use fewer workers than cores (\`auto\`: ${autoWorkers(cores)})`;
 }
 
 export function superviseWorkers(opts: { count: number; app: App; store: StateStore; logger: Logger; argv: string[]; sockets: ReadonlyMap<string, BoundSocket> }): Supervisor {
