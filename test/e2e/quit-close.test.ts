@@ -1,0 +1,104 @@
+/**
+ * server-adapter patch 9: after QUIT the server closes the connection as
+ * soon as the 221 has left, like Postfix's smtpd, instead of ending its
+ * side and keeping the descriptor open until the client closes (or
+ * `closeTimeout`). A client that lingers after its 221 holds nothing; a
+ * client that resets the connection after reading the 221 (smtp-source
+ * sets SO_LINGER 0) no longer makes Node build an ECONNRESET error, with its
+ * stack, for every session. Plain and implicit TLS, with and without the
+ * listener's onQuit hook (patch 7); the 221 always arrives whole.
+ */
+import assert from 'node:assert/strict';
+import net, { type AddressInfo } from 'node:net';
+import tls from 'node:tls';
+import { after, before, describe, it } from 'node:test';
+import { SMTPServer } from 'smtp-server';
+import { adaptSmtpServer } from '../../src/smtp/server-adapter';
+import { testCert } from '../helpers/tls';
+import { waitUntil } from '../helpers/wait-until';
+
+interface Case {
+  name: string;
+  secure: boolean;
+  onQuit: boolean;
+}
+
+const CASES: Case[] = [
+  { name: 'plain, no onQuit hook', secure: false, onQuit: false },
+  { name: 'plain, with the onQuit hook', secure: false, onQuit: true },
+  { name: 'implicit TLS, with the onQuit hook', secure: true, onQuit: true },
+];
+
+describe('QUIT closes the connection once the 221 is out (server-adapter patch 9)', () => {
+  const servers: SMTPServer[] = [];
+  let cert: { key: string; cert: string };
+
+  before(async () => {
+    adaptSmtpServer();
+    cert = await testCert();
+  });
+
+  after(async () => {
+    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  });
+
+  async function start(c: Case): Promise<{ server: SMTPServer; port: number; quits: string[] }> {
+    const quits: string[] = [];
+    const server = new SMTPServer({
+      secure: c.secure,
+      key: cert.key,
+      cert: cert.cert,
+      authOptional: true,
+      disabledCommands: ['AUTH'],
+      greetDelayMs: 0,
+      // Long enough that only the QUIT path can have closed the connection within the test.
+      closeTimeout: 60_000,
+      socketTimeout: 60_000,
+      logger: false,
+      ...(c.onQuit ? { onQuit: async (session: { id: string }) => void quits.push(session.id) } : {}),
+    } as ConstructorParameters<typeof SMTPServer>[0]);
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { server, port: (server.server.address() as AddressInfo).port, quits };
+  }
+
+  /** A client that never closes its side by itself (allowHalfOpen), as a lingering client would. */
+  async function lingeringClient(port: number, secure: boolean): Promise<{ sock: net.Socket; until(re: RegExp): Promise<string> }> {
+    const opts = { host: '127.0.0.1', port, allowHalfOpen: true };
+    const sock = await new Promise<net.Socket>((resolve, reject) => {
+      const s = secure ? tls.connect({ ...opts, rejectUnauthorized: false }, () => resolve(s)) : net.connect(opts, () => resolve(s));
+      s.once('error', reject);
+    });
+    sock.on('error', () => undefined);
+    let text = '';
+    sock.setEncoding('latin1');
+    sock.on('data', (d: string) => (text += d));
+    const until = async (re: RegExp) => {
+      await waitUntil(`a reply matching ${re}`, () => re.test(text), 5_000);
+      return text;
+    };
+    return { sock, until };
+  }
+
+  const openConnections = (server: SMTPServer) =>
+    new Promise<number>((resolve, reject) => server.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+
+  for (const c of CASES) {
+    it(`${c.name}: the 221 arrives whole, then the server closes while the client keeps its socket open`, async () => {
+      const { server, port, quits } = await start(c);
+      const client = await lingeringClient(port, c.secure);
+      await client.until(/^220 /m);
+      client.sock.write('EHLO quit.test\r\n');
+      await client.until(/^250 /m);
+      assert.equal(await openConnections(server), 1);
+      client.sock.write('QUIT\r\n');
+      const text = await client.until(/^221 .*\r\n/m);
+      assert.match(text, /\r\n221 [^\r\n]*Bye\r\n$/, 'the 221 arrived whole, and last');
+      // The client neither closes nor ends its side: the server's must go by itself, well
+      // before the library's own deadline for a half-closed connection (5 s).
+      await waitUntil('the server closed the connection after its 221', async () => (await openConnections(server)) === 0, 2_000);
+      client.sock.destroy();
+      if (c.onQuit) assert.equal(quits.length, 1, 'the onQuit hook ran before the 221');
+    });
+  }
+});
