@@ -31,7 +31,7 @@
 import type { Account } from '../accounts/store';
 import type { ClientInfo, Verdict } from '../envelope';
 import type { Logger } from '../log';
-import type { AuthGate, ConnectDecision, ConnectionSlot, ConnectFacts, DataFacts, PolicyHooks, RcptFacts, TransactionFacts } from '../policy/types';
+import type { AuthGate, ConnectDecision, ConnectionSlot, ConnectFacts, DataFacts, DisconnectFacts, PolicyHooks, RcptFacts, TransactionFacts } from '../policy/types';
 import type { StateStore } from '../state/store';
 import { type ContainmentConfig, type PlanThresholds, type ResponseName, type SignalName } from './config';
 import { checkExternal, type ExternalResult, type ExternalSignal, type ExternalSubject } from './external';
@@ -491,7 +491,7 @@ export class ContainedHooks implements PolicyHooks {
     return this.inner().openSlot(f);
   }
 
-  disconnect(f: { client: ClientInfo }): void {
+  disconnect(f: DisconnectFacts): void {
     this.inner().disconnect?.(f);
   }
 }

@@ -26,7 +26,7 @@
 import type { ExternalResult, ExternalSubject } from '../containment/external';
 import type { RecipientOutcome, Verdict } from '../envelope';
 import type { Logger } from '../log';
-import type { ConnectDecision, ConnectFacts, ConnectionSlot, DataFacts, PolicyHooks, RcptFacts, TransactionFacts } from '../policy/types';
+import type { ConnectDecision, ConnectFacts, ConnectionSlot, DataFacts, DisconnectFacts, PolicyHooks, RcptFacts, TransactionFacts } from '../policy/types';
 import type { DeliveryAgent, DeliveryJob } from '../relay/types';
 import { parseArf, type ArfReport } from './arf';
 import { authenticateReport, type DnsLookup } from './authenticate';
@@ -196,7 +196,7 @@ export class FeedbackHooks implements PolicyHooks {
   async accepted(f: DataFacts): Promise<void> {
     await this.inner().accepted?.(f);
   }
-  disconnect(f: { client: import('../envelope').ClientInfo }): void {
+  disconnect(f: DisconnectFacts): void {
     this.inner().disconnect?.(f);
   }
   openSlot(f: { listener: string; ip: string }): Promise<ConnectionSlot> {

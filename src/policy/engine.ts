@@ -18,8 +18,8 @@
  * `policy explain` runs the same evaluate() with mode "explain" over a
  * dry-run store: same rules, same checks, same DNS lookups, no counting, no
  * waiting, no logs. Connections are counted here (an anvil: +1 at connect,
- * −1 at disconnect, per address on intercept and per account after AUTH)
- * in the state store, which outlives policy reloads.
+ * −1 at disconnect, per address on intercept when a quota limits them, and
+ * per account after AUTH) in the state store, which outlives policy reloads.
  *
  * Talks to: the state store, DNS (through DnsblClient), the account store
  * (reads). Trusts: the session's facts (client address, authenticated user).
@@ -39,7 +39,7 @@ import { planFor } from './quotas';
 import { signingAuthority, type SigningFacts } from './signing';
 import type { SigningAuthority } from '../dkim/types';
 import type { Charge, CheckResult, EvalContext, Outcome, Rule, RuntimeEnv } from './rule';
-import { ACCEPT, type AuthGate, type ConnectDecision, type ConnectionSlot, type ConnectFacts, type DataFacts, type PolicyHooks, type PolicyObserver, type RcptFacts, type TransactionFacts } from './types';
+import { ACCEPT, type AuthGate, type ConnectDecision, type ConnectionSlot, type ConnectFacts, type DataFacts, type DisconnectFacts, type PolicyHooks, type PolicyObserver, type RcptFacts, type TransactionFacts } from './types';
 
 /** Connection counters expire if a disconnect is ever missed (a crash, a bug). */
 const CONNECTION_TTL_MS = 60 * 60_000;
@@ -313,13 +313,16 @@ export class PolicyEngine implements PolicyHooks {
 
   async connect(f: ConnectFacts): Promise<ConnectDecision> {
     const facts: StageFacts = { listener: { name: f.listener.name, role: f.listener.role }, ip: f.ip, ...(f.via ? { via: f.via } : {}) };
-    // Counted before the rules so that every connect has its disconnect.
-    await this.countConnection(facts, 1);
+    // Counted before the rules so that every connect has its disconnect; only when a quota
+    // reads the count. The decision says so, and the disconnect gives back only what was
+    // counted: a reload that adds the limit leaves the connections already open uncounted.
+    const counted = this.policy.quotas.countsAddressConnections && f.listener.role === 'intercept';
+    if (counted) await this.countConnection(facts, 1);
     try {
       const r = await this.evaluate('connect', facts, 'live');
-      return { verdict: r.verdict, ...(r.netblock ? { netblockClass: r.netblock.cls } : {}) };
+      return { verdict: r.verdict, ...(r.netblock ? { netblockClass: r.netblock.cls } : {}), countedConnection: counted };
     } catch (err) {
-      await this.countConnection(facts, -1);
+      if (counted) await this.countConnection(facts, -1);
       throw err;
     }
   }
@@ -396,10 +399,11 @@ export class PolicyEngine implements PolicyHooks {
     };
   }
 
-  disconnect(f: { client: ClientInfo }): void {
+  disconnect(f: DisconnectFacts): void {
+    if (!f.countedConnection && !f.client.user) return;
     const facts: StageFacts = { listener: { name: f.client.listener, role: f.client.role }, ip: f.client.ip };
     const done = async () => {
-      await this.countConnection(facts, -1);
+      if (f.countedConnection) await this.countConnection(facts, -1);
       if (f.client.user) await this.deps.store.incr(keys.connections(accountSubject(f.client.user)), -1, CONNECTION_TTL_MS, this.clock());
     };
     done().catch((err: Error) => this.log.error({ evt: 'error', err }, 'releasing connection counters failed'));

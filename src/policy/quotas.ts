@@ -85,6 +85,12 @@ export interface QuotaConfig {
   readonly accounts: ReadonlyMap<string, PlanSpec>;
   readonly ips: PrefixTable<{ cidr: string; spec: PlanSpec }>;
   readonly authFailures: { readonly perIp: AuthFailureLimits; readonly perAccount: AuthFailureLimits };
+  /**
+   * Some plan or address override limits concurrentConnections: only then
+   * are an intercept client's open connections counted (the count is one
+   * state-store round trip each way per connection, for nobody to read).
+   */
+  readonly countsAddressConnections: boolean;
 }
 
 export interface ResolvedLimit {
@@ -117,6 +123,7 @@ export const NO_QUOTAS: QuotaConfig = {
   accounts: new Map(),
   ips: new PrefixTable(),
   authFailures: DEFAULT_AUTH,
+  countsAddressConnections: false,
 };
 
 function parseLimitValue(name: LimitName, v: unknown, at: At): LimitValue {
@@ -184,13 +191,19 @@ export function parseQuotas(raw: unknown, file: string, classes: ReadonlySet<str
     accounts.set(name.toLowerCase(), parsePlan(v, at.child('overrides').child('accounts').child(name)));
   }
   const ips = new PrefixTable<{ cidr: string; spec: PlanSpec }>();
+  const ipSpecs: PlanSpec[] = [];
   for (const [cidrText, v] of Object.entries(mapOf(ov.ips, at.child('overrides').child('ips'), 'address or CIDR → limits'))) {
     const a = at.child('overrides').child('ips').child(cidrText);
     const c = parseCidr(cidrText);
     if (typeof c === 'string') return a.fail(c);
-    ips.insert(c, { cidr: c.text, spec: parsePlan(v, a) });
+    const spec = parsePlan(v, a);
+    ipSpecs.push(spec);
+    ips.insert(c, { cidr: c.text, spec });
   }
   const af = obj(top.authFailures, at.child('authFailures'), ['perIp', 'perAccount']);
+  // Account overrides never apply to an address: plans (by class or default) and address overrides can.
+  const limitsConnections = (spec: PlanSpec) => typeof spec.limits.concurrentConnections?.value === 'number';
+  const countsAddressConnections = [...plans.values()].some(limitsConnections) || ipSpecs.some(limitsConnections);
   return {
     onExceed: parseAction(top.onExceed, at.child('onExceed'), RATE_LIMITED),
     ipv6Prefix: int(top.ipv6Prefix, at.child('ipv6Prefix'), 64, 16, 128),
@@ -204,6 +217,7 @@ export function parseQuotas(raw: unknown, file: string, classes: ReadonlySet<str
       perIp: parseAuthLimits(af.perIp, at.child('authFailures').child('perIp'), DEFAULT_AUTH.perIp),
       perAccount: parseAuthLimits(af.perAccount, at.child('authFailures').child('perAccount'), DEFAULT_AUTH.perAccount, true),
     },
+    countsAddressConnections,
   };
 }
 

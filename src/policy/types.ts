@@ -22,6 +22,14 @@ export interface ConnectDecision {
   readonly verdict: Verdict;
   /** Netblock class of the client, when it is inside a subscriber netblock. */
   readonly netblockClass?: string;
+  /** The address's open connections were counted (a quota reads them): the disconnect gives it back. */
+  readonly countedConnection: boolean;
+}
+
+/** What the disconnect releases: the client, and whether its connect was counted (ConnectDecision). */
+export interface DisconnectFacts {
+  readonly client: ClientInfo;
+  readonly countedConnection: boolean;
 }
 
 export interface TransactionFacts {
@@ -93,7 +101,7 @@ export interface PolicyHooks {
   /** The message was committed (for what must count committed mail only). */
   accepted?(f: DataFacts): Promise<void>;
   /** The connection closed (release per-connection counters). */
-  disconnect?(f: { client: ClientInfo }): void;
+  disconnect?(f: DisconnectFacts): void;
   /**
    * Take one of the client's connection slots on a listener: a counter in
    * the state store, so one count across every process (and, with Redis,

@@ -77,7 +77,8 @@ interface ConnState {
    */
   popClient?: ClientInfo;
   verdicts: Verdict[];
-  /** DATA transfers currently running (a timer per transfer). */
+  /** The connect counted this address's open connections (given back at close). */
+  countedConnection: boolean;
 }
 
 type Callback = (err?: Error | null) => void;
@@ -129,7 +130,7 @@ export class SessionHandlers {
         tls: session.secure,
         netblockClass: d.netblockClass,
       };
-      this.conns.set(session.id, { client, verdicts: [d.verdict] });
+      this.conns.set(session.id, { client, verdicts: [d.verdict], countedConnection: d.countedConnection });
       if (d.verdict.action === 'reject' || d.verdict.action === 'tempfail') {
         this.deps.observer?.connection?.(this.listener.name, 'refused');
         return cb(this.refuse(d.verdict, session));
@@ -181,7 +182,7 @@ export class SessionHandlers {
   onClose(session: SMTPServerSession): void {
     void this.releaseSlot(session);
     const st = this.conns.get(session.id);
-    if (st) this.deps.policy().disconnect?.({ client: st.client });
+    if (st) this.deps.policy().disconnect?.({ client: st.client, countedConnection: st.countedConnection });
     this.conns.delete(session.id);
   }
 
@@ -189,7 +190,7 @@ export class SessionHandlers {
     let st = this.conns.get(session.id);
     if (!st) {
       // onConnect always runs first; this only guards against library changes.
-      st = { client: { listener: this.listener.name, role: this.listener.role, ip: session.remoteAddress, tls: session.secure }, verdicts: [] };
+      st = { client: { listener: this.listener.name, role: this.listener.role, ip: session.remoteAddress, tls: session.secure }, verdicts: [], countedConnection: false };
       this.conns.set(session.id, st);
     }
     return st;

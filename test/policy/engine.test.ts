@@ -224,12 +224,14 @@ stages:
     const { engine, store, clock } = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': QUOTAS }, { accounts: [alice] });
     const l = { name: 'intercept', role: 'intercept' } as never;
     const client = { listener: 'intercept', role: 'intercept' as const, ip: '198.51.100.7', tls: false };
-    assert.equal((await engine.connect({ listener: l, ip: client.ip })).verdict.action, 'accept');
+    const first = await engine.connect({ listener: l, ip: client.ip });
+    assert.equal(first.verdict.action, 'accept');
+    assert.equal(first.countedConnection, true, 'a quota limits connections: counted');
     assert.equal((await engine.connect({ listener: l, ip: client.ip })).verdict.action, 'accept');
     const third = await engine.connect({ listener: l, ip: client.ip });
     assert.deepEqual([third.verdict.action, third.verdict.reply], ['tempfail', 'too_many_connections_ip']);
-    engine.disconnect({ client });
-    engine.disconnect({ client });
+    engine.disconnect({ client, countedConnection: first.countedConnection });
+    engine.disconnect({ client, countedConnection: third.countedConnection });
     await new Promise((r) => setImmediate(r));
     assert.equal(await store.get(keys.connections({ kind: 'ip', id: client.ip }), clock.now), 1);
     assert.equal((await engine.connect({ listener: l, ip: client.ip })).verdict.action, 'accept');
@@ -239,9 +241,33 @@ stages:
     for (let i = 0; i < 3; i++) await engine.auth({ client: sclient, user: alice.name, phase: 'after', ok: true });
     const mail = await engine.mail({ client: sclient, account: alice, mailFrom: alice.name, recipients: [] });
     assert.deepEqual([mail.action, mail.rule], ['tempfail', 'quota.connections:concurrentConnections']);
-    engine.disconnect({ client: sclient });
+    engine.disconnect({ client: sclient, countedConnection: false });
     await new Promise((r) => setImmediate(r));
     assert.equal((await engine.mail({ client: sclient, account: alice, mailFrom: alice.name, recipients: [] })).action, 'accept');
+  });
+
+  it('counts an address\'s connections only when a quota limits them, and a reload in between never makes the count drift', async () => {
+    const l = { name: 'intercept', role: 'intercept' } as never;
+    const client = { listener: 'intercept', role: 'intercept' as const, ip: '198.51.100.8', tls: false };
+    const key = keys.connections({ kind: 'ip', id: client.ip });
+    // No plan limits connections: nothing is counted (one state-store round trip each way saved).
+    const unlimited = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': 'plans:\n  residential: { messagesPerHour: 5 }\ndefaultPlan: residential\n' });
+    const before = await unlimited.engine.connect({ listener: l, ip: client.ip });
+    assert.equal(before.verdict.action, 'accept');
+    assert.equal(before.countedConnection, false);
+    assert.equal(await unlimited.store.get(key, unlimited.clock.now), 0, 'not counted');
+    // A reload adds concurrentConnections 2 while that connection is open (same store).
+    const limited = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': QUOTAS }, { store: unlimited.store });
+    limited.clock.now = unlimited.clock.now;
+    const a = await limited.engine.connect({ listener: l, ip: client.ip });
+    assert.equal(a.countedConnection, true);
+    // The connection from before the reload closes: it gives back nothing it did not take.
+    limited.engine.disconnect({ client, countedConnection: before.countedConnection });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(await limited.store.get(key, limited.clock.now), 1, 'the count did not drift below what is open and counted');
+    assert.equal((await limited.engine.connect({ listener: l, ip: client.ip })).verdict.action, 'accept');
+    const third = await limited.engine.connect({ listener: l, ip: client.ip });
+    assert.deepEqual([third.verdict.action, third.verdict.reply], ['tempfail', 'too_many_connections_ip'], 'the limit holds for connections made after the reload');
   });
 
   it('counts IPv6 intercept clients per /64', async () => {

@@ -49,11 +49,12 @@ export interface TestEngine {
 
 export async function engineFor(
   files: Record<string, string>,
-  opts: { accounts?: Account[]; observer?: PolicyObserver } = {},
+  /** `store`: another engine's, as after a policy reload (the state store outlives it). */
+  opts: { accounts?: Account[]; observer?: PolicyObserver; store?: MemoryStore } = {},
 ): Promise<TestEngine> {
   const dir = await policyDir(files);
   const clock = { now: T0 };
-  const store = new MemoryStore();
+  const store = opts.store ?? new MemoryStore();
   const logs: Array<Record<string, unknown>> = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {

@@ -25,7 +25,7 @@
  */
 import { RelaxedBodyHash } from '../../dkim/canon';
 import { domainOf, type ClientInfo, type Verdict } from '../../envelope';
-import type { DataFacts } from '../../policy/types';
+import type { DataFacts, DisconnectFacts } from '../../policy/types';
 import { extractAddresses, parseHeaderBlock } from '../../smtp/headers';
 import { clientAddress, failureReply, isRefusal, named, postfixClient, refusalReply, type PostfixClient, type PostfixDeps, type PostfixReply } from '../context';
 import { ACT, CMD, cstr, cstrings, insertHeader, MilterProtocolError, optnegReply, packet, PROTO, REPLY, replyCode, type Packet } from './protocol';
@@ -57,7 +57,7 @@ export class MilterSession {
   private helo: string | undefined;
   private who: PostfixClient | undefined;
   /** The connect stage was counted (and must be released at close). */
-  private counted: ClientInfo | undefined;
+  private counted: DisconnectFacts | undefined;
   /** The connect stage's verdict (asked at the first MAIL). */
   private connected: Verdict | undefined;
   private msg: Message | undefined;
@@ -120,7 +120,7 @@ export class MilterSession {
 
   /** The connection ended (QUIT, or the socket closed): release what connect counted. */
   close(): void {
-    if (this.counted) this.deps.hooks().disconnect?.({ client: this.counted });
+    if (this.counted) this.deps.hooks().disconnect?.(this.counted);
     this.counted = undefined;
     this.connected = undefined;
     this.msg = undefined;
@@ -181,7 +181,7 @@ export class MilterSession {
     const hooks = this.deps.hooks();
     const d = await this.guard(() => hooks.connect({ listener: who.listener, ip: who.client.ip, via: 'milter' }));
     if (!d) return undefined;
-    this.counted = who.client;
+    this.counted = { client: who.client, countedConnection: d.countedConnection };
     this.connected = d.verdict;
     return d.verdict;
   }
