@@ -77,7 +77,7 @@ async function main(): Promise<void> {
       await engine.rcpt({ client, mailFrom: from, recipients: ['a@dest.example'], rcpt: 'b@dest.example' });
       const d = await engine.data({ client, mailFrom: from, recipients: ['a@dest.example', 'b@dest.example'], size: 4000, headerFrom: [from], receivedCount: 1 });
       if (d.action !== 'accept') throw new Error(`data: ${JSON.stringify(d)}`);
-      engine.disconnect({ client, countedConnection: c.countedConnection });
+      engine.disconnect({ client, countedConnection: c.countedConnection, countedAccount: false });
     }
 
     async function submissionTx(i: number): Promise<void> {
@@ -96,7 +96,7 @@ async function main(): Promise<void> {
       await engine.rcpt({ client, account: acct, mailFrom: acct.name, recipients: ['a@dest.example'], rcpt: 'b@dest.example' });
       const d = await engine.data({ client, account: acct, mailFrom: acct.name, recipients: ['a@dest.example', 'b@dest.example'], size: 4000, headerFrom: [acct.name], receivedCount: 1 });
       if (d.action !== 'accept') throw new Error(`data: ${JSON.stringify(d)}`);
-      engine.disconnect({ client, countedConnection: c.countedConnection });
+      engine.disconnect({ client, countedConnection: c.countedConnection, countedAccount: true });
     }
 
     async function measure(name: string, tx: (i: number) => Promise<void>, concurrency: number): Promise<void> {

@@ -152,7 +152,7 @@ async function main(): Promise<void> {
         await engine.rcpt({ client, mailFrom: from, recipients: ['a@dest.example'], rcpt: 'b@dest.example' });
         const d = await engine.data({ client, mailFrom: from, recipients: ['a@dest.example', 'b@dest.example'], size: 4000, headerFrom: [from], receivedCount: 1 });
         if (d.action !== 'accept') throw new Error(`data: ${JSON.stringify(d)}`);
-        engine.disconnect({ client, countedConnection: c.countedConnection });
+        engine.disconnect({ client, countedConnection: c.countedConnection, countedAccount: false });
       };
       for (let i = 0; i < 2000; i++) await tx(i);
       const before = counted.calls();

@@ -400,11 +400,11 @@ export class PolicyEngine implements PolicyHooks {
   }
 
   disconnect(f: DisconnectFacts): void {
-    if (!f.countedConnection && !f.client.user) return;
+    if (!f.countedConnection && !f.countedAccount) return;
     const facts: StageFacts = { listener: { name: f.client.listener, role: f.client.role }, ip: f.client.ip };
     const done = async () => {
       if (f.countedConnection) await this.countConnection(facts, -1);
-      if (f.client.user) await this.deps.store.incr(keys.connections(accountSubject(f.client.user)), -1, CONNECTION_TTL_MS, this.clock());
+      if (f.countedAccount && f.client.user) await this.deps.store.incr(keys.connections(accountSubject(f.client.user)), -1, CONNECTION_TTL_MS, this.clock());
     };
     done().catch((err: Error) => this.log.error({ evt: 'error', err }, 'releasing connection counters failed'));
   }

@@ -26,10 +26,16 @@ export interface ConnectDecision {
   readonly countedConnection: boolean;
 }
 
-/** What the disconnect releases: the client, and whether its connect was counted (ConnectDecision). */
+/**
+ * What the disconnect releases: the client, whether its connect was counted
+ * (ConnectDecision), and whether a successful AUTH through `auth` counted
+ * the account's connection. A client that Postfix authenticated (its SASL
+ * user, src/postfix) has a user but was never counted.
+ */
 export interface DisconnectFacts {
   readonly client: ClientInfo;
   readonly countedConnection: boolean;
+  readonly countedAccount: boolean;
 }
 
 export interface TransactionFacts {

@@ -169,7 +169,7 @@ export class PolicyService {
   private async connect(listener: ListenerConfig, client: ClientInfo): Promise<Verdict> {
     const hooks = this.deps.hooks();
     const d = await hooks.connect({ listener, ip: client.ip, via: 'policy-service' });
-    hooks.disconnect?.({ client, countedConnection: d.countedConnection });
+    hooks.disconnect?.({ client, countedConnection: d.countedConnection, countedAccount: false });
     return d.verdict;
   }
 

@@ -325,7 +325,7 @@ async function send(hooks: PolicyHooks, a: SimActor, m: SimMail, accounts: Map<s
     if (dv.action === 'accept') await hooks.accepted?.(facts);
     return { accepted: dv.action === 'accept', action: dv.action, rcpts: ok.length };
   } finally {
-    hooks.disconnect?.({ client, countedConnection: conn.countedConnection });
+    hooks.disconnect?.({ client, countedConnection: conn.countedConnection, countedAccount: !host && Boolean(hooks.auth) });
   }
 }
 

@@ -79,6 +79,8 @@ interface ConnState {
   verdicts: Verdict[];
   /** The connect counted this address's open connections (given back at close). */
   countedConnection: boolean;
+  /** AUTH succeeded through the policy's auth hook, which counted the account's connection. */
+  countedAccount?: boolean;
 }
 
 type Callback = (err?: Error | null) => void;
@@ -182,7 +184,7 @@ export class SessionHandlers {
   onClose(session: SMTPServerSession): void {
     void this.releaseSlot(session);
     const st = this.conns.get(session.id);
-    if (st) this.deps.policy().disconnect?.({ client: st.client, countedConnection: st.countedConnection });
+    if (st) this.deps.policy().disconnect?.({ client: st.client, countedConnection: st.countedConnection, countedAccount: st.countedAccount === true });
     this.conns.delete(session.id);
   }
 
@@ -232,6 +234,7 @@ export class SessionHandlers {
         return cb(new SmtpReplyError('auth_failed'));
       }
       st.account = res.account;
+      if (policy.auth) st.countedAccount = true;
       st.client = { ...st.client, user: res.account.name, tls: session.secure };
       this.deps.observer?.auth?.(this.listener.name, method, 'ok');
       this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result: 'ok', user: res.account.name, cached: res.cached }, 'authenticated');

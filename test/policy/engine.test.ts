@@ -230,8 +230,8 @@ stages:
     assert.equal((await engine.connect({ listener: l, ip: client.ip })).verdict.action, 'accept');
     const third = await engine.connect({ listener: l, ip: client.ip });
     assert.deepEqual([third.verdict.action, third.verdict.reply], ['tempfail', 'too_many_connections_ip']);
-    engine.disconnect({ client, countedConnection: first.countedConnection });
-    engine.disconnect({ client, countedConnection: third.countedConnection });
+    engine.disconnect({ client, countedConnection: first.countedConnection, countedAccount: false });
+    engine.disconnect({ client, countedConnection: third.countedConnection, countedAccount: false });
     await new Promise((r) => setImmediate(r));
     assert.equal(await store.get(keys.connections({ kind: 'ip', id: client.ip }), clock.now), 1);
     assert.equal((await engine.connect({ listener: l, ip: client.ip })).verdict.action, 'accept');
@@ -241,7 +241,7 @@ stages:
     for (let i = 0; i < 3; i++) await engine.auth({ client: sclient, user: alice.name, phase: 'after', ok: true });
     const mail = await engine.mail({ client: sclient, account: alice, mailFrom: alice.name, recipients: [] });
     assert.deepEqual([mail.action, mail.rule], ['tempfail', 'quota.connections:concurrentConnections']);
-    engine.disconnect({ client: sclient, countedConnection: false });
+    engine.disconnect({ client: sclient, countedConnection: false, countedAccount: true });
     await new Promise((r) => setImmediate(r));
     assert.equal((await engine.mail({ client: sclient, account: alice, mailFrom: alice.name, recipients: [] })).action, 'accept');
   });
@@ -262,12 +262,28 @@ stages:
     const a = await limited.engine.connect({ listener: l, ip: client.ip });
     assert.equal(a.countedConnection, true);
     // The connection from before the reload closes: it gives back nothing it did not take.
-    limited.engine.disconnect({ client, countedConnection: before.countedConnection });
+    limited.engine.disconnect({ client, countedConnection: before.countedConnection, countedAccount: false });
     await new Promise((r) => setImmediate(r));
     assert.equal(await limited.store.get(key, limited.clock.now), 1, 'the count did not drift below what is open and counted');
     assert.equal((await limited.engine.connect({ listener: l, ip: client.ip })).verdict.action, 'accept');
     const third = await limited.engine.connect({ listener: l, ip: client.ip });
     assert.deepEqual([third.verdict.action, third.verdict.reply], ['tempfail', 'too_many_connections_ip'], 'the limit holds for connections made after the reload');
+  });
+
+  it('a client Postfix authenticated (its SASL user, never counted here) does not take back the account\'s own connections', async () => {
+    const alice = account('alice@isp.example');
+    const { engine, store, clock } = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': QUOTAS }, { accounts: [alice] });
+    const key = keys.connections({ kind: 'a', id: alice.name });
+    // Three of alice's own AUTHed connections are open (the plan allows 2).
+    const sclient = { listener: 'submission', role: 'submission' as const, ip: '192.0.2.1', tls: true, user: alice.name };
+    for (let i = 0; i < 3; i++) await engine.auth({ client: sclient, user: alice.name, phase: 'after', ok: true });
+    // Meanwhile the policy service and the milter connect and disconnect per request, with Postfix's SASL user.
+    const viaPostfix = { listener: 'postfix-submission', role: 'submission' as const, ip: '192.0.2.9', tls: true, user: alice.name };
+    for (let i = 0; i < 3; i++) engine.disconnect({ client: viaPostfix, countedConnection: false, countedAccount: false });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(await store.get(key, clock.now), 3, 'nothing given back that was never taken');
+    const mail = await engine.mail({ client: sclient, account: alice, mailFrom: alice.name, recipients: [] });
+    assert.deepEqual([mail.action, mail.rule], ['tempfail', 'quota.connections:concurrentConnections'], 'the limit still holds');
   });
 
   it('counts IPv6 intercept clients per /64', async () => {

@@ -181,7 +181,7 @@ export class MilterSession {
     const hooks = this.deps.hooks();
     const d = await this.guard(() => hooks.connect({ listener: who.listener, ip: who.client.ip, via: 'milter' }));
     if (!d) return undefined;
-    this.counted = { client: who.client, countedConnection: d.countedConnection };
+    this.counted = { client: who.client, countedConnection: d.countedConnection, countedAccount: false };
     this.connected = d.verdict;
     return d.verdict;
   }
