@@ -80,7 +80,7 @@ interface ConnState {
   /** The connect counted this address's open connections (given back at close). */
   countedConnection: boolean;
   /** AUTH succeeded through the policy's auth hook, which counted the account's connection. */
-  countedAccount?: boolean;
+  countedAccount: boolean;
 }
 
 type Callback = (err?: Error | null) => void;
@@ -132,7 +132,7 @@ export class SessionHandlers {
         tls: session.secure,
         netblockClass: d.netblockClass,
       };
-      this.conns.set(session.id, { client, verdicts: [d.verdict], countedConnection: d.countedConnection });
+      this.conns.set(session.id, { client, verdicts: [d.verdict], countedConnection: d.countedConnection, countedAccount: false });
       if (d.verdict.action === 'reject' || d.verdict.action === 'tempfail') {
         this.deps.observer?.connection?.(this.listener.name, 'refused');
         return cb(this.refuse(d.verdict, session));
@@ -184,7 +184,7 @@ export class SessionHandlers {
   onClose(session: SMTPServerSession): void {
     void this.releaseSlot(session);
     const st = this.conns.get(session.id);
-    if (st) this.deps.policy().disconnect?.({ client: st.client, countedConnection: st.countedConnection, countedAccount: st.countedAccount === true });
+    if (st) this.deps.policy().disconnect?.({ client: st.client, countedConnection: st.countedConnection, countedAccount: st.countedAccount });
     this.conns.delete(session.id);
   }
 
@@ -192,7 +192,7 @@ export class SessionHandlers {
     let st = this.conns.get(session.id);
     if (!st) {
       // onConnect always runs first; this only guards against library changes.
-      st = { client: { listener: this.listener.name, role: this.listener.role, ip: session.remoteAddress, tls: session.secure }, verdicts: [], countedConnection: false };
+      st = { client: { listener: this.listener.name, role: this.listener.role, ip: session.remoteAddress, tls: session.secure }, verdicts: [], countedConnection: false, countedAccount: false };
       this.conns.set(session.id, st);
     }
     return st;
