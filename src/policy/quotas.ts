@@ -190,20 +190,19 @@ export function parseQuotas(raw: unknown, file: string, classes: ReadonlySet<str
   for (const [name, v] of Object.entries(mapOf(ov.accounts, at.child('overrides').child('accounts'), 'account → limits'))) {
     accounts.set(name.toLowerCase(), parsePlan(v, at.child('overrides').child('accounts').child(name)));
   }
+  // Account overrides never apply to an address: plans (by class or default) and address overrides can.
+  const limitsConnections = (spec: PlanSpec) => typeof spec.limits.concurrentConnections?.value === 'number';
+  let countsAddressConnections = [...plans.values()].some(limitsConnections);
   const ips = new PrefixTable<{ cidr: string; spec: PlanSpec }>();
-  const ipSpecs: PlanSpec[] = [];
   for (const [cidrText, v] of Object.entries(mapOf(ov.ips, at.child('overrides').child('ips'), 'address or CIDR → limits'))) {
     const a = at.child('overrides').child('ips').child(cidrText);
     const c = parseCidr(cidrText);
     if (typeof c === 'string') return a.fail(c);
     const spec = parsePlan(v, a);
-    ipSpecs.push(spec);
+    countsAddressConnections ||= limitsConnections(spec);
     ips.insert(c, { cidr: c.text, spec });
   }
   const af = obj(top.authFailures, at.child('authFailures'), ['perIp', 'perAccount']);
-  // Account overrides never apply to an address: plans (by class or default) and address overrides can.
-  const limitsConnections = (spec: PlanSpec) => typeof spec.limits.concurrentConnections?.value === 'number';
-  const countsAddressConnections = [...plans.values()].some(limitsConnections) || ipSpecs.some(limitsConnections);
   return {
     onExceed: parseAction(top.onExceed, at.child('onExceed'), RATE_LIMITED),
     ipv6Prefix: int(top.ipv6Prefix, at.child('ipv6Prefix'), 64, 16, 128),
