@@ -88,7 +88,7 @@ async function main(): Promise<void> {
       let client: ClientInfo = { listener: 'submission', role: 'submission', ip, tls: true, netblockClass: c.netblockClass };
       const a = await engine.auth({ client, user: acct.name, phase: 'before' });
       if (a.action !== 'accept') throw new Error(`auth: ${JSON.stringify(a)}`);
-      await engine.auth({ client, user: acct.name, phase: 'after', ok: true });
+      const counted = await engine.auth({ client, user: acct.name, phase: 'after', ok: true });
       client = { ...client, user: acct.name };
       const m = await engine.mail({ client, account: acct, mailFrom: acct.name, recipients: [] });
       if (m.action !== 'accept') throw new Error(`mail: ${JSON.stringify(m)}`);
@@ -96,7 +96,7 @@ async function main(): Promise<void> {
       await engine.rcpt({ client, account: acct, mailFrom: acct.name, recipients: ['a@dest.example'], rcpt: 'b@dest.example' });
       const d = await engine.data({ client, account: acct, mailFrom: acct.name, recipients: ['a@dest.example', 'b@dest.example'], size: 4000, headerFrom: [acct.name], receivedCount: 1 });
       if (d.action !== 'accept') throw new Error(`data: ${JSON.stringify(d)}`);
-      engine.disconnect({ client, countedConnection: c.countedConnection, countedAccount: true });
+      engine.disconnect({ client, countedConnection: c.countedConnection, countedAccount: counted.countedAccount });
     }
 
     async function measure(name: string, tx: (i: number) => Promise<void>, concurrency: number): Promise<void> {

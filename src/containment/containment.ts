@@ -31,7 +31,7 @@
 import type { Account } from '../accounts/store';
 import type { ClientInfo, Verdict } from '../envelope';
 import type { Logger } from '../log';
-import type { AuthGate, ConnectDecision, ConnectionSlot, ConnectFacts, DataFacts, DisconnectFacts, PolicyHooks, RcptFacts, TransactionFacts } from '../policy/types';
+import type { AuthGate, AuthVerdict, ConnectDecision, ConnectionSlot, ConnectFacts, DataFacts, DisconnectFacts, PolicyHooks, RcptFacts, TransactionFacts } from '../policy/types';
 import type { StateStore } from '../state/store';
 import { type ContainmentConfig, type PlanThresholds, type ResponseName, type SignalName } from './config';
 import { checkExternal, type ExternalResult, type ExternalSignal, type ExternalSubject } from './external';
@@ -420,9 +420,9 @@ export class ContainedHooks implements PolicyHooks {
     return { ...d, verdict: stricter(d.verdict, await this.c.gate(client, 'connect')) };
   }
 
-  async auth(f: { client: ClientInfo; user: string; phase: 'before' | 'after'; ok?: boolean }): Promise<Verdict> {
+  async auth(f: { client: ClientInfo; user: string; phase: 'before' | 'after'; ok?: boolean }): Promise<AuthVerdict> {
     const inner = this.inner();
-    const v = inner.auth ? await inner.auth(f) : { action: 'accept' as const, stage: 'auth' as const, rule: 'auth.none' };
+    const v = inner.auth ? await inner.auth(f) : { action: 'accept' as const, stage: 'auth' as const, rule: 'auth.none', countedAccount: false };
     if (f.phase === 'after' && f.ok === true) await this.c.recordAuth(f.client, f.user);
     return v;
   }

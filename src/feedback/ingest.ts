@@ -26,7 +26,7 @@
 import type { ExternalResult, ExternalSubject } from '../containment/external';
 import type { RecipientOutcome, Verdict } from '../envelope';
 import type { Logger } from '../log';
-import type { ConnectDecision, ConnectFacts, ConnectionSlot, DataFacts, DisconnectFacts, PolicyHooks, RcptFacts, TransactionFacts } from '../policy/types';
+import type { AuthVerdict, ConnectDecision, ConnectFacts, ConnectionSlot, DataFacts, DisconnectFacts, PolicyHooks, RcptFacts, TransactionFacts } from '../policy/types';
 import type { DeliveryAgent, DeliveryJob } from '../relay/types';
 import { parseArf, type ArfReport } from './arf';
 import { authenticateReport, type DnsLookup } from './authenticate';
@@ -173,9 +173,9 @@ export class FeedbackHooks implements PolicyHooks {
   connect(f: ConnectFacts): Promise<ConnectDecision> {
     return this.inner().connect(f);
   }
-  auth(f: Parameters<NonNullable<PolicyHooks['auth']>>[0]): Promise<Verdict> {
+  auth(f: Parameters<NonNullable<PolicyHooks['auth']>>[0]): Promise<AuthVerdict> {
     const i = this.inner();
-    return i.auth ? i.auth(f) : Promise.resolve({ action: 'accept', stage: 'auth', rule: 'auth.none' });
+    return i.auth ? i.auth(f) : Promise.resolve({ action: 'accept', stage: 'auth', rule: 'auth.none', countedAccount: false });
   }
   authGate(f: Parameters<NonNullable<PolicyHooks['authGate']>>[0]): ReturnType<NonNullable<PolicyHooks['authGate']>> {
     return this.inner().authGate?.(f);

@@ -18,8 +18,10 @@
  * `policy explain` runs the same evaluate() with mode "explain" over a
  * dry-run store: same rules, same checks, same DNS lookups, no counting, no
  * waiting, no logs. Connections are counted here (an anvil: +1 at connect,
- * −1 at disconnect, per address on intercept when a quota limits them, and
- * per account after AUTH) in the state store, which outlives policy reloads.
+ * −1 at disconnect, per address on intercept and per account after AUTH,
+ * each only when a quota limits them) in the state store, which outlives
+ * policy reloads: the hooks' answers say what was counted and the
+ * disconnect gives back just that.
  *
  * Talks to: the state store, DNS (through DnsblClient), the account store
  * (reads). Trusts: the session's facts (client address, authenticated user).
@@ -35,11 +37,11 @@ import { accountSubject, ipSubject } from './checks/common';
 import { DnsblCache, DnsblClient } from './dnsbl';
 import type { PolicySet } from './load';
 import type { Netblock } from './netblocks';
-import { planFor } from './quotas';
+import { limitsAccountConnections, planFor } from './quotas';
 import { signingAuthority, type SigningFacts } from './signing';
 import type { SigningAuthority } from '../dkim/types';
 import type { Charge, CheckResult, EvalContext, Outcome, Rule, RuntimeEnv } from './rule';
-import { ACCEPT, type AuthGate, type ConnectDecision, type ConnectionSlot, type ConnectFacts, type DataFacts, type DisconnectFacts, type PolicyHooks, type PolicyObserver, type RcptFacts, type TransactionFacts } from './types';
+import { ACCEPT, type AuthGate, type AuthVerdict, type ConnectDecision, type ConnectionSlot, type ConnectFacts, type DataFacts, type DisconnectFacts, type PolicyHooks, type PolicyObserver, type RcptFacts, type TransactionFacts } from './types';
 
 /** Connection counters expire if a disconnect is ever missed (a crash, a bug). */
 const CONNECTION_TTL_MS = 60 * 60_000;
@@ -300,13 +302,32 @@ export class PolicyEngine implements PolicyHooks {
     await store.incr(keys.connections(ipSubject({ ip: f.ip, data: this.policy })), by, CONNECTION_TTL_MS, this.clock());
   }
 
-  /** After the password check: count failures; count the account's connection on success. */
-  async afterAuth(f: StageFacts, ok: boolean, mode: Mode, store: StateStore = this.deps.store): Promise<void> {
+  /**
+   * After the password check: count failures; on success count the account's
+   * connection when a quota limits it. Says whether it counted (the
+   * disconnect gives back only that).
+   */
+  async afterAuth(f: StageFacts, ok: boolean, mode: Mode, store: StateStore = this.deps.store): Promise<boolean> {
     const ctx = this.context('auth', f, mode, store);
     for (const rule of this.policy.stages.auth) {
       if (rule.check.afterAuth && !this.skipReason(rule, ctx)) await rule.check.afterAuth(ctx, ok);
     }
-    if (ok && f.user) await store.incr(keys.connections(accountSubject(f.user)), 1, CONNECTION_TTL_MS, ctx.now);
+    if (!ok || !f.user || !this.countsAccountConnections(f.user)) return false;
+    await store.incr(keys.connections(accountSubject(f.user)), 1, CONNECTION_TTL_MS, ctx.now);
+    return true;
+  }
+
+  /**
+   * A quota limits this account's open connections (its plan and override,
+   * as the quota check at MAIL reads them). An account the engine cannot
+   * look up (no account store given) is counted whenever any plan or account
+   * override limits connections: counting costs a round trip, missing a
+   * limit would let it go unenforced.
+   */
+  private countsAccountConnections(user: string): boolean {
+    const q = this.policy.quotas;
+    const account = q.countsAccountConnections ? this.deps.accounts?.get(user) : undefined;
+    return account ? limitsAccountConnections(q, account) : q.countsAccountConnections;
   }
 
   // ---- PolicyHooks (the session's side) ----
@@ -327,11 +348,11 @@ export class PolicyEngine implements PolicyHooks {
     }
   }
 
-  async auth(f: { client: ClientInfo; user: string; phase: 'before' | 'after'; ok?: boolean }): Promise<Verdict> {
+  async auth(f: { client: ClientInfo; user: string; phase: 'before' | 'after'; ok?: boolean }): Promise<AuthVerdict> {
     const facts: StageFacts = { listener: { name: f.client.listener, role: f.client.role }, ip: f.client.ip, user: f.user };
-    if (f.phase === 'before') return (await this.evaluate('auth', facts, 'live')).verdict;
-    await this.afterAuth(facts, f.ok === true, 'live');
-    return ACCEPT('auth', 'auth.counted');
+    if (f.phase === 'before') return { ...(await this.evaluate('auth', facts, 'live')).verdict, countedAccount: false };
+    const countedAccount = await this.afterAuth(facts, f.ok === true, 'live');
+    return { ...ACCEPT('auth', 'auth.counted'), countedAccount };
   }
 
   authGate(f: { client: ClientInfo; user: string }): AuthGate {

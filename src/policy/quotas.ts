@@ -19,7 +19,10 @@
  *                          takes its recipients back)
  *   recipientsPerMessage   at RCPT, from the recipients accepted so far
  *   concurrentConnections  open connections: per address at connect
- *                          (intercept), per account at MAIL (submission)
+ *                          (intercept), per account at MAIL (submission);
+ *                          counted only where a quota limits them (an
+ *                          address: countsAddressConnections; an account:
+ *                          limitsAccountConnections, at AUTH)
  *   maxMessageSize         at end of DATA
  *
  * Talks to: nothing (data only). Trusts: nothing (validated).
@@ -91,6 +94,12 @@ export interface QuotaConfig {
    * state-store round trip each way per connection, for nobody to read).
    */
   readonly countsAddressConnections: boolean;
+  /**
+   * Some plan or account override limits concurrentConnections: without
+   * one no account's open connections are counted (limitsAccountConnections
+   * says which account's are).
+   */
+  readonly countsAccountConnections: boolean;
 }
 
 export interface ResolvedLimit {
@@ -124,6 +133,7 @@ export const NO_QUOTAS: QuotaConfig = {
   ips: new PrefixTable(),
   authFailures: DEFAULT_AUTH,
   countsAddressConnections: false,
+  countsAccountConnections: false,
 };
 
 function parseLimitValue(name: LimitName, v: unknown, at: At): LimitValue {
@@ -186,13 +196,18 @@ export function parseQuotas(raw: unknown, file: string, classes: ReadonlySet<str
     classPlans.set(cls, planRef(v, a)!);
   }
   const ov = obj(top.overrides, at.child('overrides'), ['accounts', 'ips']);
+  // Account overrides never apply to an address, nor address overrides to an account: plans (by
+  // class, default or the account's own) apply to both.
+  const limitsConnections = (spec: PlanSpec) => typeof spec.limits.concurrentConnections?.value === 'number';
+  const planLimitsConnections = [...plans.values()].some(limitsConnections);
+  let countsAccountConnections = planLimitsConnections;
   const accounts = new Map<string, PlanSpec>();
   for (const [name, v] of Object.entries(mapOf(ov.accounts, at.child('overrides').child('accounts'), 'account → limits'))) {
-    accounts.set(name.toLowerCase(), parsePlan(v, at.child('overrides').child('accounts').child(name)));
+    const spec = parsePlan(v, at.child('overrides').child('accounts').child(name));
+    countsAccountConnections ||= limitsConnections(spec);
+    accounts.set(name.toLowerCase(), spec);
   }
-  // Account overrides never apply to an address: plans (by class or default) and address overrides can.
-  const limitsConnections = (spec: PlanSpec) => typeof spec.limits.concurrentConnections?.value === 'number';
-  let countsAddressConnections = [...plans.values()].some(limitsConnections);
+  let countsAddressConnections = planLimitsConnections;
   const ips = new PrefixTable<{ cidr: string; spec: PlanSpec }>();
   for (const [cidrText, v] of Object.entries(mapOf(ov.ips, at.child('overrides').child('ips'), 'address or CIDR → limits'))) {
     const a = at.child('overrides').child('ips').child(cidrText);
@@ -217,6 +232,7 @@ export function parseQuotas(raw: unknown, file: string, classes: ReadonlySet<str
       perAccount: parseAuthLimits(af.perAccount, at.child('authFailures').child('perAccount'), DEFAULT_AUTH.perAccount, true),
     },
     countsAddressConnections,
+    countsAccountConnections,
   };
 }
 
@@ -251,4 +267,13 @@ export function resolveQuotas(q: QuotaConfig, who: { account?: Account; ip?: str
     if (o) apply(o.spec, `override ips.${o.cidr}`);
   }
   return { plan, limits: out };
+}
+
+/**
+ * A quota in force limits the account's open connections (its plan, else
+ * defaultPlan, then its override, as the quota check resolves them at
+ * MAIL): only then does a successful AUTH count its connection.
+ */
+export function limitsAccountConnections(q: QuotaConfig, account: Account): boolean {
+  return q.countsAccountConnections && resolveQuotas(q, { account }).limits.has('concurrentConnections');
 }

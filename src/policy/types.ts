@@ -27,10 +27,21 @@ export interface ConnectDecision {
 }
 
 /**
+ * The auth hook's answer: the verdict, and whether this AUTH counted the
+ * account's open connection: only phase `after` with ok, and only when a
+ * quota limits the account's concurrentConnections (false otherwise). The
+ * disconnect gives back exactly that (DisconnectFacts.countedAccount), so a
+ * reload that adds or removes the limit in between never makes it drift.
+ */
+export interface AuthVerdict extends Verdict {
+  readonly countedAccount: boolean;
+}
+
+/**
  * What the disconnect releases: the client, whether its connect was counted
- * (ConnectDecision), and whether a successful AUTH through `auth` counted
- * the account's connection. A client that Postfix authenticated (its SASL
- * user, src/postfix) has a user but was never counted.
+ * (ConnectDecision), and whether its AUTH counted the account's connection
+ * (AuthVerdict.countedAccount of the `after` call). A client that Postfix
+ * authenticated (its SASL user, src/postfix) has a user but was never counted.
  */
 export interface DisconnectFacts {
   readonly client: ClientInfo;
@@ -83,9 +94,10 @@ export interface PolicyHooks {
   /**
    * Asked twice per AUTH: `before` the password is checked (a locked-out
    * client or account is refused without reaching the account store) and
-   * `after`, with the result (to count failures).
+   * `after`, with the result (to count failures, and on success the
+   * account's open connection when a quota limits it: AuthVerdict).
    */
-  auth?(f: { client: ClientInfo; user: string; phase: 'before' | 'after'; ok?: boolean }): Promise<Verdict>;
+  auth?(f: { client: ClientInfo; user: string; phase: 'before' | 'after'; ok?: boolean }): Promise<AuthVerdict>;
   /**
    * For the session's AUTH scheduling (src/smtp/session.ts onAuth): `key`
    * names the attempts that share brute-force state (the client address,

@@ -299,13 +299,15 @@ async function send(hooks: PolicyHooks, a: SimActor, m: SimMail, accounts: Map<s
   const conn = await hooks.connect({ listener: listener as never, ip: m.ip });
   const base: ClientInfo = { listener: listener.name, role: listener.role, ip: m.ip, tls: !host, ...(conn.netblockClass ? { netblockClass: conn.netblockClass } : {}) };
   const client: ClientInfo = host ? base : { ...base, user: a.name };
+  // What the AUTH counted of the account's connections, given back at the disconnect.
+  let countedAccount = false;
   try {
     if (conn.verdict.action !== 'accept') return { accepted: false, action: conn.verdict.action, rcpts: 0 };
     const account = host ? undefined : accounts.get(a.name);
     if (!host && hooks.auth) {
       if (account?.suspended) return { accepted: false, action: 'reject', rcpts: 0 }; // AUTH refuses a suspended account
       await hooks.auth({ client, user: a.name, phase: 'before' });
-      await hooks.auth({ client, user: a.name, phase: 'after', ok: true });
+      countedAccount = (await hooks.auth({ client, user: a.name, phase: 'after', ok: true })).countedAccount;
     }
     const mailFrom = host ? `someone@home${a.id}.example` : a.name;
     const tx = { client, ...(account ? { account } : {}), mailFrom };
@@ -325,7 +327,7 @@ async function send(hooks: PolicyHooks, a: SimActor, m: SimMail, accounts: Map<s
     if (dv.action === 'accept') await hooks.accepted?.(facts);
     return { accepted: dv.action === 'accept', action: dv.action, rcpts: ok.length };
   } finally {
-    hooks.disconnect?.({ client, countedConnection: conn.countedConnection, countedAccount: !host && Boolean(hooks.auth) });
+    hooks.disconnect?.({ client, countedConnection: conn.countedConnection, countedAccount });
   }
 }
 

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { keys } from '../../src/state/keys';
 import { slotStamp } from '../../src/state/store';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
-import { account, engineFor, intercept, removePolicyDirs, submission, T0 } from './fixtures';
+import { account, engineFor, intercept, removePolicyDirs, submission, T0, type TestEngine } from './fixtures';
 
 const NB = 'netblocks:\n  - { cidr: 198.51.100.0/24, class: residential-dynamic }\n  - { cidr: 203.0.113.0/24, class: business }\n  - { cidr: 2001:db8:1000::/36, class: residential-dynamic }\n';
 const HOUR = 3_600_000;
@@ -284,6 +284,96 @@ stages:
     assert.equal(await store.get(key, clock.now), 3, 'nothing given back that was never taken');
     const mail = await engine.mail({ client: sclient, account: alice, mailFrom: alice.name, recipients: [] });
     assert.deepEqual([mail.action, mail.rule], ['tempfail', 'quota.connections:concurrentConnections'], 'the limit still holds');
+  });
+
+  it('counts an account\'s connections only when a quota limits them, and a reload in between never makes the count drift', async () => {
+    const alice = account('alice@isp.example');
+    const key = keys.connections({ kind: 'a', id: alice.name });
+    const sclient = { listener: 'submission', role: 'submission' as const, ip: '192.0.2.1', tls: true, user: alice.name };
+    const NO_LIMIT = 'plans:\n  residential: { messagesPerHour: 5 }\ndefaultPlan: residential\n';
+    const unlimited = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': NO_LIMIT }, { accounts: [alice] });
+    const { store, clock } = unlimited;
+    // Every change to alice's counter, as the store is asked for it.
+    const changes: number[] = [];
+    const incr = store.incr.bind(store);
+    store.incr = (k, by, ttlMs, now) => {
+      if (k === key) changes.push(by);
+      return incr(k, by, ttlMs, now);
+    };
+    const settled = () => new Promise((r) => setImmediate(r));
+    const auth = async (e: TestEngine) => (await e.engine.auth({ client: sclient, user: alice.name, phase: 'after', ok: true })).countedAccount;
+
+    // (a) No quota limits alice's connections: the AUTH counts nothing, the store holds no counter.
+    const before = await auth(unlimited);
+    assert.equal(before, false);
+    assert.deepEqual(changes, [], 'not one state-store update');
+    assert.equal(await store.get(key, clock.now), 0);
+    assert.equal(await store.ttl(key, clock.now), 0, 'no counter at all');
+
+    // (c) A reload adds concurrentConnections 2 (the residential plan) while that connection is open (same store).
+    const limited = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': QUOTAS }, { accounts: [alice], store });
+    limited.clock.now = clock.now;
+    // (b) Connections authenticated after it are counted.
+    const after = [await auth(limited), await auth(limited), await auth(limited)];
+    assert.deepEqual(after, [true, true, true]);
+    assert.equal(await store.get(key, clock.now), 3);
+    // The connection from before the reload closes: it gives back nothing it did not take.
+    limited.engine.disconnect({ client: sclient, countedConnection: false, countedAccount: before });
+    await settled();
+    assert.equal(await store.get(key, clock.now), 3, 'the count did not drift below what is open and counted');
+    const mail = await limited.engine.mail({ client: sclient, account: alice, mailFrom: alice.name, recipients: [] });
+    assert.deepEqual([mail.action, mail.rule], ['tempfail', 'quota.connections:concurrentConnections'], 'the limit holds for connections made after the reload');
+    // (b) A counted connection is given back at disconnect.
+    limited.engine.disconnect({ client: sclient, countedConnection: false, countedAccount: after[0]! });
+    await settled();
+    assert.equal(await store.get(key, clock.now), 2);
+
+    // (c) A reload removes the limit: what was taken is still given back, and nothing more is counted.
+    const lifted = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': NO_LIMIT }, { accounts: [alice], store });
+    lifted.clock.now = clock.now;
+    const late = await auth(lifted);
+    assert.equal(late, false);
+    for (const counted of [after[1]!, after[2]!, late]) lifted.engine.disconnect({ client: sclient, countedConnection: false, countedAccount: counted });
+    await settled();
+    assert.equal(await store.ttl(key, clock.now), 0, 'every counted connection given back, the counter gone');
+    assert.deepEqual(changes, [1, 1, 1, -1, -1, -1], 'as many given back as taken, never one more');
+  });
+
+  it('an account\'s connections are limited by its plan and its override, and counted only then', async () => {
+    const quotas = `
+plans:
+  residential: { concurrentConnections: 2 }
+  open: { messagesPerHour: 5 }
+defaultPlan: open
+overrides:
+  accounts:
+    bob@isp.example: { concurrentConnections: 1 }
+    carol@isp.example: { concurrentConnections: unlimited }
+`;
+    const people = [account('alice@isp.example'), account('bob@isp.example', { plan: 'open' }), account('carol@isp.example'), account('dave@isp.example', { plan: 'no-such-plan' })];
+    const { engine, store, clock } = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': quotas }, { accounts: people });
+    const counted: Record<string, boolean> = {};
+    for (const a of people) {
+      const client = { listener: 'submission', role: 'submission' as const, ip: '192.0.2.1', tls: true, user: a.name };
+      counted[a.name] = (await engine.auth({ client, user: a.name, phase: 'after', ok: true })).countedAccount;
+      assert.equal(await store.get(keys.connections({ kind: 'a', id: a.name }), clock.now), counted[a.name] ? 1 : 0, a.name);
+    }
+    // alice: her plan; bob: his override over an unlimited plan; carol: her override lifts the plan's; dave: defaultPlan.
+    assert.deepEqual(counted, { 'alice@isp.example': true, 'bob@isp.example': true, 'carol@isp.example': false, 'dave@isp.example': false });
+    // bob's second connection is one past his override's limit: MAIL reads what AUTH counted.
+    const bob = people[1]!;
+    const bclient = { listener: 'submission', role: 'submission' as const, ip: '192.0.2.2', tls: true, user: bob.name };
+    assert.equal((await engine.auth({ client: bclient, user: bob.name, phase: 'after', ok: true })).countedAccount, true);
+    const mail = await engine.mail({ client: bclient, account: bob, mailFrom: bob.name, recipients: [] });
+    assert.deepEqual([mail.action, mail.rule], ['tempfail', 'quota.connections:concurrentConnections']);
+    // A failed AUTH, and the before phase, never count.
+    assert.equal((await engine.auth({ client: bclient, user: bob.name, phase: 'after', ok: false })).countedAccount, false);
+    assert.equal((await engine.auth({ client: bclient, user: bob.name, phase: 'before' })).countedAccount, false);
+    // Without an account store to read the plan from: counted while any plan or account override limits connections.
+    const blind = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': quotas });
+    assert.equal((await blind.engine.auth({ client: bclient, user: 'dave@isp.example', phase: 'after', ok: true })).countedAccount, true);
+    const none = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': 'plans:\n  open: { messagesPerHour: 5 }\n' });
+    assert.equal((await none.engine.auth({ client: bclient, user: 'dave@isp.example', phase: 'after', ok: true })).countedAccount, false);
   });
 
   it('counts IPv6 intercept clients per /64', async () => {
