@@ -79,7 +79,7 @@ interface ConnState {
   verdicts: Verdict[];
   /** The connect counted this address's open connections (given back at close). */
   countedConnection: boolean;
-  /** AUTH succeeded through the policy's auth hook, which counted the account's connection. */
+  /** The policy's auth hook counted the account's connection (AuthVerdict.countedAccount: a quota limits it); given back at close. */
   countedAccount: boolean;
 }
 
@@ -226,7 +226,7 @@ export class SessionHandlers {
         }
       }
       const res = await this.deps.accounts.authenticate(user, auth.password ?? '');
-      if (policy.auth) await policy.auth({ client: st.client, user, phase: 'after', ok: res.ok });
+      const after = policy.auth ? await policy.auth({ client: st.client, user, phase: 'after', ok: res.ok }) : undefined;
       if (!res.ok) {
         const result = res.reason === 'suspended' ? 'suspended' : 'fail';
         this.deps.observer?.auth?.(this.listener.name, method, result);
@@ -234,7 +234,7 @@ export class SessionHandlers {
         return cb(new SmtpReplyError('auth_failed'));
       }
       st.account = res.account;
-      if (policy.auth) st.countedAccount = true;
+      st.countedAccount = after?.countedAccount ?? false;
       st.client = { ...st.client, user: res.account.name, tls: session.secure };
       this.deps.observer?.auth?.(this.listener.name, method, 'ok');
       this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result: 'ok', user: res.account.name, cached: res.cached }, 'authenticated');

@@ -67,6 +67,29 @@ describe('submission', () => {
     return { c, auth: r.text };
   }
 
+  it('an account no quota limits leaves the open-connection counts alone: neither its AUTH nor its close updates them', async () => {
+    // No quotas.yaml here, so nothing limits alice's concurrent connections: the session must
+    // pass on the auth hook's answer (countedAccount false) and give nothing back at close.
+    const store = gw.app!.state.store;
+    const seen: string[] = [];
+    const incr = store.incr.bind(store);
+    store.incr = (key, by, ttlMs, now) => {
+      if (key.startsWith('sh:c:')) seen.push(`${key} ${by}`);
+      return incr(key, by, ttlMs, now);
+    };
+    try {
+      const { c, auth } = await authed('alice@isp.test', 'alice-secret-1');
+      assert.match(auth, /^235 /);
+      assert.equal((await c.cmd('MAIL FROM:<alice@isp.test>')).code, 250);
+      await c.quit();
+      // The close (and any give-back) follows the 221 within milliseconds.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.deepEqual(seen, [], 'no open-connection count touched');
+    } finally {
+      store.incr = incr;
+    }
+  });
+
   it('refuses a wrong password and a suspended account with 535 5.7.8', async () => {
     const wrong = await authed('alice@isp.test', 'not-her-password');
     assert.match(wrong.auth, /^535 5\.7\.8 /);
