@@ -24,7 +24,9 @@ set -eu
 #                  needs /dev/fuse and root, as CI has)
 #   chromium       the headless browser of the console tests (test/console, driven by
 #                  npm's playwright-core, which downloads no browser of its own)
-PKGS="prometheus redis-server dovecot-pop3d dovecot-imapd swaks postfix python3-dkim rspamd systemd python3-fusepy fuse3 chromium unbound ldnsutils nsd"
+#   g++, make      node-gyp's build of native/tcp_quickack.c (npm's install step;
+#                  test/e2e/data-quick-ack fails without it); rebuilt below if missing
+PKGS="g++ make prometheus redis-server dovecot-pop3d dovecot-imapd swaks postfix python3-dkim rspamd systemd python3-fusepy fuse3 chromium unbound ldnsutils nsd"
 
 missing=""
 for p in $PKGS; do
@@ -47,6 +49,12 @@ if [ -n "$missing" ]; then
     echo "test setup: apt-get install $missing failed (see /tmp/smarthost-test-setup-apt.log)" >&2
     exit 1
   fi
+fi
+
+# The native helper: npm's install step skips it (with a warning) where it cannot build.
+if [ ! -f build/Release/tcp_quickack.node ]; then
+  node scripts/build-native.js
+  [ -f build/Release/tcp_quickack.node ] || { echo "test setup: native/tcp_quickack.c did not build (node-gyp, see above)" >&2; exit 1; }
 fi
 
 # The machine's shared Redis: tests that need one server for several gateways use it.

@@ -10,6 +10,7 @@ import type { Config, ListenerConfig } from '../config/schema';
 import { proxyTrust } from '../fleet/proxy-from';
 import type { Logger } from '../log';
 import { bindHint, bindSocket, type BindError, type BoundSocket } from '../net/bound-socket';
+import { quickAckUnavailable } from '../net/quick-ack';
 import { replyLine } from '../replies';
 import { adaptSmtpServer, sweepSlowClients } from './server-adapter';
 import { SessionHandlers, type SessionDeps } from './session';
@@ -126,6 +127,8 @@ export class Listener {
         this.boundPort = typeof a === 'object' && a ? a.port : port;
         // The uid says who accepts: the service user (process.user), never root (test/security/privilege.test.ts).
         this.logger.info({ evt: 'listening', listener: name, address, port: this.boundPort, role: this.cfg.role, security: this.cfg.security, uid: process.geteuid?.() }, 'listening');
+        const noQuickAck = quickAckUnavailable();
+        if (noQuickAck) this.logger.warn({ evt: 'listening', listener: name, quickAck: false, why: noQuickAck }, 'TCP quick ACK unavailable (native helper not built: npm rebuild); clients that send the final "." separately wait for delayed ACKs');
         this.startSweeper();
         resolve();
       });

@@ -56,10 +56,15 @@
  *    SO_LINGER 0) then made Node build an ECONNRESET error, stack included,
  *    for every session: ~2 % of the relay job's CPU profile.
  *    (test/e2e/quit-close.test.ts)
+ * 10. TCP quick ACK after the 354 (src/net/quick-ack.ts): a client that
+ *    writes the message and then the final "." separately otherwise waits
+ *    at least 40 ms per message for the kernel's delayed ACK.
+ *    (test/e2e/data-quick-ack.test.ts)
  */
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { SMTPServer } from 'smtp-server';
+import { quickAck } from '../net/quick-ack';
 
 // The connection class is not exported by name; reach it the way the
 // server itself constructs connections.
@@ -108,11 +113,13 @@ export function adaptSmtpServer(): void {
 
   const origSend = proto.send;
   proto.send = function send(this: ConnectionProto, code, data, context) {
-    if (typeof data === 'string' && ENHANCED_PREFIX.test(data)) return origSend.call(this, code, data, false);
-    if (Array.isArray(data) && !this.secure && this._server.options.authOnlyAfterTls === true) {
+    if (typeof data === 'string' && ENHANCED_PREFIX.test(data)) context = false;
+    else if (Array.isArray(data) && !this.secure && this._server.options.authOnlyAfterTls === true) {
       data = data.filter((line) => !/^AUTH\b/i.test(line));
     }
-    return origSend.call(this, code, data, context);
+    origSend.call(this, code, data, context);
+    // Patch 10: the 354 is written (synchronously, as the kernel takes it); acknowledge the content at once.
+    if (code === 354) quickAck(this._socket);
   };
 
   const origEnhanced = proto._getEnhancedStatusCode;
