@@ -128,7 +128,7 @@ export class Listener {
         // The uid says who accepts: the service user (process.user), never root (test/security/privilege.test.ts).
         this.logger.info({ evt: 'listening', listener: name, address, port: this.boundPort, role: this.cfg.role, security: this.cfg.security, uid: process.geteuid?.() }, 'listening');
         const noQuickAck = quickAckUnavailable();
-        if (noQuickAck) this.logger.warn({ evt: 'listening', listener: name, quickAck: false, why: noQuickAck }, 'TCP quick ACK unavailable (native helper not built: npm rebuild); clients that send the final "." separately wait for delayed ACKs');
+        if (noQuickAck) this.logger.warn({ evt: 'listening', listener: name, quickAck: false, why: noQuickAck }, 'TCP quick ACK unavailable (native helper not built: npm run install); clients that send the final "." separately wait for delayed ACKs');
         this.startSweeper();
         resolve();
       });
