@@ -9,8 +9,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import pino from 'pino';
 import { LOG_BATCH_BYTES, LOG_FLUSH_MS } from '../../src/log';
 
 const LOG = JSON.stringify(path.join(__dirname, '../../src/log'));
@@ -93,4 +95,16 @@ describe('log lines are written in batches, and none is kept back or lost', () =
     assert.notEqual(thrown.code, 0);
     assert.deepEqual(thrown.lines.map((l) => l.n), ['t0', 't1', 't2', 't3', 't4']);
   });
+
+  it("sonic-boom still has the write-in-progress flag src/log.ts reads (an upgrade that renames it would make the flush timer flush mid-write)", () => {
+    // src/log.ts re-arms its flush timer while `_writing` is true: sonic-boom's flush() does nothing
+    // during a write, so a line logged then would wait for the next one. The flag is private and
+    // untyped; this pins that it exists and follows the writes, so an upgrade that drops it is red.
+    const dest = pino.destination({ dest: fs.openSync('/dev/null', 'w'), sync: false, minLength: 0 }) as unknown as { _writing?: unknown; write(s: string): boolean; end(): void };
+    assert.equal(dest._writing, false, 'idle: _writing is false');
+    dest.write('x\n');
+    assert.equal(dest._writing, true, 'a write handed to the thread pool: _writing is true');
+    dest.end();
+  });
 });
+
