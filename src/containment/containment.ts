@@ -423,7 +423,16 @@ export class ContainedHooks implements PolicyHooks {
   async auth(f: { client: ClientInfo; user: string; phase: 'before' | 'after'; ok?: boolean }): Promise<AuthVerdict> {
     const inner = this.inner();
     const v = inner.auth ? await inner.auth(f) : { action: 'accept' as const, stage: 'auth' as const, rule: 'auth.none', countedAccount: false };
-    if (f.phase === 'after' && f.ok === true) await this.c.recordAuth(f.client, f.user);
+    if (f.phase === 'after' && f.ok === true) {
+      try {
+        await this.c.recordAuth(f.client, f.user);
+      } catch (err) {
+        // The AUTH fails here, so the session never learns the engine counted the account's
+        // connection and would not give it back at close: give it back now.
+        if (v.countedAccount) inner.disconnect?.({ client: { ...f.client, user: f.user }, countedConnection: false, countedAccount: true });
+        throw err;
+      }
+    }
     return v;
   }
 

@@ -20,6 +20,7 @@ import type { AdminServer, ApiRequest, ApiResponse } from '../../src/admin/serve
 import { WebhookNotifier } from '../../src/containment/notifier';
 import { bodyFingerprint, networkOf, Signals } from '../../src/containment/signals';
 import type { ClientInfo } from '../../src/envelope';
+import { keys } from '../../src/state/keys';
 import { MemoryStore } from '../../src/state/memory';
 import { account, engineFor, removePolicyDirs, T0 } from '../policy/fixtures';
 
@@ -208,6 +209,23 @@ describe('through the real policy engine', () => {
     assert.equal(v.action, 'tempfail');
     assert.equal(v.rule, 'containment.throttle');
     assert.equal((await hooks.mail({ ...tx, recipients: [] })).rule, 'containment.throttle');
+  });
+});
+
+describe('an AUTH that fails in containment after the engine counted it', () => {
+  it("gives the account's open connection back, so a store failure does not leave it counted until its TTL", async () => {
+    const bob = account('bob@isp.example');
+    const t = await engineFor({ 'quotas.yaml': 'plans: { residential: { concurrentConnections: 2 } }\ndefaultPlan: residential\n' }, { accounts: [bob] });
+    const { c } = setup({ accounts: [bob] });
+    // The state store fails between the engine's count and containment's record of the AUTH.
+    c.recordAuth = async () => {
+      throw new Error('state store unavailable');
+    };
+    const hooks = new ContainedHooks(() => t.engine, c);
+    const key = keys.connections({ kind: 'a', id: 'bob@isp.example' });
+    await assert.rejects(hooks.auth({ client: client('bob@isp.example'), user: 'bob@isp.example', phase: 'after', ok: true }), /state store unavailable/);
+    // The session never learns that the AUTH counted (it failed), so it never gives it back at close.
+    assert.equal(await t.store.get(key, T0), 0, 'no open connection left counted by the failed AUTH');
   });
 });
 
