@@ -11,7 +11,7 @@ export type LogEvent =
   | 'listening' | 'listen_failed' | 'connect' | 'connect_refused' | 'disconnect' | 'auth' | 'policy'
   | 'reception' | 'rejection' | 'delivery' | 'transient_failure' | 'bounce' | 'expiration'
   | 'queue_op' | 'recovery' | 'reload' | 'dkim' | 'containment' | 'error'
-  | 'starting' | 'privileges' | 'tls_policy' | 'tls_report' | 'shaping';
+  | 'starting' | 'privileges' | 'tls_policy' | 'tls_report' | 'shaping' | 'quick_ack';
 
 /** Censored wherever they appear at the top of a line or one level down ('*.password'). */
 const SECRET_KEYS = ['password', 'pass', 'token', 'privateKey'] as const;

@@ -22,6 +22,16 @@ export interface TlsMaterial {
 
 export class ListenError extends Error {}
 
+let quickAckWarned = false;
+
+/** Once per process, when the native helper is missing (src/net/quick-ack.ts). */
+function warnWithoutQuickAck(logger: Logger): void {
+  const why = quickAckUnavailable();
+  if (!why || quickAckWarned) return;
+  quickAckWarned = true;
+  logger.warn({ evt: 'quick_ack', why }, 'TCP quick ACK unavailable (native helper not built: npm run install); clients that send the final "." separately wait for delayed ACKs');
+}
+
 export class Listener {
   readonly server: SMTPServer;
   readonly handlers: SessionHandlers;
@@ -127,8 +137,7 @@ export class Listener {
         this.boundPort = typeof a === 'object' && a ? a.port : port;
         // The uid says who accepts: the service user (process.user), never root (test/security/privilege.test.ts).
         this.logger.info({ evt: 'listening', listener: name, address, port: this.boundPort, role: this.cfg.role, security: this.cfg.security, uid: process.geteuid?.() }, 'listening');
-        const noQuickAck = quickAckUnavailable();
-        if (noQuickAck) this.logger.warn({ evt: 'listening', listener: name, quickAck: false, why: noQuickAck }, 'TCP quick ACK unavailable (native helper not built: npm run install); clients that send the final "." separately wait for delayed ACKs');
+        warnWithoutQuickAck(this.logger);
         this.startSweeper();
         resolve();
       });

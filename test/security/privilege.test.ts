@@ -60,10 +60,12 @@ function knock(port: number): { first: Promise<net.Socket>; stop(): void } {
   let stopped = false;
   const first = new Promise<net.Socket>((resolve, reject) => {
     const attempt = () => {
-      if (stopped) return reject(new Error(`no connection to ${port} got through`));
+      // Once the gateway says it is ready (stop), one more try must get through: a retry that
+      // was waiting when it became ready still connects instead of giving up unasked.
+      const last = stopped;
       const s = net.connect({ port, host: '127.0.0.1' });
       s.once('connect', () => resolve(s));
-      s.once('error', () => setTimeout(attempt, 10));
+      s.once('error', () => (last ? reject(new Error(`no connection to ${port} got through`)) : setTimeout(attempt, 10)));
     };
     attempt();
   });
@@ -111,9 +113,11 @@ describe('the service user, through the system (getent)', () => {
 
 describe('least privilege', { skip: isRoot ? false : 'needs root to change user' }, () => {
   const dirs: string[] = [];
-  let gw: GatewayProcess | undefined;
+  // Every gateway started, so that one left running by a failed case is still killed (a
+  // single variable, overwritten by the next case, left it running and the suite hanging).
+  const started: GatewayProcess[] = [];
   after(async () => {
-    await gw?.kill('SIGKILL');
+    await Promise.all(started.map((g) => g.kill('SIGKILL')));
     for (const d of dirs) await fsp.rm(d, { recursive: true, force: true });
   });
 
@@ -155,8 +159,10 @@ describe('least privilege', { skip: isRoot ? false : 'needs root to change user'
       await fsp.symlink(outside, path.join(p.dir, 'spool', 'evil-dir'));
 
       const knocks = [knock(port), knock(tlsPort), knock(adminPort)];
+      let gw: GatewayProcess;
       try {
         gw = await spawnGateway(p.configFile, adminPort);
+        started.push(gw);
       } finally {
         for (const k of knocks) k.stop();
       }
@@ -215,7 +221,6 @@ describe('least privilege', { skip: isRoot ? false : 'needs root to change user'
         assert.equal(st.uid, 65534, 'queue files are written by nobody');
       }
       await gw.kill('SIGTERM');
-      gw = undefined;
     });
   }
 });
