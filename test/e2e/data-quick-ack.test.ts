@@ -15,12 +15,11 @@
  * through the TLS wrapper in the last two).
  */
 import assert from 'node:assert/strict';
-import net, { type AddressInfo } from 'node:net';
+import net from 'node:net';
 import tls from 'node:tls';
-import { after, before, describe, it } from 'node:test';
-import { SMTPServer } from 'smtp-server';
+import { describe, it } from 'node:test';
 import { quickAck, quickAckUnavailable } from '../../src/net/quick-ack';
-import { adaptSmtpServer } from '../../src/smtp/server-adapter';
+import { adaptedSmtpServers } from '../helpers/adapted-smtp-server';
 import { testCert } from '../helpers/tls';
 
 type Mode = 'plain' | 'starttls' | 'implicit';
@@ -29,17 +28,7 @@ const TRANSACTIONS = 7;
 const FAST_MS = 30;
 
 describe('DATA content is acknowledged at once (server-adapter patch 10)', () => {
-  const servers: SMTPServer[] = [];
-  let cert: { key: string; cert: string };
-
-  before(async () => {
-    adaptSmtpServer();
-    cert = await testCert();
-  });
-
-  after(async () => {
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  });
+  const listen = adaptedSmtpServers();
 
   it('the native helper is built and loads (npm ci builds it; without it this suite must fail, not skip)', () => {
     assert.equal(quickAckUnavailable(), undefined);
@@ -52,23 +41,16 @@ describe('DATA content is acknowledged at once (server-adapter patch 10)', () =>
   });
 
   async function start(mode: Mode): Promise<number> {
-    const server = new SMTPServer({
+    const { port } = await listen({
       secure: mode === 'implicit',
-      key: cert.key,
-      cert: cert.cert,
+      ...(await testCert()),
       hideSTARTTLS: mode !== 'starttls',
-      authOptional: true,
-      disabledCommands: ['AUTH'],
-      greetDelayMs: 0,
-      logger: false,
       onData(stream, _session, callback) {
         stream.on('data', () => undefined);
         stream.on('end', () => callback());
       },
-    } as ConstructorParameters<typeof SMTPServer>[0]);
-    servers.push(server);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return (server.server.address() as AddressInfo).port;
+    });
+    return port;
   }
 
   /** A line-reading SMTP client over a socket that can be swapped for its TLS upgrade. */

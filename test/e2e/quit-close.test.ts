@@ -9,11 +9,11 @@
  * listener's onQuit hook (patch 7); the 221 always arrives whole.
  */
 import assert from 'node:assert/strict';
-import net, { type AddressInfo } from 'node:net';
+import net from 'node:net';
 import tls from 'node:tls';
-import { after, before, describe, it } from 'node:test';
-import { SMTPServer } from 'smtp-server';
-import { adaptSmtpServer } from '../../src/smtp/server-adapter';
+import { describe, it } from 'node:test';
+import type { SMTPServer } from 'smtp-server';
+import { adaptedSmtpServers } from '../helpers/adapted-smtp-server';
 import { testCert } from '../helpers/tls';
 import { waitUntil } from '../helpers/wait-until';
 
@@ -30,36 +30,19 @@ const CASES: Case[] = [
 ];
 
 describe('QUIT closes the connection once the 221 is out (server-adapter patch 9)', () => {
-  const servers: SMTPServer[] = [];
-  let cert: { key: string; cert: string };
-
-  before(async () => {
-    adaptSmtpServer();
-    cert = await testCert();
-  });
-
-  after(async () => {
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  });
+  const listen = adaptedSmtpServers();
 
   async function start(c: Case): Promise<{ server: SMTPServer; port: number; quits: string[] }> {
     const quits: string[] = [];
-    const server = new SMTPServer({
+    const { server, port } = await listen({
       secure: c.secure,
-      key: cert.key,
-      cert: cert.cert,
-      authOptional: true,
-      disabledCommands: ['AUTH'],
-      greetDelayMs: 0,
+      ...(await testCert()),
       // Long enough that only the QUIT path can have closed the connection within the test.
       closeTimeout: 60_000,
       socketTimeout: 60_000,
-      logger: false,
       ...(c.onQuit ? { onQuit: async (session: { id: string }) => void quits.push(session.id) } : {}),
-    } as ConstructorParameters<typeof SMTPServer>[0]);
-    servers.push(server);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return { server, port: (server.server.address() as AddressInfo).port, quits };
+    });
+    return { server, port, quits };
   }
 
   /** A client that never closes its side by itself (allowHalfOpen), as a lingering client would. */

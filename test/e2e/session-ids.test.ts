@@ -5,38 +5,25 @@
  * A connection that sends a PROXY header keeps the library's path.
  */
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
-import { after, before, describe, it } from 'node:test';
-import { SMTPServer } from 'smtp-server';
-import { adaptSmtpServer } from '../../src/smtp/server-adapter';
+import { before, describe, it } from 'node:test';
+import { adaptedSmtpServers } from '../helpers/adapted-smtp-server';
 import { RawSmtp } from '../helpers/smtp-client';
 
 const BALANCER = '127.0.0.7';
 
 describe('session ids (server-adapter patch 8)', () => {
   const seen: Array<{ id: string; ip: string }> = [];
-  let server: SMTPServer;
+  const listen = adaptedSmtpServers();
   let port: number;
 
   before(async () => {
-    adaptSmtpServer();
-    server = new SMTPServer({
-      authOptional: true,
-      disabledCommands: ['AUTH'],
+    ({ port } = await listen({
       useProxy: [BALANCER],
-      greetDelayMs: 0,
-      logger: false,
       onConnect(session, cb) {
         seen.push({ id: session.id, ip: session.remoteAddress });
         cb();
       },
-    } as ConstructorParameters<typeof SMTPServer>[0]);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    port = (server.server.address() as AddressInfo).port;
-  });
-
-  after(async () => {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    }));
   });
 
   async function session(first?: string, localAddress?: string): Promise<void> {
