@@ -8,11 +8,12 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
+// Where node (and the npm that came with it) is installed, e.g. /usr.
+const prefix = path.join(path.dirname(process.execPath), '..');
 // npm names its node-gyp for lifecycle scripts; run directly, look where npm keeps it.
-const bundled = path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+const bundled = path.join(prefix, 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
 const gyp = [process.env.npm_config_node_gyp, bundled].find((f) => f && fs.existsSync(f));
 // Node's own headers where they were installed with it (else node-gyp downloads them).
-const prefix = path.join(path.dirname(process.execPath), '..');
 const nodedir = process.env.npm_config_nodedir || (fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? prefix : undefined);
 const r = gyp
   ? spawnSync(process.execPath, [gyp, 'rebuild', ...(nodedir ? [`--nodedir=${nodedir}`] : [])], { cwd: path.join(__dirname, '..'), stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' })
