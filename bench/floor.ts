@@ -1,0 +1,247 @@
+/**
+ * How far smarthost is from what Node itself allows, on the peers harness's
+ * relay job (../shared/peers: Postfix's smtp-source, 20 sessions, one 4 KB
+ * message per session, into Postfix's smtp-sink), all on this machine in
+ * the same run, in alternating rounds:
+ *
+ *   answer        floor-relay.ts --mode answer: SMTP replies, message dropped
+ *   smtp-server   floor-smtp-server.ts: the same through smtp-server as our listeners run it
+ *   floor         floor-relay.ts: + journal with fdatasync group commit before
+ *                 the 250, a log line per message, pipelined relay to the sink
+ *   smarthost     the gateway, configured as the harness configures it
+ *   postfix       a private Postfix as `npm run bench` runs it (root only)
+ *
+ * answer → smtp-server prices the SMTP library; floor → smarthost prices our
+ * own per-message work (policy, spool, queue, relay, metrics, logs); floor
+ * against Postfix (`npm run bench`, ../shared/peers) says whether a target
+ * is out of Node's reach or only out of ours. CPU is the process tree's
+ * (utime + stime from /proc, every thread); msgs/s is smtp-source's N over
+ * its run time, and for the relaying targets the time until the sink has
+ * all N. Needs smtp-source and smtp-sink (Debian's postfix package; `npm
+ * test`'s setup installs it) and a disk filesystem under --dir.
+ *
+ * Run: npm run bench:floor -- [--n 20000] [--rounds 3] [--dir /var/tmp] [--only a,b]
+ */
+import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { startPostfix } from './postfix-peer';
+import { treeCpuMs } from './proc';
+
+const { values } = parseArgs({
+  options: {
+    n: { type: 'string', default: '20000' },
+    warmup: { type: 'string', default: '500' },
+    rounds: { type: 'string', default: '3' },
+    dir: { type: 'string', default: '/var/tmp' },
+    only: { type: 'string' },
+  },
+});
+const N = Number(values.n);
+const WARMUP = Number(values.warmup);
+const ROUNDS = Number(values.rounds);
+const BASE = fs.mkdtempSync(path.join(values.dir!, 'smarthost-floor-'));
+fs.chmodSync(BASE, 0o755); // Postfix's daemons (user postfix) reach their queue through it
+const IN_PORT = 2640;
+const SINK_PORT = 2646;
+const ADMIN_PORT = 2641;
+const ROOT = path.resolve(__dirname, '..', '..');
+
+interface Running {
+  pid: number;
+  stop(): Promise<void>;
+}
+interface Target {
+  name: string;
+  relays: boolean;
+  start(): Promise<Running>;
+}
+
+function running(child: ChildProcess): Running {
+  return {
+    pid: child.pid!,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+function need(tool: string): string {
+  const r = spawnSync('sh', ['-c', `command -v ${tool} || ls /usr/sbin/${tool}`], { encoding: 'utf8' });
+  const found = r.stdout.trim().split('\n')[0];
+  if (r.status !== 0 || !found) {
+    console.error(`bench:floor needs ${tool} (Debian package postfix); not found`);
+    process.exit(2);
+  }
+  return found;
+}
+const SMTP_SOURCE = need('smtp-source');
+const SMTP_SINK = need('smtp-sink');
+
+function forked(script: string, args: string[]): Promise<Running> {
+  const child = fork(path.join(__dirname, script), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return new Promise((resolve, reject) => {
+    child.once('message', () => resolve(running(child)));
+    child.once('exit', (code) => reject(new Error(`${script} exited (${code}) before it was ready`)));
+  });
+}
+
+function smarthostConfig(dir: string): string {
+  fs.mkdirSync(path.join(dir, 'policies'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'policies', 'netblocks.yaml'), 'netblocks:\n  - cidr: 127.0.0.0/8\n    class: local\n');
+  const cfg = path.join(dir, 'smarthost.yaml');
+  // The harness's relay job (../shared/peers/smarthost.sh), on this script's ports.
+  fs.writeFileSync(
+    cfg,
+    [
+      'hostname: relay.bench.invalid',
+      'log: { level: info }',
+      'spool: { dir: spool, fsync: true, journal: true }',
+      'policy: { dir: policies }',
+      'accounts: { file: accounts.yaml }',
+      `admin: { address: 127.0.0.1, port: ${ADMIN_PORT}, tokenFile: admin.token }`,
+      'listeners:',
+      `  - { name: intercept, role: intercept, address: 127.0.0.1, port: ${IN_PORT}, security: none, auth: none, greetDelay: 0ms }`,
+      'limits: { maxConnectionsPerIp: 1000 }',
+      `relay: { relayhost: { host: 127.0.0.1, port: ${SINK_PORT}, tlsLevel: none } }`,
+      'dkim: { enabled: false }',
+      'process: { workers: 1 }',
+      '',
+    ].join('\n'),
+  );
+  return cfg;
+}
+
+async function startSmarthost(): Promise<Running> {
+  const dir = path.join(BASE, 'smarthost');
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const cfg = smarthostConfig(dir);
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'smarthost.js'), 'start', '--config', cfg], { cwd: dir, stdio: ['ignore', fs.openSync(path.join(dir, 'out.log'), 'w'), 'inherit'] });
+  for (let i = 0; i < 300; i++) {
+    if (child.exitCode !== null) throw new Error(`smarthost exited (${child.exitCode}); see ${dir}/out.log`);
+    const ok = await fetch(`http://127.0.0.1:${ADMIN_PORT}/readyz`).then((r) => r.ok, () => false);
+    if (ok) return running(child);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('smarthost did not become ready in 30 s');
+}
+
+const TARGETS: Target[] = [
+  { name: 'answer', relays: false, start: () => forked('floor-relay.js', ['--port', String(IN_PORT), '--mode', 'answer']) },
+  { name: 'smtp-server', relays: false, start: () => forked('floor-smtp-server.js', ['--port', String(IN_PORT)]) },
+  { name: 'floor', relays: true, start: () => forked('floor-relay.js', ['--port', String(IN_PORT), '--sink-port', String(SINK_PORT), '--dir', path.join(BASE, 'floor')]) },
+  { name: 'smarthost', relays: true, start: startSmarthost },
+  {
+    name: 'postfix',
+    relays: true,
+    async start() {
+      const peer = await startPostfix(IN_PORT, SINK_PORT, BASE);
+      if (!peer) throw new Error('Postfix did not start (it needs root and the postfix package); leave it out with --only');
+      return { pid: peer.pid, stop: () => peer.stop() };
+    },
+  },
+];
+
+/** smtp-sink with running counters (-c): the last "mesg=N" it printed. */
+class Sink {
+  private out = '';
+  private readonly child: ChildProcess;
+  constructor() {
+    const root = process.getuid?.() === 0;
+    this.child = spawn(SMTP_SINK, [...(root ? ['-u', 'nobody'] : []), '-c', '-m', '1024', `127.0.0.1:${SINK_PORT}`, '1024'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.child.stdout!.on('data', (d: Buffer) => {
+      this.out = (this.out + d.toString('latin1')).slice(-200);
+    });
+  }
+  get count(): number {
+    const all = [...this.out.matchAll(/mesg=(\d+)/g)];
+    return all.length ? Number(all[all.length - 1]![1]) : 0;
+  }
+  stop(): void {
+    this.child.kill();
+  }
+}
+
+function source(count: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(SMTP_SOURCE, ['-s', '20', '-l', '4096', '-m', String(count), '-f', 'bench@example.com', '-t', 'user@example.net', `127.0.0.1:${IN_PORT}`], { stdio: 'inherit', timeout: 600_000 });
+    c.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`smtp-source exited ${code}`))));
+  });
+}
+
+async function until(cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+interface Run {
+  accept: number;
+  e2e: number;
+  cpuMs: number;
+}
+
+async function runOnce(t: Target, sink: Sink): Promise<Run> {
+  const target = await t.start();
+  try {
+    const base = sink.count;
+    await source(WARMUP);
+    if (t.relays) await until(() => sink.count >= base + WARMUP, 60_000);
+    const cpu0 = treeCpuMs(target.pid);
+    const from = sink.count;
+    const t0 = performance.now();
+    await source(N);
+    const t1 = performance.now();
+    if (t.relays) await until(() => sink.count >= from + N, 120_000);
+    const t2 = performance.now();
+    const cpu = treeCpuMs(target.pid) - cpu0;
+    return { accept: (N / (t1 - t0)) * 1000, e2e: (N / ((t.relays ? t2 : t1) - t0)) * 1000, cpuMs: cpu / N };
+  } finally {
+    await target.stop();
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function main(): Promise<void> {
+  const only = values.only ? new Set(values.only.split(',')) : undefined;
+  const targets = TARGETS.filter((t) => !only || only.has(t.name));
+  console.log(`bench:floor N=${N} (after ${WARMUP}), 20 sessions, 4 KB, ${ROUNDS} rounds; ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, node ${process.version}; dir ${BASE}`);
+  const sink = new Sink();
+  const runs = new Map<string, Run[]>(targets.map((t) => [t.name, []]));
+  try {
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const t of targets) {
+        const r = await runOnce(t, sink);
+        runs.get(t.name)!.push(r);
+        console.log(`round ${round} ${t.name.padEnd(11)} accept ${r.accept.toFixed(0).padStart(6)}  e2e ${r.e2e.toFixed(0).padStart(6)} msgs/s  cpu ${r.cpuMs.toFixed(3)} ms/msg`);
+      }
+    }
+  } finally {
+    sink.stop();
+    fs.rmSync(BASE, { recursive: true, force: true });
+  }
+  console.log(`\nmedians of ${ROUNDS}:`);
+  const med = (name: string, f: (r: Run) => number) => (runs.has(name) ? median(runs.get(name)!.map(f)) : NaN);
+  const pf = { e2e: med('postfix', (r) => r.e2e), cpu: med('postfix', (r) => r.cpuMs) };
+  const ratio = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
+  console.log(`${'target'.padEnd(12)}${'e2e msgs/s'.padStart(11)}${'cpu ms/msg'.padStart(12)}${'× Postfix msgs/s'.padStart(18)}${'CPU ÷ Postfix'.padStart(15)}`);
+  for (const t of targets) {
+    const e2e = med(t.name, (r) => r.e2e);
+    const cpu = med(t.name, (r) => r.cpuMs);
+    console.log(`${t.name.padEnd(12)}${e2e.toFixed(0).padStart(11)}${cpu.toFixed(3).padStart(12)}${ratio(e2e / pf.e2e).padStart(18)}${ratio(cpu / pf.cpu).padStart(15)}`);
+  }
+}
+
+main().catch((err: Error) => {
+  console.error(`bench:floor: ${err.message}`);
+  process.exit(1);
+});
