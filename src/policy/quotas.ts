@@ -243,9 +243,15 @@ export function planFor(q: QuotaConfig, who: { account?: Account; cls?: string }
   return q.defaultClassPlan;
 }
 
+/** Nothing limited: shared, so a gateway without quotas.yaml allocates nothing per check. */
+const UNLIMITED: ResolvedQuotas = Object.freeze({ plan: undefined, limits: new Map<LimitName, ResolvedLimit>() });
+
 /** Limits for an account or an intercept address: plan, then overrides. */
 export function resolveQuotas(q: QuotaConfig, who: { account?: Account; ip?: string; cls?: string }): ResolvedQuotas {
   const plan = planFor(q, who);
+  // No plan and no overrides of this kind configured: nothing can limit it (the common case
+  // without quotas.yaml, four quota rules per message).
+  if (plan === undefined && (who.account ? q.accounts.size === 0 : !who.ip || q.ips.size === 0)) return UNLIMITED;
   const out = new Map<LimitName, ResolvedLimit>();
   const apply = (spec: PlanSpec | undefined, source: string) => {
     if (!spec) return;

@@ -189,6 +189,41 @@ overrides:
     assert.equal((await send(bob)).action, 'tempfail');
   });
 
+  it('overrides bite without any plan, and where nothing limits, a live decision touches no state and explain still says unlimited', async () => {
+    // No plans, no defaultPlan: only overrides. The shortcut for "no plan applies" must still find them.
+    const only = 'overrides:\n  accounts:\n    bob@isp.example: { recipientsPerHour: 1 }\n  ips:\n    198.51.100.50: { recipientsPerHour: 1 }\n';
+    const alice = account('alice@isp.example');
+    const bob = account('bob@isp.example');
+    const { engine } = await engineFor({ 'netblocks.yaml': NB, 'quotas.yaml': only }, { accounts: [alice, bob] });
+    const rcpt = async (f: ReturnType<typeof intercept>, n: number) => (await engine.evaluate('rcpt', { ...f, mailFrom: 'a@h.example', recipients: [], rcpt: `r${n}@d.example` }, 'live')).verdict;
+    assert.equal((await rcpt(intercept('198.51.100.50'), 1)).action, 'accept');
+    assert.deepEqual([(await rcpt(intercept('198.51.100.50'), 2)).action, (await rcpt(intercept('198.51.100.50'), 3)).rule], ['tempfail', 'quota.recipients:recipientsPerHour']);
+    assert.equal((await rcpt(submission('192.0.2.1', bob), 1)).action, 'accept');
+    assert.equal((await rcpt(submission('192.0.2.1', bob), 2)).rule, 'quota.recipients:recipientsPerHour');
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await rcpt(intercept('198.51.100.51'), i)).action, 'accept', 'an address without an override is not limited');
+      assert.equal((await rcpt(submission('192.0.2.1', alice), i)).action, 'accept', 'an account without an override is not limited');
+    }
+
+    // No quotas.yaml at all: the quota rules of every stage decide without one state operation.
+    const none = await engineFor({ 'netblocks.yaml': NB }, { accounts: [alice] });
+    const ops: string[] = [];
+    for (const m of ['hit', 'hitMany', 'peekMany', 'get', 'incr', 'record', 'count'] as const) {
+      const orig = none.store[m].bind(none.store) as (...a: unknown[]) => unknown;
+      (none.store as unknown as Record<string, unknown>)[m] = (...a: unknown[]) => (ops.push(m), orig(...a));
+    }
+    for (const f of [intercept('198.51.100.7'), submission('192.0.2.1', alice)]) {
+      const from = f.account?.name ?? 'a@h.example';
+      const facts = { ...f, mailFrom: from, recipients: ['x@d.example'], rcpt: 'y@d.example', headerFrom: [from], size: 100 };
+      for (const stage of ['mail', 'rcpt', 'data'] as const) assert.equal((await none.engine.evaluate(stage, facts, 'live')).verdict.action, 'accept', stage);
+    }
+    assert.deepEqual(ops, [], 'no state operations without quotas');
+    const x = await none.engine.evaluate('rcpt', { ...intercept('198.51.100.7'), mailFrom: 'a@h.example', recipients: [], rcpt: 'y@d.example' }, 'explain');
+    const step = x.steps.find((st) => st.rule === 'quota.recipients');
+    assert.equal(step?.outcome, 'next');
+    assert.deepEqual([step?.inputs?.recipientsPerHour, step?.inputs?.recipientsPerDay, step?.inputs?.plan], ['unlimited', 'unlimited', 'none']);
+  });
+
   it('takes back what a quota counted when a later rule of the stage refuses', async () => {
     const { engine, store, clock } = await engineFor({
       'netblocks.yaml': NB,
