@@ -174,10 +174,16 @@ export function parseShaping(v: unknown, at: At, poolNames: readonly string[]): 
 }
 
 /** The provider whose suffix matches one of the host names (MX hosts or a relay host), else undefined. */
+/** `n` is `suffix` or a host under it (aspmx.l.google.com under google.com), without building `.suffix` per try. */
+function isSuffixHost(n: string, suffix: string): boolean {
+  if (n.length === suffix.length) return n === suffix;
+  return n.length > suffix.length && n.charCodeAt(n.length - suffix.length - 1) === 46 /* . */ && n.endsWith(suffix);
+}
+
 export function providerOf(cfg: ShapingConfig, hosts: readonly string[]): ProviderRules | undefined {
   const names = hosts.map((h) => h.toLowerCase().replace(/\.$/, ''));
   for (const p of cfg.providers) {
-    if (p.mx.some((s) => names.some((n) => n === s || n.endsWith(`.${s}`)))) return p;
+    if (p.mx.some((s) => names.some((n) => isSuffixHost(n, s)))) return p;
   }
   return undefined;
 }

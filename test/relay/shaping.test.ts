@@ -178,6 +178,9 @@ describe('provider rules', () => {
     assert.equal(providerOf(cfg, ['mta5.am0.yahoodns.net'])?.name, 'yahoo');
     assert.equal(providerOf(cfg, ['mx.notgoogle.com']), undefined, 'notgoogle.com is not google.com');
     assert.equal(providerOf(cfg, ['google.com.evil.test']), undefined);
+    assert.equal(providerOf(cfg, ['Google.COM.'])?.name, 'google', 'the suffix itself, any case, trailing dot');
+    assert.equal(providerOf(cfg, ['xgoogle.com']), undefined, 'a longer label ending in the suffix is not under it');
+    assert.equal(providerOf(cfg, ['.google.com'])?.name, 'google');
     const removed = parseShaping({ providers: { google: null } }, at.child('shaping'), []);
     assert.equal(providerOf(removed, ['aspmx.l.google.com']), undefined, 'null removes a built-in provider');
   });
