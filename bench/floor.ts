@@ -20,7 +20,7 @@
  * all N. Needs smtp-source and smtp-sink (Debian's postfix package; `npm
  * test`'s setup installs it) and a disk filesystem under --dir.
  *
- * Run: npm run bench:floor -- [--n 20000] [--rounds 3] [--dir /var/tmp] [--only a,b]
+ * Run: npm run bench:floor -- [--n 20000] [--rounds 3] [--dir /var/tmp] [--only a,b] [--allow-tmpfs]
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -37,11 +37,18 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     dir: { type: 'string', default: '/var/tmp' },
     only: { type: 'string' },
+    'allow-tmpfs': { type: 'boolean', default: false },
   },
 });
 const N = Number(values.n);
 const WARMUP = Number(values.warmup);
 const ROUNDS = Number(values.rounds);
+/** The filesystem type under DIR (`stat -f`): tmpfs makes every fdatasync free, and the floor's journal a fiction. */
+const FS_TYPE = spawnSync('stat', ['-f', '-c', '%T', values.dir!], { encoding: 'utf8' }).stdout?.trim() || 'unknown';
+if ((FS_TYPE === 'tmpfs' || FS_TYPE === 'ramfs') && !values['allow-tmpfs']) {
+  console.error(`bench:floor: ${values.dir} is on ${FS_TYPE}: fsync costs nothing there. Use --dir on a disk filesystem, or --allow-tmpfs.`);
+  process.exit(2);
+}
 const BASE = fs.mkdtempSync(path.join(values.dir!, 'smarthost-floor-'));
 fs.chmodSync(BASE, 0o755); // Postfix's daemons (user postfix) reach their queue through it
 const IN_PORT = 2640;
@@ -214,7 +221,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 async function main(): Promise<void> {
   const only = values.only ? new Set(values.only.split(',')) : undefined;
   const targets = TARGETS.filter((t) => !only || only.has(t.name));
-  console.log(`bench:floor N=${N} (after ${WARMUP}), 20 sessions, 4 KB, ${ROUNDS} rounds; ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, node ${process.version}; dir ${BASE}`);
+  console.log(`bench:floor N=${N} (after ${WARMUP}), 20 sessions, 4 KB, ${ROUNDS} rounds; ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, node ${process.version}; dir ${BASE} (${FS_TYPE})`);
   const sink = new Sink();
   const runs = new Map<string, Run[]>(targets.map((t) => [t.name, []]));
   try {
