@@ -27,8 +27,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { waitUntil } from '../test/helpers/wait-until';
+import { diskOrExit } from './disk';
 import { startPostfix } from './postfix-peer';
-import { treeCpuMs } from './proc';
+import { percentile, treeCpuMs, waitReady } from './proc';
 
 const { values } = parseArgs({
   options: {
@@ -43,18 +45,15 @@ const { values } = parseArgs({
 const N = Number(values.n);
 const WARMUP = Number(values.warmup);
 const ROUNDS = Number(values.rounds);
-/** The filesystem type under DIR (`stat -f`): tmpfs makes every fdatasync free, and the floor's journal a fiction. */
-const FS_TYPE = spawnSync('stat', ['-f', '-c', '%T', values.dir!], { encoding: 'utf8' }).stdout?.trim() || 'unknown';
-if ((FS_TYPE === 'tmpfs' || FS_TYPE === 'ramfs') && !values['allow-tmpfs']) {
-  console.error(`bench:floor: ${values.dir} is on ${FS_TYPE}: fsync costs nothing there. Use --dir on a disk filesystem, or --allow-tmpfs.`);
-  process.exit(2);
-}
+const FS_TYPE = diskOrExit('bench:floor', values.dir!, values['allow-tmpfs']!);
 const BASE = fs.mkdtempSync(path.join(values.dir!, 'smarthost-floor-'));
 fs.chmodSync(BASE, 0o755); // Postfix's daemons (user postfix) reach their queue through it
 const IN_PORT = 2640;
 const SINK_PORT = 2646;
 const ADMIN_PORT = 2641;
 const ROOT = path.resolve(__dirname, '..', '..');
+/** How often the sink's count is read: the end-to-end time is known to this much. */
+const POLL_MS = 5;
 
 interface Running {
   pid: number;
@@ -129,14 +128,13 @@ async function startSmarthost(): Promise<Running> {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const cfg = smarthostConfig(dir);
+  // Its log goes to a file, as the harness's does.
   const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'smarthost.js'), 'start', '--config', cfg], { cwd: dir, stdio: ['ignore', fs.openSync(path.join(dir, 'out.log'), 'w'), 'inherit'] });
-  for (let i = 0; i < 300; i++) {
-    if (child.exitCode !== null) throw new Error(`smarthost exited (${child.exitCode}); see ${dir}/out.log`);
-    const ok = await fetch(`http://127.0.0.1:${ADMIN_PORT}/readyz`).then((r) => r.ok, () => false);
-    if (ok) return running(child);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('smarthost did not become ready in 30 s');
+  await waitReady(ADMIN_PORT, child).catch((err: Error) => {
+    child.kill('SIGKILL');
+    throw new Error(`smarthost: ${err.message}; see ${dir}/out.log`);
+  });
+  return running(child);
 }
 
 const TARGETS: Target[] = [
@@ -182,14 +180,6 @@ function source(count: number): Promise<void> {
   });
 }
 
-async function until(cond: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 interface Run {
   accept: number;
   e2e: number;
@@ -201,13 +191,13 @@ async function runOnce(t: Target, sink: Sink): Promise<Run> {
   try {
     const base = sink.count;
     await source(WARMUP);
-    if (t.relays) await until(() => sink.count >= base + WARMUP, 60_000);
+    if (t.relays) await waitUntil('the warm-up at the sink', () => sink.count >= base + WARMUP, 60_000, POLL_MS);
     const cpu0 = treeCpuMs(target.pid);
     const from = sink.count;
     const t0 = performance.now();
     await source(N);
     const t1 = performance.now();
-    if (t.relays) await until(() => sink.count >= from + N, 120_000);
+    if (t.relays) await waitUntil('every message at the sink', () => sink.count >= from + N, 120_000, POLL_MS);
     const t2 = performance.now();
     const cpu = treeCpuMs(target.pid) - cpu0;
     return { accept: (N / (t1 - t0)) * 1000, e2e: (N / ((t.relays ? t2 : t1) - t0)) * 1000, cpuMs: cpu / N };
@@ -215,8 +205,6 @@ async function runOnce(t: Target, sink: Sink): Promise<Run> {
     await target.stop();
   }
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<void> {
   const only = values.only ? new Set(values.only.split(',')) : undefined;
@@ -237,7 +225,7 @@ async function main(): Promise<void> {
     fs.rmSync(BASE, { recursive: true, force: true });
   }
   console.log(`\nmedians of ${ROUNDS}:`);
-  const med = (name: string, f: (r: Run) => number) => (runs.has(name) ? median(runs.get(name)!.map(f)) : NaN);
+  const med = (name: string, f: (r: Run) => number) => (runs.has(name) ? percentile(runs.get(name)!.map(f), 50) : NaN);
   const pf = { e2e: med('postfix', (r) => r.e2e), cpu: med('postfix', (r) => r.cpuMs) };
   const ratio = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
   console.log(`${'target'.padEnd(12)}${'e2e msgs/s'.padStart(11)}${'cpu ms/msg'.padStart(12)}${'× Postfix msgs/s'.padStart(18)}${'CPU ÷ Postfix'.padStart(15)}`);

@@ -7,6 +7,7 @@
  * sharers. Summed RSS counts them once per process and overstates a
  * multi-process peer several times over.
  */
+import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
 const TICK_MS = 10; // USER_HZ = 100 on Linux
@@ -65,4 +66,19 @@ export function percentile(values: number[], p: number): number {
   if (values.length === 0) return NaN;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+/** Until the gateway's admin API answers /readyz with 200 (bounded: 30 s); throws if the gateway exits first. */
+export async function waitReady(adminPort: number, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error('gateway exited during start');
+    try {
+      if ((await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200) return;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new Error('gateway not ready');
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

@@ -37,7 +37,8 @@ import { startDnsServer, type TestDns } from '../test/helpers/dns-server';
 import { prepareGateway } from '../test/helpers/gateway';
 import { freePort } from '../test/helpers/process';
 import type { LoadOptions, LoadResult } from './loadgen';
-import { percentile, treeCpuMs, treePssKb } from './proc';
+import { diskOrExit } from './disk';
+import { percentile, treeCpuMs, treePssKb, waitReady } from './proc';
 import { BENCH_POLICY_FILES } from './policy-fixture';
 import { POSTFIX_DESTINATION_CONCURRENCY, POSTFIX_IN_FLOW_DELAY, startPostfix } from './postfix-peer';
 import { holdIdle } from './idle';
@@ -116,20 +117,6 @@ function runLoadgen(o: LoadOptions): Promise<LoadResult> {
       }
     });
   });
-}
-
-async function waitReady(adminPort: number, child: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error('gateway exited during start');
-    try {
-      if ((await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error('gateway not ready');
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 interface GatewaySetup {
@@ -253,12 +240,6 @@ async function withGateway<T>(setup: GatewaySetup, sinkPort: number, dns: TestDn
 /** The product's default log level (the embedded defaults say `log: { level: info }`). */
 const PRODUCT_LOG_LEVEL = 'info';
 
-/** The filesystem type under DIR (`stat -f`), e.g. ext2/ext3 (ext4 reports so), xfs, tmpfs. */
-function fsType(dir: string): string {
-  const r = spawnSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : 'unknown';
-}
-
 function smtpSourceLimit(): number | undefined {
   // Reference only: Postfix's smtp-source into smtp-sink, to show our load generator is not the bottleneck.
   const probe = spawnSync('which', ['smtp-source']);
@@ -281,11 +262,7 @@ function fmt(r: ScenarioResult): string {
 async function main(): Promise<void> {
   const only = values.only ? new Set(values.only.split(',')) : undefined;
   const want = (s: string) => !only || only.has(s);
-  const fs = fsType(BASE);
-  if ((fs === 'tmpfs' || fs === 'ramfs') && !values['allow-tmpfs']) {
-    console.error(`bench: ${BASE} is on ${fs}: fsync costs nothing there, so the figures would not be a disk's. Use --dir on a disk filesystem, or --allow-tmpfs.`);
-    process.exit(2);
-  }
+  const fs = diskOrExit('bench', BASE, values['allow-tmpfs']!);
   const sink = await forkSink();
   const dns = await startDnsServer();
   const results: ScenarioResult[] = [];
