@@ -5,13 +5,13 @@
  * the same run, in alternating rounds:
  *
  *   answer        floor-relay.ts --mode answer: SMTP replies, message dropped
- *   smtp-server   floor-smtp-server.ts: the same through smtp-server as our listeners run it
+ *   smtp-layer    floor-smtp-server.ts: the same through our SMTP layer (src/smtp/server.ts)
  *   floor         floor-relay.ts: + journal with fdatasync group commit before
  *                 the 250, a log line per message, pipelined relay to the sink
  *   smarthost     the gateway, configured as the harness configures it
  *   postfix       a private Postfix as `npm run bench` runs it (root only)
  *
- * answer → smtp-server prices the SMTP library; floor → smarthost prices our
+ * answer → smtp-layer prices our SMTP protocol layer; floor → smarthost prices our
  * own per-message work (policy, spool, queue, relay, metrics, logs); floor
  * against Postfix (`npm run bench`, ../shared/peers) says whether a target
  * is out of Node's reach or only out of ours. CPU is the process tree's
@@ -139,7 +139,7 @@ async function startSmarthost(): Promise<Running> {
 
 const TARGETS: Target[] = [
   { name: 'answer', relays: false, start: () => forked('floor-relay.js', ['--port', String(IN_PORT), '--mode', 'answer']) },
-  { name: 'smtp-server', relays: false, start: () => forked('floor-smtp-server.js', ['--port', String(IN_PORT)]) },
+  { name: 'smtp-layer', relays: false, start: () => forked('floor-smtp-server.js', ['--port', String(IN_PORT)]) },
   { name: 'floor', relays: true, start: () => forked('floor-relay.js', ['--port', String(IN_PORT), '--sink-port', String(SINK_PORT), '--dir', path.join(BASE, 'floor')]) },
   { name: 'smarthost', relays: true, start: startSmarthost },
   {

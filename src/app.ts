@@ -33,7 +33,6 @@ import { watchSpoolStorage } from './metrics/health';
 import { createState, type StateRuntime } from './state/config';
 import type { StateStore } from './state/store';
 import { Fleet } from './fleet/fleet';
-import { adaptProxyProtocolV2 } from './fleet/proxy-protocol';
 import { registerFleetRoutes } from './admin/fleet-routes';
 import { createDeliveryAgent, SmtpDeliveryAgent } from './relay/deliver';
 import { Roles } from './roles/index';
@@ -206,8 +205,6 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   // Queue gauges from the process that owns the queue (a worker's first attempts are its own).
   if (ownsQueue) metrics.catalogue.bindQueue(qmgr, spool);
 
-  // PROXY protocol v2 from the load balancers in a listener's proxyFrom (v1 is smtp-server's own).
-  adaptProxyProtocolV2();
   const accepting = accepts
     ? acceptor({
         listeners: cfg.listeners,

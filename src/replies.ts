@@ -16,6 +16,14 @@ export const REPLIES = {
   accepted_hold: { code: 250, enhanced: '2.0.0', text: 'Ok: queued as' },
   sender_ok: { code: 250, enhanced: '2.1.0', text: 'Sender ok' },
   recipient_ok: { code: 250, enhanced: '2.1.5', text: 'Recipient ok' },
+  // The protocol's own replies (src/smtp/connection.ts).
+  ok: { code: 250, enhanced: '2.0.0', text: 'Ok' },
+  reset_ok: { code: 250, enhanced: '2.0.0', text: 'Ok: transaction reset' },
+  help: { code: 214, enhanced: '2.0.0', text: 'See RFC 5321' },
+  closing: { code: 221, enhanced: '2.0.0', text: 'Bye' },
+  auth_ok: { code: 235, enhanced: '2.7.0', text: 'Authentication successful' },
+  vrfy_unverified: { code: 252, enhanced: '2.5.0', text: 'Cannot VRFY user, but will accept message and attempt delivery' },
+  tls_go_ahead: { code: 220, enhanced: '2.0.0', text: 'Ready to start TLS' },
 
   // 4xx: try again later
   service_unavailable: { code: 421, enhanced: '4.3.2', text: 'Service not available, closing channel' },
@@ -62,6 +70,27 @@ export const REPLIES = {
   bare_newline: { code: 554, enhanced: '5.6.0', text: 'Message contains bare CR or LF, use CRLF line endings' },
   loop_detected: { code: 554, enhanced: '5.4.6', text: 'Mail loop detected' },
   transaction_failed: { code: 554, enhanced: '5.6.0', text: 'Transaction failed' },
+
+  // Protocol errors (src/smtp/connection.ts): RFC 5321 §4.2.4, RFC 3463 5.5.x.
+  unknown_command: { code: 500, enhanced: '5.5.2', text: 'Command not recognized' },
+  line_too_long: { code: 500, enhanced: '5.5.2', text: 'Command line too long' },
+  command_syntax: { code: 501, enhanced: '5.5.2', text: 'Syntax error' },
+  helo_syntax: { code: 501, enhanced: '5.5.2', text: 'Syntax: EHLO hostname' },
+  bad_sequence: { code: 503, enhanced: '5.5.1', text: 'Bad sequence of commands' },
+  helo_first: { code: 503, enhanced: '5.5.1', text: 'Send HELO/EHLO first' },
+  mail_first: { code: 503, enhanced: '5.5.1', text: 'Need MAIL command' },
+  rcpt_first: { code: 503, enhanced: '5.5.1', text: 'Need RCPT command' },
+  nested_mail: { code: 503, enhanced: '5.5.1', text: 'Nested MAIL command' },
+  tls_active: { code: 503, enhanced: '5.5.1', text: 'TLS already active' },
+  already_authenticated: { code: 503, enhanced: '5.5.1', text: 'Already authenticated' },
+  auth_mechanism: { code: 504, enhanced: '5.5.4', text: 'Unrecognized authentication type' },
+  auth_cancelled: { code: 501, enhanced: '5.7.0', text: 'Authentication cancelled' },
+  auth_syntax: { code: 501, enhanced: '5.5.2', text: 'Cannot decode the authentication response' },
+  unknown_parameter: { code: 555, enhanced: '5.5.4', text: 'Unsupported parameter' },
+  too_many_errors: { code: 421, enhanced: '4.7.0', text: 'Too many errors, closing connection' },
+  early_talker: { code: 421, enhanced: '4.7.0', text: 'Talking before the greeting, closing connection' },
+  http_refused: { code: 421, enhanced: '4.7.0', text: 'This is an SMTP server, closing connection' },
+  shutting_down: { code: 421, enhanced: '4.3.2', text: 'Server shutting down, try again later' },
 } as const satisfies Record<string, Reply>;
 
 export type ReplyName = keyof typeof REPLIES;
@@ -76,20 +105,15 @@ export function formatReply(name: ReplyName, detail?: string): string {
   return `${r.code} ${r.enhanced} ${r.text}${detail ? ` ${detail}` : ''}`;
 }
 
-/**
- * "5.7.1 Relay access denied (detail)": the reply after its basic code, as
- * smtp-server's handlers and options take it (src/smtp/server-adapter.ts
- * sends text that starts with an enhanced status as is).
- */
+/** "5.7.1 Relay access denied (detail)": the reply after its basic code. */
 export function replyLine(name: ReplyName, detail?: string): string {
   const r: Reply = REPLIES[name];
   return `${r.enhanced} ${r.text}${detail ? ` ${detail}` : ''}`;
 }
 
 /**
- * An Error that smtp-server turns into a reply. The text starts with the
- * enhanced code; src/smtp/server-adapter.ts makes smtp-server send it as is
- * instead of deriving an enhanced code from the basic one.
+ * A refusal a session hook returns: the connection (src/smtp/connection.ts)
+ * writes its basic code and then its text, which starts with the enhanced code.
  */
 export class SmtpReplyError extends Error {
   readonly responseCode: number;

@@ -211,7 +211,7 @@ function parseListeners(v: unknown, at: At): ListenerConfig[] {
       auth,
       address: str(o.address, a.child('address'), '0.0.0.0'),
       port: int(o.port, a.child('port'), undefined, 0, 65535),
-      // A public-facing listener keeps smtp-server's early-talker pause;
+      // A public-facing listener keeps the early-talker pause (src/smtp/connection.ts);
       // authenticated submission has nothing to gain from it.
       greetDelayMs: duration(o.greetDelay, a.child('greetDelay', { default: '`0ms` on submission, else `100ms`', doc: 'pause before the banner: a client that talks first is an early talker (spambots do)' }), role === 'submission' ? '0ms' : '100ms'),
       proxyFrom: parseProxyFrom(o.proxyFrom, a.child('proxyFrom', { doc: 'load balancers allowed to send a PROXY protocol header: addresses or CIDRs (docs/fleet.md)' })),

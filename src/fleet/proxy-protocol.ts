@@ -1,33 +1,29 @@
 /**
- * PROXY protocol v2 for the SMTP listeners, next to smtp-server's own v1.
+ * The PROXY protocol header (HAProxy's, v1 text and v2 binary) in front of
+ * the SMTP listeners.
  *
  * Behind a TCP load balancer every connection comes from the balancer; the
- * PROXY header it sends first carries the subscriber's address, which the
+ * header it sends first carries the subscriber's address, which the
  * policies must see (netblock gate, per-address quotas, DNSBLs). A listener's
- * `proxyFrom` lists the balancers' addresses (smtp-server's `useProxy`):
- * only connections from them must start with a header, and only theirs is
- * believed. From any other address no header is expected: a PROXY line is
- * then just a bad SMTP command, and the session is the real peer's.
+ * `proxyFrom` lists the balancers' addresses: only connections from them
+ * must start with a header, and only theirs is believed. From any other
+ * address no header is expected: a PROXY line is then just a bad SMTP
+ * command, and the session is the real peer's (src/smtp/server.ts decides).
  *
- * smtp-server 3.21 reads the v1 text header ("PROXY TCP4 a b p q\r\n") only;
- * HAProxy's `send-proxy-v2`, AWS NLB and most balancers send the binary v2
- * header (12-byte signature, version/command, family, length, addresses,
- * TLVs). This adapter patches SMTPServer#_handleProxy once: for a peer that
- * must send a header it looks at the first bytes; the v2 signature is
- * parsed here (PROXY: the source address and port become the session's;
- * LOCAL, the balancer's own health check: the real peer stays), anything
- * else goes back to the library's v1 reader unchanged. A malformed v2
- * header is refused the way the library refuses a bad v1 line ("* BAD",
- * connection closed). test/fleet/proxy.test.ts covers v1, v2, LOCAL, and a
+ * `readProxyHeader` reads the first bytes of such a connection: the v2
+ * signature (12 bytes) is parsed here (PROXY: the source address and port
+ * become the session's; LOCAL, the balancer's own health check: the real
+ * peer stays), otherwise one v1 line ("PROXY TCP4 src dst sport dport").
+ * Anything malformed is refused with "* BAD Invalid PROXY header" and the
+ * connection closed. Bytes after the header are returned with it.
+ * test/fleet/proxy.test.ts covers v1, v2, LOCAL, malformed headers, and a
  * PROXY line from an address that is not a balancer.
  *
  * Talks to: the accepted socket (before any SMTP is spoken). Trusts: the
  * balancers listed in proxyFrom, and nobody else.
  */
-import crypto from 'node:crypto';
 import net from 'node:net';
 import ipaddr from 'ipaddr.js';
-import { SMTPServer } from 'smtp-server';
 
 /** "\r\n\r\n\0\r\nQUIT\n" */
 export const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
@@ -84,22 +80,27 @@ export function buildProxyV2(opts: { command?: 'proxy' | 'local'; source?: strin
   return Buffer.concat([V2_SIGNATURE, head, body]);
 }
 
-interface ServerInternals {
-  options: { ignoredHosts?: string[] };
-  logger: { info(...args: unknown[]): void };
-  _expectsProxyHeader(socket: net.Socket): boolean;
-  _handleProxy(socket: net.Socket, cb: (err: Error | null, opts?: Record<string, unknown>) => void): void;
+/** What the header says about the client: its address, or nothing (LOCAL: the balancer itself). */
+export interface ProxiedPeer {
+  remoteAddress?: string;
+  remotePort?: number;
 }
 
-let applied = false;
+export interface ProxyHeader {
+  peer: ProxiedPeer;
+  /** Bytes that came with the header, after it: the client's first (an early talker's command, a TLS hello). */
+  rest?: Buffer;
+}
 
-export function adaptProxyProtocolV2(): void {
-  if (applied) return;
-  applied = true;
-  const proto = SMTPServer.prototype as unknown as ServerInternals;
-  const v1 = proto._handleProxy;
-  proto._handleProxy = function handleProxy(this: ServerInternals, socket, callback) {
-    if (!this._expectsProxyHeader(socket)) return v1.call(this, socket, callback);
+const V1_MAX = 107; // the v1 specification's longest line, CRLF included
+
+/**
+ * Read the PROXY header from a balancer's connection. Resolves with the
+ * declared peer; rejects (after answering "* BAD" where the header was
+ * malformed, and closing) when there is no valid header.
+ */
+export function readProxyHeader(socket: net.Socket): Promise<ProxyHeader> {
+  return new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0);
     let finished = false;
     const cleanup = () => {
@@ -121,7 +122,12 @@ export function adaptProxyProtocolV2(): void {
         }
         setTimeout(() => socket.destroy(), REJECT_LINGER_MS).unref();
       } else socket.destroy();
-      callback(err);
+      reject(err);
+    };
+    const done = (peer: ProxiedPeer, consumed: number) => {
+      finished = true;
+      cleanup();
+      resolve(buf.length > consumed ? { peer, rest: buf.subarray(consumed) } : { peer });
     };
     const onError = (err: Error) => fail(err, false);
     const onClose = () => fail(new Error('Socket closed before PROXY header was received'), false);
@@ -130,42 +136,51 @@ export function adaptProxyProtocolV2(): void {
       while (!finished && (chunk = socket.read() as Buffer | null) !== null) {
         buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
         const n = Math.min(buf.length, V2_SIGNATURE.length);
-        if (!buf.subarray(0, n).equals(V2_SIGNATURE.subarray(0, n))) {
-          // Not v2: hand the bytes back to the library's v1 reader.
-          finished = true;
-          cleanup();
-          socket.unshift(buf);
-          v1.call(this, socket, callback);
-          return;
+        if (buf.subarray(0, n).equals(V2_SIGNATURE.subarray(0, n))) {
+          if (buf.length < 16) continue;
+          const total = 16 + buf.readUInt16BE(14);
+          if (total > HEADER_MAX) return fail(new Error('PROXY v2 header too long'), true);
+          if (buf.length < total) continue;
+          let parsed: ProxyV2;
+          try {
+            parsed = parseProxyV2(buf.subarray(0, total));
+          } catch (err) {
+            return fail(err as Error, true);
+          }
+          if (parsed.command === 'proxy' && parsed.remoteAddress) {
+            if (!net.isIP(parsed.remoteAddress)) return fail(new Error('Invalid PROXY source address'), true);
+            return done({ remoteAddress: parsed.remoteAddress, ...(parsed.remotePort ? { remotePort: parsed.remotePort } : {}) }, total);
+          }
+          return done({}, total);
         }
-        if (buf.length < 16) continue;
-        const total = 16 + buf.readUInt16BE(14);
-        if (total > HEADER_MAX) return fail(new Error('PROXY v2 header too long'), true);
-        if (buf.length < total) continue;
-        let parsed: ProxyV2;
-        try {
-          parsed = parseProxyV2(buf.subarray(0, total));
-        } catch (err) {
-          return fail(err as Error, true);
+        const lf = buf.indexOf(10);
+        if (lf < 0) {
+          if (buf.length >= V1_MAX) return fail(new Error('PROXY header line too long'), true);
+          continue;
         }
-        finished = true;
-        cleanup();
-        if (buf.length > total) socket.unshift(buf.subarray(total));
-        const opts: Record<string, unknown> = { id: BigInt(`0x${crypto.randomBytes(10).toString('hex')}`).toString(32).padStart(16, '0') };
-        if (parsed.command === 'proxy' && parsed.remoteAddress) {
-          if (!net.isIP(parsed.remoteAddress)) return fail(new Error('Invalid PROXY source address'), true);
-          opts.remoteAddress = parsed.remoteAddress;
-          if (parsed.remotePort) opts.remotePort = parsed.remotePort;
-        }
-        const addr = (opts.remoteAddress as string | undefined) ?? socket.remoteAddress;
-        opts.ignore = Boolean(this.options.ignoredHosts && addr && this.options.ignoredHosts.includes(addr));
-        callback(null, opts);
-        return;
+        if (lf + 1 > V1_MAX) return fail(new Error('PROXY header line too long'), true);
+        const peer = parseProxyV1(buf.toString('latin1', 0, lf).trim());
+        if (!peer) return fail(new Error('Invalid PROXY header'), true);
+        return done(peer, lf + 1);
       }
     };
     socket.on('readable', onReadable);
     socket.on('error', onError);
     socket.on('close', onClose);
     socket.on('end', onClose);
-  };
+  });
+}
+
+/** "PROXY TCP4 192.0.2.1 198.51.100.1 56324 25" (or "PROXY UNKNOWN ..."): the peer, or undefined when malformed. */
+export function parseProxyV1(line: string): ProxiedPeer | undefined {
+  const words = line.split(' ');
+  if (words[0] !== 'PROXY' || words.length < 2) return undefined;
+  if (words[1] === 'UNKNOWN') return {};
+  if ((words[1] !== 'TCP4' && words[1] !== 'TCP6') || words.length !== 6) return undefined;
+  const address = words[2]!.toLowerCase();
+  const family = net.isIP(address);
+  if (family !== (words[1] === 'TCP4' ? 4 : 6)) return undefined;
+  const port = Number(words[4]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) return undefined;
+  return { remoteAddress: address, remotePort: port };
 }

@@ -1,7 +1,7 @@
 /**
  * Reads a DATA stream once, as it arrives, and produces what the rest of
  * the acceptance path needs without ever holding a large message whole:
- * - line endings: smtp-server passes bare CR and bare LF through; they are
+ * - line endings: DATA (src/smtp/data-reader.ts) passes bare CR and bare LF through; they are
  *   either normalised to CRLF (so no downstream server can read a second
  *   end-of-data in the message: SMTP smuggling) or flagged for refusal;
  * - the header block, parsed (bounded in bytes and field count);
@@ -14,7 +14,6 @@
  *   (test/security/exhaustion.test.ts).
  */
 import { promises as fsp } from 'node:fs';
-import type { Readable } from 'node:stream';
 import { reclaim } from '../spool/reclaim';
 import { SpoolError, writeAll } from '../spool/store';
 import { parseHeaderBlock, type HeaderField } from './headers';
@@ -45,7 +44,7 @@ export interface Collected {
 const CR = 13;
 const LF = 10;
 
-export async function collectMessage(stream: Readable, opts: CollectOptions): Promise<Collected> {
+export async function collectMessage(stream: AsyncIterable<Buffer> & { readonly sizeExceeded: boolean }, opts: CollectOptions): Promise<Collected> {
   const out: Collected = { chunks: [], size: 0, headers: [], headersTooLarge: false, bareNewline: false, hasBody: false };
   let memBytes = 0;
   let spill: fsp.FileHandle | undefined;
@@ -57,7 +56,7 @@ export async function collectMessage(stream: Readable, opts: CollectOptions): Pr
   let dropped = false;
   /** Refused whatever follows: stop keeping bytes (what was kept is released). */
   const doomed = () =>
-    (stream as Readable & { sizeExceeded?: boolean }).sizeExceeded === true || out.headersTooLarge || (opts.bareNewline === 'reject' && out.bareNewline);
+    stream.sizeExceeded || out.headersTooLarge || (opts.bareNewline === 'reject' && out.bareNewline);
 
   const emit = async (buf: Buffer) => {
     if (buf.length === 0) return;
@@ -103,7 +102,7 @@ export async function collectMessage(stream: Readable, opts: CollectOptions): Pr
       }
       if (spill) {
         await writeAll(spill, [buf]);
-        // Garbage now: this chunk and the socket read smtp-server copied it from.
+        // Garbage now: this chunk and the socket read it came from.
         reclaim(buf.length * 2);
       }
     } catch (err) {

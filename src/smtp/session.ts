@@ -1,6 +1,6 @@
 /**
  * One listener's SMTP conversation, phase by phase (Haraka's hooks:
- * connect, auth, mail, rcpt, data): smtp-server callbacks → policy hooks →
+ * connect, auth, mail, rcpt, data): the connection's hooks (src/smtp/connection.ts) → policy →
  * replies from the table. At end of DATA: collect (line endings, headers,
  * size) → data policy → Received:/Date:/Message-ID: → DKIM → spool commit
  * (fsync) → only then 250 with the queue id.
@@ -9,8 +9,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
-import type { Readable } from 'node:stream';
-import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerSession } from 'smtp-server';
 import type { Account, AccountStore } from '../accounts/store';
 import type { Config, ListenerConfig } from '../config/schema';
 import type { EndOfData } from '../content/end-of-data';
@@ -27,6 +25,8 @@ import { QUARANTINE_RULE } from '../containment/containment';
 import { newQueueId } from '../spool/queue-id';
 import { SpoolError, type Spool } from '../spool/store';
 import { collectMessage } from './collect';
+import type { ConnectionHooks, SmtpAddress, SmtpAuth, SmtpSession } from './connection';
+import type { MessageBody } from './message-body';
 import { traitsOfMessage, type MessageTraits } from '../message-traits';
 import { extractAddresses, parseHeaderBlock } from './headers';
 import { isReplyName, REPLIES, SmtpReplyError, type ReplyName } from '../replies';
@@ -83,11 +83,9 @@ interface ConnState {
   countedAccount: boolean;
 }
 
-type Callback = (err?: Error | null) => void;
-
 const SPILL_AT = 1024 * 1024;
 
-export class SessionHandlers {
+export class SessionHandlers implements ConnectionHooks {
   private readonly conns = new Map<string, ConnState>();
   /** Each session's connection slot (limits.maxConnectionsPerIp), given back at QUIT or close, whichever comes first. */
   private readonly slots = new Map<string, Promise<ConnectionSlot>>();
@@ -104,14 +102,14 @@ export class SessionHandlers {
     this.log = deps.logger.child({ listener: listener.name });
   }
 
-  private refuse(v: Verdict, session: SMTPServerSession, detail?: string): SmtpReplyError {
+  private refuse(v: Verdict, session: SmtpSession, detail?: string): SmtpReplyError {
     const name: ReplyName = v.reply && isReplyName(v.reply) ? v.reply : v.action === 'tempfail' ? 'policy_tempfail' : 'policy_reject';
     this.log.info({ evt: 'rejection', sid: session.id, ip: session.remoteAddress, stage: v.stage, rule: v.rule, reply: name }, 'refused');
     this.deps.observer?.rejected?.(this.listener.name, v.stage, name);
     return new SmtpReplyError(name, detail ?? v.detail);
   }
 
-  async onConnect(session: SMTPServerSession, cb: Callback): Promise<void> {
+  async connect(session: SmtpSession): Promise<SmtpReplyError | undefined> {
     const ip = session.remoteAddress;
     try {
       // Counted even when refused: the slot is given back at QUIT or close like any other.
@@ -121,7 +119,7 @@ export class SessionHandlers {
       if (slot.count > this.deps.cfg.limits.maxConnectionsPerIp) {
         this.deps.observer?.connection?.(this.listener.name, 'refused');
         this.logSlotRefusal(session, slot);
-        return cb(new SmtpReplyError('too_many_connections_ip'));
+        return new SmtpReplyError('too_many_connections_ip');
       }
       const d = await this.deps.policy().connect({ listener: this.listener, ip });
       this.deps.observer?.verdict?.(d.verdict);
@@ -135,25 +133,28 @@ export class SessionHandlers {
       this.conns.set(session.id, { client, verdicts: [d.verdict], countedConnection: d.countedConnection, countedAccount: false });
       if (d.verdict.action === 'reject' || d.verdict.action === 'tempfail') {
         this.deps.observer?.connection?.(this.listener.name, 'refused');
-        return cb(this.refuse(d.verdict, session));
+        return this.refuse(d.verdict, session);
       }
       this.deps.observer?.connection?.(this.listener.name, 'accepted');
       this.log.debug({ evt: 'connect', sid: session.id, ip, cls: d.netblockClass }, 'connected');
-      cb();
+      return undefined;
     } catch (err) {
       // Fail closed without the shared state (connection counting needs it): 451 4.3.0.
-      if (isStateUnavailable(err)) return cb(new SmtpReplyError('state_unavailable'));
+      if (isStateUnavailable(err)) return new SmtpReplyError('state_unavailable');
       this.log.error({ evt: 'error', sid: session.id, err }, 'connect check failed');
-      cb(new SmtpReplyError('local_error'));
+      return new SmtpReplyError('local_error');
     }
   }
 
-  /** QUIT: the slot goes back before the 221 (src/smtp/server-adapter.ts patch 7). */
-  onQuit(session: SMTPServerSession): Promise<void> {
+  /**
+   * QUIT: the slot goes back before the 221: a client that got its 221 often
+   * connects again at once, and was counted twice (test/security/per-ip-limit).
+   */
+  quit(session: SmtpSession): Promise<void> {
     return this.releaseSlot(session);
   }
 
-  private releaseSlot(session: SMTPServerSession): Promise<void> {
+  private releaseSlot(session: SmtpSession): Promise<void> {
     const slot = this.slots.get(session.id);
     if (!slot) return Promise.resolve();
     this.slots.delete(session.id);
@@ -164,7 +165,7 @@ export class SessionHandlers {
   }
 
   /** The 421 for too many connections, with the address: at most one line a minute per address (prefix) and listener. */
-  private logSlotRefusal(session: SMTPServerSession, slot: ConnectionSlot): void {
+  private logSlotRefusal(session: SmtpSession, slot: ConnectionSlot): void {
     const now = Date.now();
     const seen = this.refusalLog.get(slot.subject);
     if (seen && now - seen.at < 60_000) {
@@ -181,14 +182,14 @@ export class SessionHandlers {
     );
   }
 
-  onClose(session: SMTPServerSession): void {
+  close(session: SmtpSession): void {
     void this.releaseSlot(session);
     const st = this.conns.get(session.id);
     if (st) this.deps.policy().disconnect?.({ client: st.client, countedConnection: st.countedConnection, countedAccount: st.countedAccount });
     this.conns.delete(session.id);
   }
 
-  private state(session: SMTPServerSession): ConnState {
+  private state(session: SmtpSession): ConnState {
     let st = this.conns.get(session.id);
     if (!st) {
       // onConnect always runs first; this only guards against library changes.
@@ -199,7 +200,7 @@ export class SessionHandlers {
   }
 
   /** AUTH, scheduled per address by the policy layer's AuthScheduler (brute force versus NAT). */
-  async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, res?: { user?: string }) => void): Promise<void> {
+  async auth(auth: SmtpAuth, session: SmtpSession): Promise<SmtpReplyError | { user: string }> {
     const st = this.state(session);
     let gate: AuthGate | undefined;
     try {
@@ -207,10 +208,14 @@ export class SessionHandlers {
     } catch {
       gate = undefined;
     }
-    await this.authScheduler.run(gate, st.client.ip, () => this.authenticate(auth, session, cb));
+    let result: SmtpReplyError | { user: string } = new SmtpReplyError('auth_temp_failure');
+    await this.authScheduler.run(gate, st.client.ip, async () => {
+      result = await this.authenticate(auth, session);
+    });
+    return result;
   }
 
-  private async authenticate(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, res?: { user?: string }) => void): Promise<void> {
+  private async authenticate(auth: SmtpAuth, session: SmtpSession): Promise<SmtpReplyError | { user: string }> {
     const st = this.state(session);
     const user = auth.username ?? '';
     const method = auth.method;
@@ -222,8 +227,15 @@ export class SessionHandlers {
         if (pre.action !== 'accept') {
           this.deps.observer?.auth?.(this.listener.name, method, 'locked');
           this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result: 'locked', ...this.typedUser(user) }, 'authentication refused before the password check');
-          return cb(this.refuse(pre, session));
+          return this.refuse(pre, session);
         }
+      }
+      if (auth.authzid && auth.authzid.toLowerCase() !== user.toLowerCase()) {
+        // RFC 4616 §2: acting as another identity is not offered; refused (and counted) as a failed login.
+        if (policy.auth) await policy.auth({ client: st.client, user, phase: 'after', ok: false });
+        this.deps.observer?.auth?.(this.listener.name, method, 'fail');
+        this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result: 'fail', rule: 'smtp.auth-authzid', ...this.typedUser(user) }, 'authentication refused: authorization identity differs');
+        return new SmtpReplyError('auth_failed');
       }
       const res = await this.deps.accounts.authenticate(user, auth.password ?? '');
       const after = policy.auth ? await policy.auth({ client: st.client, user, phase: 'after', ok: res.ok }) : undefined;
@@ -231,17 +243,17 @@ export class SessionHandlers {
         const result = res.reason === 'suspended' ? 'suspended' : 'fail';
         this.deps.observer?.auth?.(this.listener.name, method, result);
         this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result, ...this.typedUser(user) }, 'authentication failed');
-        return cb(new SmtpReplyError('auth_failed'));
+        return new SmtpReplyError('auth_failed');
       }
       st.account = res.account;
       st.countedAccount = after?.countedAccount ?? false;
       st.client = { ...st.client, user: res.account.name, tls: session.secure };
       this.deps.observer?.auth?.(this.listener.name, method, 'ok');
       this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result: 'ok', user: res.account.name, cached: res.cached }, 'authenticated');
-      cb(null, { user: res.account.name });
+      return { user: res.account.name };
     } catch (err) {
       this.log.error({ evt: 'error', sid: session.id, err }, 'authentication error');
-      cb(new SmtpReplyError('auth_temp_failure'));
+      return new SmtpReplyError('auth_temp_failure');
     }
   }
 
@@ -250,9 +262,9 @@ export class SessionHandlers {
     return user && this.deps.userHash ? { userHash: this.deps.userHash(user) } : {};
   }
 
-  async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
+  async mailFrom(address: SmtpAddress, session: SmtpSession): Promise<SmtpReplyError | undefined> {
     const st = this.state(session);
-    st.client = { ...st.client, helo: session.hostNameAppearsAs, tls: session.secure };
+    st.client = { ...st.client, helo: session.helo, tls: session.secure };
     try {
       if (!st.account && !st.popClient && this.deps.roles?.popAccount) {
         const acc = await this.deps.roles.popAccount(this.listener, st.client.ip, address.address);
@@ -262,42 +274,42 @@ export class SessionHandlers {
           this.log.info({ evt: 'auth', sid: session.id, ip: st.client.ip, method: 'pop-before-smtp', result: 'ok', user: acc.name }, 'POP-before-SMTP grant');
         }
       }
-      if (st.popClient) st.popClient = { ...st.popClient, helo: session.hostNameAppearsAs, tls: session.secure };
+      if (st.popClient) st.popClient = { ...st.popClient, helo: session.helo, tls: session.secure };
       const v = await this.deps.policy().mail({ client: st.popClient ?? st.client, account: st.account, mailFrom: address.address, recipients: [] });
       this.deps.observer?.verdict?.(v);
       st.verdicts = st.verdicts.slice(0, 1).concat(v);
-      if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
-      cb();
+      if (v.action === 'reject' || v.action === 'tempfail') return this.refuse(v, session);
+      return undefined;
     } catch (err) {
       this.log.error({ evt: 'error', sid: session.id, err }, 'mail check failed');
-      cb(new SmtpReplyError('local_error'));
+      return new SmtpReplyError('local_error');
     }
   }
 
-  async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
+  async rcptTo(address: SmtpAddress, session: SmtpSession): Promise<SmtpReplyError | undefined> {
     const st = this.state(session);
     const accepted = session.envelope.rcptTo.map((r) => r.address);
-    if (accepted.length >= this.deps.cfg.limits.maxRecipients) return cb(new SmtpReplyError('too_many_recipients'));
+    if (accepted.length >= this.deps.cfg.limits.maxRecipients) return new SmtpReplyError('too_many_recipients');
     // Sender-specified routing (Postfix: allow_untrusted_routing = no) is refused for every
     // client: a relay must never resolve user%other@us or a!b@us into a second hop.
-    if (isRoutedAddress(address)) return cb(this.refuse({ action: 'reject', stage: 'rcpt', rule: 'smtp.routed-address', reply: 'routed_recipient' }, session));
+    if (isRoutedAddress(address)) return this.refuse({ action: 'reject', stage: 'rcpt', rule: 'smtp.routed-address', reply: 'routed_recipient' }, session);
     try {
       const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
       const v = await this.deps.policy().rcpt({ client: st.popClient ?? st.client, account: st.account, mailFrom, recipients: accepted, rcpt: address.address });
       this.deps.observer?.verdict?.(v);
-      if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
+      if (v.action === 'reject' || v.action === 'tempfail') return this.refuse(v, session);
       // Backup MX: recipient validation against the primary (list / callout).
       const rv = this.deps.roles?.rcpt ? await this.deps.roles.rcpt(this.listener, address.address) : undefined;
-      if (rv && (rv.action === 'reject' || rv.action === 'tempfail')) return cb(this.refuse(rv, session));
+      if (rv && (rv.action === 'reject' || rv.action === 'tempfail')) return this.refuse(rv, session);
       if (v.action === 'hold') st.verdicts.push(v);
-      cb();
+      return undefined;
     } catch (err) {
       this.log.error({ evt: 'error', sid: session.id, err }, 'rcpt check failed');
-      cb(new SmtpReplyError('local_error'));
+      return new SmtpReplyError('local_error');
     }
   }
 
-  async onData(stream: Readable & { sizeExceeded?: boolean }, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): Promise<void> {
+  async data(stream: MessageBody, session: SmtpSession): Promise<SmtpReplyError | string> {
     const st = this.state(session);
     const id = newQueueId();
     const spillPath = this.deps.spool.tmpPath(`${id}.spill`);
@@ -317,16 +329,16 @@ export class SessionHandlers {
         maxHeaderFields: 1000,
         onSpill: () => (spilled = true),
       });
-      if (stream.sizeExceeded) return cb(new SmtpReplyError('too_big'));
-      if (msg.bareNewline && this.deps.bareNewline === 'reject') return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.bare-newline', reply: 'bare_newline' }, session));
-      if (msg.headersTooLarge) return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.header-limits', reply: 'too_big' }, session, '(header section too large)'));
+      if (stream.sizeExceeded) return new SmtpReplyError('too_big');
+      if (msg.bareNewline && this.deps.bareNewline === 'reject') return this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.bare-newline', reply: 'bare_newline' }, session);
+      if (msg.headersTooLarge) return this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.header-limits', reply: 'too_big' }, session, '(header section too large)');
 
       let mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
       let recipients = session.envelope.rcptTo.map((r) => r.address);
       let headerFrom = msg.headers.filter((h) => h.name === 'from').flatMap((h) => extractAddresses(h.value));
       const receivedCount = msg.headers.filter((h) => h.name === 'received').length;
       if (receivedCount >= cfg.limits.maxReceivedHeaders) {
-        return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.loop-detect', reply: 'loop_detected' }, session, `(${receivedCount} Received headers)`));
+        return this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.loop-detect', reply: 'loop_detected' }, session, `(${receivedCount} Received headers)`);
       }
       // Traits (fingerprint, links) are taken when containment first reads them, once: a gateway
       // without containment never pays for them (≈50 µs for 4 KB, ≈1.2 ms for 64 KB of body).
@@ -345,9 +357,9 @@ export class SessionHandlers {
       };
       const v = await this.deps.policy().data(facts);
       this.deps.observer?.verdict?.(v);
-      if (v.action === 'reject' || v.action === 'tempfail') return cb(this.refuse(v, session));
+      if (v.action === 'reject' || v.action === 'tempfail') return this.refuse(v, session);
       const eod = await this.deps.endOfData?.check({ listener: this.listener, client: facts.client, account: st.account, mailFrom, recipients, queueId: id, chunks: msg.chunks, spillFile: msg.spillFile, size: msg.size });
-      if (eod?.verdict && (eod.verdict.action === 'reject' || eod.verdict.action === 'tempfail')) return cb(this.refuse(eod.verdict, session));
+      if (eod?.verdict && (eod.verdict.action === 'reject' || eod.verdict.action === 'tempfail')) return this.refuse(eod.verdict, session);
       const hold = v.action === 'hold' ? v : (eod?.verdict ?? st.verdicts.find((x) => x.action === 'hold'));
 
       // Address rewriting (canonical sender, aliases): after the policy judged what the client sent, before Received:/DKIM.
@@ -382,7 +394,7 @@ export class SessionHandlers {
         const signed = await signer.sign([prefixBuf, ...msg.chunks], { headerFromDomain, authority }, rest);
         if (signed.kind === 'refuse') {
           this.log.info({ evt: 'dkim', sid: session.id, queueId: id, dkimRule: signed.rule, reason: signed.reason }, 'unsigned mail refused');
-          return cb(this.refuse({ action: 'reject', stage: 'data', rule: 'dkim.unsigned-policy', reply: 'unsigned_refused' }, session));
+          return this.refuse({ action: 'reject', stage: 'data', rule: 'dkim.unsigned-policy', reply: 'unsigned_refused' }, session);
         }
         dkim = signed.kind === 'signed' ? { dkim: signed.domain, dkimRule: signed.rule } : { dkim: 'none', dkimRule: `${signed.rule}: ${signed.reason}` };
         if (signed.kind === 'signed') prefixBuf = Buffer.concat([Buffer.from(signed.headers), prefixBuf]);
@@ -417,23 +429,23 @@ export class SessionHandlers {
         'message accepted',
       );
       const r = REPLIES.accepted;
-      cb(null, `${r.enhanced} ${r.text} ${id}`);
+      return `${r.enhanced} ${r.text} ${id}`;
     } catch (err) {
-      // 421: the library closes the connection; a client still trickling the message is cut off.
-      if (timedOut) return cb(new SmtpReplyError('data_timeout'));
+      // 421: the connection closes; a client still trickling the message is cut off.
+      if (timedOut) return new SmtpReplyError('data_timeout');
       if (err instanceof SpoolError) {
         this.log.error({ evt: 'error', sid: session.id, code: err.code, err: err.message }, 'spool write failed');
         // A full disk: 452 4.3.1; any other storage failure (EIO): 451 4.3.0. Either way a retry later.
-        return cb(new SmtpReplyError(err.isStorageFull ? 'storage_full' : 'local_error'));
+        return new SmtpReplyError(err.isStorageFull ? 'storage_full' : 'local_error');
       }
-      // The client went away mid-DATA (smtp-server destroys the stream with ECONNECTION):
+      // The client went away mid-DATA (the connection fails the body with ECONNECTION):
       // its behaviour, not a gateway error; nothing was accepted and no one is left to answer.
       if ((err as NodeJS.ErrnoException).code === 'ECONNECTION') {
         this.log.info({ evt: 'rejection', sid: session.id, ip: session.remoteAddress, stage: 'data', reply: 'none' }, 'client disconnected during DATA');
-        return cb(new SmtpReplyError('local_error'));
+        return new SmtpReplyError('local_error');
       }
       this.log.error({ evt: 'error', sid: session.id, err }, 'data handling failed');
-      cb(new SmtpReplyError('local_error'));
+      return new SmtpReplyError('local_error');
     } finally {
       clearTimeout(timer);
       if (spilled) await fsp.unlink(spillPath).catch(() => undefined);
@@ -441,18 +453,18 @@ export class SessionHandlers {
   }
 }
 
-/** A source route (flagged by server-adapter), %-hack, bang path or quoted local part with @. */
-function isRoutedAddress(a: SMTPServerAddress & { sourceRoute?: boolean }): boolean {
+/** A source route (flagged by address-command.ts), %-hack, bang path or quoted local part with @. */
+function isRoutedAddress(a: SmtpAddress & { sourceRoute?: boolean }): boolean {
   if (a.sourceRoute) return true;
   const at = a.address.lastIndexOf('@');
   const local = at >= 0 ? a.address.slice(0, at) : a.address;
   return /[%!@]/.test(local);
 }
 
-function receivedHeader(hostname: string, session: SMTPServerSession, client: ClientInfo, id: string, recipients: string[], now: number): string {
+function receivedHeader(hostname: string, session: SmtpSession, client: ClientInfo, id: string, recipients: string[], now: number): string {
   // RFC 3848 protocol names: ESMTP + S (TLS) + A (authenticated).
   const proto = `ESMTP${session.secure ? 'S' : ''}${client.user ? 'A' : ''}`;
-  const helo = (session.hostNameAppearsAs || 'unknown').replace(/[^\x21-\x7e]/g, '');
+  const helo = (session.helo || 'unknown').replace(/[^\x21-\x7e]/g, '');
   const tls = session.secure && session.tlsOptions ? ` (using ${session.tlsOptions.version ?? 'TLS'} with cipher ${session.tlsOptions.name ?? 'unknown'})` : '';
   const forClause = recipients.length === 1 ? `\r\n\tfor <${recipients[0]}>` : '';
   return `Received: from ${helo} ([${client.ip}])\r\n\tby ${hostname} (smarthost) with ${proto} id ${id}${tls}${forClause};\r\n\t${rfc5322Date(now)}\r\n`;

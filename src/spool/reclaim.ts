@@ -1,9 +1,9 @@
 /**
  * Keeps the garbage of a large message's streams at a few MB.
  *
- * Every byte of a spilled message passes through about four short-lived
- * Buffers: the socket read, smtp-server's copy of it (Buffer.concat with the
- * last bytes it keeps to find CRLF.CRLF), the DKIM pass over the spill file
+ * Every byte of a spilled message passes through about three short-lived
+ * Buffers: the socket read (src/smtp/data-reader.ts passes on slices of
+ * it), the DKIM pass over the spill file
  * and the relay's read of the queue file (the spool copy reuses one buffer).
  * V8 frees young ArrayBuffers only in a scavenge, and starts one for their
  * sake only when they add up to twice its default maximum semi-space: 32 MB

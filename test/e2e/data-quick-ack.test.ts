@@ -1,5 +1,5 @@
 /**
- * server-adapter patch 10 (src/net/quick-ack.ts): after the 354 the kernel
+ * TCP quick ACK (src/net/quick-ack.ts, src/smtp/connection.ts): after the 354 the kernel
  * acknowledges the message content as soon as the gateway reads it.
  *
  * The attacker here is an ordinary client: Nagle's algorithm on (Node's
@@ -19,7 +19,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { describe, it } from 'node:test';
 import { quickAck, quickAckUnavailable } from '../../src/net/quick-ack';
-import { adaptedSmtpServers } from '../helpers/adapted-smtp-server';
+import { bareSmtpServers } from '../helpers/bare-smtp-server';
 import { testCert } from '../helpers/tls';
 
 type Mode = 'plain' | 'starttls' | 'implicit';
@@ -27,8 +27,8 @@ const TRANSACTIONS = 7;
 /** Below the kernel's minimum delayed-ACK timeout: only an immediate ACK gets a 250 this fast. */
 const FAST_MS = 30;
 
-describe('DATA content is acknowledged at once (server-adapter patch 10)', () => {
-  const listen = adaptedSmtpServers();
+describe('DATA content is acknowledged at once', () => {
+  const listen = bareSmtpServers();
 
   it('the native helper is built and loads (npm ci builds it; without it this suite must fail, not skip)', () => {
     assert.equal(quickAckUnavailable(), undefined);
@@ -41,15 +41,7 @@ describe('DATA content is acknowledged at once (server-adapter patch 10)', () =>
   });
 
   async function start(mode: Mode): Promise<number> {
-    const { port } = await listen({
-      secure: mode === 'implicit',
-      ...(await testCert()),
-      hideSTARTTLS: mode !== 'starttls',
-      onData(stream, _session, callback) {
-        stream.on('data', () => undefined);
-        stream.on('end', () => callback());
-      },
-    });
+    const { port } = await listen({ security: mode === 'plain' ? 'none' : mode, tls: await testCert() });
     return port;
   }
 

@@ -68,8 +68,8 @@ describe('intercept listener', () => {
     for (const x of [a, b, c, d]) x.close();
   });
 
-  it("pauses before the greeting for the listener's greetDelay, not smtp-server's fixed 100 ms", async () => {
-    // server-adapter patch 4: the pause is per listener (here 700 ms on intercept, 0 on submission).
+  it("pauses before the greeting for the listener's greetDelay", async () => {
+    // The pause is per listener (here 700 ms on intercept, 0 on submission).
     await gw.stop();
     gw = await startGateway({
       config: {

@@ -1,27 +1,29 @@
 /**
- * server-adapter patch 8: a connection's session id (logs' `sid`, the key of
- * the session's state) comes from a per-process tag and a counter, not from
- * a crypto.randomBytes call per connection; in smtp-server's own format.
- * A connection that sends a PROXY header keeps the library's path.
+ * A connection's session id (logs' `sid`, the key of the session's state)
+ * comes from a per-process tag and a counter (src/smtp/server.ts), not from
+ * a CSPRNG call per connection: 16 base-32 characters. A connection that
+ * sends a PROXY header is numbered the same way.
  */
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { adaptedSmtpServers } from '../helpers/adapted-smtp-server';
+import { bareSmtpServers } from '../helpers/bare-smtp-server';
 import { RawSmtp } from '../helpers/smtp-client';
 
 const BALANCER = '127.0.0.7';
 
-describe('session ids (server-adapter patch 8)', () => {
+describe('session ids', () => {
   const seen: Array<{ id: string; ip: string }> = [];
-  const listen = adaptedSmtpServers();
+  const listen = bareSmtpServers();
   let port: number;
 
   before(async () => {
     ({ port } = await listen({
-      useProxy: [BALANCER],
-      onConnect(session, cb) {
-        seen.push({ id: session.id, ip: session.remoteAddress });
-        cb();
+      proxyTrusted: (address) => address === BALANCER,
+      hooks: {
+        connect: async (session) => {
+          seen.push({ id: session.id, ip: session.remoteAddress });
+          return undefined;
+        },
       },
     }));
   });
@@ -34,7 +36,7 @@ describe('session ids (server-adapter patch 8)', () => {
     c.close();
   }
 
-  it('numbers the connections of one process under one tag, in the library format', async () => {
+  it('numbers the connections of one process under one tag', async () => {
     seen.length = 0;
     for (let i = 0; i < 3; i++) await session();
     const ids = seen.map((s) => s.id);
@@ -45,7 +47,7 @@ describe('session ids (server-adapter patch 8)', () => {
     assert.deepEqual(counters, [counters[0], counters[0]! + 1, counters[0]! + 2], `consecutive: ${ids.join(' ')}`);
   });
 
-  it("keeps the library's path for a connection with a PROXY header", async () => {
+  it('numbers a connection with a PROXY header the same way, with the declared peer', async () => {
     seen.length = 0;
     await session('PROXY TCP4 192.0.2.10 127.0.0.1 40000 25\r\n', BALANCER);
     assert.equal(seen.length, 1);

@@ -52,7 +52,7 @@ describe('submission', () => {
     const ehlo = await c.cmd('EHLO client.test');
     assert.ok(ehlo.lines.includes('AUTH PLAIN LOGIN'), ehlo.text);
     assert.ok(ehlo.lines.some((l) => l.startsWith('SIZE ')), ehlo.text);
-    // From the reply table (530 5.7.0 Authentication required), not smtp-server's own text.
+    // From the reply table (530 5.7.0 Authentication required).
     assert.equal((await c.cmd('MAIL FROM:<alice@isp.test>')).text, '530 5.7.0 Authentication required');
     await c.quit();
   });

@@ -85,6 +85,26 @@ export class RawSmtp {
     this.socket.write(data);
   }
 
+  /** Writes and resolves once the bytes are handed to the kernel. */
+  writeNow(data: string | Buffer): Promise<void> {
+    return new Promise((resolve, reject) => this.socket.write(data, (err) => (err ? reject(err) : resolve())));
+  }
+
+  /** Each write leaves at once (byte-by-byte tests). */
+  noDelay(): void {
+    this.socket.setNoDelay(true);
+  }
+
+  /** Replies received and not read yet, plus any partial reply line, joined: for "nothing was answered". */
+  unread(): string {
+    return [...this.replies.map((r) => r.text), ...this.partial, this.buf].filter((s) => s !== '').join(' | ');
+  }
+
+  /** The next reply if one has arrived, without taking it. */
+  peekReply(): SmtpReply | undefined {
+    return this.replies[0];
+  }
+
   async cmd(line: string): Promise<SmtpReply> {
     this.socket.write(`${line}\r\n`);
     return this.reply();
@@ -93,6 +113,12 @@ export class RawSmtp {
   async starttls(): Promise<SmtpReply> {
     const r = await this.cmd('STARTTLS');
     if (r.code !== 220) return r;
+    await this.upgradeTls();
+    return r;
+  }
+
+  /** The TLS handshake on this connection (after a 220 to a STARTTLS, also one the test wrote itself). */
+  async upgradeTls(): Promise<void> {
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('close');
     const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
@@ -101,7 +127,6 @@ export class RawSmtp {
     });
     this.socket = secure;
     this.attach();
-    return r;
   }
 
   /** The server's certificate (after STARTTLS or on an implicit-TLS connection). */

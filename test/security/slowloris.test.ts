@@ -2,10 +2,10 @@
  * Scenario: slow clients (slowloris), against an in-process gateway with a
  * 1 s idle timeout and a 3 s DATA deadline.
  * - A client trickling a byte every 200 ms without ever completing a
- *   command gets 421 4.4.2 and is disconnected: smtp-server's idle timeout
- *   is the socket's, which every byte resets, so the gateway gives each
- *   command line a deadline of its own (src/smtp/server-adapter.ts, patch 6,
- *   swept by src/smtp/listener.ts).
+ *   command gets 421 4.4.2 and is disconnected: a socket idle timeout,
+ *   which every byte resets, would never fire, so the gateway gives each
+ *   command line a deadline of its own (src/smtp/connection.ts `sweep`,
+ *   run by src/smtp/listener.ts).
  * - A client trickling its message gets 421 4.4.2 at the DATA deadline and
  *   is disconnected (src/smtp/session.ts; before, it got a 451 and stayed
  *   connected in data mode for as long as it kept trickling).
