@@ -6,12 +6,15 @@
  * 221 (smtp-source sets SO_LINGER 0) does not make Node build an ECONNRESET
  * error, with its stack, for every session. Plain and implicit TLS, with and
  * without work in the quit hook (the connection slot goes back before the
- * 221); the 221 always arrives whole.
+ * 221); the 221 always arrives whole. And once closed, a connection is
+ * garbage: nothing (a timer, a listener) keeps its session alive.
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import tls from 'node:tls';
 import { describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { SmtpServer } from '../../src/smtp/server';
 import { bareSmtpServers } from '../helpers/bare-smtp-server';
 import { testCert } from '../helpers/tls';
@@ -83,4 +86,36 @@ describe('QUIT closes the connection once the 221 is out', () => {
       if (c.onQuit) assert.equal(quits.length, 1, 'the quit hook ran before the 221');
     });
   }
+
+  it('a closed connection is garbage at once: nothing keeps its session alive', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const alive = new Set<string>();
+    const gone = new FinalizationRegistry<string>((id) => alive.delete(id));
+    const { server, port } = await listen({
+      hooks: {
+        connect: async (session) => {
+          alive.add(session.id);
+          gone.register(session, session.id);
+          return undefined;
+        },
+      },
+    });
+    const SESSIONS = 30;
+    for (let i = 0; i < SESSIONS; i++) {
+      const client = await lingeringClient(port, false);
+      await client.until(/^220 /m);
+      client.sock.write('QUIT\r\n');
+      await client.until(/^221 /m);
+      client.sock.destroy();
+    }
+    await waitUntil('every connection closed', async () => (await openConnections(server)) === 0 && server.connections.size === 0, 5_000);
+    assert.equal(alive.size, SESSIONS);
+    // Well within the 5 s a connection that will not drain is given: only a leak can hold them now.
+    await waitUntil(`the sessions collected (${alive.size} of ${SESSIONS} still alive)`, async () => {
+      gc();
+      await new Promise((r) => setImmediate(r));
+      return alive.size === 0;
+    }, 2_000);
+  });
 });
