@@ -21,6 +21,7 @@
  * test`'s setup installs it) and a disk filesystem under --dir.
  *
  * Run: npm run bench:floor -- [--n 20000] [--rounds 3] [--dir /var/tmp] [--only a,b] [--allow-tmpfs]
+ *        [--node-flags="--cpu-prof --cpu-prof-dir=/tmp/prof"]  (the gateway's Node flags: profile it under this load)
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -30,7 +31,7 @@ import { parseArgs } from 'node:util';
 import { waitUntil } from '../test/helpers/wait-until';
 import { diskOrExit } from './disk';
 import { startPostfix } from './postfix-peer';
-import { percentile, treeCpuMs, waitReady } from './proc';
+import { percentile, treeCpuMs, treePssKb, waitReady } from './proc';
 
 const { values } = parseArgs({
   options: {
@@ -40,8 +41,11 @@ const { values } = parseArgs({
     dir: { type: 'string', default: '/var/tmp' },
     only: { type: 'string' },
     'allow-tmpfs': { type: 'boolean', default: false },
+    // Node flags for the gateway only, to profile it under this load: "--node-flags=--cpu-prof --cpu-prof-dir=/tmp/prof"
+    'node-flags': { type: 'string', default: '' },
   },
 });
+const NODE_FLAGS = values['node-flags']!.split(/\s+/).filter(Boolean);
 const N = Number(values.n);
 const WARMUP = Number(values.warmup);
 const ROUNDS = Number(values.rounds);
@@ -129,7 +133,7 @@ async function startSmarthost(): Promise<Running> {
   fs.mkdirSync(dir, { recursive: true });
   const cfg = smarthostConfig(dir);
   // Its log goes to a file, as the harness's does.
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'smarthost.js'), 'start', '--config', cfg], { cwd: dir, stdio: ['ignore', fs.openSync(path.join(dir, 'out.log'), 'w'), 'inherit'] });
+  const child = spawn(process.execPath, [...NODE_FLAGS, path.join(ROOT, 'bin', 'smarthost.js'), 'start', '--config', cfg], { cwd: dir, stdio: ['ignore', fs.openSync(path.join(dir, 'out.log'), 'w'), 'inherit'] });
   await waitReady(ADMIN_PORT, child).catch((err: Error) => {
     child.kill('SIGKILL');
     throw new Error(`smarthost: ${err.message}; see ${dir}/out.log`);
@@ -184,6 +188,8 @@ interface Run {
   accept: number;
   e2e: number;
   cpuMs: number;
+  /** Peak PSS of the target's process tree during the timed part, sampled every 250 ms. */
+  pssMiB: number;
 }
 
 async function runOnce(t: Target, sink: Sink): Promise<Run> {
@@ -194,13 +200,16 @@ async function runOnce(t: Target, sink: Sink): Promise<Run> {
     if (t.relays) await waitUntil('the warm-up at the sink', () => sink.count >= base + WARMUP, 60_000, POLL_MS);
     const cpu0 = treeCpuMs(target.pid);
     const from = sink.count;
+    let pss = treePssKb(target.pid);
+    const sampler = setInterval(() => (pss = Math.max(pss, treePssKb(target.pid))), 250);
     const t0 = performance.now();
     await source(N);
     const t1 = performance.now();
     if (t.relays) await waitUntil('every message at the sink', () => sink.count >= from + N, 120_000, POLL_MS);
     const t2 = performance.now();
+    clearInterval(sampler);
     const cpu = treeCpuMs(target.pid) - cpu0;
-    return { accept: (N / (t1 - t0)) * 1000, e2e: (N / ((t.relays ? t2 : t1) - t0)) * 1000, cpuMs: cpu / N };
+    return { accept: (N / (t1 - t0)) * 1000, e2e: (N / ((t.relays ? t2 : t1) - t0)) * 1000, cpuMs: cpu / N, pssMiB: pss / 1024 };
   } finally {
     await target.stop();
   }
@@ -217,7 +226,7 @@ async function main(): Promise<void> {
       for (const t of targets) {
         const r = await runOnce(t, sink);
         runs.get(t.name)!.push(r);
-        console.log(`round ${round} ${t.name.padEnd(11)} accept ${r.accept.toFixed(0).padStart(6)}  e2e ${r.e2e.toFixed(0).padStart(6)} msgs/s  cpu ${r.cpuMs.toFixed(3)} ms/msg`);
+        console.log(`round ${round} ${t.name.padEnd(11)} accept ${r.accept.toFixed(0).padStart(6)}  e2e ${r.e2e.toFixed(0).padStart(6)} msgs/s  cpu ${r.cpuMs.toFixed(3)} ms/msg  pss ${r.pssMiB.toFixed(0)} MiB`);
       }
     }
   } finally {
@@ -228,11 +237,12 @@ async function main(): Promise<void> {
   const med = (name: string, f: (r: Run) => number) => (runs.has(name) ? percentile(runs.get(name)!.map(f), 50) : NaN);
   const pf = { e2e: med('postfix', (r) => r.e2e), cpu: med('postfix', (r) => r.cpuMs) };
   const ratio = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
-  console.log(`${'target'.padEnd(12)}${'e2e msgs/s'.padStart(11)}${'cpu ms/msg'.padStart(12)}${'× Postfix msgs/s'.padStart(18)}${'CPU ÷ Postfix'.padStart(15)}`);
+  console.log(`${'target'.padEnd(12)}${'e2e msgs/s'.padStart(11)}${'cpu ms/msg'.padStart(12)}${'peak PSS MiB'.padStart(14)}${'× Postfix msgs/s'.padStart(18)}${'CPU ÷ Postfix'.padStart(15)}`);
   for (const t of targets) {
     const e2e = med(t.name, (r) => r.e2e);
     const cpu = med(t.name, (r) => r.cpuMs);
-    console.log(`${t.name.padEnd(12)}${e2e.toFixed(0).padStart(11)}${cpu.toFixed(3).padStart(12)}${ratio(e2e / pf.e2e).padStart(18)}${ratio(cpu / pf.cpu).padStart(15)}`);
+    const pssMiB = med(t.name, (r) => r.pssMiB);
+    console.log(`${t.name.padEnd(12)}${e2e.toFixed(0).padStart(11)}${cpu.toFixed(3).padStart(12)}${pssMiB.toFixed(0).padStart(14)}${ratio(e2e / pf.e2e).padStart(18)}${ratio(cpu / pf.cpu).padStart(15)}`);
   }
 }
 
