@@ -93,14 +93,16 @@ export function loopGuard(agent: DeliveryAgent, relay: RelayConfig, opts: { name
   };
   return {
     async deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
-      const bounced = new Map<string, RecipientOutcome>();
+      let bounced: Map<string, RecipientOutcome> | undefined;
       for (const a of job.recipients) {
         const why = looping(a);
         if (why) {
           opts.logger.warn({ evt: 'bounce', queueId: job.id, rcpt: a, status: '5.4.6', response: why }, 'mail loop');
-          bounced.set(a, { address: a, kind: 'bounced', error: why, statusCode: '5.4.6' });
+          (bounced ??= new Map()).set(a, { address: a, kind: 'bounced', error: why, statusCode: '5.4.6' });
         }
       }
+      // Nothing loops (every delivery but a misrouted one): the job goes on as it is.
+      if (!bounced) return agent.deliver(job);
       const rest = job.recipients.filter((a) => !bounced.has(a));
       const delivered = rest.length > 0 ? await agent.deliver({ ...job, recipients: rest }) : [];
       const byAddr = new Map(delivered.map((o) => [o.address, o]));
