@@ -130,12 +130,13 @@ export class SmtpConnection {
   private unauthenticatedCommands = 0;
   private data: DataPhase | undefined;
   /** Bumped whenever the client's turn starts anew (the sweep's clock restarts). */
-  turns = 0;
-  sweptTurns = -1;
-  waitingSince = 0;
+  private turns = 0;
+  private sweptTurns = -1;
+  private waitingSince = 0;
 
   constructor(
-    readonly raw: net.Socket,
+    /** The accepted socket (TLS already, on an implicit-TLS listener); STARTTLS wraps it. */
+    private readonly raw: net.Socket,
     id: string,
     remote: { address: string; port: number },
     secure: boolean,
@@ -182,7 +183,7 @@ export class SmtpConnection {
   private greet(err: SmtpReplyError | undefined): void {
     if (this.closing) return;
     this.ready = true;
-    if (err) return this.failWith(err);
+    if (err) return this.replyError(err, true);
     this.write(`220 ${this.opts.hostname} ESMTP smarthost\r\n`);
     this.turns++;
     this.drive();
@@ -294,14 +295,10 @@ export class SmtpConnection {
     this.write(line(REPLIES[name], detail));
   }
 
-  private replyError(err: SmtpReplyError): void {
-    if (err.responseCode === 421) return this.failWith(err);
+  /** A hook's refusal (its text starts with the enhanced code); a 421 also ends the connection. */
+  private replyError(err: SmtpReplyError, thenClose = err.responseCode === 421): void {
     this.write(`${err.responseCode} ${err.message.replace(CONTROL_G, ' ')}\r\n`);
-  }
-
-  private failWith(err: SmtpReplyError): void {
-    this.write(`${err.responseCode} ${err.message.replace(CONTROL_G, ' ')}\r\n`);
-    this.close();
+    if (thenClose) this.close();
   }
 
   private fail(r: Reply): void {
@@ -534,7 +531,7 @@ export class SmtpConnection {
     if (!d.reading) return this.finishData(result);
     // Answered before the end of data (a deadline, a lost client): a 421 goes now; anything
     // else waits for the end, and the rest of the message is read and dropped.
-    if (typeof result !== 'string' && result.responseCode === 421) return this.failWith(result);
+    if (typeof result !== 'string' && result.responseCode === 421) return this.replyError(result);
     d.result = result;
     d.body.destroy(new Error('answered before the end of data'));
   }
