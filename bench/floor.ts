@@ -22,6 +22,7 @@
  *
  * Run: npm run bench:floor -- [--n 20000] [--rounds 3] [--dir /var/tmp] [--only a,b] [--allow-tmpfs]
  *        [--node-flags="--cpu-prof --cpu-prof-dir=/tmp/prof"]  (the gateway's Node flags: profile it under this load)
+ *        [--workers 2]  (the gateway's process.workers; with several processes the CPU is split per process)
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -31,7 +32,7 @@ import { parseArgs } from 'node:util';
 import { waitUntil } from '../test/helpers/wait-until';
 import { diskOrExit } from './disk';
 import { startPostfix } from './postfix-peer';
-import { percentile, treeCpuMs, treePssKb, waitReady } from './proc';
+import { percentile, procCpuMs, treeCpuMs, treePids, treePssKb, waitReady } from './proc';
 
 const { values } = parseArgs({
   options: {
@@ -40,6 +41,8 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     dir: { type: 'string', default: '/var/tmp' },
     only: { type: 'string' },
+    // The gateway's process.workers (the harness's smarthost-workers2 job is 2).
+    workers: { type: 'string', default: '1' },
     'allow-tmpfs': { type: 'boolean', default: false },
     // Node flags for the gateway only, to profile it under this load: "--node-flags=--cpu-prof --cpu-prof-dir=/tmp/prof"
     'node-flags': { type: 'string', default: '' },
@@ -120,7 +123,7 @@ function smarthostConfig(dir: string): string {
       'limits: { maxConnectionsPerIp: 1000 }',
       `relay: { relayhost: { host: 127.0.0.1, port: ${SINK_PORT}, tlsLevel: none } }`,
       'dkim: { enabled: false }',
-      'process: { workers: 1 }',
+      `process: { workers: ${Number(values.workers)} }`,
       '',
     ].join('\n'),
   );
@@ -199,6 +202,7 @@ async function runOnce(t: Target, sink: Sink): Promise<Run> {
     await source(WARMUP);
     if (t.relays) await waitUntil('the warm-up at the sink', () => sink.count >= base + WARMUP, 60_000, POLL_MS);
     const cpu0 = treeCpuMs(target.pid);
+    const perProc0 = new Map(treePids(target.pid).map((p) => [p, procCpuMs(p)]));
     const from = sink.count;
     let pss = treePssKb(target.pid);
     const sampler = setInterval(() => (pss = Math.max(pss, treePssKb(target.pid))), 250);
@@ -209,6 +213,10 @@ async function runOnce(t: Target, sink: Sink): Promise<Run> {
     const t2 = performance.now();
     clearInterval(sampler);
     const cpu = treeCpuMs(target.pid) - cpu0;
+    if (t.name === 'smarthost' && perProc0.size > 1) {
+      const split = [...perProc0].map(([p, c0]) => `${p === target.pid ? 'primary' : `pid ${p}`} ${((procCpuMs(p) - c0) / N).toFixed(3)}`);
+      console.log(`  cpu ms/msg per process: ${split.join(', ')}`);
+    }
     return { accept: (N / (t1 - t0)) * 1000, e2e: (N / ((t.relays ? t2 : t1) - t0)) * 1000, cpuMs: cpu / N, pssMiB: pss / 1024 };
   } finally {
     await target.stop();
@@ -250,3 +258,4 @@ main().catch((err: Error) => {
   console.error(`bench:floor: ${err.message}`);
   process.exit(1);
 });
+

@@ -53,6 +53,11 @@ export function treePids(root: number): number[] {
   return out;
 }
 
+/** One process's CPU (all its threads, and its reaped children), 0 once it is gone. */
+export function procCpuMs(pid: number): number {
+  return stat(pid)?.cpuMs ?? 0;
+}
+
 export function treeCpuMs(root: number): number {
   return treePids(root).reduce((sum, p) => sum + (stat(p)?.cpuMs ?? 0), 0);
 }
