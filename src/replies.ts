@@ -73,6 +73,7 @@ export const REPLIES = {
 
   // Protocol errors (src/smtp/connection.ts): RFC 5321 §4.2.4, RFC 3463 5.5.x.
   unknown_command: { code: 500, enhanced: '5.5.2', text: 'Command not recognized' },
+  not_offered: { code: 502, enhanced: '5.5.1', text: 'Command not implemented on this port' },
   line_too_long: { code: 500, enhanced: '5.5.2', text: 'Command line too long' },
   command_syntax: { code: 501, enhanced: '5.5.2', text: 'Syntax error' },
   helo_syntax: { code: 501, enhanced: '5.5.2', text: 'Syntax: EHLO hostname' },

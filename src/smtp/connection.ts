@@ -391,11 +391,10 @@ export class SmtpConnection {
       case 'QUIT':
         return this.quit();
       case 'STARTTLS':
-        if (this.opts.security !== 'none') return this.startTls(arg);
-        break;
+        // A known command this listener does not offer: 502, not an unknown one (RFC 5321 §4.2.4).
+        return this.opts.security !== 'none' ? this.startTls(arg) : this.reply('not_offered');
       case 'AUTH':
-        if (this.opts.authRequired) return this.auth(arg);
-        break;
+        return this.opts.authRequired ? this.auth(arg) : this.reply('not_offered');
     }
     if (HTTP_REQUEST.test(text)) return this.fail(REPLIES.http_refused);
     if (++this.unknownCommands >= MAX_UNKNOWN) return this.fail(REPLIES.too_many_errors);
@@ -465,8 +464,9 @@ export class SmtpConnection {
     for (const key of Object.keys(args)) {
       const value = args[key]!;
       if (key === 'SIZE') {
-        if (typeof value !== 'string' || !/^\d{1,20}$/.test(value)) return this.reply('syntax_error', '(SIZE)');
-        if (Number(value) > this.opts.maxMessageSize) return this.reply('too_big');
+        // RFC 1870: a number of any length; more digits than a limit can have is over it.
+        if (typeof value !== 'string' || !/^\d+$/.test(value)) return this.reply('syntax_error', '(SIZE)');
+        if (value.length > 15 || Number(value) > this.opts.maxMessageSize) return this.reply('too_big');
       } else if (key === 'BODY') {
         if (typeof value !== 'string' || !/^(7BIT|8BITMIME)$/i.test(value)) return this.reply('syntax_error', '(BODY)');
       } else if (key === 'SMTPUTF8') {

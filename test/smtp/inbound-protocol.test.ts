@@ -434,6 +434,7 @@ describe('inbound SMTP protocol (RFC 5321, 4954, 3207, 2920, 1870)', { timeout: 
     assertReply(await c.cmd('MAIL FROM:alice@home.test'), 501, undefined, 'MAIL FROM without <>');
     assertReply(await c.cmd(`MAIL FROM:<big@home.test> SIZE=${MAX_SIZE + 1}`), 552, '5.3.4', 'declared SIZE over the limit');
     assertReply(await c.cmd('MAIL FROM:<big@home.test> SIZE=-1'), 501, undefined, 'SIZE=-1');
+    assertReply(await c.cmd(`MAIL FROM:<big@home.test> SIZE=${'9'.repeat(30)}`), 552, '5.3.4', 'a SIZE with 30 digits is over the limit, not a syntax error');
     assertReply(await c.cmd(`mail from:<big@home.test> SIZE=${MAX_SIZE}`), 250, '2.1.0', 'declared SIZE at the limit (lower-case verb)');
     assertReply(await c.cmd('RCPT TO:<a@dest.test'), 501, undefined, 'RCPT with an unclosed bracket');
     assertReply(await c.cmd('RCPT TO:a@dest.test'), 501, undefined, 'RCPT TO without <>');
@@ -520,6 +521,19 @@ describe('inbound SMTP protocol (RFC 5321, 4954, 3207, 2920, 1870)', { timeout: 
     post.write('POST /upload HTTP/1.0\r\n');
     const got2 = await repliesUntilClosed(post);
     assertReply(got2[0]!, 421, undefined, 'HTTP request line after EHLO');
+  });
+
+  it('AUTH and STARTTLS where the listener does not offer them: 502 5.5.1, not counted as unknown commands', async () => {
+    const c = await RawSmtp.connect(gw.port('slowgreet'), { localAddress: '127.0.0.13' });
+    assertReply(await c.reply(15_000), 220, undefined, 'greeting');
+    assertReply(await c.cmd('EHLO plain.test'), 250);
+    // More than the ten unknown commands that end a session: none of these counts as one.
+    for (let i = 0; i < 6; i++) {
+      assertReply(await c.cmd('STARTTLS'), 502, '5.5.1', 'STARTTLS on a plain listener');
+      assertReply(await c.cmd(`AUTH PLAIN ${b64(`\0${ALICE.user}\0${ALICE.pass}`)}`), 502, '5.5.1', 'AUTH on a listener without AUTH');
+    }
+    assertReply(await c.cmd('NOOP'), 250, undefined, 'the session goes on');
+    await c.quit();
   });
 
   it('an early talker (writes before the greeting on a listener with greetDelay) is refused; a patient client is greeted', async () => {
