@@ -25,7 +25,8 @@
 import type net from 'node:net';
 import tls, { type SecureContext } from 'node:tls';
 import { quickAck } from '../net/quick-ack';
-import { REPLIES, SmtpReplyError, type Reply, type ReplyName } from '../replies';
+import type { ListenerSecurity } from '../config/schema';
+import { formatReply, SmtpReplyError, type ReplyName } from '../replies';
 import { parseAddressCommand, type SmtpAddress } from './address-command';
 import { DataReader } from './data-reader';
 import { MessageBody } from './message-body';
@@ -74,7 +75,7 @@ export interface ConnectionHooks {
 
 export interface ConnectionOptions {
   hostname: string;
-  security: 'none' | 'starttls' | 'implicit';
+  security: ListenerSecurity;
   authRequired: boolean;
   maxMessageSize: number;
   greetDelayMs: number;
@@ -106,10 +107,6 @@ interface DataPhase {
 }
 
 type AuthStep = { kind: 'plain' } | { kind: 'login-user' } | { kind: 'login-password'; username: string };
-
-function line(r: Reply, detail?: string): string {
-  return `${r.code} ${r.enhanced} ${r.text}${detail ? ` ${detail}` : ''}\r\n`;
-}
 
 export class SmtpConnection {
   readonly session: SmtpSession;
@@ -160,7 +157,7 @@ export class SmtpConnection {
   /** Refuse before any SMTP (too many connections): the reply, then close. */
   refuse(name: ReplyName): void {
     this.ready = true;
-    this.fail(REPLIES[name]);
+    this.fail(name);
   }
 
   /** Bytes read before the connection existed (behind a PROXY header). */
@@ -203,8 +200,8 @@ export class SmtpConnection {
     this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
     if (!this.ready) {
       // A complete line before the greeting: an early talker (spambots do not wait).
-      if (chunk.includes(LF)) return this.fail(REPLIES.early_talker);
-      if (this.pending.length > MAX_LINE) return this.fail(REPLIES.line_too_long);
+      if (chunk.includes(LF)) return this.fail('early_talker');
+      if (this.pending.length > MAX_LINE) return this.fail('line_too_long');
       return;
     }
     this.drive();
@@ -249,7 +246,7 @@ export class SmtpConnection {
         const buf = this.pending;
         const lf = buf.indexOf(LF);
         if (lf < 0 || lf > MAX_LINE) {
-          if (buf.length > MAX_LINE) this.fail(REPLIES.line_too_long);
+          if (buf.length > MAX_LINE) this.fail('line_too_long');
           break;
         }
         const end = lf > 0 && buf[lf - 1] === CR ? lf - 1 : lf;
@@ -292,7 +289,7 @@ export class SmtpConnection {
   }
 
   private reply(name: ReplyName, detail?: string): void {
-    this.write(line(REPLIES[name], detail));
+    this.write(`${formatReply(name, detail)}\r\n`);
   }
 
   /** A hook's refusal (its text starts with the enhanced code); a 421 also ends the connection. */
@@ -301,8 +298,8 @@ export class SmtpConnection {
     if (thenClose) this.close();
   }
 
-  private fail(r: Reply): void {
-    this.write(line(r));
+  private fail(name: ReplyName): void {
+    this.reply(name);
     this.close();
   }
 
@@ -331,7 +328,7 @@ export class SmtpConnection {
       this.socket.destroy();
       return;
     }
-    this.fail(REPLIES.shutting_down);
+    this.fail('shutting_down');
   }
 
   /** Drop without a word (a TLS handshake that never finished). */
@@ -342,7 +339,7 @@ export class SmtpConnection {
   }
 
   /** The slow-client deadline (see the header): true when this connection was cut. */
-  sweep(now: number, limitMs: number, reply: Reply): boolean {
+  sweep(now: number, limitMs: number, reply: ReplyName): boolean {
     if (this.closing) return false;
     const serversTurn = !this.ready || this.busy || this.data !== undefined;
     if (serversTurn || this.sweptTurns !== this.turns) {
@@ -364,7 +361,7 @@ export class SmtpConnection {
     const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
     const arg = sp < 0 ? '' : text.slice(sp + 1);
     if (this.opts.authRequired && !this.session.user && verb !== 'AUTH' && ++this.unauthenticatedCommands >= MAX_UNAUTHENTICATED) {
-      return this.fail(REPLIES.too_many_errors);
+      return this.fail('too_many_errors');
     }
     switch (verb) {
       case 'EHLO':
@@ -396,8 +393,8 @@ export class SmtpConnection {
       case 'AUTH':
         return this.opts.authRequired ? this.auth(arg) : this.reply('not_offered');
     }
-    if (HTTP_REQUEST.test(text)) return this.fail(REPLIES.http_refused);
-    if (++this.unknownCommands >= MAX_UNKNOWN) return this.fail(REPLIES.too_many_errors);
+    if (HTTP_REQUEST.test(text)) return this.fail('http_refused');
+    if (++this.unknownCommands >= MAX_UNKNOWN) return this.fail('too_many_errors');
     this.reply('unknown_command');
   }
 
@@ -550,7 +547,7 @@ export class SmtpConnection {
   private quit(): void {
     this.busy = true;
     const done = () => {
-      this.write(line(REPLIES.closing));
+      this.reply('closing');
       this.close();
     };
     this.hooks.quit(this.session).then(done, done);
@@ -562,7 +559,7 @@ export class SmtpConnection {
     if (arg.trim()) return this.reply('command_syntax');
     if (this.session.secure) return this.reply('tls_active');
     const raw = this.raw;
-    this.write(line(REPLIES.tls_go_ahead));
+    this.reply('tls_go_ahead');
     // Out before the TLS layer takes the socket over (drive() corked it).
     raw.uncork();
     this.upgrading = true;

@@ -9,7 +9,6 @@ import { proxyTrust } from '../fleet/proxy-from';
 import type { Logger } from '../log';
 import { bindHint, bindSocket, type BindError, type BoundSocket } from '../net/bound-socket';
 import { quickAckUnavailable } from '../net/quick-ack';
-import { REPLIES } from '../replies';
 import { SmtpServer } from './server';
 import { SessionHandlers, type SessionDeps } from './session';
 
@@ -116,7 +115,7 @@ export class Listener {
   private startSweeper(): void {
     const limit = this.idleTimeoutMs;
     this.sweeper = setInterval(() => {
-      const cut = this.server.sweep(limit, REPLIES.command_timeout);
+      const cut = this.server.sweep(limit, 'command_timeout');
       if (cut > 0) this.logger.info({ evt: 'rejection', listener: this.cfg.name, stage: 'command', reply: 'command_timeout', clients: cut }, 'slow clients disconnected');
     }, Math.max(50, Math.min(1000, Math.floor(limit / 4))));
     this.sweeper.unref();

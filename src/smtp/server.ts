@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import tls, { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { readProxyHeader, type ProxyHeader } from '../fleet/proxy-protocol';
-import type { Reply } from '../replies';
+import type { ReplyName } from '../replies';
 import { SmtpConnection, type ConnectionHooks, type ConnectionOptions } from './connection';
 
 export interface ServerOptions extends Omit<ConnectionOptions, 'secureContext'> {
@@ -100,7 +100,7 @@ export class SmtpServer {
   }
 
   /** Every client owing a command line (or a handshake, or a PROXY header) for `limitMs`: cut. Returns how many clients were cut. */
-  sweep(limitMs: number, reply: Reply, now = Date.now()): number {
+  sweep(limitMs: number, reply: ReplyName, now = Date.now()): number {
     let cut = 0;
     for (const c of this.connections) if (c.sweep(now, limitMs, reply)) cut++;
     for (const [socket, since] of this.pendingSockets) {
