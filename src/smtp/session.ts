@@ -192,7 +192,7 @@ export class SessionHandlers implements ConnectionHooks {
   private state(session: SmtpSession): ConnState {
     let st = this.conns.get(session.id);
     if (!st) {
-      // onConnect always runs first; this only guards against library changes.
+      // connect always runs first (src/smtp/connection.ts greets only after it); a guard.
       st = { client: { listener: this.listener.name, role: this.listener.role, ip: session.remoteAddress, tls: session.secure }, verdicts: [], countedConnection: false, countedAccount: false };
       this.conns.set(session.id, st);
     }
@@ -209,14 +209,15 @@ export class SessionHandlers implements ConnectionHooks {
       gate = undefined;
     }
     let result: SmtpReplyError | { user: string } = new SmtpReplyError('auth_temp_failure');
+    // The state in hand, not looked up again: a queued attempt may run after its client has
+    // gone and close() dropped the entry, which a second lookup would create anew, for ever.
     await this.authScheduler.run(gate, st.client.ip, async () => {
-      result = await this.authenticate(auth, session);
+      result = await this.authenticate(auth, session, st);
     });
     return result;
   }
 
-  private async authenticate(auth: SmtpAuth, session: SmtpSession): Promise<SmtpReplyError | { user: string }> {
-    const st = this.state(session);
+  private async authenticate(auth: SmtpAuth, session: SmtpSession, st: ConnState): Promise<SmtpReplyError | { user: string }> {
     const user = auth.username ?? '';
     const method = auth.method;
     try {

@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { authPlain, RawSmtp, tlsSessionFrom } from '../helpers/smtp-client';
+import { waitUntil } from '../helpers/wait-until';
 import { sleep } from './util';
 
 const DELAY_AFTER = 3;
@@ -124,5 +125,33 @@ describe('AUTH from one address', () => {
     const r2 = await Promise.all(others.map((k) => k.cmd(`AUTH PLAIN ${authPlain('bob@isp.test', 'bob-secret-22')}`)));
     assert.deepEqual(r2.map((r) => r.code), [235, 235]);
     for (const k of [...clients, ...others]) k.close();
+  });
+
+  it('a client that leaves while its AUTH waits in the queue leaves no session state behind', async () => {
+    const IP = '127.0.0.15';
+    const c = await session(IP);
+    for (let i = 0; i < DELAY_AFTER; i++) assert.equal((await c.cmd(`AUTH PLAIN ${authPlain('alice@isp.test', `wrong-${i}`)}`)).code, 535);
+    c.close();
+    // One at a time now: the first check is held until every client has gone, the rest queue behind it.
+    let releaseFirst!: () => void;
+    const allGone = new Promise<void>((r) => (releaseFirst = r));
+    hold = async (n) => {
+      if (n === DELAY_AFTER + 1) await allGone;
+    };
+    const N = 4;
+    const clients = await Promise.all(Array.from({ length: N }, () => session(IP)));
+    for (const k of clients) {
+      await k.writeNow(`AUTH PLAIN ${authPlain('alice@isp.test', 'wrong-again')}\r\n`);
+      k.close();
+    }
+    const listener = gw.app!.listeners.find((l) => l.cfg.name === 'submissions')!;
+    // The session's per-connection state (private): what an attacker could make pile up.
+    const states = (listener.handlers as unknown as { conns: Map<string, { client: { ip: string } }> }).conns;
+    await sleep(200);
+    releaseFirst();
+    await waitUntil('every queued password check ran', () => started === DELAY_AFTER + N && inFlight === 0, 10_000);
+    await sleep(100);
+    const left = [...states.values()].filter((st) => st.client.ip === IP).length;
+    assert.equal(left, 0, `${left} sessions of clients that left still hold state`);
   });
 });
