@@ -127,30 +127,37 @@ describe('AUTH from one address', () => {
     for (const k of [...clients, ...others]) k.close();
   });
 
-  it('a client that leaves while its AUTH waits in the queue leaves no session state behind', async () => {
-    const IP = '127.0.0.15';
-    const c = await session(IP);
-    for (let i = 0; i < DELAY_AFTER; i++) assert.equal((await c.cmd(`AUTH PLAIN ${authPlain('alice@isp.test', `wrong-${i}`)}`)).code, 535);
+  /**
+   * Fails DELAY_AFTER times from `ip` (its AUTHs run one at a time from then on), then N clients
+   * each send AUTH as `user` and leave: the first one's check is held until every client has
+   * gone (it leaves mid-hash), the rest wait in the queue behind it. Returns once every check ran.
+   */
+  async function leaveWhileQueued(ip: string, user: string, password: string, n: number): Promise<void> {
+    const c = await session(ip);
+    for (let i = 0; i < DELAY_AFTER; i++) assert.equal((await c.cmd(`AUTH PLAIN ${authPlain(user, `wrong-${i}`)}`)).code, 535);
     c.close();
-    // One at a time now: the first check is held until every client has gone, the rest queue behind it.
     let releaseFirst!: () => void;
     const allGone = new Promise<void>((r) => (releaseFirst = r));
-    hold = async (n) => {
-      if (n === DELAY_AFTER + 1) await allGone;
+    hold = async (k) => {
+      if (k === DELAY_AFTER + 1) await allGone;
     };
-    const N = 4;
-    const clients = await Promise.all(Array.from({ length: N }, () => session(IP)));
+    const clients = await Promise.all(Array.from({ length: n }, () => session(ip)));
     for (const k of clients) {
-      await k.writeNow(`AUTH PLAIN ${authPlain('alice@isp.test', 'wrong-again')}\r\n`);
+      await k.writeNow(`AUTH PLAIN ${authPlain(user, password)}\r\n`);
       k.close();
     }
+    await sleep(200);
+    releaseFirst();
+    await waitUntil('every queued password check ran', () => started === DELAY_AFTER + n && inFlight === 0, 10_000);
+    await sleep(100);
+  }
+
+  it('a client that leaves while its AUTH waits in the queue leaves no session state behind', async () => {
+    const IP = '127.0.0.15';
+    await leaveWhileQueued(IP, 'alice@isp.test', 'wrong-again', 4);
     const listener = gw.app!.listeners.find((l) => l.cfg.name === 'submissions')!;
     // The session's per-connection state (private): what an attacker could make pile up.
     const states = (listener.handlers as unknown as { conns: Map<string, { client: { ip: string } }> }).conns;
-    await sleep(200);
-    releaseFirst();
-    await waitUntil('every queued password check ran', () => started === DELAY_AFTER + N && inFlight === 0, 10_000);
-    await sleep(100);
     const left = [...states.values()].filter((st) => st.client.ip === IP).length;
     assert.equal(left, 0, `${left} sessions of clients that left still hold state`);
   });
