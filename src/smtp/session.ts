@@ -246,6 +246,13 @@ export class SessionHandlers implements ConnectionHooks {
         this.log.info({ evt: 'auth', sid: session.id, ip: session.remoteAddress, method, result, ...this.typedUser(user) }, 'authentication failed');
         return new SmtpReplyError('auth_failed');
       }
+      if (this.conns.get(session.id) !== st) {
+        // The client left while the attempt waited in the queue or the hash ran: close() has
+        // given back what it knew, and nothing will close this login, so what it counted goes
+        // back now (else it would hold one of the account's connections until the TTL).
+        if (after?.countedAccount) policy.disconnect?.({ client: { ...st.client, user }, countedConnection: false, countedAccount: true });
+        return new SmtpReplyError('auth_temp_failure');
+      }
       st.account = res.account;
       st.countedAccount = after?.countedAccount ?? false;
       st.client = { ...st.client, user: res.account.name, tls: session.secure };

@@ -14,14 +14,21 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { authPlain, RawSmtp, tlsSessionFrom } from '../helpers/smtp-client';
+import { accountSubject } from '../../src/policy/checks/common';
+import { keys } from '../../src/state/keys';
 import { waitUntil } from '../helpers/wait-until';
 import { sleep } from './util';
 
 const DELAY_AFTER = 3;
+/** bob's open connections are limited (so a successful AUTH counts one); alice's are not. */
+const BOB_CONNECTIONS = 2;
 const QUOTAS = `
 authFailures:
   perIp: { window: 10m, delayAfter: ${DELAY_AFTER}, delay: 20ms, maxDelay: 20ms, lockoutAfter: 100, lockout: 1s }
   perAccount: { window: 10m, delayAfter: 0, lockoutAfter: 100000, lockout: 1s }
+overrides:
+  accounts:
+    bob@isp.test: { concurrentConnections: ${BOB_CONNECTIONS} }
 `;
 
 describe('AUTH from one address', () => {
@@ -160,5 +167,24 @@ describe('AUTH from one address', () => {
     const states = (listener.handlers as unknown as { conns: Map<string, { client: { ip: string } }> }).conns;
     const left = [...states.values()].filter((st) => st.client.ip === IP).length;
     assert.equal(left, 0, `${left} sessions of clients that left still hold state`);
+  });
+
+  it('clients that leave with the right password while their AUTH waits do not use up the account\'s connections', async () => {
+    const store = gw.app!.state.store;
+    const open = () => store.get(keys.connections(accountSubject('bob@isp.test')), Date.now());
+    // bob's sessions of the tests before have closed (given back at close, asynchronously).
+    await waitUntil('bob has no open connection', async () => (await open()) === 0);
+    // More of them than bob's limit, as an attacker who knows his password would send.
+    await leaveWhileQueued('127.0.0.10', 'bob@isp.test', 'bob-secret-22', BOB_CONNECTIONS + 2);
+    const counted = await open();
+    assert.equal(counted, 0, `${counted} connections of clients that left still counted against bob's limit`);
+    // The real subscriber still gets every connection his limit allows.
+    const own = await Promise.all(Array.from({ length: BOB_CONNECTIONS }, () => session('127.0.0.9')));
+    for (const k of own) {
+      assert.equal((await k.cmd(`AUTH PLAIN ${authPlain('bob@isp.test', 'bob-secret-22')}`)).code, 235);
+      const mail = await k.cmd('MAIL FROM:<bob@isp.test>');
+      assert.equal(mail.code, 250, mail.text);
+    }
+    for (const k of own) k.close();
   });
 });
