@@ -21,7 +21,7 @@ import { At, bool, isObj, list, obj, str, strList, type Obj } from '../config/va
 import type { ListenerRole, Stage } from '../envelope';
 import { parseAction, type ActionSpec } from './action';
 import { CHECK_TYPES } from './checks';
-import { authRequired, mxDomains, netblockGate } from './checks/builtin';
+import { addressLiteral, authRequired, mxDomains, netblockGate } from './checks/builtin';
 import { NO_DNSBL, parseDnsblConfig, type DnsblConfig } from './dnsbl';
 import { NO_IDENTITY, parseIdentity, type IdentityConfig } from './identity';
 import { DomainSet } from './lists';
@@ -93,7 +93,7 @@ const BUILTIN_RULES: Readonly<Record<Stage, readonly Rule[]>> = {
   connect: [BUILTIN('relay.netblock-gate', 'connect', netblockGate)],
   auth: [],
   mail: [BUILTIN('relay.auth-required', 'mail', authRequired)],
-  rcpt: [BUILTIN('relay.mx-domains', 'rcpt', mxDomains)],
+  rcpt: [BUILTIN('relay.address-literal', 'rcpt', addressLiteral), BUILTIN('relay.mx-domains', 'rcpt', mxDomains)],
   data: [],
 };
 

@@ -140,6 +140,8 @@ export function createMxResolver(dns: RelayConfig['dns'], opts: MxResolverOption
     if (domain === '' || domain.startsWith('[')) {
       // Address literals (user@[192.0.2.1]) are not delivered to: on an ISP
       // gateway they would let anyone aim mail at arbitrary (internal) hosts.
+      // RCPT refuses them (relay.address-literal, src/policy/checks/builtin.ts);
+      // this stays for what was queued before that, or by another way in.
       return permFail('5.1.2', `Unroutable recipient domain: ${rawDomain || '(empty)'}`);
     }
     const mx = await lookup<{ exchange: string; priority: number }>('MX', domain);

@@ -100,6 +100,33 @@ stages:
     assert.deepEqual((await engine.evaluate('rcpt', { ...mx, rcpt: 'a@elsewhere.example' }, 'live')).verdict, { action: 'reject', stage: 'rcpt', rule: 'relay.mx-domains', reply: 'recipient_relay_denied' });
   });
 
+  it('address-literal recipients are refused by a built-in gate on every listener: no permit skips it', async () => {
+    const { engine, logs } = await engineFor({
+      'netblocks.yaml': NB,
+      'everyone.txt': '0.0.0.0/0\n::/0\n',
+      'rules.yaml': 'relayDomains: [isp.example]\nstages:\n  rcpt:\n    - { id: allow.all, check: client-list, file: everyone.txt, onMatch: permit }\n',
+    });
+    const mx = { listener: { name: 'mx', role: 'mx' as const }, ip: '192.0.2.1' };
+    const refused = { action: 'reject', stage: 'rcpt', rule: 'relay.address-literal', reply: 'literal_recipient' };
+    // As the session gives them, and as Postfix's policy service or milter may (case as written).
+    for (const rcpt of ['x@[192.0.2.1]', 'x@[IPv6:::1]', 'X@[ipv6:2001:DB8::1]', '"a@b"@[10.0.0.1]']) {
+      for (const who of [intercept('198.51.100.7'), submission('198.51.100.7', account('alice@isp.example')), mx]) {
+        assert.deepEqual((await engine.evaluate('rcpt', { ...who, mailFrom: 'a@home.example', rcpt }, 'live')).verdict, refused, `${who.listener.name} ${rcpt}`);
+      }
+    }
+    // Not a literal: the rules decide as before.
+    assert.equal((await engine.evaluate('rcpt', { ...intercept('198.51.100.7'), rcpt: 'x@dest.example' }, 'live')).verdict.rule, 'allow.all');
+    assert.equal((await engine.evaluate('rcpt', { ...intercept('198.51.100.7'), rcpt: 'postmaster' }, 'live')).verdict.rule, 'allow.all');
+    assert.equal((await engine.evaluate('rcpt', { ...mx, rcpt: 'x@elsewhere.example' }, 'live')).verdict.rule, 'relay.mx-domains');
+    // Logged like every refusal, and explained with the domain it saw.
+    const line = logs.find((l) => l.evt === 'policy' && l.rule === 'relay.address-literal' && l.rcpt === 'x@[192.0.2.1]');
+    assert.ok(line, JSON.stringify(logs));
+    assert.equal(line.action, 'reject');
+    assert.equal(line.reply, 'literal_recipient');
+    const x = await engine.evaluate('rcpt', { ...intercept('198.51.100.7'), rcpt: 'x@[IPv6:::1]' }, 'explain');
+    assert.deepEqual(x.steps[0], { rule: 'relay.address-literal', check: 'address-literal', builtin: true, outcome: 'reject', reply: 'literal_recipient', inputs: { domain: '[IPv6:::1]' }, note: 'the recipient domain is an address literal' });
+  });
+
   it('logs every live decision with its rule id and tells the observer', async () => {
     const seen: string[] = [];
     const { engine, logs } = await engineFor({ 'netblocks.yaml': NB }, { observer: { verdict: (v) => seen.push(`${v.stage}:${v.action}:${v.rule}`) } });

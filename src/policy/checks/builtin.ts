@@ -8,11 +8,18 @@
  *   relay.netblock-gate   connect: an intercept client must be inside a
  *                         subscriber netblock, else 554 5.7.1
  *   relay.auth-required   mail: submission only after AUTH
+ *   relay.address-literal rcpt: a recipient domain that is an address
+ *                         literal (user@[192.0.2.1], user@[IPv6:...]) is
+ *                         refused on every listener, 550 5.1.2: the relay
+ *                         never delivers to one (src/relay/mx.ts), and
+ *                         handing it to a relayhost or route would have the
+ *                         upstream connect to whatever address the client
+ *                         chose, past every DNS-based check
  *   relay.mx-domains      rcpt: an mx listener only takes mail for the
  *                         relayDomains of rules.yaml (none: it takes none)
  */
 import { domainOf } from '../../envelope';
-import type { Check, CheckResult, EvalContext } from '../rule';
+import { NEXT, type Check, type CheckResult, type EvalContext } from '../rule';
 
 export const netblockGate: Check = {
   type: 'netblock-gate',
@@ -31,6 +38,19 @@ export const authRequired: Check = {
   run(ctx: EvalContext): CheckResult {
     if (ctx.listener.role === 'submission' && !ctx.account) return { outcome: 'reject', reply: 'auth_required', note: 'submission without AUTH' };
     return { outcome: 'next', ...(ctx.account ? { inputs: { account: ctx.account.name } } : {}) };
+  },
+};
+
+export const addressLiteral: Check = {
+  type: 'address-literal',
+  run(ctx: EvalContext): CheckResult {
+    // The session gives the domain as parsed ("[IPv6:" in one case); Postfix's policy
+    // service and milter give it as the client wrote it: the "[" after the last "@" is
+    // what both have in common. No string is made for the ordinary recipient.
+    const rcpt = ctx.rcpt ?? '';
+    const at = rcpt.lastIndexOf('@');
+    if (at < 0 || rcpt.charCodeAt(at + 1) !== 0x5b /* [ */) return NEXT;
+    return { outcome: 'reject', reply: 'literal_recipient', inputs: { domain: rcpt.slice(at + 1) }, note: 'the recipient domain is an address literal' };
   },
 };
 
