@@ -156,7 +156,10 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
   const dns = obj(o.dns, at.child('dns'), ['servers', 'timeout', 'tries']);
   const routes = new Map<string, NextHop>();
   for (const [domain, hop] of Object.entries(mapOf(o.routes, at.child('routes', { doc: 'next hops by recipient domain, instead of relayhost or MX delivery' }), 'domain → next hop'))) {
-    routes.set(domain.toLowerCase(), parseNextHop(hop, at.child('routes').entry(domain, 'domain', { doc: 'next hop for one recipient domain (exact match): "host:port" or a mapping', default: '—' }), 'opportunistic', baseDir, true));
+    const routeAt = at.child('routes').entry(domain, 'domain', { doc: 'next hop for one recipient domain (exact match): "host:port" or a mapping', default: '—' });
+    // A route for [192.0.2.1] would never be used: RCPT refuses every address-literal recipient.
+    if (domain.startsWith('[')) routeAt.fail('an address literal is not a route: address-literal recipients are refused at RCPT (relay.address-literal, docs/policy.md)');
+    routes.set(domain.toLowerCase(), parseNextHop(hop, routeAt, 'opportunistic', baseDir, true));
   }
   const backoff = list(o.backoff, at.child('backoff'), ['5m', '10m', '20m', '40m', '1h', '2h', '4h']).map((d, i) =>
     duration(d, at.child('backoff').child(i)),

@@ -1,7 +1,8 @@
 /** Next-hop selection: exact route, parent-domain route, relayhost, MX. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { NextHop } from '../../src/relay/config';
+import { At, ConfigError } from '../../src/config/validate';
+import { parseRelayConfig, type NextHop } from '../../src/relay/config';
 import { routeFor } from '../../src/relay/routes';
 
 const hop = (host: string, user?: string): NextHop => ({ host, port: 2525, tls: 'opportunistic', auth: user ? { user, pass: 'x' } : undefined });
@@ -43,4 +44,16 @@ test('destination keys: per domain for MX, per host+credentials for relays', () 
   assert.equal(r1.key, r2.key);
   assert.notEqual(r1.key, r3.key);
   assert.ok(!r1.key.includes('x'), 'no password in the key');
+});
+
+test('an address literal as a route key is a config error naming file and key (RCPT refuses literals)', () => {
+  const at = new At('/etc/smarthost/smarthost.yaml', 'relay');
+  for (const key of ['[10.1.2.3]', '[IPv6:2001:db8::1]']) {
+    assert.throws(
+      () => parseRelayConfig({ routes: { [key]: '10.1.2.3:25' } }, at, '/etc/smarthost'),
+      (e: unknown) => e instanceof ConfigError && e.file === '/etc/smarthost/smarthost.yaml' && e.key === `relay.routes.${key}` && /address literal .*relay\.address-literal/.test(e.reason),
+      key,
+    );
+  }
+  assert.equal(parseRelayConfig({ routes: { 'corp.example': '10.1.2.3:25' } }, at, '/etc/smarthost').routes.get('corp.example')?.host, '10.1.2.3');
 });
