@@ -11,12 +11,18 @@
  *
  * `--mode relay` (the above) or `--mode answer` (SMTP replies only, the
  * message dropped: the cost of the sockets and the protocol alone).
+ * `--tls-cert`/`--tls-key` add the harness's STARTTLS + AUTH PLAIN job: STARTTLS
+ * offered in plaintext, AUTH PLAIN after it (one user, compared as a string:
+ * no password hash, as smarthost's auth cache has none after the first login).
  * Run: node dist/bench/floor-relay.js --port P [--sink-port S] [--dir D] [--mode relay|answer]
+ *        [--tls-cert C --tls-key K --auth user:password]
  */
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import tls from 'node:tls';
 import { parseArgs } from 'node:util';
+import { quickAck } from '../src/net/quick-ack';
 
 const { values } = parseArgs({
   options: {
@@ -25,9 +31,14 @@ const { values } = parseArgs({
     dir: { type: 'string', default: '/var/tmp/smarthost-floor' },
     mode: { type: 'string', default: 'relay' },
     conns: { type: 'string', default: '20' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    auth: { type: 'string', default: 'bench:bench-secret' },
   },
 });
 const relay = values.mode === 'relay';
+const secureContext = values['tls-cert'] ? tls.createSecureContext({ cert: fs.readFileSync(values['tls-cert']), key: fs.readFileSync(values['tls-key']!) }) : undefined;
+const [authUser, authPass] = [values.auth!.slice(0, values.auth!.indexOf(':')), values.auth!.slice(values.auth!.indexOf(':') + 1)];
 
 interface Message {
   id: string;
@@ -121,66 +132,88 @@ if (relay) for (let i = 0; i < Number(values.conns); i++) outbound();
 // --- in ---
 let seq = 0;
 const EHLO = '250-floor.bench.invalid\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 10485760\r\n';
+const EHLO_STARTTLS = '250-floor.bench.invalid\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-STARTTLS\r\n250 SIZE 10485760\r\n';
+const EHLO_AUTH = '250-floor.bench.invalid\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SIZE 10485760\r\n';
+
+/** One SMTP session on `sock`; after STARTTLS a new one on the TLS socket (RFC 3207: state reset). */
+function serve(sock: net.Socket, ip: string, secure: boolean): void {
+  let buf = '';
+  let parts: Buffer[] = [];
+  let inData = false;
+  let from = '';
+  let to = '';
+  const accepted = (content: Buffer): void => {
+    const id = `${process.pid.toString(36)}${(++seq).toString(36)}`;
+    if (!relay) {
+      sock.write(`250 2.0.0 Ok: ${id}\r\n`);
+      return;
+    }
+    const body = Buffer.concat([Buffer.from(`Received: from [${ip}] by floor.bench.invalid id ${id}; ${new Date().toUTCString()}\r\n`), content]);
+    commit(Buffer.concat([Buffer.from(`${id} ${from} ${to} ${body.length}\n`), body]), () => {
+      sock.write(`250 2.0.0 Ok: queued as ${id}\r\n`);
+      log.write(`${JSON.stringify({ evt: 'reception', id, ip, from, rcpts: 1, size: body.length, t: Date.now() })}\n`);
+      queue.push({ id, from, to, body });
+      pump();
+    });
+  };
+  const onData = (chunk: Buffer): void => {
+    if (inData) {
+      parts.push(chunk);
+      const all = parts.length === 1 ? chunk : Buffer.concat(parts);
+      parts = [all];
+      if (all.length < 5 || all.subarray(-5).toString('latin1') !== '\r\n.\r\n') return;
+      inData = false;
+      parts = [];
+      accepted(all);
+      return;
+    }
+    buf += chunk.toString('latin1');
+    for (let nl = buf.indexOf('\r\n'); nl >= 0; nl = buf.indexOf('\r\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 2);
+      const verb = line.slice(0, 4).toUpperCase();
+      if (verb === 'EHLO') sock.write(!secureContext ? EHLO : secure ? EHLO_AUTH : EHLO_STARTTLS);
+      else if (verb === 'STAR' && secureContext && !secure) {
+        sock.write('220 2.0.0 Ready to start TLS\r\n');
+        sock.off('data', onData);
+        const t = new tls.TLSSocket(sock, { isServer: true, secureContext });
+        t.on('error', () => undefined);
+        serve(t, ip, true);
+        return;
+      } else if (verb === 'AUTH') {
+        const plain = Buffer.from(line.slice(11), 'base64').toString('utf8').split('\0');
+        const ok = secure && plain[1] === authUser && plain[2] === authPass;
+        sock.write(ok ? '235 2.7.0 Authentication successful\r\n' : '535 5.7.8 Authentication credentials invalid\r\n');
+      } else if (verb === 'MAIL') {
+        from = line.slice(10).replace(/[<>]/g, '');
+        sock.write('250 2.1.0 Ok\r\n');
+      } else if (verb === 'RCPT') {
+        to = line.slice(8).replace(/[<>]/g, '');
+        sock.write('250 2.1.5 Ok\r\n');
+      } else if (verb === 'DATA') {
+        sock.write('354 End data with <CR><LF>.<CR><LF>\r\n');
+        // The AUTH job's load generator writes the final "." apart from the body: without a quick
+        // ACK it waits for the delayed one (src/net/quick-ack.ts; smarthost does the same).
+        if (secure) quickAck(sock);
+        inData = true;
+        if (buf) parts.push(Buffer.from(buf, 'latin1'));
+        buf = '';
+        return;
+      } else if (verb === 'QUIT') {
+        sock.end('221 2.0.0 Bye\r\n');
+        return;
+      } else sock.write('250 2.0.0 Ok\r\n');
+    }
+  };
+  sock.on('data', onData);
+}
+
 net
   .createServer((sock) => {
     sock.setNoDelay(true);
-    const ip = sock.remoteAddress ?? '';
-    let buf = '';
-    let parts: Buffer[] = [];
-    let inData = false;
-    let from = '';
-    let to = '';
-    const accepted = (content: Buffer): void => {
-      const id = `${process.pid.toString(36)}${(++seq).toString(36)}`;
-      if (!relay) {
-        sock.write(`250 2.0.0 Ok: ${id}\r\n`);
-        return;
-      }
-      const body = Buffer.concat([Buffer.from(`Received: from [${ip}] by floor.bench.invalid id ${id}; ${new Date().toUTCString()}\r\n`), content]);
-      commit(Buffer.concat([Buffer.from(`${id} ${from} ${to} ${body.length}\n`), body]), () => {
-        sock.write(`250 2.0.0 Ok: queued as ${id}\r\n`);
-        log.write(`${JSON.stringify({ evt: 'reception', id, ip, from, rcpts: 1, size: body.length, t: Date.now() })}\n`);
-        queue.push({ id, from, to, body });
-        pump();
-      });
-    };
-    sock.write('220 floor.bench.invalid ESMTP\r\n');
-    sock.on('data', (chunk: Buffer) => {
-      if (inData) {
-        parts.push(chunk);
-        const all = parts.length === 1 ? chunk : Buffer.concat(parts);
-        parts = [all];
-        if (all.length < 5 || all.subarray(-5).toString('latin1') !== '\r\n.\r\n') return;
-        inData = false;
-        parts = [];
-        accepted(all);
-        return;
-      }
-      buf += chunk.toString('latin1');
-      for (let nl = buf.indexOf('\r\n'); nl >= 0; nl = buf.indexOf('\r\n')) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 2);
-        const verb = line.slice(0, 4).toUpperCase();
-        if (verb === 'EHLO') sock.write(EHLO);
-        else if (verb === 'MAIL') {
-          from = line.slice(10).replace(/[<>]/g, '');
-          sock.write('250 2.1.0 Ok\r\n');
-        } else if (verb === 'RCPT') {
-          to = line.slice(8).replace(/[<>]/g, '');
-          sock.write('250 2.1.5 Ok\r\n');
-        } else if (verb === 'DATA') {
-          sock.write('354 End data with <CR><LF>.<CR><LF>\r\n');
-          inData = true;
-          if (buf) parts.push(Buffer.from(buf, 'latin1'));
-          buf = '';
-          return;
-        } else if (verb === 'QUIT') {
-          sock.end('221 2.0.0 Bye\r\n');
-          return;
-        } else sock.write('250 2.0.0 Ok\r\n');
-      }
-    });
     sock.on('error', () => undefined);
+    sock.write('220 floor.bench.invalid ESMTP\r\n');
+    serve(sock, sock.remoteAddress ?? '', false);
   })
   .listen(Number(values.port), '127.0.0.1', () => process.send?.('ready'));
 

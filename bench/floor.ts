@@ -20,7 +20,14 @@
  * all N. Needs smtp-source and smtp-sink (Debian's postfix package; `npm
  * test`'s setup installs it) and a disk filesystem under --dir.
  *
+ * `--job auth` is the harness's STARTTLS + AUTH PLAIN job instead (its own load
+ * generator, ../shared/peers/smtp-auth-load.js: a TLS handshake per message):
+ * answer and floor with STARTTLS and AUTH PLAIN, smarthost on a submission
+ * listener; Postfix + Dovecot for it is the harness's. It tells how much of
+ * that job is Node's TLS, on both sides of the connection, and how much is ours.
+ *
  * Run: npm run bench:floor -- [--n 20000] [--rounds 3] [--dir /var/tmp] [--only a,b] [--allow-tmpfs]
+ *        [--job auth] [--auth-load ../shared/peers/smtp-auth-load.js]
  *        [--node-flags="--cpu-prof --cpu-prof-dir=/tmp/prof"]  (the gateway's Node flags: profile it under this load)
  *        [--workers 2]  (the gateway's process.workers; with several processes the CPU is split per process)
  */
@@ -46,8 +53,15 @@ const { values } = parseArgs({
     'allow-tmpfs': { type: 'boolean', default: false },
     // Node flags for the gateway only, to profile it under this load: "--node-flags=--cpu-prof --cpu-prof-dir=/tmp/prof"
     'node-flags': { type: 'string', default: '' },
+    job: { type: 'string', default: 'relay' },
+    'auth-load': { type: 'string' },
   },
 });
+const AUTH_JOB = values.job === 'auth';
+if (!AUTH_JOB && values.job !== 'relay') {
+  console.error(`bench:floor: --job must be relay or auth, not ${values.job}`);
+  process.exit(2);
+}
 const NODE_FLAGS = values['node-flags']!.split(/\s+/).filter(Boolean);
 const N = Number(values.n);
 const WARMUP = Number(values.warmup);
@@ -57,6 +71,16 @@ const BASE = fs.mkdtempSync(path.join(values.dir!, 'smarthost-floor-'));
 fs.chmodSync(BASE, 0o755); // Postfix's daemons (user postfix) reach their queue through it
 const IN_PORT = 2640;
 const SINK_PORT = 2646;
+/** The harness's load generator for the STARTTLS + AUTH job, and its account. */
+const AUTH_LOAD = values['auth-load'] ?? path.resolve(__dirname, '..', '..', '..', 'shared', 'peers', 'smtp-auth-load.js');
+const AUTH_USER = 'bench';
+const AUTH_PASS = 'bench-secret';
+const FROM = 'bench@example.com';
+const TO = 'user@example.net';
+if (AUTH_JOB && !fs.existsSync(AUTH_LOAD)) {
+  console.error(`bench:floor --job auth needs the peers harness's load generator; not found at ${AUTH_LOAD} (give --auth-load)`);
+  process.exit(2);
+}
 const ADMIN_PORT = 2641;
 const ROOT = path.resolve(__dirname, '..', '..');
 /** How often the sink's count is read: the end-to-end time is known to this much. */
@@ -96,6 +120,22 @@ function need(tool: string): string {
 const SMTP_SOURCE = need('smtp-source');
 const SMTP_SINK = need('smtp-sink');
 
+/** An RSA-2048 certificate like the harness's (../shared/peers/smarthost.sh), made once per run. */
+function tlsFiles(): { cert: string; key: string } {
+  const cert = path.join(BASE, 'tls.crt');
+  const key = path.join(BASE, 'tls.key');
+  if (!fs.existsSync(key)) {
+    const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=relay.bench.invalid', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    if (r.status !== 0) throw new Error('openssl could not make the test certificate');
+  }
+  return { cert, key };
+}
+function tlsArgs(): string[] {
+  if (!AUTH_JOB) return [];
+  const { cert, key } = tlsFiles();
+  return ['--tls-cert', cert, '--tls-key', key, '--auth', `${AUTH_USER}:${AUTH_PASS}`];
+}
+
 function forked(script: string, args: string[]): Promise<Running> {
   const child = fork(path.join(__dirname, script), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   return new Promise((resolve, reject) => {
@@ -118,8 +158,11 @@ function smarthostConfig(dir: string): string {
       'policy: { dir: policies }',
       'accounts: { file: accounts.yaml }',
       `admin: { address: 127.0.0.1, port: ${ADMIN_PORT}, tokenFile: admin.token }`,
+      ...(AUTH_JOB ? [`serverTls: { cert: ${tlsFiles().cert}, key: ${tlsFiles().key} }`] : []),
       'listeners:',
-      `  - { name: intercept, role: intercept, address: 127.0.0.1, port: ${IN_PORT}, security: none, auth: none, greetDelay: 0ms }`,
+      AUTH_JOB
+        ? `  - { name: submission, role: submission, address: 127.0.0.1, port: ${IN_PORT}, security: starttls, auth: required, greetDelay: 0ms }`
+        : `  - { name: intercept, role: intercept, address: 127.0.0.1, port: ${IN_PORT}, security: none, auth: none, greetDelay: 0ms }`,
       'limits: { maxConnectionsPerIp: 1000 }',
       `relay: { relayhost: { host: 127.0.0.1, port: ${SINK_PORT}, tlsLevel: none } }`,
       'dkim: { enabled: false }',
@@ -135,6 +178,11 @@ async function startSmarthost(): Promise<Running> {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const cfg = smarthostConfig(dir);
+  if (AUTH_JOB) {
+    // The load generator's MAIL FROM and From: are the account's own address.
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'smarthost.js'), 'account', 'add', AUTH_USER, '--sender', FROM, '--password-stdin', '--config', cfg], { cwd: dir, input: `${AUTH_PASS}\n`, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`smarthost account add failed: ${r.stderr}`);
+  }
   // Its log goes to a file, as the harness's does.
   const child = spawn(process.execPath, [...NODE_FLAGS, path.join(ROOT, 'bin', 'smarthost.js'), 'start', '--config', cfg], { cwd: dir, stdio: ['ignore', fs.openSync(path.join(dir, 'out.log'), 'w'), 'inherit'] });
   await waitReady(ADMIN_PORT, child).catch((err: Error) => {
@@ -145,9 +193,9 @@ async function startSmarthost(): Promise<Running> {
 }
 
 const TARGETS: Target[] = [
-  { name: 'answer', relays: false, start: () => forked('floor-relay.js', ['--port', String(IN_PORT), '--mode', 'answer']) },
+  { name: 'answer', relays: false, start: () => forked('floor-relay.js', ['--port', String(IN_PORT), '--mode', 'answer', ...tlsArgs()]) },
   { name: 'smtp-layer', relays: false, start: () => forked('floor-smtp-server.js', ['--port', String(IN_PORT)]) },
-  { name: 'floor', relays: true, start: () => forked('floor-relay.js', ['--port', String(IN_PORT), '--sink-port', String(SINK_PORT), '--dir', path.join(BASE, 'floor')]) },
+  { name: 'floor', relays: true, start: () => forked('floor-relay.js', ['--port', String(IN_PORT), '--sink-port', String(SINK_PORT), '--dir', path.join(BASE, 'floor'), ...tlsArgs()]) },
   { name: 'smarthost', relays: true, start: startSmarthost },
   {
     name: 'postfix',
@@ -182,8 +230,13 @@ class Sink {
 
 function source(count: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const c = spawn(SMTP_SOURCE, ['-s', '20', '-l', '4096', '-m', String(count), '-f', 'bench@example.com', '-t', 'user@example.net', `127.0.0.1:${IN_PORT}`], { stdio: 'inherit', timeout: 600_000 });
-    c.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`smtp-source exited ${code}`))));
+    const c = AUTH_JOB
+      ? spawn(process.execPath, [AUTH_LOAD, '--port', String(IN_PORT), '--count', String(count), '--conc', '20', '--size', '4096', '--user', AUTH_USER, '--pass', AUTH_PASS, '--from', FROM, '--to', TO], { stdio: ['ignore', 'inherit', 'pipe'], timeout: 600_000 })
+      : spawn(SMTP_SOURCE, ['-s', '20', '-l', '4096', '-m', String(count), '-f', FROM, '-t', TO, `127.0.0.1:${IN_PORT}`], { stdio: 'inherit', timeout: 600_000 });
+    // smtp-auth-load prints a summary line per run on stderr: shown only when it failed.
+    let said = '';
+    c.stderr?.on('data', (d: Buffer) => (said = (said + d.toString()).slice(-500)));
+    c.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${AUTH_JOB ? 'smtp-auth-load' : 'smtp-source'} exited ${code} ${said.trim()}`))));
   });
 }
 
@@ -225,8 +278,9 @@ async function runOnce(t: Target, sink: Sink): Promise<Run> {
 
 async function main(): Promise<void> {
   const only = values.only ? new Set(values.only.split(',')) : undefined;
-  const targets = TARGETS.filter((t) => !only || only.has(t.name));
-  console.log(`bench:floor N=${N} (after ${WARMUP}), 20 sessions, 4 KB, ${ROUNDS} rounds; ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, node ${process.version}; dir ${BASE} (${FS_TYPE})`);
+  // The STARTTLS + AUTH job: no smtp-layer target (its server has no TLS) and no Postfix (the harness has Postfix + Dovecot).
+  const targets = TARGETS.filter((t) => (!only || only.has(t.name)) && (!AUTH_JOB || !['smtp-layer', 'postfix'].includes(t.name)));
+  console.log(`bench:floor${AUTH_JOB ? ' --job auth (STARTTLS + AUTH PLAIN, a handshake per message)' : ''} N=${N} (after ${WARMUP}), 20 sessions, 4 KB, ${ROUNDS} rounds; ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, node ${process.version}; dir ${BASE} (${FS_TYPE})`);
   const sink = new Sink();
   const runs = new Map<string, Run[]>(targets.map((t) => [t.name, []]));
   try {
