@@ -65,6 +65,8 @@ interface MiniMx {
   pipelining?: boolean;
   ehloExtra?: string[];
   rcptReply?: (addr: string) => string;
+  /** The reply to the end of the data (default "250 2.0.0 queued"). */
+  finalReply?: string;
   /** Transaction replies wait until DATA has arrived: a client that waits for the MAIL reply hangs. */
   holdUntilData?: boolean;
   /** Inside TLS after STARTTLS: no second greeting. */
@@ -99,7 +101,7 @@ function miniMx(sock: net.Socket, o: MiniMx, seen: Seen): void {
           inData = false;
           seen.bodies.push(body);
           body = '';
-          out.push('250 2.0.0 queued');
+          out.push(o.finalReply ?? '250 2.0.0 queued');
         } else body += `${line}\r\n`;
         continue;
       }
@@ -275,7 +277,8 @@ test('a greeting that never comes times out (GREETING_TIMEOUT), deferred', T, as
 });
 
 test('a reply line that never ends, or a reply that never ends, is cut off at a bound', T, async () => {
-  for (const chunk of ['A'.repeat(1024), '250-A\r\n'.repeat(128)]) {
+  // The endless reply's lines carry the greeting's code: lines that disagree fail sooner (below).
+  for (const chunk of ['A'.repeat(1024), '220-A\r\n'.repeat(128)]) {
     let written = 0;
     let closedEarly = false;
     const srv = await server((sock) => {
@@ -464,4 +467,43 @@ test('the body on the wire: dot-stuffing and CR/LF normalisation equal nodemaile
   assert.equal(stuff('a\r.\rb'), 'a\r\n..\r\nb\r\n.\r\n');
   assert.equal(stuff('a\n.\nb\r\n'), 'a\r\n..\r\nb\r\n.\r\n');
   assert.equal(stuff('.x'), '..x\r\n.\r\n');
+});
+
+/** Each recipient's outcome as the delivery agent reads a SendResult (src/relay/deliver.ts transact). */
+function outcomesOf(res: SendResult, rcpts: string[]): Record<string, string> {
+  return Object.fromEntries(
+    rcpts.map((a) => {
+      const reply = res.accepted.get(a);
+      const o = reply !== undefined ? classifyReply(a, reply) : classifyError(a, res.failed.get(a)!);
+      return [a, o.kind === 'bounced' ? `bounced ${o.statusCode}` : o.kind];
+    }),
+  );
+}
+
+/** One transaction against miniMx scripted by `o`: each recipient's outcome and the bodies the server took. */
+async function oneTransaction(o: MiniMx, rcpts: string[]): Promise<{ outcomes: Record<string, string>; bodies: number }> {
+  const seen = newSeen();
+  const srv = await server((sock) => miniMx(sock, o, seen));
+  try {
+    const r = await openSession(target(srv.port), settings);
+    assert.ok(r.ok, r.ok ? '' : r.err.message);
+    const res = await within(sendOnSession(r.session, env(rcpts), body), 5000, 'send');
+    closeSession(r.session);
+    return { outcomes: outcomesOf(res, rcpts), bodies: seen.bodies.length };
+  } finally {
+    await srv.close();
+  }
+}
+
+test('a multi-line reply whose lines carry different codes is a protocol error: nobody delivered or bounced on it', T, async () => {
+  // RCPT: the last line refuses, the first accepts. Read as the last line's 550 and classified
+  // from the text's first line (250), the recipient was reported delivered and never sent.
+  const rcpt = await oneTransaction({ rcptReply: (a) => (a.startsWith('nobody') ? '250-looks fine\r\n550 5.1.1 no such user' : '250 2.1.5 ok') }, ['b@x.test', 'nobody@x.test']);
+  assert.deepEqual(rcpt.outcomes, { 'b@x.test': 'deferred', 'nobody@x.test': 'deferred' });
+  assert.equal(rcpt.bodies, 0);
+  // The end of data: 250 then 451 was "delivered" (the message lost), 550 then 250 "bounced".
+  for (const finalReply of ['250-2.0.0 ok\r\n451 4.3.0 try later', '550-5.7.1 no\r\n250 2.0.0 queued']) {
+    const data = await oneTransaction({ finalReply }, ['b@x.test']);
+    assert.deepEqual(data.outcomes, { 'b@x.test': 'deferred' }, JSON.stringify(finalReply));
+  }
 });

@@ -8,7 +8,10 @@
  * What it trusts: nothing. A line is at most MAX_LINE bytes and a reply at
  * most MAX_REPLY bytes, counted as the bytes arrive, so a server that never
  * ends a line or a reply cannot make us buffer without bound; a line that
- * does not start with a reply code is a protocol error, not a guess. Empty
+ * does not start with a reply code is a protocol error, not a guess, and so
+ * is a multi-line reply whose lines do not all carry the same code (RFC 5321
+ * §4.2.1): classify.ts reads the code from the text's first line, the client
+ * from the reply's code, and "250-ok" then "550 no" must not be both. Empty
  * lines are skipped (some servers send a stray CRLF).
  */
 
@@ -35,6 +38,8 @@ export class ReplyReader {
   private partial: Buffer | undefined;
   /** Lines of the current multi-line reply so far. */
   private lines: string[] = [];
+  /** The code of the current multi-line reply's first line (0 between replies). */
+  private code = 0;
   private replyBytes = 0;
 
   /**
@@ -64,10 +69,12 @@ export class ReplyReader {
       if (line.length === 0) continue;
       const code = replyLineCode(line);
       if (code === 0) return `Malformed server reply: ${JSON.stringify(line.slice(0, 80))}`;
+      if (this.code !== 0 && code !== this.code) return `Server reply lines disagree on the code: ${this.code} then ${code}`;
       this.replyBytes += line.length + 1;
       if (this.replyBytes > MAX_REPLY) return 'Server reply too long';
       if (line.length > 3 && line.charCodeAt(3) === 0x2d /* - */) {
         this.lines.push(line);
+        this.code = code;
         continue;
       }
       let text = line;
@@ -75,6 +82,7 @@ export class ReplyReader {
         this.lines.push(line);
         text = this.lines.join('\n');
         this.lines = [];
+        this.code = 0;
       }
       this.replyBytes = 0;
       if (!sink({ code, text: decode(text) })) {
@@ -89,6 +97,7 @@ export class ReplyReader {
     const dropped = (this.partial?.length ?? 0) + this.replyBytes;
     this.partial = undefined;
     this.lines = [];
+    this.code = 0;
     this.replyBytes = 0;
     return dropped;
   }
