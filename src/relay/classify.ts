@@ -66,9 +66,14 @@ export function replyText(reply: string): string {
   return reply.replace(/\s*[\r\n]+\s*/g, ' ').trim();
 }
 
-/** Basic reply code of a reply string, or 0 when it does not start with one. */
+/**
+ * Basic reply code of a reply string, or 0 when it does not start with one.
+ * The code may be followed by a tab, as the client's reply reader accepts
+ * (smtp-client/reply-reader.ts): the two must agree, or a "250<TAB>queued"
+ * the client took as accepted would be classified as no reply at all.
+ */
 export function replyCode(reply: string): number {
-  const m = /^([2-5]\d\d)(?:[ -]|$)/.exec(reply.trim());
+  const m = /^([2-5]\d\d)(?:[ \t-]|$)/.exec(reply.trim());
   return m ? Number(m[1]) : 0;
 }
 
@@ -78,7 +83,7 @@ export function replyCode(reply: string): number {
  */
 export function enhancedStatus(reply: string | undefined, basicCode: number): string {
   const cls = String(basicCode).charAt(0);
-  const m = /^\d{3}[ -]([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)/.exec((reply ?? '').trim());
+  const m = /^\d{3}[ \t-]([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)/.exec((reply ?? '').trim());
   if (m && m[1] === cls) return `${m[1]}.${Number(m[2])}.${Number(m[3])}`;
   return `${cls}.0.0`;
 }

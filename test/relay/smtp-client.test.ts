@@ -507,3 +507,11 @@ test('a multi-line reply whose lines carry different codes is a protocol error: 
     assert.deepEqual(data.outcomes, { 'b@x.test': 'deferred' }, JSON.stringify(finalReply));
   }
 });
+
+test('a reply code followed by a tab reads the same to the reader and to the classification', T, async () => {
+  // The reader takes "250<TAB>text" as a reply; the classification found no code in it, so an
+  // accepted message was deferred (sent again at each retry) and a 550 recipient never bounced.
+  const res = await oneTransaction({ finalReply: '250\t2.0.0 queued', rcptReply: (a) => (a.startsWith('nobody') ? '550\t5.1.1 no such user' : '250\t2.1.5 ok') }, ['b@x.test', 'nobody@x.test']);
+  assert.deepEqual(res.outcomes, { 'b@x.test': 'delivered', 'nobody@x.test': 'bounced 5.1.1' });
+  assert.equal(res.bodies, 1);
+});
