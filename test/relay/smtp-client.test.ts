@@ -515,3 +515,26 @@ test('a reply code followed by a tab reads the same to the reader and to the cla
   assert.deepEqual(res.outcomes, { 'b@x.test': 'delivered', 'nobody@x.test': 'bounced 5.1.1' });
   assert.equal(res.bodies, 1);
 });
+
+test('421 to STARTTLS (opportunistic): the set-up fails with the 421, not a session on a closed connection', T, async () => {
+  const srv = await server((sock) => {
+    sock.write('220 busy.test ESMTP\r\n');
+    onLines(sock, (lines) => {
+      for (const line of lines) {
+        if (line.startsWith('EHLO')) sock.write('250-busy.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n');
+        else if (line === 'STARTTLS') sock.end('421 4.3.2 too busy, try another MX\r\n');
+      }
+    });
+  });
+  try {
+    const r = await within(openSession(target(srv.port, { tls: 'opportunistic' }), settings), 5000, 'open');
+    // A session here would be a dead one: the delivery agent would defer every recipient on it
+    // ("Connection closed") instead of trying the next MX host.
+    assert.equal(r.ok, false, 'openSession reported a session on a connection the server closed');
+    if (r.ok) return;
+    assert.match(r.err.response ?? '', /^421 4\.3\.2/);
+    assert.equal(classifyError('b@x.test', r.err).kind, 'deferred');
+  } finally {
+    await srv.close();
+  }
+});

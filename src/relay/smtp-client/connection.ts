@@ -160,6 +160,9 @@ export class SmtpConnection extends EventEmitter {
       if (st.err) return st.err;
       const r = st.replies[0];
       if (r.code !== 220) {
+        // A 421 has already failed the connection (dispatch): there is no plaintext session to
+        // go on with, and reporting one would defer its mail instead of trying the next MX.
+        if (this.destroyed) return this.failure ?? smtpError('Connection closed', 'ECONNECTION', 'STARTTLS', r.text);
         if (this.opts.startTls === 'required') return this.fail(smtpError('Error upgrading connection with STARTTLS', 'ETLS', 'STARTTLS', r.text));
         // Refused: go on in plaintext with what the server announced for it, without AUTH.
         this.adopt(ehlo.extensions, ehlo.maxSize, new Set());
