@@ -538,3 +538,12 @@ test('421 to STARTTLS (opportunistic): the set-up fails with the 421, not a sess
     await srv.close();
   }
 });
+
+test('EHLO SIZE that is not a plain number is no limit, never a local bounce', T, async () => {
+  // "SIZE -1" was read as a limit of -1 bytes and every message bounced 5.3.4 without being offered.
+  const res = await oneTransaction({ ehloExtra: ['SIZE -1'] }, ['b@x.test']);
+  assert.deepEqual(res.outcomes, { 'b@x.test': 'delivered' });
+  for (const [word, limit] of [['-1', 0], ['0x400', 0], ['1e3', 0], ['12abc', 0], ['1.5', 0], ['0', 0], ['1000', 1000]] as const) {
+    assert.equal(parseEhlo(`250-mx.test\n250 SIZE ${word}`).maxSize, limit, `SIZE ${word}`);
+  }
+});

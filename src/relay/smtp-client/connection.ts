@@ -484,7 +484,9 @@ export function parseEhlo(text: string): { extensions: Set<string>; maxSize: num
     const keyword = words[0].toUpperCase();
     if (!keyword) continue;
     extensions.add(keyword);
-    if (keyword === 'SIZE') maxSize = Number(words[1]) || 0;
+    // RFC 1870: SIZE takes digits only. Anything else ("-1", "0x400", "1e3") is no limit, as in
+    // Postfix: read by Number() it became a limit that bounced (5.3.4) mail never offered.
+    if (keyword === 'SIZE') maxSize = /^\d+$/.test(words[1] ?? '') ? Number(words[1]) : 0;
     if (keyword === 'AUTH') for (const m of words.slice(1)) auth.add(m.toUpperCase());
   }
   return { extensions, maxSize, auth };
