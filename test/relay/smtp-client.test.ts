@@ -547,3 +547,44 @@ test('EHLO SIZE that is not a plain number is no limit, never a local bounce', T
     assert.equal(parseEhlo(`250-mx.test\n250 SIZE ${word}`).maxSize, limit, `SIZE ${word}`);
   }
 });
+
+test('a reply trickled in (stray CRLFs, or continuation lines that never end) is bounded by socketTimeout, deferred', T, async () => {
+  // Every byte resets the socket's inactivity timer: a server that sent a CRLF, or one more
+  // "250-" line, every 50 ms after the end of data held the delivery (and the agent's close,
+  // which waits for deliveries in flight) for as long as it liked.
+  for (const drip of ['\r\n', '250-still thinking\r\n']) {
+    let timer: NodeJS.Timeout | undefined;
+    const srv = await server((sock) => {
+      sock.write('220 drip.test ESMTP\r\n');
+      let inData = false;
+      onLines(sock, (lines) => {
+        const out: string[] = [];
+        for (const line of lines) {
+          if (inData) {
+            if (line === '.') timer = setInterval(() => !sock.destroyed && sock.write(drip), 50);
+            continue;
+          }
+          if (line.startsWith('EHLO')) out.push('250-drip.test\r\n250 PIPELINING');
+          else if (line === 'DATA') {
+            inData = true;
+            out.push('354 go ahead');
+          } else out.push('250 ok');
+        }
+        if (out.length) sock.write(`${out.join('\r\n')}\r\n`);
+      });
+    });
+    try {
+      const r = await openSession(target(srv.port), { ...settings, socketTimeoutMs: 500 });
+      assert.ok(r.ok);
+      const started = Date.now();
+      const res = await within(sendOnSession(r.session, env(['b@x.test']), body), 4000, `send while the server drips ${JSON.stringify(drip)}`);
+      assert.deepEqual(outcomesOf(res, ['b@x.test']), { 'b@x.test': 'deferred' });
+      assert.equal(res.failed.get('b@x.test')?.timeoutType, 'SOCKET_TIMEOUT');
+      assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
+      assert.equal(res.reusable, false);
+    } finally {
+      clearInterval(timer);
+      await srv.close();
+    }
+  }
+});

@@ -49,7 +49,7 @@ export interface ConnectionOptions {
   readonly connectTimeoutMs: number;
   /** Waiting for the greeting, or for the TLS handshake, is bounded by this too. */
   readonly greetingTimeoutMs: number;
-  /** Inactivity on an open connection. */
+  /** Inactivity on an open connection; also the longest wait for one reply, however it trickles in. */
   readonly socketTimeoutMs: number;
   readonly startTls: StartTls;
   readonly tlsOptions: tls.ConnectionOptions;
@@ -116,6 +116,13 @@ export class SmtpConnection extends EventEmitter {
   private readonly reader = new ReplyReader();
   private readonly waiters: Waiter[] = [];
   private phaseTimer: NodeJS.Timeout | undefined;
+  /**
+   * When the wait for the next reply began (0: none awaited, or the body is still going out).
+   * The socket's timeout is inactivity only, and every byte resets it: a server that trickles
+   * stray CRLFs or endless "250-" lines would hold us forever. Checked on each read, so silence
+   * stays the socket timeout's and a batch costs no timer.
+   */
+  private waitingSince = 0;
   private readonly deadline: number;
   /** The first error that failed the connection. */
   private failure: SmtpError | undefined;
@@ -203,6 +210,7 @@ export class SmtpConnection extends EventEmitter {
   exchange(commands: readonly string[], lastPlaintext = false): Promise<Exchange> {
     if (this.destroyed) return Promise.resolve({ replies: [], err: smtpError('Connection closed', 'ECONNECTION', 'CONN') });
     return new Promise((done) => {
+      if (this.waiters.length === 0) this.waitingSince = Date.now();
       this.waiters.push({ need: commands.length, replies: [], done, lastPlaintext });
       this.socket.write(`${commands.join('\r\n')}\r\n`);
     });
@@ -259,6 +267,7 @@ export class SmtpConnection extends EventEmitter {
         this.source = undefined;
         if (this.destroyed) return;
         ended = true;
+        this.waitingSince = Date.now();
         flush(stuffer.end());
       });
       source.once('error', (err) => {
@@ -398,6 +407,10 @@ export class SmtpConnection extends EventEmitter {
   // ---- replies ----
 
   private read(chunk: Buffer): void {
+    if (this.waitingSince !== 0 && Date.now() - this.waitingSince > this.opts.socketTimeoutMs) {
+      this.fail(timeoutError('Timeout waiting for a reply', 'SOCKET_TIMEOUT'));
+      return;
+    }
     const err = this.reader.push(chunk, (reply) => this.dispatch(reply));
     if (err) this.fail(smtpError(err, 'EPROTOCOL', 'CONN'));
   }
@@ -415,6 +428,8 @@ export class SmtpConnection extends EventEmitter {
     w.replies.push(reply);
     const complete = w.replies.length === w.need;
     if (complete) this.waiters.shift();
+    // A reply is progress: the clock starts again for the next one, if any is awaited.
+    this.waitingSince = this.waiters.length ? Date.now() : 0;
     if (reply.code === 421) {
       // The rest of the batch is not coming: the server is closing.
       if (complete) w.done({ replies: w.replies });
