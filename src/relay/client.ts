@@ -388,6 +388,8 @@ async function transaction(conn: SmtpConnection, env: SendEnvelope, utf8: boolea
       // Every recipient refused: a server that still said 354 gets an empty message ended
       // (RFC 2920 §3.1), so the session stays in step and usable.
       if (dataReply.code === 354) await conn.exchange(['.']);
+      // A 2xx to DATA leaves the server in a state we do not know (below): not reused.
+      else if (dataReply.code < 300) conn.close();
       stream.destroy();
       return { accepted: new Map(), failed };
     }
@@ -408,8 +410,16 @@ async function transaction(conn: SmtpConnection, env: SendEnvelope, utf8: boolea
     if (d.err) return failRest(d.err);
     dataReply = d.replies[0];
   }
-  // Some servers answer DATA with 250 instead of 354.
-  if (dataReply.code < 200 || dataReply.code >= 400) return failRest(smtpError('Data command failed', 'EENVELOPE', 'DATA', dataReply.text));
+  // RFC 5321 §4.3.2: the go-ahead for the message is 354 (3xx). A server that answers DATA
+  // with 2xx is not reading a message: what we sent next would be read as commands, and
+  // there is no reply that would then be the message's. Postfix's client refuses it as
+  // well. Deferred, not a verdict on the recipients (the error is not the transaction's
+  // reply), and the connection is not reused.
+  if (dataReply.code < 300) {
+    conn.close();
+    return failRest(smtpError(`Server answered DATA with ${dataReply.code} instead of 354`, 'EPROTOCOL', 'CONN'));
+  }
+  if (dataReply.code >= 400) return failRest(smtpError('Data command failed', 'EENVELOPE', 'DATA', dataReply.text));
   const end = await conn.sendData(stream);
   const final = end.replies[0];
   if (!final) return failRest(end.err!);

@@ -508,6 +508,30 @@ test('a multi-line reply whose lines carry different codes is a protocol error: 
   }
 });
 
+test('a 2xx to DATA is no go-ahead: the message is not sent, its recipients are deferred, the connection is dropped', T, async () => {
+  // DATA answered 250 (not 354): the server is not reading a message, so the body would be read
+  // as commands. Taken as a go-ahead before, the body went out and the next reply counted as
+  // the message's. Both with PIPELINING (DATA in the envelope batch) and without.
+  for (const pipelining of [true, false]) {
+    const seen = newSeen();
+    const srv = await server((sock) =>
+      miniMx(sock, { pipelining, onCommand: (line, s) => (line === 'DATA' ? (s.write('250 2.0.0 ok\r\n'), 'skip') : undefined) }, seen),
+    );
+    try {
+      const r = await openSession(target(srv.port), settings);
+      assert.ok(r.ok, r.ok ? '' : r.err.message);
+      const res = await within(sendOnSession(r.session, env(['b@x.test']), body), 5000, 'send');
+      assert.deepEqual(outcomesOf(res, ['b@x.test']), { 'b@x.test': 'deferred' }, `pipelining ${pipelining}`);
+      // Nothing of the message reached the server as commands (or as anything).
+      assert.ok(!seen.commands.some((c) => c.startsWith('Subject:') || c === 'hello' || c === '.'), `pipelining ${pipelining}: ${JSON.stringify(seen.commands)}`);
+      assert.equal(r.session.conn.destroyed, true, 'the connection is not left for the next message');
+      closeSession(r.session);
+    } finally {
+      await srv.close();
+    }
+  }
+});
+
 test('a reply code followed by a tab reads the same to the reader and to the classification', T, async () => {
   // The reader takes "250<TAB>text" as a reply; the classification found no code in it, so an
   // accepted message was deferred (sent again at each retry) and a 550 recipient never bounced.
