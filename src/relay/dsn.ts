@@ -144,8 +144,15 @@ function statusFor(status: string, action: 'failed' | 'delayed'): string {
   return m ? `${cls}.${m[2]}.${m[3]}` : `${cls}.0.0`;
 }
 
+/**
+ * One line of printable text. A receiving server's reply (the diagnostic) is hostile input:
+ * line breaks would start header fields or report lines of its choosing, and other control
+ * characters (NUL, ESC, form feed, DEL) have no place in a message (RFC 5322 §2.3): a NUL
+ * gets the DSN itself refused on its way back to the sender.
+ */
 function oneLine(s: string): string {
-  return s.replace(/[\r\n\t]+/g, ' ').trim();
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\r\n\t]+/g, ' ').replace(/[\x00-\x1f\x7f]/g, '?').trim();
 }
 
 function truncate(s: string, n: number): string {

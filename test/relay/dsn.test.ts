@@ -75,6 +75,21 @@ test('header injection through inputs is neutralised', () => {
   assert.doesNotMatch(dsn, /^X-Injected:/m);
 });
 
+test('control characters in a server reply never reach the DSN', () => {
+  // A receiving MX chose the reply text; NUL, ESC, form feed, DEL and the like are not text.
+  const dsn = buildDsn({
+    hostname: 'gw.isp.test',
+    originalSender: 'a@origin.test',
+    queueId: 'Q',
+    arrivalDate: new Date(),
+    failed: [{ address: 'a@b.test', status: '5.0.0', diagnostic: '550 5.7.1 no\x00thanks \x1b[31mred\x1b[0m\x0c\x7f end', remoteMta: 'mx\x00.b.test' }],
+    originalHeaders: Buffer.from('Subject: x\r\n'),
+  }).toString('latin1');
+  // eslint-disable-next-line no-control-regex
+  assert.doesNotMatch(dsn.replace(/\r\n|\t/g, ''), /[\x00-\x1f\x7f]/, 'no control character but CRLF line ends and the folding tab');
+  assert.match(dsn, /^Diagnostic-Code: smtp; 550 5\.7\.1 no\?thanks \?\[31mred\?\[0m\?\? end$/m);
+});
+
 test('RFC 5322 dates', () => {
   assert.equal(rfc5322Date(new Date(Date.UTC(2024, 11, 31, 23, 59, 9))), 'Tue, 31 Dec 2024 23:59:09 +0000');
 });
