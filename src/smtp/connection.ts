@@ -454,7 +454,9 @@ export class SmtpConnection {
 
   private mail(text: string): void {
     const parsed = parseAddressCommand('MAIL FROM', text);
-    if ('error' in parsed) return this.reply(parsed.error === 'duplicate' ? 'command_syntax' : 'bad_sender_syntax', parsed.error === 'duplicate' ? `(${parsed.key} given twice)` : undefined);
+    // The duplicate's name is the client's: bounded and without control characters, as for
+    // unknown parameters (it was echoed whole: up to 16 KB, escape sequences included).
+    if ('error' in parsed) return this.reply(parsed.error === 'duplicate' ? 'command_syntax' : 'bad_sender_syntax', parsed.error === 'duplicate' ? `(${paramName(parsed.key)} given twice)` : undefined);
     if (this.session.envelope.mailFrom) return this.reply('nested_mail');
     const args = parsed.args;
     let smtpUtf8 = false;
@@ -470,7 +472,7 @@ export class SmtpConnection {
         if (value !== true) return this.reply('syntax_error', '(SMTPUTF8)');
         smtpUtf8 = true;
       } else if (key !== 'AUTH' || !this.opts.authRequired) {
-        return this.reply('unknown_parameter', `(${key.slice(0, 20).replace(CONTROL_G, '')})`);
+        return this.reply('unknown_parameter', `(${paramName(key)})`);
       }
     }
     this.ask(this.hooks.mailFrom(parsed, this.session), (err) => {
@@ -485,7 +487,7 @@ export class SmtpConnection {
     const parsed = parseAddressCommand('RCPT TO', text);
     if ('error' in parsed || !parsed.address) return this.reply(!('error' in parsed) || parsed.error === 'syntax' ? 'bad_recipient_syntax' : 'command_syntax');
     const keys = Object.keys(parsed.args);
-    if (keys.length > 0) return this.reply('unknown_parameter', `(${keys[0]!.slice(0, 20).replace(CONTROL_G, '')})`);
+    if (keys.length > 0) return this.reply('unknown_parameter', `(${paramName(keys[0]!)})`);
     if (!this.session.envelope.mailFrom) return this.reply('mail_first');
     this.ask(this.hooks.rcptTo(parsed, this.session), (err) => {
       if (err) return this.replyError(err);
@@ -654,6 +656,11 @@ export class SmtpConnection {
       this.reply('auth_ok');
     });
   }
+}
+
+/** An ESMTP parameter name as it may appear in a reply: 20 characters at most, no control characters. */
+function paramName(key: string): string {
+  return key.slice(0, 20).replace(CONTROL_G, '');
 }
 
 function decode64(token: string): string | undefined {
