@@ -93,6 +93,8 @@ export const REPLIES = {
   too_many_errors: { code: 421, enhanced: '4.7.0', text: 'Too many errors, closing connection' },
   early_talker: { code: 421, enhanced: '4.7.0', text: 'Talking before the greeting, closing connection' },
   http_refused: { code: 421, enhanced: '4.7.0', text: 'This is an SMTP server, closing connection' },
+  // Bytes pipelined behind a refused DATA (RFC 2920 §3.1): the message, never run as commands.
+  data_unsynchronized: { code: 421, enhanced: '4.5.0', text: 'Data sent before the reply to DATA, closing connection' },
   shutting_down: { code: 421, enhanced: '4.3.2', text: 'Server shutting down, try again later' },
 } as const satisfies Record<string, Reply>;
 

@@ -374,7 +374,7 @@ export class SmtpConnection {
         if (this.transactionRefused()) return;
         return this.rcpt(text);
       case 'DATA':
-        if (this.transactionRefused()) return;
+        if (this.transactionRefused()) return this.dataRefused();
         return this.dataCommand();
       case 'RSET':
         this.resetTransaction();
@@ -501,7 +501,10 @@ export class SmtpConnection {
   }
 
   private dataCommand(): void {
-    if (this.session.envelope.rcptTo.length === 0) return this.reply(this.session.envelope.mailFrom ? 'rcpt_first' : 'mail_first');
+    if (this.session.envelope.rcptTo.length === 0) {
+      this.reply(this.session.envelope.mailFrom ? 'rcpt_first' : 'mail_first');
+      return this.dataRefused();
+    }
     const body = new MessageBody(
       this.opts.maxMessageSize,
       () => this.pauseFor(BODY_FULL, true),
@@ -523,6 +526,16 @@ export class SmtpConnection {
     const early = this.pending;
     this.pending = undefined;
     if (early) this.feedData(early);
+  }
+
+  /**
+   * DATA was refused. DATA ends a pipelined group (RFC 2920 §3.1): a client has nothing to
+   * send before its reply, so bytes already here are the message it sent without waiting
+   * (behind an accepted DATA they are taken as content). Read as commands, they ran whatever
+   * the body held: a RCPT added to the transaction, a whole second message accepted. 421, close.
+   */
+  private dataRefused(): void {
+    if (this.pending && this.pending.length > 0) this.fail('data_unsynchronized');
   }
 
   private dataAnswered(d: DataPhase, result: SmtpReplyError | string): void {

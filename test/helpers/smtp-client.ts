@@ -156,6 +156,21 @@ export class RawSmtp {
   }
 }
 
+/** Every reply until the server closes the connection; throws if it has not closed it within `ms`. */
+export async function repliesUntilClosed(c: RawSmtp, ms = 10_000): Promise<SmtpReply[]> {
+  const got: SmtpReply[] = [];
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      got.push(await c.reply(Math.max(1, deadline - Date.now())));
+    } catch {
+      break; // closed (and nothing left to read) or out of time
+    }
+  }
+  if (!c.closed) throw new Error(`the server did not close the connection within ${ms} ms; replies: ${got.map((r) => r.text).join(' | ')}`);
+  return got;
+}
+
 /** An implicit-TLS session (port 465 style) from `ip`, greeted and past EHLO. */
 export async function tlsSessionFrom(port: number, ip: string, helo: string): Promise<RawSmtp> {
   const c = await RawSmtp.connect(port, { localAddress: ip, implicitTls: true });

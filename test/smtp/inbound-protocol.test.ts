@@ -22,7 +22,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { TestDns } from '../helpers/dns-server';
 import { startGateway, type TestGateway } from '../helpers/gateway';
-import { authPlain, message, RawSmtp, type SmtpReply } from '../helpers/smtp-client';
+import { authPlain, message, RawSmtp, repliesUntilClosed, type SmtpReply } from '../helpers/smtp-client';
 import { startDestination, type Received, type TestMx } from '../helpers/test-mx';
 import { waitUntil } from '../helpers/wait-until';
 
@@ -32,21 +32,6 @@ const ALICE = { user: 'alice@isp.test', pass: 'alice-secret-1' };
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const b64 = (s: string) => Buffer.from(s).toString('base64');
-
-/** Every reply until the server closes the connection (bounded by `ms`). */
-async function repliesUntilClosed(c: RawSmtp, ms = 10_000): Promise<SmtpReply[]> {
-  const got: SmtpReply[] = [];
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      got.push(await c.reply(Math.max(1, deadline - Date.now())));
-    } catch {
-      break; // closed (and nothing left to read) or out of time
-    }
-  }
-  assert.ok(c.closed, `the server did not close the connection within ${ms} ms; replies: ${got.map((r) => r.text).join(' | ')}`);
-  return got;
-}
 
 /** "250 2.1.0 ..." → "2.1.0" (the enhanced status code of a reply's last line). */
 function enhanced(r: SmtpReply): string | undefined {

@@ -3,13 +3,16 @@
  * written by someone who did not write it, each one a bug found and fixed:
  * - an ESMTP parameter given twice was echoed whole (up to 16 KB, control
  *   characters included) in the 501;
+ * - message content pipelined behind a refused DATA was run as commands: a
+ *   recipient and a whole message hidden in the body were accepted;
  * Each case talks SMTP over loopback to an SmtpServer with stub hooks
  * (test/helpers/bare-smtp-server.ts).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { SmtpReplyError } from '../../src/replies';
 import { bareSmtpServers } from '../helpers/bare-smtp-server';
-import { RawSmtp } from '../helpers/smtp-client';
+import { RawSmtp, repliesUntilClosed } from '../helpers/smtp-client';
 
 describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
   const listen = bareSmtpServers();
@@ -25,5 +28,51 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
     assert.ok(r.text.length < 200, `the reply echoes ${r.text.length} bytes of client input`);
     assert.ok(!/[\x00-\x1f\x7f]/.test(r.text), `a control character in the reply: ${JSON.stringify(r.text.slice(0, 60))}`);
     await c.quit();
+  });
+
+  it('content pipelined behind a refused DATA (RFC 2920 3.1) is neither run as commands nor taken as a message', async () => {
+    const rcpts: string[] = [];
+    let messages = 0;
+    const { port } = await listen({
+      hooks: {
+        rcptTo: async (a) => {
+          rcpts.push(a.address);
+          return a.address.startsWith('bad') ? new SmtpReplyError('relay_denied') : undefined;
+        },
+        data: async (body) => {
+          messages++;
+          for await (const _ of body) void _;
+          return '2.0.0 Ok';
+        },
+      },
+    });
+    const c = await RawSmtp.connect(port);
+    await c.reply();
+    await c.cmd('EHLO client.test');
+    // The body hides a recipient and a second message: run as commands, they went through.
+    c.write(
+      'MAIL FROM:<a@b.test>\r\nRCPT TO:<bad@x.test>\r\nDATA\r\n' +
+        'RCPT TO:<injected@x.test>\r\nDATA\r\nSubject: forged\r\n\r\nforged\r\n.\r\n',
+    );
+    const got = await repliesUntilClosed(c);
+    const codes = got.map((r) => r.code);
+    assert.deepEqual(codes.slice(0, 3), [250, 554, 503], got.map((r) => r.text).join(' | '));
+    assert.ok(!codes.slice(3).some((x) => x < 400), `the content was answered as commands: ${got.map((r) => r.text).join(' | ')}`);
+    assert.deepEqual(rcpts, ['bad@x.test'], 'only the real RCPT reached the session');
+    assert.equal(messages, 0, 'no message was taken');
+  });
+
+  it('a compliant client that waits for the refused DATA\'s reply goes on as before', async () => {
+    const { port } = await listen({ hooks: { rcptTo: async () => new SmtpReplyError('relay_denied') } });
+    const c = await RawSmtp.connect(port);
+    await c.reply();
+    await c.cmd('EHLO client.test');
+    c.write('MAIL FROM:<a@b.test>\r\nRCPT TO:<bad@x.test>\r\nDATA\r\n');
+    assert.equal((await c.reply()).code, 250);
+    assert.equal((await c.reply()).code, 554);
+    assert.equal((await c.reply()).code, 503);
+    assert.equal((await c.cmd('RSET')).code, 250);
+    assert.equal((await c.cmd('QUIT')).code, 221);
+    c.close();
   });
 });
