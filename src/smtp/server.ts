@@ -6,7 +6,8 @@
  *
  * Bounds: `maxConnections` connections at once (the next is answered 421
  * and closed); a socket still owing its PROXY header or its TLS handshake
- * gets the idle timeout for it; every command line has the same deadline
+ * counts among them (beyond the limit it is closed unanswered) and gets the
+ * idle timeout for it; every command line has the same deadline
  * (`sweep`, run by the Listener). Closing stops accepting, lets sessions
  * finish for `closeTimeoutMs`, then answers the rest 421 and closes them.
  */
@@ -59,7 +60,14 @@ export class SmtpServer {
 
   private accept(socket: net.Socket): void {
     socket.on('error', () => undefined);
-    if (!this.opts.proxyTrusted(socket.remoteAddress)) return this.afterProxy(socket, { peer: {} });
+    const trusted = this.opts.proxyTrusted(socket.remoteAddress);
+    if (trusted || this.opts.security === 'implicit') {
+      // A socket owing its PROXY header or its handshake holds a descriptor (and a TLS socket) like
+      // a session, and counts as one: uncounted, 2,000 handshakes never finished were all held
+      // with maxConnections 5, until the deadline. Dropped unanswered (no SMTP before them).
+      if (this.connections.size + this.pendingSockets.size >= this.opts.maxConnections) return void socket.destroy();
+    }
+    if (!trusted) return this.afterProxy(socket, { peer: {} });
     this.pendingSockets.set(socket, Date.now());
     readProxyHeader(socket).then(
       (header) => {
@@ -83,8 +91,11 @@ export class SmtpServer {
       socket.destroy();
     };
     secure.once('error', failed);
+    // A client that leaves mid-handshake (no TLS error then) gives its place back at once.
+    secure.once('close', failed);
     secure.once('secure', () => {
       secure.removeListener('error', failed);
+      secure.removeListener('close', failed);
       this.pendingSockets.delete(secure);
       this.open(secure, remote, true);
     });
@@ -94,7 +105,7 @@ export class SmtpServer {
     if (socket.destroyed) return;
     const conn = new SmtpConnection(socket, nextSessionId(), remote, secure, this.connOpts, this.hooks, (c) => this.connections.delete(c));
     this.connections.add(conn);
-    if (this.connections.size > this.opts.maxConnections) return conn.refuse('too_many_connections');
+    if (this.connections.size + this.pendingSockets.size > this.opts.maxConnections) return conn.refuse('too_many_connections');
     if (early) conn.received(early);
     conn.start();
   }

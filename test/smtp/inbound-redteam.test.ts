@@ -5,14 +5,20 @@
  *   characters included) in the 501;
  * - message content pipelined behind a refused DATA was run as commands: a
  *   recipient and a whole message hidden in the body were accepted;
+ * - sockets owing the TLS handshake (implicit TLS) or the PROXY header were
+ *   not counted against maxConnections, and one whose client left stayed
+ *   counted until the deadline;
  * Each case talks SMTP over loopback to an SmtpServer with stub hooks
  * (test/helpers/bare-smtp-server.ts).
  */
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { describe, it } from 'node:test';
 import { SmtpReplyError } from '../../src/replies';
 import { bareSmtpServers } from '../helpers/bare-smtp-server';
 import { RawSmtp, repliesUntilClosed } from '../helpers/smtp-client';
+import { testCert } from '../helpers/tls';
+import { waitUntil } from '../helpers/wait-until';
 
 describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
   const listen = bareSmtpServers();
@@ -74,5 +80,26 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
     assert.equal((await c.cmd('RSET')).code, 250);
     assert.equal((await c.cmd('QUIT')).code, 221);
     c.close();
+  });
+
+  it('implicit TLS: sockets that never finish the handshake count against maxConnections, and leave it when they close', async () => {
+    const { server, port } = await listen({ security: 'implicit', tls: await testCert(), maxConnections: 5 });
+    const open = async () =>
+      new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect(port, '127.0.0.1', () => resolve(s));
+        s.on('error', reject);
+      });
+    const held: net.Socket[] = [];
+    for (let i = 0; i < 40; i++) held.push(await open());
+    for (const s of held) s.on('error', () => undefined);
+    const serverSide = () => new Promise<number>((r) => server.netServer.getConnections((_e, n) => r(n)));
+    await waitUntil('the server to close the sockets over the limit', async () => (await serverSide()) <= 5, 3_000).catch(() => undefined);
+    assert.ok((await serverSide()) <= 5, `${await serverSide()} sockets held open by the server for handshakes never finished (maxConnections 5)`);
+    // Clients that give up mid-handshake free their places at once, not at the deadline.
+    for (const s of held) s.destroy();
+    await waitUntil('the server to let go of the abandoned handshakes', async () => (await serverSide()) === 0, 3_000);
+    const c = await RawSmtp.connect(port, { implicitTls: true });
+    assert.equal((await c.reply()).code, 220, 'a real client is greeted afterwards');
+    await c.quit();
   });
 });
