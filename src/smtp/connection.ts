@@ -13,7 +13,7 @@
  *   connection closed, never buffered;
  * - a complete line before the greeting (early talker), an HTTP request,
  *   ten unknown commands, or ten commands without AUTH on a listener that
- *   requires it: 421 and close;
+ *   requires it (an AUTH refused before the password check is one): 421 and close;
  * - STARTTLS drops whatever was pipelined after it in plaintext (the
  *   CVE-2011-0411 injection) and forgets HELO, AUTH and the transaction;
  * - AUTH only under TLS (538 otherwise), once per connection;
@@ -611,13 +611,13 @@ export class SmtpConnection {
   // ---- AUTH ----
 
   private auth(arg: string): void {
-    if (!this.session.helo) return this.reply('helo_first');
-    if (!this.session.secure) return this.reply('starttls_required');
+    if (!this.session.helo) return this.authRefused('helo_first');
+    if (!this.session.secure) return this.authRefused('starttls_required');
     if (this.session.user) return this.reply('already_authenticated');
     const words = arg.trim().split(/\s+/);
     const mechanism = (words[0] ?? '').toUpperCase();
-    if (mechanism !== 'PLAIN' && mechanism !== 'LOGIN') return this.reply('auth_mechanism');
-    if (words.length > 2) return this.reply('command_syntax');
+    if (mechanism !== 'PLAIN' && mechanism !== 'LOGIN') return this.authRefused('auth_mechanism');
+    if (words.length > 2) return this.authRefused('command_syntax');
     const initial = words[1];
     if (mechanism === 'PLAIN') {
       if (initial === undefined) {
@@ -637,29 +637,39 @@ export class SmtpConnection {
     const step = this.authStep!;
     this.authStep = undefined;
     const token = text.trim();
-    if (token === '*') return this.reply('auth_cancelled');
+    if (token === '*') return this.authRefused('auth_cancelled');
     if (step.kind === 'plain') return this.authPlain(token);
     if (step.kind === 'login-user') return this.loginUser(token);
     const password = decode64(token);
-    if (password === undefined) return this.reply('auth_syntax');
+    if (password === undefined) return this.authRefused('auth_syntax');
     this.authenticate({ method: 'LOGIN', username: step.username, password });
   }
 
   private authPlain(token: string): void {
     const decoded = decode64(token);
     const parts = decoded?.split('\x00');
-    if (!parts || parts.length !== 3) return this.reply('auth_syntax');
+    if (!parts || parts.length !== 3) return this.authRefused('auth_syntax');
     const [authzid, authcid, password] = parts as [string, string, string];
     const username = authcid || authzid;
-    if (CONTROL.test(username) || CONTROL.test(authzid)) return this.reply('auth_syntax');
+    if (CONTROL.test(username) || CONTROL.test(authzid)) return this.authRefused('auth_syntax');
     this.authenticate({ method: 'PLAIN', username, password, ...(authzid ? { authzid } : {}) });
   }
 
   private loginUser(token: string): void {
     const username = decode64(token);
-    if (!username || CONTROL.test(username)) return this.reply('auth_syntax');
+    if (!username || CONTROL.test(username)) return this.authRefused('auth_syntax');
     this.authStep = { kind: 'login-password', username };
     this.write('334 UGFzc3dvcmQ6\r\n');
+  }
+
+  /**
+   * An AUTH refused before any password check counts as a command without AUTH: AUTH itself
+   * is not counted (the policy's lockout judges the password checks), so "AUTH FOO", bad
+   * base64 or "*", repeated, kept an unauthenticated client connected for ever.
+   */
+  private authRefused(name: ReplyName): void {
+    if (++this.unauthenticatedCommands >= MAX_UNAUTHENTICATED) return this.fail('too_many_errors');
+    this.reply(name);
   }
 
   private authenticate(auth: SmtpAuth): void {

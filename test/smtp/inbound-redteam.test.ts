@@ -8,6 +8,9 @@
  * - sockets owing the TLS handshake (implicit TLS) or the PROXY header were
  *   not counted against maxConnections, and one whose client left stayed
  *   counted until the deadline;
+ * - on a listener requiring AUTH, AUTH attempts that never reached the
+ *   password check (unknown mechanism, bad base64, "*") were not counted
+ *   as commands without AUTH: a client could stay for ever.
  * Each case talks SMTP over loopback to an SmtpServer with stub hooks
  * (test/helpers/bare-smtp-server.ts).
  */
@@ -101,5 +104,30 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
     const c = await RawSmtp.connect(port, { implicitTls: true });
     assert.equal((await c.reply()).code, 220, 'a real client is greeted afterwards');
     await c.quit();
+  });
+
+  it('AUTH required: failed AUTH attempts that never reach the password check count as commands without AUTH', async () => {
+    let checks = 0;
+    const { port } = await listen({
+      security: 'implicit',
+      tls: await testCert(),
+      authRequired: true,
+      hooks: { auth: async () => (checks++, new SmtpReplyError('auth_failed')) },
+    });
+    const c = await RawSmtp.connect(port, { implicitTls: true });
+    await c.reply();
+    await c.cmd('EHLO client.test');
+    const junk = ['AUTH FOO', 'AUTH PLAIN !!!!', 'AUTH LOGIN', '*'];
+    const codes: number[] = [];
+    for (let i = 0; i < 40 && !c.closed; i++) {
+      try {
+        codes.push((await c.cmd(junk[i % junk.length]!)).code);
+      } catch {
+        break;
+      }
+    }
+    assert.ok(c.closed, `still connected after ${codes.length} failed AUTH attempts: ${codes.join(' ')}`);
+    assert.equal(codes[codes.length - 1], 421);
+    assert.equal(checks, 0);
   });
 });
