@@ -130,6 +130,8 @@ export class SmtpConnection {
   private turns = 0;
   private sweptTurns = -1;
   private waitingSince = 0;
+  /** The connect hook, while it runs: the close hook waits for it. */
+  private connecting: Promise<void> | undefined;
 
   constructor(
     /** The accepted socket (TLS already, on an implicit-TLS listener); STARTTLS wraps it. */
@@ -168,9 +170,15 @@ export class SmtpConnection {
   start(): void {
     const go = () => {
       if (this.closing) return;
-      this.hooks.connect(this.session).then(
-        (err) => this.greet(err),
-        () => this.greet(new SmtpReplyError('local_error')),
+      this.connecting = this.hooks.connect(this.session).then(
+        (err) => {
+          this.connecting = undefined;
+          this.greet(err);
+        },
+        () => {
+          this.connecting = undefined;
+          this.greet(new SmtpReplyError('local_error'));
+        },
       );
     };
     if (this.opts.greetDelayMs > 0) setTimeout(go, this.opts.greetDelayMs).unref();
@@ -221,7 +229,13 @@ export class SmtpConnection {
     }
     this.pending = undefined;
     this.onGone(this);
-    this.hooks.close(this.session);
+    // close is the session's last hook, never before connect's answer: the session records a
+    // connection (and counts it) when connect ends, so a client gone during a slow connect (a
+    // DNSBL lookup) left its state for good and its counted connection never given back.
+    const connecting = this.connecting;
+    if (!connecting) return this.hooks.close(this.session);
+    const close = () => this.hooks.close(this.session);
+    connecting.then(close, close);
   };
 
   /** Process complete command lines while the server is free to answer them. */

@@ -10,14 +10,19 @@
  *   counted until the deadline;
  * - on a listener requiring AUTH, AUTH attempts that never reached the
  *   password check (unknown mechanism, bad base64, "*") were not counted
- *   as commands without AUTH: a client could stay for ever.
+ *   as commands without AUTH: a client could stay for ever;
+ * - a client that left while the connect hook ran (a DNSBL lookup) got its
+ *   close hook first: the session then recorded the connection's state for
+ *   good, and its counted connection was never given back.
  * Each case talks SMTP over loopback to an SmtpServer with stub hooks
  * (test/helpers/bare-smtp-server.ts).
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
+import type { ListenerConfig } from '../../src/config/schema';
 import { SmtpReplyError } from '../../src/replies';
+import { SessionHandlers, type SessionDeps } from '../../src/smtp/session';
 import { bareSmtpServers } from '../helpers/bare-smtp-server';
 import { RawSmtp, repliesUntilClosed } from '../helpers/smtp-client';
 import { testCert } from '../helpers/tls';
@@ -129,5 +134,35 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
     assert.ok(c.closed, `still connected after ${codes.length} failed AUTH attempts: ${codes.join(' ')}`);
     assert.equal(codes[codes.length - 1], 421);
     assert.equal(checks, 0);
+  });
+
+  it('a client that leaves while the connect hook runs: close comes after connect, and the session keeps nothing', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let connects = 0;
+    let given = 0;
+    const policy = {
+      openSlot: async () => ({ count: 1, subject: '127.0.0.1', release: async () => undefined }),
+      connect: async () => {
+        connects++;
+        await held; // a DNSBL lookup, a slow state store
+        return { verdict: { action: 'accept', stage: 'connect', rule: 'test' }, countedConnection: true };
+      },
+      disconnect: (f: { countedConnection: boolean }) => void (f.countedConnection && given++),
+    };
+    const logger = { child: () => logger, debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+    const deps = { cfg: { limits: { maxConnectionsPerIp: 10 } }, policy: () => policy, logger } as unknown as SessionDeps;
+    const handlers = new SessionHandlers({ name: 'intercept', role: 'intercept' } as ListenerConfig, deps);
+    const { port } = await listen({ hooks: { connect: (x) => handlers.connect(x), quit: (x) => handlers.quit(x), close: (x) => handlers.close(x) } });
+    const conns = (handlers as unknown as { conns: Map<string, unknown> }).conns;
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => undefined);
+    await waitUntil('the connect hook to start', () => connects === 1);
+    s.destroy();
+    await new Promise((r) => setTimeout(r, 100)); // the server has seen the close
+    release();
+    await new Promise((r) => setTimeout(r, 50)); // and the connect hook has answered
+    assert.equal(conns.size, 0, `${conns.size} session state(s) left by a client that is gone`);
+    assert.equal(given, 1, 'the counted connection was given back');
   });
 });
