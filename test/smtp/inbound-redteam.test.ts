@@ -13,7 +13,10 @@
  *   as commands without AUTH: a client could stay for ever;
  * - a client that left while the connect hook ran (a DNSBL lookup) got its
  *   close hook first: the session then recorded the connection's state for
- *   good, and its counted connection was never given back.
+ *   good, and its counted connection was never given back;
+ * - the header section was joined and searched again for each piece of the
+ *   message: 200 KB of dot-stuffed short lines (one piece each) held the
+ *   event loop, every other session included, for seconds.
  * Each case talks SMTP over loopback to an SmtpServer with stub hooks
  * (test/helpers/bare-smtp-server.ts).
  */
@@ -22,6 +25,7 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import type { ListenerConfig } from '../../src/config/schema';
 import { SmtpReplyError } from '../../src/replies';
+import { collectMessage } from '../../src/smtp/collect';
 import { SessionHandlers, type SessionDeps } from '../../src/smtp/session';
 import { bareSmtpServers } from '../helpers/bare-smtp-server';
 import { RawSmtp, repliesUntilClosed } from '../helpers/smtp-client';
@@ -164,5 +168,33 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
     await new Promise((r) => setTimeout(r, 50)); // and the connect hook has answered
     assert.equal(conns.size, 0, `${conns.size} session state(s) left by a client that is gone`);
     assert.equal(given, 1, 'the counted connection was given back');
+  });
+
+  it('a header section of 50,000 dot-stuffed lines is collected in linear time (the event loop is not held)', async () => {
+    let took = -1;
+    let tooLarge: boolean | undefined;
+    const { port } = await listen({
+      hooks: {
+        data: async (body) => {
+          // What SessionHandlers.data does with the message, options included.
+          const t = Date.now();
+          const msg = await collectMessage(body, { bareNewline: 'normalise', spillAt: 1 << 20, spillPath: '/nonexistent/spill', maxHeaderBytes: 256 * 1024, maxHeaderFields: 1000 });
+          took = Date.now() - t;
+          tooLarge = msg.headersTooLarge;
+          return '2.0.0 Ok';
+        },
+      },
+    });
+    const c = await RawSmtp.connect(port);
+    await c.reply();
+    await c.cmd('EHLO client.test');
+    await c.cmd('MAIL FROM:<a@b.test>');
+    await c.cmd('RCPT TO:<c@d.test>');
+    // Each "..\r\n" line is a piece of its own after unstuffing (the reader's subarrays): 200 KB, no blank line.
+    const r = await c.data(`X-Pad: 1\r\n${'..\r\n'.repeat(50_000)}.\r\n`);
+    assert.equal(r.code, 250, r.text);
+    assert.equal(tooLarge, false);
+    assert.ok(took >= 0 && took < 1_500, `collecting 200 KB took ${took} ms`);
+    await c.quit();
   });
 });
