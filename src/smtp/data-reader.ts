@@ -18,7 +18,10 @@ const LF = 10;
 const DOT = 46;
 
 export interface DataStep {
-  /** Message bytes, unstuffed, in order (subarrays of the input: no copy on the common path). */
+  /**
+   * Message bytes, unstuffed, in order: a subarray of the input on the common path (no
+   * copy), one copy when dots were taken out, so at most one part per input and a carry.
+   */
   parts: Buffer[];
   /** The end of data was found; `rest` is what followed it (pipelined commands). */
   ended: boolean;
@@ -57,13 +60,13 @@ export class DataReader {
             }
             if (i > from) parts.push(chunk.subarray(from, i));
             this.carry = chunk.subarray(i);
-            return { parts, ended: false };
+            return { parts: joined(parts), ended: false };
           }
           const next = chunk[i + 1];
           if (next === CR && chunk[i + 2] === LF && this.afterCrlf) {
             if (i > from) parts.push(chunk.subarray(from, i));
             this.reset();
-            return { parts, ended: true, rest: chunk.subarray(i + 3) };
+            return { parts: joined(parts), ended: true, rest: chunk.subarray(i + 3) };
           }
           if (next === DOT) {
             if (i > from) parts.push(chunk.subarray(from, i));
@@ -82,7 +85,7 @@ export class DataReader {
     }
     if (len > from) parts.push(chunk.subarray(from));
     if (len > 0) this.lastCR = chunk[len - 1] === CR;
-    return { parts, ended: false };
+    return { parts: joined(parts), ended: false };
   }
 
   private reset(): void {
@@ -91,4 +94,13 @@ export class DataReader {
     this.lastCR = false;
     this.carry = undefined;
   }
+}
+
+/**
+ * One part for the pieces between stuffed dots. Passed on one by one, a message of short
+ * dot-stuffed lines ("..\r\n") became a piece per line downstream: a Buffer each kept in
+ * memory (26 times the message's size) or a write each to the spill file (8 MB: 82 s).
+ */
+function joined(parts: Buffer[]): Buffer[] {
+  return parts.length > 1 ? [Buffer.concat(parts)] : parts;
 }
