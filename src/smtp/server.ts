@@ -6,8 +6,8 @@
  *
  * Bounds: `maxConnections` connections at once (the next is answered 421
  * and closed); a socket still owing its PROXY header or its TLS handshake
- * counts among them (beyond the limit it is closed unanswered) and gets the
- * idle timeout for it; every command line has the same deadline
+ * counts among them (beyond the limit: 421 before the header, or closed
+ * before the handshake) and gets the idle timeout for it; every command line has the same deadline
  * (`sweep`, run by the Listener). Closing stops accepting, lets sessions
  * finish for `closeTimeoutMs`, then answers the rest 421 and closes them.
  */
@@ -64,8 +64,11 @@ export class SmtpServer {
     if (trusted || this.opts.security === 'implicit') {
       // A socket owing its PROXY header or its handshake holds a descriptor (and a TLS socket) like
       // a session, and counts as one: uncounted, 2,000 handshakes never finished were all held
-      // with maxConnections 5, until the deadline. Dropped unanswered (no SMTP before them).
-      if (this.connections.size + this.pendingSockets.size >= this.opts.maxConnections) return void socket.destroy();
+      // with maxConnections 5, until the deadline. Over the limit: no TLS to answer in, so dropped;
+      // a balancer's plaintext connection gets its 421 at once (it passes it on), header unread.
+      if (this.connections.size + this.pendingSockets.size >= this.opts.maxConnections) {
+        return this.opts.security === 'implicit' ? void socket.destroy() : this.afterProxy(socket, { peer: {} });
+      }
     }
     if (!trusted) return this.afterProxy(socket, { peer: {} });
     this.pendingSockets.set(socket, Date.now());

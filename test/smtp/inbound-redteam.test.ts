@@ -121,6 +121,22 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
     await c.quit();
   });
 
+  it('a balancer\'s connections owing their PROXY header count too: the next one gets 421 at once', async () => {
+    const { port } = await listen({ maxConnections: 2, proxyTrusted: () => true });
+    const silent: net.Socket[] = [];
+    for (let i = 0; i < 2; i++) {
+      const s = net.connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      silent.push(s);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    const c = await RawSmtp.connect(port);
+    const r = await c.reply(2_000);
+    assert.equal(r.code, 421, r.text);
+    for (const s of silent) s.destroy();
+    c.close();
+  });
+
   it('AUTH required: failed AUTH attempts that never reach the password check count as commands without AUTH', async () => {
     let checks = 0;
     const { port } = await listen({
