@@ -87,6 +87,13 @@ const CR = 13;
 const MAX_LINE = 16 * 1024;
 const PAUSE_AT = 64 * 1024;
 const MAX_UNKNOWN = 10;
+/**
+ * NOOP, RSET, VRFY and HELP cost a client nothing and do nothing: a connection kept alive
+ * with them holds a connection slot (and the address's) for ever, the per-line deadline
+ * never firing. As Postfix's smtpd_junk_command_limit (also 100): past this many since the
+ * last accepted message, each one counts as an error (MAX_UNKNOWN of them: 421, close).
+ */
+const MAX_JUNK = 100;
 const MAX_UNAUTHENTICATED = 10;
 const MAX_HELO = 300;
 const CONTROL = /[\x00-\x1f\x7f]/;
@@ -124,6 +131,7 @@ export class SmtpConnection {
   private driving = false;
   private authStep: AuthStep | undefined;
   private unknownCommands = 0;
+  private junkCommands = 0;
   private unauthenticatedCommands = 0;
   private data: DataPhase | undefined;
   /** Bumped whenever the client's turn starts anew (the sweep's clock restarts). */
@@ -391,13 +399,17 @@ export class SmtpConnection {
         if (this.transactionRefused()) return this.dataRefused();
         return this.dataCommand();
       case 'RSET':
+        if (this.junk()) return;
         this.resetTransaction();
         return this.reply('reset_ok');
       case 'NOOP':
+        if (this.junk()) return;
         return this.reply('ok');
       case 'HELP':
+        if (this.junk()) return;
         return this.reply('help');
       case 'VRFY':
+        if (this.junk()) return;
         return arg.trim() ? this.reply('vrfy_unverified') : this.reply('command_syntax');
       case 'QUIT':
         return this.quit();
@@ -410,6 +422,13 @@ export class SmtpConnection {
     if (HTTP_REQUEST.test(text)) return this.fail('http_refused');
     if (++this.unknownCommands >= MAX_UNKNOWN) return this.fail('too_many_errors');
     this.reply('unknown_command');
+  }
+
+  /** One more junk command (MAX_JUNK); true when that ended the session. */
+  private junk(): boolean {
+    if (++this.junkCommands <= MAX_JUNK || ++this.unknownCommands < MAX_UNKNOWN) return false;
+    this.fail('too_many_errors');
+    return true;
   }
 
   /** MAIL, RCPT and DATA need a HELO and, on submission, AUTH. */
@@ -567,6 +586,7 @@ export class SmtpConnection {
     if (typeof result === 'string') {
       this.write(`250 ${result}\r\n`);
       this.unknownCommands = 0;
+      this.junkCommands = 0;
     } else this.replyError(result);
     this.resetTransaction();
     this.pauseFor(BODY_FULL, false);

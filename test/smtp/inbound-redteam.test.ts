@@ -20,7 +20,9 @@
  *   for seconds;
  * - and those pieces themselves: one per dot-stuffed line, each a Buffer
  *   kept in memory (26 times the message's size) or one write to the spill
- *   file (8 MB: 82 s of work).
+ *   file (8 MB: 82 s of work);
+ * - NOOP, RSET, VRFY and HELP had no limit: a client repeating them kept its
+ *   connection slot for ever.
  * Each case talks SMTP over loopback to an SmtpServer with stub hooks
  * (test/helpers/bare-smtp-server.ts).
  */
@@ -37,6 +39,19 @@ import { bareSmtpServers } from '../helpers/bare-smtp-server';
 import { RawSmtp, repliesUntilClosed } from '../helpers/smtp-client';
 import { testCert } from '../helpers/tls';
 import { waitUntil } from '../helpers/wait-until';
+
+/** Sends `lines` in turn, one at a time, until the server closes or `max` were sent: the reply codes. */
+async function cycleUntilClosed(c: RawSmtp, lines: readonly string[], max: number): Promise<number[]> {
+  const codes: number[] = [];
+  for (let i = 0; i < max && !c.closed; i++) {
+    try {
+      codes.push((await c.cmd(lines[i % lines.length]!)).code);
+    } catch {
+      break;
+    }
+  }
+  return codes;
+}
 
 describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
   const listen = bareSmtpServers();
@@ -148,18 +163,37 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
     const c = await RawSmtp.connect(port, { implicitTls: true });
     await c.reply();
     await c.cmd('EHLO client.test');
-    const junk = ['AUTH FOO', 'AUTH PLAIN !!!!', 'AUTH LOGIN', '*'];
-    const codes: number[] = [];
-    for (let i = 0; i < 40 && !c.closed; i++) {
-      try {
-        codes.push((await c.cmd(junk[i % junk.length]!)).code);
-      } catch {
-        break;
-      }
-    }
+    const codes = await cycleUntilClosed(c, ['AUTH FOO', 'AUTH PLAIN !!!!', 'AUTH LOGIN', '*'], 40);
     assert.ok(c.closed, `still connected after ${codes.length} failed AUTH attempts: ${codes.join(' ')}`);
     assert.equal(codes[codes.length - 1], 421);
     assert.equal(checks, 0);
+  });
+
+  it('NOOP, RSET, VRFY and HELP do not keep a connection for ever: past 100 since the last message they count as errors', async () => {
+    // Each is answered and resets the per-line deadline: a client repeating them held its
+    // connection slot (and its address's) for as long as it liked. Postfix: smtpd_junk_command_limit.
+    const { port } = await listen();
+    const c = await RawSmtp.connect(port);
+    await c.reply();
+    await c.cmd('EHLO client.test');
+    const codes = await cycleUntilClosed(c, ['NOOP', 'RSET', 'VRFY postmaster', 'HELP'], 300);
+    assert.ok(c.closed, `still connected after ${codes.length} junk commands`);
+    assert.equal(codes[codes.length - 1], 421);
+    // Postfix's 100, then ten more (the unknown-command budget).
+    assert.equal(codes.length, 110, `closed after ${codes.length}`);
+    assert.ok(codes.slice(0, 109).every((x) => x !== 421));
+    // A client that sends mail between them is not cut off: the count starts again at each message.
+    const d = await RawSmtp.connect(port);
+    await d.reply();
+    await d.cmd('EHLO client.test');
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 90; i++) assert.equal((await d.cmd('NOOP')).code, 250, `round ${round}, NOOP ${i}`);
+      assert.equal((await d.cmd('MAIL FROM:<a@b.test>')).code, 250);
+      assert.equal((await d.cmd('RCPT TO:<c@d.test>')).code, 250);
+      assert.equal((await d.cmd('DATA')).code, 354);
+      assert.equal((await d.cmd('Subject: x\r\n\r\nhi\r\n.')).code, 250);
+    }
+    await d.quit();
   });
 
   it('a client that leaves while the connect hook runs: close comes after connect, and the session keeps nothing', async () => {
