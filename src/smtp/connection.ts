@@ -98,6 +98,7 @@ const MAX_UNAUTHENTICATED = 10;
 const MAX_HELO = 300;
 const CONTROL = /[\x00-\x1f\x7f]/;
 const CONTROL_G = /[\x00-\x1f\x7f]/g;
+const NON_ASCII = /[^\x00-\x7f]/;
 const HTTP_REQUEST = /^(OPTIONS|GET|HEAD|POST|PUT|DELETE|TRACE|CONNECT) \S* HTTP\/\d\.\d$/i;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
@@ -508,6 +509,9 @@ export class SmtpConnection {
         return this.reply('unknown_parameter', `(${paramName(key)})`);
       }
     }
+    // RFC 6531 §3.5: UTF-8 in an address only in a transaction that declared SMTPUTF8; the
+    // next hop would otherwise get an address it was never told to expect.
+    if (!smtpUtf8 && NON_ASCII.test(parsed.address)) return this.reply('utf8_undeclared');
     this.ask(this.hooks.mailFrom(parsed, this.session), (err) => {
       if (err) return this.replyError(err);
       this.session.envelope.mailFrom = parsed;
@@ -522,6 +526,7 @@ export class SmtpConnection {
     const keys = Object.keys(parsed.args);
     if (keys.length > 0) return this.reply('unknown_parameter', `(${paramName(keys[0]!)})`);
     if (!this.session.envelope.mailFrom) return this.reply('mail_first');
+    if (!this.session.envelope.smtpUtf8 && NON_ASCII.test(parsed.address)) return this.reply('utf8_undeclared');
     this.ask(this.hooks.rcptTo(parsed, this.session), (err) => {
       if (err) return this.replyError(err);
       const rcpts = this.session.envelope.rcptTo;

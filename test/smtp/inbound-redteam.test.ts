@@ -22,7 +22,8 @@
  *   kept in memory (26 times the message's size) or one write to the spill
  *   file (8 MB: 82 s of work);
  * - NOOP, RSET, VRFY and HELP had no limit: a client repeating them kept its
- *   connection slot for ever.
+ *   connection slot for ever;
+ * - a non-ASCII address was taken without SMTPUTF8 declared (RFC 6531: 553 5.6.7).
  * Each case talks SMTP over loopback to an SmtpServer with stub hooks
  * (test/helpers/bare-smtp-server.ts).
  */
@@ -194,6 +195,22 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
       assert.equal((await d.cmd('Subject: x\r\n\r\nhi\r\n.')).code, 250);
     }
     await d.quit();
+  });
+
+  it('a non-ASCII address needs SMTPUTF8 (RFC 6531): 553 5.6.7 without it, accepted with it', async () => {
+    const { port } = await listen();
+    const c = await RawSmtp.connect(port);
+    await c.reply();
+    await c.cmd('EHLO client.test');
+    const no = await c.cmd('MAIL FROM:<jürgen@bücher.test>');
+    assert.equal(`${no.code} ${no.text.slice(4, 9)}`, '553 5.6.7', no.text);
+    assert.equal((await c.cmd('MAIL FROM:<a@b.test>')).code, 250);
+    const rcpt = await c.cmd('RCPT TO:<josé@ejemplo.test>');
+    assert.equal(`${rcpt.code} ${rcpt.text.slice(4, 9)}`, '553 5.6.7', rcpt.text);
+    assert.equal((await c.cmd('RSET')).code, 250);
+    assert.equal((await c.cmd('MAIL FROM:<jürgen@bücher.test> SMTPUTF8')).code, 250);
+    assert.equal((await c.cmd('RCPT TO:<josé@ejemplo.test>')).code, 250);
+    await c.quit();
   });
 
   it('a client that leaves while the connect hook runs: close comes after connect, and the session keeps nothing', async () => {
