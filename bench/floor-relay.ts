@@ -38,7 +38,8 @@ const { values } = parseArgs({
 });
 const relay = values.mode === 'relay';
 const secureContext = values['tls-cert'] ? tls.createSecureContext({ cert: fs.readFileSync(values['tls-cert']), key: fs.readFileSync(values['tls-key']!) }) : undefined;
-const [authUser, authPass] = [values.auth!.slice(0, values.auth!.indexOf(':')), values.auth!.slice(values.auth!.indexOf(':') + 1)];
+const colon = values.auth!.indexOf(':');
+const [authUser, authPass] = [values.auth!.slice(0, colon), values.auth!.slice(colon + 1)];
 
 interface Message {
   id: string;

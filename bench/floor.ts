@@ -121,14 +121,14 @@ const SMTP_SOURCE = need('smtp-source');
 const SMTP_SINK = need('smtp-sink');
 
 /** An RSA-2048 certificate like the harness's (../shared/peers/smarthost.sh), made once per run. */
+let tls: { cert: string; key: string } | undefined;
 function tlsFiles(): { cert: string; key: string } {
+  if (tls) return tls;
   const cert = path.join(BASE, 'tls.crt');
   const key = path.join(BASE, 'tls.key');
-  if (!fs.existsSync(key)) {
-    const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=relay.bench.invalid', '-keyout', key, '-out', cert], { stdio: 'ignore' });
-    if (r.status !== 0) throw new Error('openssl could not make the test certificate');
-  }
-  return { cert, key };
+  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=relay.bench.invalid', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  if (r.status !== 0) throw new Error('openssl could not make the test certificate');
+  return (tls = { cert, key });
 }
 function tlsArgs(): string[] {
   if (!AUTH_JOB) return [];
