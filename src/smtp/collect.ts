@@ -8,6 +8,9 @@
  * - the bytes: kept in memory up to `spillAt`, then appended to a spill
  *   file in the spool's tmp/ so a 25 MB message costs a few MB of RSS
  *   (the chunks it passed through are reported to spool/reclaim.ts);
+ * - the size as stored: the limit (`maxSize`) is on the bytes after their
+ *   bare newlines became CRLF, so a message of bare-LF lines just under the
+ *   limit on the wire is not kept at twice it (test/smtp/inbound-redteam);
  * - a message that will be refused whatever follows (over the size limit,
  *   header section too large, a bare newline under `reject`) is read to its
  *   end but no longer kept, in memory or on disk
@@ -20,6 +23,8 @@ import { parseHeaderBlock, type HeaderField } from './headers';
 
 export interface CollectOptions {
   bareNewline: 'normalise' | 'reject';
+  /** The message size limit (limits.maxMessageSize), on the bytes as they will be stored. */
+  maxSize: number;
   spillAt: number;
   spillPath: string;
   maxHeaderBytes: number;
@@ -31,7 +36,10 @@ export interface CollectOptions {
 export interface Collected {
   chunks: Buffer[];
   spillFile?: string;
+  /** The bytes as stored (bare newlines normalised). */
   size: number;
+  /** More than `maxSize` bytes as stored (the rest was read and dropped). */
+  tooBig: boolean;
   headers: HeaderField[];
   /** The header block is larger than allowed or has too many fields. */
   headersTooLarge: boolean;
@@ -45,7 +53,7 @@ const CR = 13;
 const LF = 10;
 
 export async function collectMessage(stream: AsyncIterable<Buffer> & { readonly sizeExceeded: boolean }, opts: CollectOptions): Promise<Collected> {
-  const out: Collected = { chunks: [], size: 0, headers: [], headersTooLarge: false, bareNewline: false, hasBody: false };
+  const out: Collected = { chunks: [], size: 0, tooBig: false, headers: [], headersTooLarge: false, bareNewline: false, hasBody: false };
   let memBytes = 0;
   let spill: fsp.FileHandle | undefined;
   let prevCR = false; // last byte of the previous chunk was a CR awaiting its LF
@@ -58,11 +66,13 @@ export async function collectMessage(stream: AsyncIterable<Buffer> & { readonly 
   let dropped = false;
   /** Refused whatever follows: stop keeping bytes (what was kept is released). */
   const doomed = () =>
-    stream.sizeExceeded || out.headersTooLarge || (opts.bareNewline === 'reject' && out.bareNewline);
+    out.tooBig || stream.sizeExceeded || out.headersTooLarge || (opts.bareNewline === 'reject' && out.bareNewline);
 
   const emit = async (buf: Buffer) => {
     if (buf.length === 0) return;
     out.size += buf.length;
+    // Counted after normalisation: each bare LF made CRLF, the wire's count (the body's) undercounts.
+    if (out.size > opts.maxSize) out.tooBig = true;
     if (inHeaders) {
       // The blank line is looked for only where it can newly be: in this piece and the last
       // three bytes before it. Joining and searching the whole section for every piece was

@@ -332,13 +332,15 @@ export class SessionHandlers implements ConnectionHooks {
     try {
       const msg = await collectMessage(stream, {
         bareNewline: this.deps.bareNewline,
+        maxSize: cfg.limits.maxMessageSize,
         spillAt: SPILL_AT,
         spillPath,
         maxHeaderBytes: 256 * 1024,
         maxHeaderFields: 1000,
         onSpill: () => (spilled = true),
       });
-      if (stream.sizeExceeded) return new SmtpReplyError('too_big');
+      // Over the limit on the wire, or once its bare newlines became CRLF (the size as stored).
+      if (stream.sizeExceeded || msg.tooBig) return new SmtpReplyError('too_big');
       if (msg.bareNewline && this.deps.bareNewline === 'reject') return this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.bare-newline', reply: 'bare_newline' }, session);
       if (msg.headersTooLarge) return this.refuse({ action: 'reject', stage: 'data', rule: 'smtp.header-limits', reply: 'too_big' }, session, '(header section too large)');
 

@@ -23,9 +23,13 @@
  *   file (8 MB: 82 s of work);
  * - NOOP, RSET, VRFY and HELP had no limit: a client repeating them kept its
  *   connection slot for ever;
- * - a non-ASCII address was taken without SMTPUTF8 declared (RFC 6531: 553 5.6.7).
+ * - a non-ASCII address was taken without SMTPUTF8 declared (RFC 6531: 553 5.6.7);
+ * - the size limit was checked on the bytes received, before bare LFs became
+ *   CRLF: a message of empty bare-LF lines just under the limit was stored,
+ *   and offered to the next hop, at twice it.
  * Each case talks SMTP over loopback to an SmtpServer with stub hooks
- * (test/helpers/bare-smtp-server.ts).
+ * (test/helpers/bare-smtp-server.ts), or to a gateway built in this process
+ * (test/helpers/gateway.ts) where the whole path counts.
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -33,11 +37,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { ListenerConfig } from '../../src/config/schema';
-import { SmtpReplyError } from '../../src/replies';
+import { REPLIES, SmtpReplyError } from '../../src/replies';
 import { collectMessage } from '../../src/smtp/collect';
 import { SessionHandlers, type SessionDeps } from '../../src/smtp/session';
 import { bareSmtpServers } from '../helpers/bare-smtp-server';
+import { startDnsServer } from '../helpers/dns-server';
+import { startGateway } from '../helpers/gateway';
 import { RawSmtp, repliesUntilClosed } from '../helpers/smtp-client';
+import { startTestMx } from '../helpers/test-mx';
 import { testCert } from '../helpers/tls';
 import { waitUntil } from '../helpers/wait-until';
 
@@ -243,6 +250,78 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
     assert.equal(given, 1, 'the counted connection was given back');
   });
 
+  it('bare LF lines just under maxMessageSize are not stored, nor offered to the next hop, at twice the limit', async () => {
+    // The limit was checked on the bytes received, and collect.ts then made each bare LF a
+    // CRLF: a message of empty bare-LF lines, just under the limit, was stored at nearly
+    // twice it, and passed on with SIZE= twice the limit. Now the message as it will be
+    // stored is what counts (Postfix counts the queue file): past the limit, 552 5.3.4.
+    const LIMIT = 1_500_000;
+    const dns = await startDnsServer();
+    const offered: number[] = [];
+    const mx = await startTestMx({
+      host: '127.0.0.2',
+      extra: {
+        onMailFrom(address, _session, cb) {
+          offered.push(Number((address.args as Record<string, string> | false || {}).SIZE ?? -1));
+          cb();
+        },
+      },
+    });
+    dns.set('dest.test', 'MX', [{ exchange: 'mx.dest.test', priority: 10 }]);
+    dns.set('mx.dest.test', 'A', ['127.0.0.2']);
+    const gw = await startGateway({ config: { limits: { maxMessageSize: LIMIT }, relay: { dns: { servers: [dns.server], timeout: '1s' }, mxPort: mx.port } } });
+    const send = async (content: string): Promise<{ code: number; text: string }> => {
+      const c = await RawSmtp.connect(gw.port('intercept'), { localAddress: '127.0.0.5' });
+      await c.reply();
+      await c.cmd('EHLO home.test');
+      assert.equal((await c.cmd('MAIL FROM:<a@home.test>')).code, 250);
+      assert.equal((await c.cmd('RCPT TO:<b@dest.test>')).code, 250);
+      // The content's last CRLF is the message's own (RFC 5321 4.1.1.4), then the dot.
+      const r = await c.data(`${content}\r\n.\r\n`);
+      await c.quit();
+      return r;
+    };
+    const head = 'From: <a@home.test>\nTo: <b@dest.test>\nSubject: bare LF\n\n';
+    /** `content` as stored: each bare LF a CRLF, and the final CRLF. */
+    const stored = (content: string) => content.length + (content.match(/\n/g)?.length ?? 0) + 2;
+    try {
+      // The attacker's: maxMessageSize - 100 bytes on the wire, all but the header empty bare-LF lines.
+      const attack = head + '\n'.repeat(LIMIT - 100 - 2 - head.length);
+      assert.equal(attack.length + 2, LIMIT - 100);
+      const r = await send(attack);
+      if (r.code === 250) {
+        const got = (await mx.waitFor(1))[0]!;
+        assert.fail(`accepted (${r.text}): stored and relayed as ${got.data.length} bytes, the next hop offered SIZE=${offered[0]} (maxMessageSize ${LIMIT})`);
+      }
+      const tooBig = REPLIES.too_big;
+      assert.equal(r.text, `${tooBig.code} ${tooBig.enhanced} ${tooBig.text}`);
+      assert.equal((await gw.app!.qmgr.list()).length, 0, 'nothing queued');
+      // Exactly at the limit once stored: accepted, stored and offered as stored.
+      for (const extra of [0, 1]) {
+        const bare = Math.floor((LIMIT - stored(head)) / 2) - 1;
+        let body = '\n'.repeat(bare);
+        body = 'x'.repeat(LIMIT - stored(head + body)) + body;
+        const content = head + 'x'.repeat(extra) + body;
+        assert.equal(stored(content), LIMIT + extra);
+        const res = await send(content);
+        if (extra === 1) {
+          assert.equal(res.code, 552, `one byte over the limit once stored: ${res.text}`);
+          continue;
+        }
+        assert.equal(res.code, 250, res.text);
+        const got = (await mx.waitFor(1))[0]!;
+        const ours = got.data.indexOf('From: <a@home.test>');
+        assert.equal(got.data.length - ours, LIMIT, 'the client\'s part as stored and relayed');
+        assert.equal(offered[0], got.data.length, 'the next hop is offered the size it receives');
+      }
+      assert.equal(mx.messages.length, 1);
+    } finally {
+      await gw.stop();
+      await mx.close();
+      await dns.close();
+    }
+  });
+
   it('a header section in 65,536 small pieces (a trickling client\'s small reads) is collected in linear time', async () => {
     // collectMessage itself, as SessionHandlers.data calls it: over SMTP, the DATA reader now
     // joins what one read holds, so pieces this small come only from reads this small.
@@ -255,7 +334,7 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
       },
     };
     const t = Date.now();
-    const msg = await collectMessage(stream, { bareNewline: 'normalise', spillAt: 1 << 20, spillPath: '/nonexistent/spill', maxHeaderBytes: 256 * 1024, maxHeaderFields: 1000 });
+    const msg = await collectMessage(stream, { bareNewline: 'normalise', maxSize: 10 << 20, spillAt: 1 << 20, spillPath: '/nonexistent/spill', maxHeaderBytes: 256 * 1024, maxHeaderFields: 1000 });
     const took = Date.now() - t;
     assert.equal(msg.headersTooLarge, false);
     assert.ok(took < 1_500, `collecting 192 KB of header in 65,536 pieces took ${took} ms`);
@@ -280,7 +359,7 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
           };
           const t = Date.now();
           const spillPath = path.join(os.tmpdir(), `redteam-${process.pid}.spill`);
-          await collectMessage(counting, { bareNewline: 'normalise', spillAt: 256 * 1024, spillPath, maxHeaderBytes: 256 * 1024, maxHeaderFields: 1000 });
+          await collectMessage(counting, { bareNewline: 'normalise', maxSize: 10 << 20, spillAt: 256 * 1024, spillPath, maxHeaderBytes: 256 * 1024, maxHeaderFields: 1000 });
           took = Date.now() - t;
           await import('node:fs/promises').then((fs) => fs.rm(spillPath, { force: true }));
           return '2.0.0 Ok';
