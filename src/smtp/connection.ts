@@ -63,6 +63,13 @@ export interface SmtpAuth {
 /** What the session decides. A returned SmtpReplyError is the reply; nothing (or a value) goes on. */
 export interface ConnectionHooks {
   connect(session: SmtpSession): Promise<SmtpReplyError | undefined>;
+  /**
+   * A socket accepted on an implicit-TLS listener, before its handshake: the address's share
+   * is taken now, under the session id it will have (connect then uses it). false: over the
+   * address's limit, the server closes the socket. `abandon`: it closed before its session.
+   */
+  admit?(sessionId: string, address: string): Promise<boolean>;
+  abandon?(sessionId: string): void;
   auth(auth: SmtpAuth, session: SmtpSession): Promise<SmtpReplyError | { user: string }>;
   mailFrom(address: SmtpAddress, session: SmtpSession): Promise<SmtpReplyError | undefined>;
   rcptTo(address: SmtpAddress, session: SmtpSession): Promise<SmtpReplyError | undefined>;

@@ -7,7 +7,11 @@
  * Bounds: `maxConnections` connections at once (the next is answered 421
  * and closed); a socket still owing its PROXY header or its TLS handshake
  * counts among them (beyond the limit: 421 before the header, or closed
- * before the handshake) and gets the idle timeout for it; every command line has the same deadline
+ * before the handshake) and gets the idle timeout for it. A socket owing its
+ * TLS handshake also counts against its address's limit from the accept (the
+ * hooks' `admit`; beyond it, closed); one owing its PROXY header is the
+ * balancer's, not yet a client's, and counts under `maxConnections` only.
+ * Every command line has the same deadline
  * (`sweep`, run by the Listener). Closing stops accepting, lets sessions
  * finish for `closeTimeoutMs`, then answers the rest 421 and closes them.
  */
@@ -88,10 +92,12 @@ export class SmtpServer {
     if (rest) socket.unshift(rest);
     const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.context });
     this.pendingSockets.set(secure, Date.now());
+    const sid = nextSessionId();
     const failed = () => {
       this.pendingSockets.delete(secure);
       secure.destroy();
       socket.destroy();
+      this.hooks.abandon?.(sid);
     };
     secure.once('error', failed);
     // A client that leaves mid-handshake (no TLS error then) gives its place back at once.
@@ -100,13 +106,22 @@ export class SmtpServer {
       secure.removeListener('error', failed);
       secure.removeListener('close', failed);
       this.pendingSockets.delete(secure);
-      this.open(secure, remote, true);
+      this.open(secure, remote, true, undefined, sid);
     });
+    // Its address's share from now: counted only once a session began, one address filled
+    // maxConnections with handshakes it never started, until the deadline. Over: closed (no
+    // TLS to answer in); once the session began, its connect hook answers 421 instead.
+    this.hooks.admit?.(sid, remote.address).then(
+      (ok) => {
+        if (!ok && this.pendingSockets.has(secure)) failed();
+      },
+      () => undefined,
+    );
   }
 
-  private open(socket: net.Socket, remote: { address: string; port: number }, secure: boolean, early?: Buffer): void {
-    if (socket.destroyed) return;
-    const conn = new SmtpConnection(socket, nextSessionId(), remote, secure, this.connOpts, this.hooks, (c) => this.connections.delete(c));
+  private open(socket: net.Socket, remote: { address: string; port: number }, secure: boolean, early?: Buffer, sid = nextSessionId()): void {
+    if (socket.destroyed) return this.hooks.abandon?.(sid);
+    const conn = new SmtpConnection(socket, sid, remote, secure, this.connOpts, this.hooks, (c) => this.connections.delete(c));
     this.connections.add(conn);
     if (this.connections.size + this.pendingSockets.size > this.opts.maxConnections) return conn.refuse('too_many_connections');
     if (early) conn.received(early);

@@ -109,16 +109,47 @@ export class SessionHandlers implements ConnectionHooks {
     return new SmtpReplyError(name, detail ?? v.detail);
   }
 
+  /**
+   * A socket on an implicit-TLS listener, at its accept: its slot is taken now, before the
+   * handshake (SmtpServer closes it when false: over limits.maxConnectionsPerIp), and connect
+   * finds it under the session's id. A state store that fails is connect's to answer (451).
+   */
+  async admit(sessionId: string, ip: string): Promise<boolean> {
+    try {
+      const slotP = this.deps.policy().openSlot({ listener: this.listener.name, ip });
+      this.slots.set(sessionId, slotP);
+      const slot = await slotP;
+      if (slot.count <= this.deps.cfg.limits.maxConnectionsPerIp) return true;
+      this.deps.observer?.connection?.(this.listener.name, 'refused');
+      this.logSlotRefusal(sessionId, ip, slot);
+      return false;
+    } catch {
+      return true;
+    }
+  }
+
+  /** A socket admitted that closed before its session began: its slot goes back. */
+  abandon(sessionId: string): void {
+    void this.releaseSlot(sessionId);
+  }
+
   async connect(session: SmtpSession): Promise<SmtpReplyError | undefined> {
     const ip = session.remoteAddress;
     try {
       // Counted even when refused: the slot is given back at QUIT or close like any other.
-      const slotP = this.deps.policy().openSlot({ listener: this.listener.name, ip });
-      this.slots.set(session.id, slotP);
+      // Taken at the accept already on an implicit-TLS listener (admit, which then reported a refusal).
+      let slotP = this.slots.get(session.id);
+      const admitted = slotP !== undefined;
+      if (!slotP) {
+        slotP = this.deps.policy().openSlot({ listener: this.listener.name, ip });
+        this.slots.set(session.id, slotP);
+      }
       const slot = await slotP;
       if (slot.count > this.deps.cfg.limits.maxConnectionsPerIp) {
-        this.deps.observer?.connection?.(this.listener.name, 'refused');
-        this.logSlotRefusal(session, slot);
+        if (!admitted) {
+          this.deps.observer?.connection?.(this.listener.name, 'refused');
+          this.logSlotRefusal(session.id, ip, slot);
+        }
         return new SmtpReplyError('too_many_connections_ip');
       }
       const d = await this.deps.policy().connect({ listener: this.listener, ip });
@@ -151,21 +182,21 @@ export class SessionHandlers implements ConnectionHooks {
    * connects again at once, and was counted twice (test/security/per-ip-limit).
    */
   quit(session: SmtpSession): Promise<void> {
-    return this.releaseSlot(session);
+    return this.releaseSlot(session.id);
   }
 
-  private releaseSlot(session: SmtpSession): Promise<void> {
-    const slot = this.slots.get(session.id);
+  private releaseSlot(sessionId: string): Promise<void> {
+    const slot = this.slots.get(sessionId);
     if (!slot) return Promise.resolve();
-    this.slots.delete(session.id);
+    this.slots.delete(sessionId);
     return slot.then(
       (s) => s.release(),
       () => undefined, // never taken (the store failed): nothing to give back
-    ).catch((err: Error) => this.log.error({ evt: 'error', sid: session.id, err }, 'releasing the connection slot failed'));
+    ).catch((err: Error) => this.log.error({ evt: 'error', sid: sessionId, err }, 'releasing the connection slot failed'));
   }
 
-  /** The 421 for too many connections, with the address: at most one line a minute per address (prefix) and listener. */
-  private logSlotRefusal(session: SmtpSession, slot: ConnectionSlot): void {
+  /** The 421 (or the close, before a TLS handshake) for too many connections, with the address: at most one line a minute per address (prefix) and listener. */
+  private logSlotRefusal(sessionId: string, ip: string, slot: ConnectionSlot): void {
     const now = Date.now();
     const seen = this.refusalLog.get(slot.subject);
     if (seen && now - seen.at < 60_000) {
@@ -177,13 +208,13 @@ export class SessionHandlers implements ConnectionHooks {
     const limit = this.deps.cfg.limits.maxConnectionsPerIp;
     const r = REPLIES.too_many_connections_ip;
     this.log.warn(
-      { evt: 'connect_refused', sid: session.id, ip: session.remoteAddress, subject: slot.subject, open: slot.count - 1, limit, reply: 'too_many_connections_ip', code: `${r.code} ${r.enhanced}`, suppressedBefore: seen?.suppressed ?? 0 },
+      { evt: 'connect_refused', sid: sessionId, ip, subject: slot.subject, open: slot.count - 1, limit, reply: 'too_many_connections_ip', code: `${r.code} ${r.enhanced}`, suppressedBefore: seen?.suppressed ?? 0 },
       'too many connections from this address',
     );
   }
 
   close(session: SmtpSession): void {
-    void this.releaseSlot(session);
+    void this.releaseSlot(session.id);
     const st = this.conns.get(session.id);
     if (st) this.deps.policy().disconnect?.({ client: st.client, countedConnection: st.countedConnection, countedAccount: st.countedAccount });
     this.conns.delete(session.id);

@@ -26,7 +26,10 @@
  * - a non-ASCII address was taken without SMTPUTF8 declared (RFC 6531: 553 5.6.7);
  * - the size limit was checked on the bytes received, before bare LFs became
  *   CRLF: a message of empty bare-LF lines just under the limit was stored,
- *   and offered to the next hop, at twice it.
+ *   and offered to the next hop, at twice it;
+ * - a socket owing its TLS handshake (implicit TLS) counted against
+ *   maxConnections only, not its address's limit: one address filled the
+ *   listener with handshakes it never started, until the deadline.
  * Each case talks SMTP over loopback to an SmtpServer with stub hooks
  * (test/helpers/bare-smtp-server.ts), or to a gateway built in this process
  * (test/helpers/gateway.ts) where the whole path counts.
@@ -37,6 +40,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { ListenerConfig } from '../../src/config/schema';
+import { buildProxyV2 } from '../../src/fleet/proxy-protocol';
 import { REPLIES, SmtpReplyError } from '../../src/replies';
 import { collectMessage } from '../../src/smtp/collect';
 import { SessionHandlers, type SessionDeps } from '../../src/smtp/session';
@@ -142,6 +146,78 @@ describe('inbound SMTP: red-team findings', { timeout: 60_000 }, () => {
     const c = await RawSmtp.connect(port, { implicitTls: true });
     assert.equal((await c.reply()).code, 220, 'a real client is greeted afterwards');
     await c.quit();
+  });
+
+  it('implicit TLS: sockets owing their handshake count against their address\'s limit from the accept', async () => {
+    // Counted against maxConnections only, one address filled the listener with handshakes it
+    // never started, until the deadline: the per-address limit applied once a session began.
+    const BALANCER = '127.0.0.9';
+    const gw = await startGateway({
+      config: {
+        limits: { maxConnections: 10, maxConnectionsPerIp: 3, idleTimeout: '120s' },
+        listeners: [
+          { name: 'submissions', role: 'submission', address: '127.0.0.1', port: 0, security: 'implicit' },
+          { name: 'balanced', role: 'submission', address: '127.0.0.1', port: 0, security: 'implicit', proxyFrom: [BALANCER] },
+        ],
+      },
+    });
+    const port = gw.port('submissions');
+    const silent: net.Socket[] = [];
+    const closed = new Set<net.Socket>();
+    /** A raw TCP socket from `ip` to `to` that sends `first`, if anything, and never a ClientHello. */
+    const mute = async (ip: string, to: number, first?: Buffer): Promise<net.Socket> => {
+      const s = await new Promise<net.Socket>((resolve, reject) => {
+        const x = net.connect({ port: to, host: '127.0.0.1', localAddress: ip }, () => resolve(x));
+        x.once('error', reject);
+      });
+      s.on('error', () => undefined);
+      s.on('close', () => closed.add(s));
+      if (first) s.write(first);
+      silent.push(s);
+      return s;
+    };
+    /** 220, or what went wrong: an implicit-TLS client from `ip`. */
+    const greeting = async (ip: string): Promise<string> => {
+      try {
+        const c = await RawSmtp.connect(port, { localAddress: ip, implicitTls: true });
+        const r = await c.reply(5_000);
+        await c.quit();
+        return String(r.code);
+      } catch (err) {
+        return `no session: ${(err as Error).message}`;
+      }
+    };
+    try {
+      // The attacker: as many raw TCP sockets as the listener takes, never a ClientHello.
+      for (let i = 0; i < 10; i++) await mute('127.0.0.2', port);
+      await waitUntil('the sockets over the address\'s limit to be closed', () => closed.size >= 7, 2_000).catch(() => undefined);
+      assert.equal(await greeting('127.0.0.3'), '220', 'a subscriber at another address gets in');
+      // Closed at once, not held until the deadline (120 s here).
+      assert.equal(closed.size, 7, `${10 - closed.size} of 10 sockets from 127.0.0.2 held for handshakes never started (maxConnectionsPerIp 3)`);
+      // Handshakes given up give their address's places back.
+      for (const s of silent) s.destroy();
+      let got = '';
+      for (let i = 0; i < 40 && got !== '220'; i++) {
+        got = await greeting('127.0.0.2');
+        if (got !== '220') await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(got, '220', '127.0.0.2 is greeted once its silent sockets are gone');
+      // Behind a balancer the client's address is known after the PROXY header, and counts from
+      // then (a socket still owing the header is the balancer's: maxConnections alone bounds it).
+      const balanced = gw.port('balanced');
+      closed.clear();
+      for (let i = 0; i < 5; i++) await mute(BALANCER, balanced, buildProxyV2({ source: '127.0.0.4' }));
+      await waitUntil('the declared address\'s sockets over its limit to be closed', () => closed.size >= 2, 2_000).catch(() => undefined);
+      assert.equal(closed.size, 2, `${5 - closed.size} of 5 handshakes declared from 127.0.0.4 held (maxConnectionsPerIp 3)`);
+      const other = await RawSmtp.connect(balanced, { localAddress: BALANCER });
+      other.write(buildProxyV2({ source: '127.0.0.6' }));
+      await other.upgradeTls();
+      assert.equal((await other.reply(5_000)).code, 220, 'another address behind the same balancer gets in');
+      await other.quit();
+    } finally {
+      for (const s of silent) s.destroy();
+      await gw.stop();
+    }
   });
 
   it('a balancer\'s connections owing their PROXY header count too: the next one gets 421 at once', async () => {
