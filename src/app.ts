@@ -20,7 +20,7 @@ import { dkimKeygen } from './dkim/cli';
 import { createLogger, type Logger } from './log';
 import { explainQuery, registerPolicyRoutes } from './admin/policy-routes';
 import { apiAuditEntry, AuditLog } from './admin/audit';
-import { SenderActivity, type ActivityDeps } from './console/activity';
+import { recordActivity, SenderActivity, type ActivityDeps } from './console/activity';
 import { prefixOf } from './policy/ip';
 import { mountConsole } from './console/web';
 import { registerContainmentRoutes } from './containment/admin-routes';
@@ -32,6 +32,7 @@ import { createGatewayMetrics, type GatewayMetrics } from './metrics/index';
 import { watchSpoolStorage } from './metrics/health';
 import { createState, type StateRuntime } from './state/config';
 import type { StateStore } from './state/store';
+import type { Subject } from './state/keys';
 import { Fleet } from './fleet/fleet';
 import { registerFleetRoutes } from './admin/fleet-routes';
 import { createDeliveryAgent, SmtpDeliveryAgent } from './relay/deliver';
@@ -79,6 +80,8 @@ export interface App {
   port(name: string): number;
   /** The certificate in use (a primary hands it to the workers it forks, which start unprivileged). */
   tlsMaterial(): TlsMaterial;
+  /** Record a worker's accepted message in this process's state store (a primary serving its workers). */
+  recordActivity(s: Subject, recipients: readonly string[], now: number): Promise<void>;
   /**
    * Reserve every address this process serves (listeners, admin API) without
    * accepting: the part that needs root. start() does everything else and
@@ -337,6 +340,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
       return l.port;
     },
     tlsMaterial: () => tls,
+    recordActivity: (s, recipients, now) => recordActivity(state, s, recipients, now),
     bind,
     async start() {
       await bind();

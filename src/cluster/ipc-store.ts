@@ -14,7 +14,8 @@
  *
  * The console's record of an accepted message (src/console/activity.ts:
  * five operations, each waiting for the one before) runs in the primary:
- * the worker hands it over in its next batch and waits for no answer.
+ * the worker hands it over in its next batch and waits for no answer; the
+ * primary's app records it (App.recordActivity).
  * Five round trips per message, one after the other, were more than half
  * of the IPC messages and primary wake-ups of the peers relay job
  * (docs/performance.md).
@@ -22,7 +23,6 @@
  * IPC channels (primary side). Trusts: its own processes only.
  */
 import type { Worker } from 'node:cluster';
-import { recordActivity } from '../console/activity';
 import type { Logger } from '../log';
 import { isConnectionKey, type Subject } from '../state/keys';
 import type { StateStore } from '../state/store';
@@ -125,7 +125,7 @@ export function createIpcStateStore(timeoutMs = 5000): IpcState {
  * sessions, and its addresses would otherwise stay counted (refused for
  * "too many connections") for as long as they keep connecting.
  */
-export function serveStateStore(worker: Worker, store: StateStore, logger: Logger): void {
+export function serveStateStore(worker: Worker, store: StateStore, logger: Logger, recordActivity: (s: Subject, recipients: readonly string[], now: number) => Promise<void>): void {
   const answer = batcher<Response>((res) => {
     if (worker.isConnected()) worker.send({ t: 'state-res', res } satisfies ResponseBatch);
   });
@@ -152,7 +152,7 @@ export function serveStateStore(worker: Worker, store: StateStore, logger: Logge
       );
     }
     for (const a of Array.isArray(m.acts) ? m.acts : []) {
-      recordActivity(store, a.s, a.recipients, a.now).catch((err: Error) => logger.error({ evt: 'error', err: err.message }, 'recording sender activity failed'));
+      recordActivity(a.s, a.recipients, a.now).catch((err: Error) => logger.error({ evt: 'error', err: err.message }, 'recording sender activity failed'));
     }
   });
 }

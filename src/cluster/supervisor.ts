@@ -79,7 +79,7 @@ export function superviseWorkers(opts: { count: number; app: App; store: StateSt
 
   const fork = (): Worker => {
     const w = cluster.fork({ SMARTHOST_WORKER: '1' });
-    serveStateStore(w, store, logger);
+    serveStateStore(w, store, logger, app.recordActivity);
     w.on('message', (m: ClusterMessage) => {
       if (m.t === 'hello') {
         for (const [name, socket] of opts.sockets) w.send({ t: 'socket', name } satisfies ClusterMessage, socket as never);

@@ -10,7 +10,7 @@ import cluster, { type Worker } from 'node:cluster';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { serveStateStore } from '../../src/cluster/ipc-store';
-import { SenderActivity } from '../../src/console/activity';
+import { recordActivity, SenderActivity } from '../../src/console/activity';
 import { createLogger } from '../../src/log';
 import { MemoryStore } from '../../src/state/memory';
 import { waitUntil } from '../helpers/wait-until';
@@ -32,7 +32,7 @@ describe('the IPC state store', () => {
     const send = w.send.bind(w);
     w.send = ((m: unknown, ...rest: never[]) => (toWorker.push(m), send(m as never, ...rest))) as typeof w.send;
     w.on('message', (m) => fromWorker.push(m));
-    serveStateStore(w, store, logger);
+    serveStateStore(w, store, logger, (s, recipients, now) => recordActivity(store, s, recipients, now));
     await new Promise((r) => w.once('online', r));
 
     w.send('go');

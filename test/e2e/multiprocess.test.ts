@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
+import { consoleLogin, section } from '../console/console-session';
 import type { TestDns } from '../helpers/dns-server';
 import { prepareGateway } from '../helpers/gateway';
 import { childPids, freePort, spawnGateway, type GatewayProcess } from '../helpers/process';
@@ -31,11 +32,12 @@ describe('multi-process gateway', () => {
   let gw: GatewayProcess;
   let dir: string;
   let port: number;
+  let adminPort: number;
 
   before(async () => {
     ({ dns, mx } = await startDestination());
     port = await freePort();
-    const adminPort = await freePort();
+    adminPort = await freePort();
     const prepared = await prepareGateway({
       policyFiles: { 'quotas.yaml': QUOTAS },
       config: {
@@ -82,6 +84,12 @@ describe('multi-process gateway', () => {
     assert.equal(accepted, 30, `accepted ${accepted} of 45 (codes: ${codes.join(',')})`);
     assert.ok(codes.filter((c) => c !== 250).every((c) => c === 451), 'the rest are 451 rate_limited');
     await mx.waitFor(30);
+  });
+
+  it("shows the workers' accepted mail on the primary's console (the primary records it from their batches)", async () => {
+    const desk = await consoleLogin(`http://127.0.0.1:${adminPort}`, 't');
+    const volume = section((await desk.get('/console/senders')).html, 'Top by volume');
+    assert.match(volume, /ip:127\.0\.0\.5 30\b/, `the 30 accepted from 127.0.0.5 (got: ${volume.slice(0, 300)})`);
   });
 
   it('replaces a killed worker and loses nothing acknowledged', async () => {
