@@ -3,9 +3,10 @@
  * scripted servers on loopback that misbehave on purpose: replies split
  * across packets, multi-line replies, a server that closes mid-pipeline, one
  * refused recipient in a pipelined batch, a server without PIPELINING that
- * punishes pipelining, a greeting that never comes, replies that never end,
- * a STARTTLS response injection (CVE-2011-0411), and a pooled connection that
- * died without a FIN. Plus the wire form of the body against the DataStream
+ * punishes pipelining, a greeting that never comes, replies that never end
+ * (trickled, or flooded with blank or "250-" lines), a STARTTLS response
+ * injection (CVE-2011-0411), and a pooled connection that died without a
+ * FIN. Plus the wire form of the body against the DataStream
  * the gateway used before (nodemailer's), on random input.
  */
 import { test } from 'node:test';
@@ -572,31 +573,39 @@ test('EHLO SIZE that is not a plain number is no limit, never a local bounce', T
   }
 });
 
+/**
+ * A scripted receiver that answers the envelope (PIPELINING) and the DATA with 354, and calls
+ * `afterData` once the message's end has arrived: the place for the misbehaviour under test.
+ */
+async function afterDataServer(afterData: (sock: net.Socket) => void): Promise<Awaited<ReturnType<typeof server>>> {
+  return server((sock) => {
+    sock.write('220 after.test ESMTP\r\n');
+    let inData = false;
+    onLines(sock, (lines) => {
+      const out: string[] = [];
+      for (const line of lines) {
+        if (inData) {
+          if (line === '.') afterData(sock);
+          continue;
+        }
+        if (line.startsWith('EHLO')) out.push('250-after.test\r\n250 PIPELINING');
+        else if (line === 'DATA') {
+          inData = true;
+          out.push('354 go ahead');
+        } else out.push('250 ok');
+      }
+      if (out.length) sock.write(`${out.join('\r\n')}\r\n`);
+    });
+  });
+}
+
 test('a reply trickled in (stray CRLFs, or continuation lines that never end) is bounded by socketTimeout, deferred', T, async () => {
   // Every byte resets the socket's inactivity timer: a server that sent a CRLF, or one more
   // "250-" line, every 50 ms after the end of data held the delivery (and the agent's close,
   // which waits for deliveries in flight) for as long as it liked.
   for (const drip of ['\r\n', '250-still thinking\r\n']) {
     let timer: NodeJS.Timeout | undefined;
-    const srv = await server((sock) => {
-      sock.write('220 drip.test ESMTP\r\n');
-      let inData = false;
-      onLines(sock, (lines) => {
-        const out: string[] = [];
-        for (const line of lines) {
-          if (inData) {
-            if (line === '.') timer = setInterval(() => !sock.destroyed && sock.write(drip), 50);
-            continue;
-          }
-          if (line.startsWith('EHLO')) out.push('250-drip.test\r\n250 PIPELINING');
-          else if (line === 'DATA') {
-            inData = true;
-            out.push('354 go ahead');
-          } else out.push('250 ok');
-        }
-        if (out.length) sock.write(`${out.join('\r\n')}\r\n`);
-      });
-    });
+    const srv = await afterDataServer((sock) => (timer = setInterval(() => !sock.destroyed && sock.write(drip), 50)));
     try {
       const r = await openSession(target(srv.port), { ...settings, socketTimeoutMs: 500 });
       assert.ok(r.ok);
@@ -608,6 +617,49 @@ test('a reply trickled in (stray CRLFs, or continuation lines that never end) is
       assert.equal(res.reusable, false);
     } finally {
       clearInterval(timer);
+      await srv.close();
+    }
+  }
+});
+
+test('a fast reply flood (blank lines, or "250-" lines) is cut off by size, not left to run until socketTimeout', T, async () => {
+  // Empty lines were skipped and counted nowhere: a server that sent CRLFs as fast as it could
+  // after the end of data was read on, every byte of it, until the per-reply deadline ended the
+  // wait (socketTimeout: 5 minutes by default). Here the deadline is a minute away and the server
+  // stops by itself at 16 MB, so only a bound on the reply's size ends the exchange in time.
+  // A reply is cut at 512 lines (blank ones included) or 64 KiB, whichever comes first.
+  const FLOOD_MAX = 16 * 1024 * 1024;
+  const floods: Array<[string, string, RegExp]> = [
+    ['blank lines', '\r\n'.repeat(16 * 1024), /^Server reply too long: more than 512 lines/],
+    ['"250-" lines', '250-\r\n'.repeat(4 * 1024), /^Server reply too long: more than 512 lines/],
+    ['long "250-" lines', `250-${'x'.repeat(994)}\r\n`.repeat(64), /^Server reply too long: more than 65536 bytes/],
+  ];
+  for (const [what, chunk, message] of floods) {
+    let written = 0;
+    let closedAt = -1;
+    const srv = await afterDataServer((sock) => {
+      sock.on('close', () => (closedAt = written));
+      const feed = (): void => {
+        while (!sock.destroyed && written < FLOOD_MAX) {
+          written += chunk.length;
+          if (!sock.write(chunk)) return void sock.once('drain', feed);
+        }
+      };
+      feed();
+    });
+    try {
+      const r = await openSession(target(srv.port), { ...settings, socketTimeoutMs: 60_000 });
+      assert.ok(r.ok);
+      const res = await within(sendOnSession(r.session, env(['b@x.test']), body), 5000, `send during a flood of ${what}`);
+      assert.deepEqual(outcomesOf(res, ['b@x.test']), { 'b@x.test': 'deferred' }, what);
+      const err = res.failed.get('b@x.test')!;
+      assert.equal(err.code, 'EPROTOCOL', `${what}: ${err.message}`);
+      assert.match(err.message, message, what);
+      assert.equal(res.reusable, false);
+      assert.equal(r.session.conn.destroyed, true);
+      await new Promise((res) => setTimeout(res, 50));
+      assert.ok(closedAt >= 0 && closedAt < 4 * 1024 * 1024, `${what}: the server wrote ${closedAt < 0 ? written : closedAt} bytes before the client hung up`);
+    } finally {
       await srv.close();
     }
   }

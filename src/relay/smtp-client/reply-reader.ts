@@ -5,14 +5,17 @@
  * bare "ddd"); the lines of a multi-line reply are kept, joined by "\n", as
  * the reply text classify.ts reads.
  *
- * What it trusts: nothing. A line is at most MAX_LINE bytes and a reply at
- * most MAX_REPLY bytes, counted as the bytes arrive, so a server that never
- * ends a line or a reply cannot make us buffer without bound; a line that
- * does not start with a reply code is a protocol error, not a guess, and so
- * is a multi-line reply whose lines do not all carry the same code (RFC 5321
- * §4.2.1): classify.ts reads the code from the text's first line, the client
- * from the reply's code, and "250-ok" then "550 no" must not be both. Empty
- * lines are skipped (some servers send a stray CRLF).
+ * What it trusts: nothing. A line is at most MAX_LINE bytes, and a reply at
+ * most MAX_REPLY bytes and MAX_REPLY_LINES lines, counted as the bytes
+ * arrive, so a server that never ends a line or a reply cannot make us
+ * buffer, or read, without bound; a line that does not start with a reply
+ * code is a protocol error, not a guess, and so is a multi-line reply whose
+ * lines do not all carry the same code (RFC 5321 §4.2.1): classify.ts reads
+ * the code from the text's first line, the client from the reply's code, and
+ * "250-ok" then "550 no" must not be both. Empty lines are skipped (some
+ * servers send a stray CRLF) but count, bytes and lines, against the reply
+ * they come before: a flood of them is cut off like an endless reply, not
+ * read until the reply's deadline.
  */
 
 /** One complete server reply. */
@@ -24,8 +27,15 @@ export interface Reply {
 
 /** Longest reply line we read (RFC 5321 §4.5.3.1.5 says 512 octets; Postfix reads up to 2048). */
 export const MAX_LINE = 4096;
-/** Largest multi-line reply (an EHLO reply is a few hundred bytes). */
+/** Largest multi-line reply, in bytes on the wire (an EHLO reply is a few hundred). */
 export const MAX_REPLY = 64 * 1024;
+/**
+ * Most lines in one reply. An EHLO reply has a line a keyword, a dozen or so from the
+ * large providers; a 5xx with an explanation a handful. 512 leaves twenty times
+ * that, and cuts a flood of short "250-" lines (or blank lines) after a few
+ * kilobytes instead of 64 KiB of tiny strings.
+ */
+export const MAX_REPLY_LINES = 512;
 
 const LF = 0x0a;
 const CR = 0x0d;
@@ -40,7 +50,9 @@ export class ReplyReader {
   private lines: string[] = [];
   /** The code of the current multi-line reply's first line (0 between replies). */
   private code = 0;
+  /** Bytes and lines (blank ones too) read since the last complete reply. */
   private replyBytes = 0;
+  private replyLines = 0;
 
   /**
    * Parse one chunk, handing each complete reply to `sink` in order.
@@ -64,14 +76,18 @@ export class ReplyReader {
       }
       const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl;
       if (end - pos > MAX_LINE) return 'Server reply line too long';
+      this.replyBytes += nl + 1 - pos;
+      if (this.replyBytes > MAX_REPLY) return `Server reply too long: more than ${MAX_REPLY} bytes`;
+      if (++this.replyLines > MAX_REPLY_LINES) return `Server reply too long: more than ${MAX_REPLY_LINES} lines`;
+      if (end === pos) {
+        pos = nl + 1;
+        continue;
+      }
       const line = buf.toString('latin1', pos, end);
       pos = nl + 1;
-      if (line.length === 0) continue;
       const code = replyLineCode(line);
       if (code === 0) return `Malformed server reply: ${JSON.stringify(line.slice(0, 80))}`;
       if (this.code !== 0 && code !== this.code) return `Server reply lines disagree on the code: ${this.code} then ${code}`;
-      this.replyBytes += line.length + 1;
-      if (this.replyBytes > MAX_REPLY) return 'Server reply too long';
       if (line.length > 3 && line.charCodeAt(3) === 0x2d /* - */) {
         this.lines.push(line);
         this.code = code;
@@ -85,6 +101,7 @@ export class ReplyReader {
         this.code = 0;
       }
       this.replyBytes = 0;
+      this.replyLines = 0;
       if (!sink({ code, text: decode(text) })) {
         this.reset();
         return undefined;
@@ -99,6 +116,7 @@ export class ReplyReader {
     this.lines = [];
     this.code = 0;
     this.replyBytes = 0;
+    this.replyLines = 0;
     return dropped;
   }
 
