@@ -78,6 +78,9 @@ export interface SessionSettings {
   readonly connectTimeoutMs: number;
   readonly greetingTimeoutMs: number;
   readonly socketTimeoutMs: number;
+  /** The message body's deadline (relay.dataTimeout, relay.minDataRate; smtp-client/data-deadline.ts). */
+  readonly dataTimeoutMs: number;
+  readonly minDataRate: number;
 }
 
 export interface Session {
@@ -148,6 +151,8 @@ async function connect(target: Target, settings: SessionSettings): Promise<{ ok:
     connectTimeoutMs: settings.connectTimeoutMs,
     greetingTimeoutMs: settings.greetingTimeoutMs,
     socketTimeoutMs: settings.socketTimeoutMs,
+    dataTimeoutMs: settings.dataTimeoutMs,
+    minDataRate: settings.minDataRate,
     startTls: target.tls === 'none' ? 'none' : target.tls === 'opportunistic' ? 'opportunistic' : 'required',
     tlsOptions: tlsOptions(target),
   });

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { At, bool, duration, hostPort, int, isObj, list, mapOf, obj, oneOf, optStr, renamed, str, strList } from '../config/validate';
+import { At, bool, duration, hostPort, int, isObj, list, mapOf, obj, oneOf, optStr, renamed, size, str, strList } from '../config/validate';
 import type { MtaStsConfig } from './mta-sts';
 import type { DaneConfig } from './dane';
 import type { TlsRptConfig } from './tls-report';
@@ -85,6 +85,13 @@ export interface RelayConfig {
   connectTimeoutMs: number;
   greetingTimeoutMs: number;
   socketTimeoutMs: number;
+  /**
+   * The message body (smtp-client/data-deadline.ts): never longer than this
+   * without a write, and at most this plus size / minDataRate in all.
+   */
+  dataTimeoutMs: number;
+  /** Bytes per second the body must average beyond dataTimeout (0: progress only). */
+  minDataRate: number;
   /** How long an idle pooled connection is kept open. */
   poolIdleMs: number;
   /** Messages sent over one connection before it is closed. */
@@ -150,7 +157,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
   const o = obj(v, at, [
     'heloName', 'sourceAddress', 'dns', 'mxPort', 'mxTls', 'mxCa', 'relayhost', 'routes', 'concurrencyPerDestination',
     'maxConnections', 'activeWindow', 'backoff', 'maxLifetime', 'connectTimeout', 'greetingTimeout', 'socketTimeout',
-    'poolIdle', 'maxMessagesPerConnection', 'mtaSts', 'dane', 'tlsRpt', 'pools', 'poolSelection', 'shaping',
+    'dataTimeout', 'minDataRate', 'poolIdle', 'maxMessagesPerConnection', 'mtaSts', 'dane', 'tlsRpt', 'pools', 'poolSelection', 'shaping',
   ]);
   const pools = parseEgressPools(o.pools, at.child('pools', { doc: 'named egress pools: source addresses with their own EHLO name (docs/egress-pools.md)' }));
   const dns = obj(o.dns, at.child('dns'), ['servers', 'timeout', 'tries']);
@@ -200,9 +207,36 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
     connectTimeoutMs: duration(o.connectTimeout, at.child('connectTimeout'), '30s'),
     greetingTimeoutMs: duration(o.greetingTimeout, at.child('greetingTimeout'), '30s'),
     socketTimeoutMs: duration(o.socketTimeout, at.child('socketTimeout'), '5m'),
+    ...parseDataDeadline(o.dataTimeout, o.minDataRate, at),
     poolIdleMs: duration(o.poolIdle, at.child('poolIdle'), '10s'),
     maxMessagesPerConnection: int(o.maxMessagesPerConnection, at.child('maxMessagesPerConnection'), 100, 1),
   };
+}
+
+/**
+ * relay.dataTimeout and relay.minDataRate: the message body's deadline
+ * (smtp-client/data-deadline.ts). Defaults: 3m, Postfix's
+ * smtp_data_xfer_timeout; 16 KiB/s (128 kbit/s, slower than any mail
+ * server's link should be), which gives the largest message
+ * limits.maxMessageSize lets in (25 MB) about half an hour at most, where the
+ * inactivity timeout alone gave it as long as the server kept reading a few
+ * bytes at a time. Postfix's smtp_min_data_rate is 500 B/s (14 h for 25 MB,
+ * and off unless smtp_per_request_deadline); KumoMTA writes the whole body
+ * under one fixed 60 s limit, whatever its size.
+ */
+function parseDataDeadline(timeout: unknown, rate: unknown, at: At): { dataTimeoutMs: number; minDataRate: number } {
+  const timeoutAt = at.child('dataTimeout', {
+    doc: 'sending the message body: the longest it may go without the server taking any of it, and its head start before relay.minDataRate counts (Postfix smtp_data_xfer_timeout)',
+  });
+  const dataTimeoutMs = duration(timeout, timeoutAt, '3m');
+  if (dataTimeoutMs <= 0) timeoutAt.fail('must be more than 0: the message body needs a bound (a generous one is e.g. 30m)');
+  const rateAt = at.child('minDataRate', {
+    doc: 'bytes per second the body must average beyond relay.dataTimeout: a message of S bytes gets at most dataTimeout + S / minDataRate; 0: progress only (Postfix smtp_min_data_rate)',
+    type: 'size per second',
+  });
+  // "16KB/s" reads as what it means; the "/s" is optional.
+  const perSecond = typeof rate === 'string' ? rate.replace(/\s*\/\s*s(ec(ond)?)?\s*$/i, '') : rate;
+  return { dataTimeoutMs, minDataRate: size(perSecond, rateAt, '16KB') };
 }
 
 /** relay.mtaSts: { enabled, ca, httpsPort, fetchTimeout }; absent = off. */

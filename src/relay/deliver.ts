@@ -156,6 +156,8 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       connectTimeoutMs: cfg.connectTimeoutMs,
       greetingTimeoutMs: cfg.greetingTimeoutMs,
       socketTimeoutMs: cfg.socketTimeoutMs,
+      dataTimeoutMs: cfg.dataTimeoutMs,
+      minDataRate: cfg.minDataRate,
     };
     this.warnUnverifiedAuth();
   }

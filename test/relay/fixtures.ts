@@ -28,6 +28,8 @@ export function relayConfig(dns: TestDns | undefined, mxPort: number, over: Part
     connectTimeoutMs: 3000,
     greetingTimeoutMs: 3000,
     socketTimeoutMs: 10_000,
+    dataTimeoutMs: 10_000,
+    minDataRate: 16 * 1024,
     poolIdleMs: 5000,
     maxMessagesPerConnection: 100,
     ...over,

@@ -25,7 +25,7 @@ import { startTestMx } from '../helpers/test-mx';
 import { testCert } from '../helpers/tls';
 
 const T = { timeout: 20_000 };
-const settings: SessionSettings = { name: 'client.test', connectTimeoutMs: 2000, greetingTimeoutMs: 2000, socketTimeoutMs: 5000 };
+const settings: SessionSettings = { name: 'client.test', connectTimeoutMs: 2000, greetingTimeoutMs: 2000, socketTimeoutMs: 5000, dataTimeoutMs: 5000, minDataRate: 64 * 1024 };
 const BODY = 'Subject: t\r\n\r\nhello\r\n';
 
 /** A raw TCP server on loopback; `onConn` scripts each connection. */

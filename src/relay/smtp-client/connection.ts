@@ -51,6 +51,10 @@ export interface ConnectionOptions {
   readonly greetingTimeoutMs: number;
   /** Inactivity on an open connection; also the longest wait for one reply, however it trickles in. */
   readonly socketTimeoutMs: number;
+  /** The message body: the longest it may go without a write, and its head start (DataDeadline). */
+  readonly dataTimeoutMs: number;
+  /** The message body: bytes per second it must average beyond that head start (0: progress only). */
+  readonly minDataRate: number;
   readonly startTls: StartTls;
   readonly tlsOptions: tls.ConnectionOptions;
 }
