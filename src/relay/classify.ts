@@ -35,7 +35,7 @@ export interface SmtpErrorLike {
   readonly response?: string;
   readonly command?: string;
   readonly message?: string;
-  /** Which wait an ETIMEDOUT ended: CONNECT_, GREETING_, UPGRADE_, SOCKET_TIMEOUT. */
+  /** Which wait an ETIMEDOUT ended: CONNECT_, GREETING_, UPGRADE_, SOCKET_, DATA_TIMEOUT (the body, 4.4.2). */
   readonly timeoutType?: string;
 }
 

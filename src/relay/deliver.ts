@@ -191,7 +191,8 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
   /**
    * Stop taking work (new and queued-for-a-lease jobs are deferred), close
    * idle sessions, and wait for transactions in flight — bounded by the
-   * socket timeout; cutting them would risk duplicate deliveries.
+   * socket timeout for each reply and by dataTimeout / minDataRate for the
+   * message body; cutting them would risk duplicate deliveries.
    */
   async close(): Promise<void> {
     this.closed = true;

@@ -4,10 +4,11 @@
  * across packets, multi-line replies, a server that closes mid-pipeline, one
  * refused recipient in a pipelined batch, a server without PIPELINING that
  * punishes pipelining, a greeting that never comes, replies that never end
- * (trickled, or flooded with blank or "250-" lines), a STARTTLS response
- * injection (CVE-2011-0411), and a pooled connection that died without a
- * FIN. Plus the wire form of the body against the DataStream
- * the gateway used before (nodemailer's), on random input.
+ * (trickled, or flooded with blank or "250-" lines), a server that reads
+ * the message slowly, a STARTTLS response injection (CVE-2011-0411), and a
+ * pooled connection that died without a FIN. Plus the wire form of the body
+ * against the DataStream the gateway used before (nodemailer's), on random
+ * input, and the body deadline's arithmetic on a clock of its own.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,8 +22,11 @@ import { classifyError, classifyReply } from '../../src/relay/classify';
 import { DotStuffer } from '../../src/relay/smtp-client/dot-stuff';
 import { parseEhlo } from '../../src/relay/smtp-client/connection';
 import { MAX_LINE } from '../../src/relay/smtp-client/reply-reader';
+import { DataDeadline } from '../../src/relay/smtp-client/data-deadline';
+import { createDeliveryAgent } from '../../src/relay/deliver';
 import { startTestMx } from '../helpers/test-mx';
 import { testCert } from '../helpers/tls';
+import { captureLogger, job, relayConfig } from './fixtures';
 
 const T = { timeout: 20_000 };
 const settings: SessionSettings = { name: 'client.test', connectTimeoutMs: 2000, greetingTimeoutMs: 2000, socketTimeoutMs: 5000, dataTimeoutMs: 5000, minDataRate: 64 * 1024 };
@@ -50,8 +54,8 @@ async function server(onConn: (sock: net.Socket, n: number) => void): Promise<{ 
   };
 }
 
-/** Lines (without CRLF) as they arrive, in chunks: `onChunk` sees every line of one read together. */
-function onLines(sock: net.Socket | tls.TLSSocket, onChunk: (lines: string[]) => void): void {
+/** Lines (without CRLF) as they arrive, in chunks: `onChunk` sees every line of one read together. Returns: stop listening. */
+function onLines(sock: net.Socket | tls.TLSSocket, onChunk: (lines: string[]) => void): () => void {
   let buf = '';
   const listener = (d: Buffer): void => {
     buf += d.toString('latin1');
@@ -60,6 +64,7 @@ function onLines(sock: net.Socket | tls.TLSSocket, onChunk: (lines: string[]) =>
     if (lines.length) onChunk(lines);
   };
   sock.on('data', listener);
+  return () => sock.off('data', listener);
 }
 
 interface MiniMx {
@@ -576,12 +581,14 @@ test('EHLO SIZE that is not a plain number is no limit, never a local bounce', T
 /**
  * A scripted receiver that answers the envelope (PIPELINING) and the DATA with 354, and calls
  * `afterData` once the message's end has arrived: the place for the misbehaviour under test.
+ * With `body`, the socket is handed to it after the 354 (connection number n): it reads the
+ * message itself, and answers it, or not.
  */
-async function afterDataServer(afterData: (sock: net.Socket) => void): Promise<Awaited<ReturnType<typeof server>>> {
-  return server((sock) => {
+async function afterDataServer(afterData: (sock: net.Socket) => void, body?: (sock: net.Socket, n: number) => void): Promise<Awaited<ReturnType<typeof server>>> {
+  return server((sock, n) => {
     sock.write('220 after.test ESMTP\r\n');
     let inData = false;
-    onLines(sock, (lines) => {
+    const stop = onLines(sock, (lines) => {
       const out: string[] = [];
       for (const line of lines) {
         if (inData) {
@@ -595,6 +602,10 @@ async function afterDataServer(afterData: (sock: net.Socket) => void): Promise<A
         } else out.push('250 ok');
       }
       if (out.length) sock.write(`${out.join('\r\n')}\r\n`);
+      if (inData && body) {
+        stop();
+        body(sock, n);
+      }
     });
   });
 }
@@ -661,6 +672,147 @@ test('a fast reply flood (blank lines, or "250-" lines) is cut off by size, not 
       assert.ok(closedAt >= 0 && closedAt < 4 * 1024 * 1024, `${what}: the server wrote ${closedAt < 0 ? written : closedAt} bytes before the client hung up`);
     } finally {
       await srv.close();
+    }
+  }
+});
+
+/** A message of `mb` megabytes in 1000-byte lines, made as it is read. */
+function bigBody(mb: number): () => Readable {
+  const line = Buffer.from(`${'x'.repeat(998)}\r\n`);
+  return () => Readable.from((function* () {
+    for (let i = 0; i < mb * 1024 * 1024 / line.length; i++) yield line;
+  })());
+}
+
+/** Takes `bytes` of the message every 20 ms and nothing more: the TCP window stays all but closed. */
+function readSlowly(sock: net.Socket, bytes: number): void {
+  sock.pause();
+  const timer = setInterval(() => sock.read(bytes), 20);
+  sock.once('close', () => clearInterval(timer));
+}
+
+/** Reads the message as fast as it comes and accepts it. */
+function readAndAccept(sock: net.Socket): void {
+  let tail = '';
+  sock.on('data', (d: Buffer) => {
+    tail = (tail + d.subarray(-5).toString('latin1')).slice(-5);
+    if (tail === '\r\n.\r\n') sock.write('250 2.0.0 queued\r\n');
+  });
+}
+
+test('a server that reads the message slowly is cut off at relay.dataTimeout / minDataRate, deferred 4.4.2, never waited on until socketTimeout', T, async () => {
+  // The body was bounded by the inactivity timeout only, and a server taking a few bytes at a
+  // time makes progress often enough to keep it from firing: a large message held its delivery
+  // (and its pool slot) for as long as the server cared to read. The server here takes 2 KiB
+  // every 20 ms (~100 KiB/s, far below the 1 MiB/s asked for); the socket timeout is a minute.
+  const tight = { ...settings, socketTimeoutMs: 60_000, dataTimeoutMs: 500, minDataRate: 1024 * 1024 };
+  let closed = false;
+  const srv = await afterDataServer(() => undefined, (sock) => {
+    sock.once('close', () => (closed = true));
+    readSlowly(sock, 2048);
+  });
+  try {
+    const r = await openSession(target(srv.port), tight);
+    assert.ok(r.ok);
+    const started = Date.now();
+    const res = await within(sendOnSession(r.session, { ...env(['b@x.test']), size: 16 << 20 }, bigBody(16)), 5000, 'send to a server reading 100 KiB/s');
+    assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+    const err = res.failed.get('b@x.test');
+    assert.equal(err?.timeoutType, 'DATA_TIMEOUT', err?.message);
+    const o = classifyError('b@x.test', err!);
+    assert.equal(o.kind, 'deferred');
+    assert.match(o.kind === 'deferred' ? o.error : '', /^4\.4\.2 /);
+    assert.equal(res.reusable, false);
+    assert.equal(r.session.conn.destroyed, true);
+    await within(new Promise<void>((ok) => { const t = setInterval(() => closed && (clearInterval(t), ok()), 10); }), 2000, 'the server to see the connection closed');
+  } finally {
+    await srv.close();
+  }
+  // The same rate does not touch a server that reads at loopback speed (the stall allowance is
+  // wider here only so that a loaded test machine pausing this process cannot fail it).
+  const fast = await afterDataServer(() => undefined, readAndAccept);
+  try {
+    const r = await openSession(target(fast.port), { ...tight, dataTimeoutMs: 5000 });
+    assert.ok(r.ok);
+    const res = await within(sendOnSession(r.session, { ...env(['b@x.test']), size: 16 << 20 }, bigBody(16)), 10_000, 'send to a server reading at full speed');
+    assert.deepEqual(outcomesOf(res, ['b@x.test']), { 'b@x.test': 'delivered' }, res.failed.get('b@x.test')?.message);
+    closeSession(r.session);
+  } finally {
+    await fast.close();
+  }
+});
+
+test('a slow-reading server: the delivery agent logs the 4.4.2 deferral and frees the slot for the next message', T, async () => {
+  // One connection allowed to the next hop: a slot held by the slow transfer would keep the
+  // second message waiting until the server finished reading.
+  const srv = await afterDataServer(() => undefined, (sock, n) => (n === 0 ? readSlowly(sock, 2048) : readAndAccept(sock)));
+  const log = captureLogger();
+  const cfg = relayConfig(undefined, 25, {
+    relayhost: { host: '127.0.0.1', port: srv.port, tls: 'none' },
+    concurrencyPerDestination: 1,
+    socketTimeoutMs: 60_000,
+    dataTimeoutMs: 500,
+    minDataRate: 1024 * 1024,
+  });
+  const agent = createDeliveryAgent(cfg, { hostname: 'gw.isp.test', logger: log.logger });
+  try {
+    const slow = agent.deliver(job(['big@dest.test'], { open: bigBody(16), size: 16 << 20 }));
+    await new Promise((res) => setTimeout(res, 50));
+    const next = agent.deliver(job(['small@dest.test']));
+    const [big] = await within(slow, 5000, 'the slow delivery');
+    assert.equal(big.kind, 'deferred');
+    assert.match(big.kind === 'deferred' ? big.error : '', /^4\.4\.2 .*\(ETIMEDOUT\)$/);
+    const [small] = await within(next, 5000, 'the next message, waiting for the only slot');
+    assert.equal(small.kind, 'delivered', JSON.stringify(small));
+    assert.equal(srv.conns(), 2);
+    const line = log.lines.find((l) => l.evt === 'transient_failure' && l.rcpt === 'big@dest.test');
+    assert.match(String(line?.response), /^4\.4\.2 /);
+  } finally {
+    await within(agent.close(), 5000, 'agent close');
+    await srv.close();
+  }
+});
+
+test('the body deadline: a stall ends it after dataTimeout, a slow pace sooner or later, and no pace outlasts dataTimeout + size / minDataRate', () => {
+  const T = 180_000;
+  const R = 16 * 1024;
+  /** Writes `bytes` every `every` ms until the budget is spent; when it was (or `until`). */
+  const run = (d: DataDeadline, bytes: number, every: number, until = 10 * T): number => {
+    let t = 0;
+    for (; t < until && d.left(t) > 0; t += every) d.wrote(bytes, t);
+    return t;
+  };
+  // A fast start saves nothing up: 100 MB in the first second, then silence: out at T after it.
+  const fast = new DataDeadline(T, R, 0);
+  for (let t = 0; t <= 1000; t += 10) fast.wrote(1 << 20, t);
+  assert.equal(fast.left(1000 + T), 0);
+  // Half the rate: 500 ms earned a second, 1000 spent: out at 2T. A few bytes every few seconds
+  // (the hostile pace): out at about T. The rate itself, or more: never.
+  assert.ok(Math.abs(run(new DataDeadline(T, R, 0), R / 2, 1000) - 2 * T) <= 1000);
+  assert.ok(Math.abs(run(new DataDeadline(T, R, 0), 10, 3000) - T) <= 3000);
+  assert.ok(run(new DataDeadline(T, R, 0), R, 1000) >= 10 * T);
+  // minDataRate 0: progress only. A byte every T - 1 ms goes on; a gap of T ends it.
+  assert.ok(run(new DataDeadline(T, 0, 0), 1, T - 1) >= 10 * T);
+  const stall = new DataDeadline(T, 0, 0);
+  stall.wrote(1, 1000);
+  assert.equal(stall.left(1000 + T), 0);
+  // Spent stays spent: a write after the deadline does not revive it.
+  const spent = new DataDeadline(T, R, 0);
+  spent.wrote(1 << 30, T + 1);
+  assert.ok(spent.left(T + 1) < 0);
+  // Any pace at all: while time is left at t, t is within T + written / R (pseudo-random schedules).
+  let seed = 7;
+  const rand = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  for (let round = 0; round < 300; round++) {
+    const d = new DataDeadline(T, R, 0);
+    let t = 0;
+    let written = 0;
+    while (d.left(t) > 0) {
+      assert.ok(t <= T + (written * 1000) / R, `round ${round}: alive at ${t} ms after ${written} bytes`);
+      const bytes = rand(4) === 0 ? rand(256 * 1024) : rand(64);
+      d.wrote(bytes, t);
+      written += bytes;
+      t += rand(4) === 0 ? rand(T) : rand(2000);
     }
   }
 });

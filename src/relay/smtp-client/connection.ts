@@ -11,7 +11,10 @@
  * at STARTTLS, whatever the server sent after its "220" in plaintext is
  * discarded before the handshake (CVE-2011-0411: a man in the middle could
  * otherwise inject replies that we would read as coming from inside TLS),
- * and the extensions are read again from the EHLO inside TLS.
+ * and the extensions are read again from the EHLO inside TLS. Nor its pace:
+ * one reply may take at most socketTimeout however it trickles in, and the
+ * message body has a deadline of its own (DataDeadline: dataTimeoutMs,
+ * minDataRate) however slowly the server reads it.
  *
  * Results are values: every method resolves, with an SmtpError on failure
  * (the fields classify.ts reads: code, originalCode, response, responseCode,
@@ -21,14 +24,16 @@
  *
  * Cost per message, the reason this exists: one write for the envelope
  * batch (RFC 2920 PIPELINING: [RSET,] MAIL, RCPT…, DATA), one for the body
- * and its end (corked), one promise per batch — no per-command closures, no
- * Transform stream in front of the socket.
+ * and its end (corked), one promise per batch, one timer for the body's
+ * deadline — no per-command closures, no Transform stream in front of the
+ * socket.
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { SmtpErrorLike } from '../classify';
+import { DataDeadline } from './data-deadline';
 import { DotStuffer } from './dot-stuff';
 import { ReplyReader, type Reply } from './reply-reader';
 
@@ -117,9 +122,13 @@ export class SmtpConnection extends EventEmitter {
   readonly authMechanisms = new Set<string>();
 
   private socket: net.Socket;
+  /** The TCP socket under it all (under TLS after STARTTLS): a reset must be sent on this one. */
+  private readonly tcp: net.Socket;
   private readonly reader = new ReplyReader();
   private readonly waiters: Waiter[] = [];
   private phaseTimer: NodeJS.Timeout | undefined;
+  /** While the message body goes out: when to look at its deadline again. */
+  private dataTimer: NodeJS.Timeout | undefined;
   /**
    * When the wait for the next reply began (0: none awaited, or the body is still going out).
    * The socket's timeout is inactivity only, and every byte resets it: a server that trickles
@@ -144,7 +153,7 @@ export class SmtpConnection extends EventEmitter {
   constructor(private readonly opts: ConnectionOptions) {
     super();
     this.deadline = Date.now() + opts.connectTimeoutMs;
-    this.socket = new net.Socket();
+    this.socket = this.tcp = new net.Socket();
   }
 
   /** The TLS socket after STARTTLS (peer certificate, authorized), else undefined. */
@@ -224,7 +233,10 @@ export class SmtpConnection extends EventEmitter {
    * The message after a 354: the source, dot-stuffed, then ".", and the
    * server's one reply. A message up to HOLD_BYTES, end included, goes out
    * in one write. A source that fails mid-way closes the connection: the server
-   * must not take a truncated message.
+   * must not take a truncated message. Until its end is written the body is
+   * bounded by its DataDeadline (one timer, looked at again when it fires);
+   * out of time, the connection fails with DATA_TIMEOUT (4.4.2). The wait for
+   * the reply after that is socketTimeout's, as for any reply.
    */
   sendData(source: Readable): Promise<Exchange> {
     if (this.destroyed) {
@@ -242,6 +254,23 @@ export class SmtpConnection extends EventEmitter {
       this.waiters.push({ need: 1, replies: [], done, lastPlaintext: false });
       const stuffer = new DotStuffer();
       const socket = this.socket;
+      const began = Date.now();
+      const deadline = new DataDeadline(this.opts.dataTimeoutMs, this.opts.minDataRate, began);
+      let sent = 0;
+      const check = (): void => {
+        const now = Date.now();
+        const left = deadline.left(now);
+        if (left > 0) {
+          this.dataTimer = setTimeout(check, left);
+          return;
+        }
+        this.dataTimer = undefined;
+        const secs = ((now - began) / 1000).toFixed(1);
+        // Reset, not closed: a close would leave what the kernel still holds of the body (up to its
+        // send buffer, megabytes) to drip out to the slow reader long after we gave up on it.
+        this.fail(timeoutError(`4.4.2 Timeout sending the message: ${sent} bytes written in ${secs} s, the server reads too slowly`, 'DATA_TIMEOUT'), true);
+      };
+      this.dataTimer = setTimeout(check, this.opts.dataTimeoutMs);
       // Chunks are held and written together (one writev) at the end, or when HOLD_BYTES
       // have gathered: a message arrives in several chunks (the DKIM header, the
       // client's packets), and a write each would be a system call each.
@@ -253,6 +282,9 @@ export class SmtpConnection extends EventEmitter {
         for (const b of held) ok = socket.write(b);
         if (last) ok = socket.write(last);
         socket.uncork();
+        const bytes = heldBytes + (last?.length ?? 0);
+        sent += bytes;
+        deadline.wrote(bytes, Date.now());
         held = [];
         heldBytes = 0;
         return ok;
@@ -273,6 +305,7 @@ export class SmtpConnection extends EventEmitter {
         ended = true;
         this.waitingSince = Date.now();
         flush(stuffer.end());
+        this.clearDataTimer();
       });
       source.once('error', (err) => {
         this.source = undefined;
@@ -377,6 +410,11 @@ export class SmtpConnection extends EventEmitter {
     this.phaseTimer = undefined;
   }
 
+  private clearDataTimer(): void {
+    if (this.dataTimer) clearTimeout(this.dataTimer);
+    this.dataTimer = undefined;
+  }
+
   /** Attach the session's listeners to the (plain or TLS) socket. */
   private listen(socket: net.Socket): void {
     socket.removeAllListeners('error');
@@ -461,13 +499,23 @@ export class SmtpConnection extends EventEmitter {
     this.fail(smtpError('Connection closed unexpectedly', 'ECONNECTION', 'CONN', failure));
   }
 
-  /** Fail the connection: every waiting batch gets `err`, the socket goes, 'end' once. Returns `err`. */
-  private fail(err: SmtpError): SmtpError {
+  /**
+   * Fail the connection: every waiting batch gets `err`, the socket goes (with a TCP reset when
+   * `reset`: nothing still queued for the server is sent), 'end' once. Returns `err`.
+   */
+  private fail(err: SmtpError, reset = false): SmtpError {
     if (this.destroyed) return this.failure ?? err;
     this.failure = err;
     const waiting = this.waiters.splice(0);
     const socket = this.socket;
     this.shutdown();
+    if (reset && !this.tcp.destroyed) {
+      try {
+        this.tcp.resetAndDestroy();
+      } catch {
+        // Not a TCP handle after all (ERR_INVALID_HANDLE_TYPE): closed below, without the reset.
+      }
+    }
     socket.destroy();
     for (const w of waiting) w.done({ replies: w.replies, err });
     return err;
@@ -476,6 +524,7 @@ export class SmtpConnection extends EventEmitter {
   private shutdown(): void {
     this.destroyed = true;
     this.clearPhase();
+    this.clearDataTimer();
     const socket = this.socket;
     this.unlisten(socket);
     // Errors while tearing down (a TLS alert after we closed) are of no interest now.
