@@ -36,7 +36,7 @@ async function waitListening(port: number): Promise<void> {
 
 async function run(port: number, count: number): Promise<{ sent: number; failed: number }> {
   const target = { host: 'sink.bench.test', ip: '127.0.0.1', port, tls: 'none' as const };
-  const settings = { name: 'bench.test', connectTimeoutMs: 5000, greetingTimeoutMs: 5000, socketTimeoutMs: 10_000, dataTimeoutMs: 180_000, minDataRate: 16 * 1024 };
+  const settings = { name: 'bench.test', connectTimeoutMs: 5000, greetingTimeoutMs: 5000, socketTimeoutMs: 10_000, dataTimeoutMs: 180_000, minDataRate: 16 * 1024, dataDoneTimeoutMs: 600_000 };
   let next = 0;
   let sent = 0;
   let failed = 0;

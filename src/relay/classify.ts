@@ -35,7 +35,7 @@ export interface SmtpErrorLike {
   readonly response?: string;
   readonly command?: string;
   readonly message?: string;
-  /** Which wait an ETIMEDOUT ended: CONNECT_, GREETING_, UPGRADE_, SOCKET_, DATA_TIMEOUT (the body, 4.4.2). */
+  /** Which wait an ETIMEDOUT ended: CONNECT_, GREETING_, UPGRADE_, SOCKET_, DATA_ (the body, 4.4.2), DATA_DONE_TIMEOUT (the reply to its end). */
   readonly timeoutType?: string;
 }
 

@@ -81,6 +81,8 @@ export interface SessionSettings {
   /** The message body's deadline (relay.dataTimeout, relay.minDataRate; smtp-client/data-deadline.ts). */
   readonly dataTimeoutMs: number;
   readonly minDataRate: number;
+  /** The wait for the reply to the message's end (relay.dataDoneTimeout). */
+  readonly dataDoneTimeoutMs: number;
 }
 
 export interface Session {
@@ -153,6 +155,7 @@ async function connect(target: Target, settings: SessionSettings): Promise<{ ok:
     socketTimeoutMs: settings.socketTimeoutMs,
     dataTimeoutMs: settings.dataTimeoutMs,
     minDataRate: settings.minDataRate,
+    dataDoneTimeoutMs: settings.dataDoneTimeoutMs,
     startTls: target.tls === 'none' ? 'none' : target.tls === 'opportunistic' ? 'opportunistic' : 'required',
     tlsOptions: tlsOptions(target),
   });

@@ -92,6 +92,8 @@ export interface RelayConfig {
   dataTimeoutMs: number;
   /** Bytes per second the body must average beyond dataTimeout (0: progress only). */
   minDataRate: number;
+  /** The wait for the reply to the message's end (RFC 5321 §4.5.3.2.6: 10 minutes). */
+  dataDoneTimeoutMs: number;
   /** How long an idle pooled connection is kept open. */
   poolIdleMs: number;
   /** Messages sent over one connection before it is closed. */
@@ -157,7 +159,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
   const o = obj(v, at, [
     'heloName', 'sourceAddress', 'dns', 'mxPort', 'mxTls', 'mxCa', 'relayhost', 'routes', 'concurrencyPerDestination',
     'maxConnections', 'activeWindow', 'backoff', 'maxLifetime', 'connectTimeout', 'greetingTimeout', 'socketTimeout',
-    'dataTimeout', 'minDataRate', 'poolIdle', 'maxMessagesPerConnection', 'mtaSts', 'dane', 'tlsRpt', 'pools', 'poolSelection', 'shaping',
+    'dataTimeout', 'minDataRate', 'dataDoneTimeout', 'poolIdle', 'maxMessagesPerConnection', 'mtaSts', 'dane', 'tlsRpt', 'pools', 'poolSelection', 'shaping',
   ]);
   const pools = parseEgressPools(o.pools, at.child('pools', { doc: 'named egress pools: source addresses with their own EHLO name (docs/egress-pools.md)' }));
   const dns = obj(o.dns, at.child('dns'), ['servers', 'timeout', 'tries']);
@@ -208,6 +210,7 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
     greetingTimeoutMs: duration(o.greetingTimeout, at.child('greetingTimeout'), '30s'),
     socketTimeoutMs: duration(o.socketTimeout, at.child('socketTimeout'), '5m'),
     ...parseDataDeadline(o.dataTimeout, o.minDataRate, at),
+    dataDoneTimeoutMs: parseDataDone(o.dataDoneTimeout, at),
     poolIdleMs: duration(o.poolIdle, at.child('poolIdle'), '10s'),
     maxMessagesPerConnection: int(o.maxMessagesPerConnection, at.child('maxMessagesPerConnection'), 100, 1),
   };
@@ -237,6 +240,19 @@ function parseDataDeadline(timeout: unknown, rate: unknown, at: At): { dataTimeo
   // "16KB/s" reads as what it means; the "/s" is optional.
   const perSecond = typeof rate === 'string' ? rate.replace(/\s*\/\s*s(ec(ond)?)?\s*$/i, '') : rate;
   return { dataTimeoutMs, minDataRate: size(perSecond, rateAt, '16KB') };
+}
+
+/**
+ * relay.dataDoneTimeout: the wait for the reply to the message's final ".".
+ * RFC 5321 §4.5.3.2.6 asks for 10 minutes (Postfix smtp_data_done_timeout,
+ * 600s): the server may be filtering, and a client that gives up sooner
+ * sends the message again later that the server has very likely delivered.
+ */
+function parseDataDone(v: unknown, at: At): number {
+  const doneAt = at.child('dataDoneTimeout', { doc: "the wait for the server's reply to the message's end: RFC 5321 asks for 10 minutes; giving up sooner risks a duplicate (Postfix smtp_data_done_timeout)" });
+  const ms = duration(v, doneAt, '10m');
+  if (ms <= 0) doneAt.fail('must be more than 0');
+  return ms;
 }
 
 /** relay.mtaSts: { enabled, ca, httpsPort, fetchTimeout }; absent = off. */

@@ -158,6 +158,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       socketTimeoutMs: cfg.socketTimeoutMs,
       dataTimeoutMs: cfg.dataTimeoutMs,
       minDataRate: cfg.minDataRate,
+      dataDoneTimeoutMs: cfg.dataDoneTimeoutMs,
     };
     this.warnUnverifiedAuth();
   }
@@ -191,7 +192,8 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
   /**
    * Stop taking work (new and queued-for-a-lease jobs are deferred), close
    * idle sessions, and wait for transactions in flight — bounded by the
-   * socket timeout for each reply and by dataTimeout / minDataRate for the
+   * socket timeout for each reply (dataDoneTimeout for the one to the
+   * message's end) and by dataTimeout / minDataRate for the
    * message body; cutting them would risk duplicate deliveries.
    */
   async close(): Promise<void> {

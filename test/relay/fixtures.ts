@@ -30,6 +30,7 @@ export function relayConfig(dns: TestDns | undefined, mxPort: number, over: Part
     socketTimeoutMs: 10_000,
     dataTimeoutMs: 10_000,
     minDataRate: 16 * 1024,
+    dataDoneTimeoutMs: 10_000,
     poolIdleMs: 5000,
     maxMessagesPerConnection: 100,
     ...over,

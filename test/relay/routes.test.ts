@@ -58,14 +58,17 @@ test('an address literal as a route key is a config error naming file and key (R
   assert.equal(parseRelayConfig({ routes: { 'corp.example': '10.1.2.3:25' } }, at, '/etc/smarthost').routes.get('corp.example')?.host, '10.1.2.3');
 });
 
-test('relay.dataTimeout and relay.minDataRate: defaults, "/s" spelling, and a bad value is a config error naming file and key', () => {
+test('relay.dataTimeout, relay.minDataRate and relay.dataDoneTimeout: defaults, "/s" spelling, and a bad value is a config error naming file and key', () => {
   const at = new At('/etc/smarthost/smarthost.yaml', 'relay');
   const read = (relay: Record<string, unknown>) => parseRelayConfig(relay, at, '/etc/smarthost');
   assert.deepEqual([read({}).dataTimeoutMs, read({}).minDataRate], [180_000, 16 * 1024]);
   const set = read({ dataTimeout: '10m', minDataRate: '64KB/s' });
   assert.deepEqual([set.dataTimeoutMs, set.minDataRate], [600_000, 64 * 1024]);
   assert.equal(read({ minDataRate: 0 }).minDataRate, 0, '0: progress only');
+  assert.deepEqual([read({}).dataDoneTimeoutMs, read({ dataDoneTimeout: '20m' }).dataDoneTimeoutMs], [600_000, 1_200_000], 'dataDoneTimeout: RFC 5321 10 minutes by default');
   for (const [relay, key, reason] of [
+    [{ dataDoneTimeout: '0s' }, 'relay.dataDoneTimeout', /must be more than 0/],
+    [{ dataDoneTimeout: 'later' }, 'relay.dataDoneTimeout', /not a duration/],
     [{ dataTimeout: '0s' }, 'relay.dataTimeout', /must be more than 0/],
     [{ dataTimeout: 'soon' }, 'relay.dataTimeout', /not a duration/],
     [{ minDataRate: 'fast' }, 'relay.minDataRate', /not a size/],

@@ -52,7 +52,7 @@ for (const [label, flags, mailArgs] of [
 ] as const) {
   test(`Postfix smtp-sink ${label}: envelope and body arrive as sent, twice on one session`, { timeout: 20_000 }, async () => {
     await withSink([...flags], async (port, dumps) => {
-      const r = await openSession({ host: 'sink.test', ip: '127.0.0.1', port, tls: 'none' }, { name: 'client.test', connectTimeoutMs: 2000, greetingTimeoutMs: 2000, socketTimeoutMs: 5000, dataTimeoutMs: 5000, minDataRate: 64 * 1024 });
+      const r = await openSession({ host: 'sink.test', ip: '127.0.0.1', port, tls: 'none' }, { name: 'client.test', connectTimeoutMs: 2000, greetingTimeoutMs: 2000, socketTimeoutMs: 5000, dataTimeoutMs: 5000, minDataRate: 64 * 1024, dataDoneTimeoutMs: 5000 });
       assert.ok(r.ok, r.ok ? '' : r.err.message);
       assert.equal(r.session.conn.extensions.has('PIPELINING'), flags.length === 0);
       for (const to of [['b@x.test', 'c@x.test'], ['d@x.test']]) {

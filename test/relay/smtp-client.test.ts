@@ -29,7 +29,7 @@ import { testCert } from '../helpers/tls';
 import { captureLogger, job, relayConfig } from './fixtures';
 
 const T = { timeout: 20_000 };
-const settings: SessionSettings = { name: 'client.test', connectTimeoutMs: 2000, greetingTimeoutMs: 2000, socketTimeoutMs: 5000, dataTimeoutMs: 5000, minDataRate: 64 * 1024 };
+const settings: SessionSettings = { name: 'client.test', connectTimeoutMs: 2000, greetingTimeoutMs: 2000, socketTimeoutMs: 5000, dataTimeoutMs: 5000, minDataRate: 64 * 1024, dataDoneTimeoutMs: 5000 };
 const BODY = 'Subject: t\r\n\r\nhello\r\n';
 
 /** A raw TCP server on loopback; `onConn` scripts each connection. */
@@ -610,7 +610,7 @@ async function afterDataServer(afterData: (sock: net.Socket) => void, body?: (so
   });
 }
 
-test('a reply trickled in (stray CRLFs, or continuation lines that never end) is bounded by socketTimeout, deferred', T, async () => {
+test('a reply trickled in (stray CRLFs, or continuation lines that never end) is bounded by its timeout, deferred', T, async () => {
   // Every byte resets the socket's inactivity timer: a server that sent a CRLF, or one more
   // "250-" line, every 50 ms after the end of data held the delivery (and the agent's close,
   // which waits for deliveries in flight) for as long as it liked.
@@ -618,18 +618,73 @@ test('a reply trickled in (stray CRLFs, or continuation lines that never end) is
     let timer: NodeJS.Timeout | undefined;
     const srv = await afterDataServer((sock) => (timer = setInterval(() => !sock.destroyed && sock.write(drip), 50)));
     try {
-      const r = await openSession(target(srv.port), { ...settings, socketTimeoutMs: 500 });
+      // After the end of data the wait is dataDoneTimeout's (the next test).
+      const r = await openSession(target(srv.port), { ...settings, socketTimeoutMs: 500, dataDoneTimeoutMs: 500 });
       assert.ok(r.ok);
       const started = Date.now();
       const res = await within(sendOnSession(r.session, env(['b@x.test']), body), 4000, `send while the server drips ${JSON.stringify(drip)}`);
       assert.deepEqual(outcomesOf(res, ['b@x.test']), { 'b@x.test': 'deferred' });
-      assert.equal(res.failed.get('b@x.test')?.timeoutType, 'SOCKET_TIMEOUT');
+      assert.equal(res.failed.get('b@x.test')?.timeoutType, 'DATA_DONE_TIMEOUT');
       assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
       assert.equal(res.reusable, false);
     } finally {
       clearInterval(timer);
       await srv.close();
     }
+  }
+});
+
+test('the reply to the end of data may take dataDoneTimeout (RFC 5321: 10 minutes), longer than socketTimeout; the next reply socketTimeout again', T, async () => {
+  // A server that filters the message before it answers the final "." (a content scanner, a
+  // slow disk) may be silent for minutes. Given up after socketTimeout, the message was deferred
+  // and sent again at the next attempt: a duplicate of one the server had very likely delivered.
+  let conn = 0;
+  const srv = await afterDataServer((sock) => {
+    conn++;
+    // First session: the 250 after 800 ms; the next MAIL's reply 800 ms late too (below).
+    setTimeout(() => !sock.destroyed && sock.write('250 2.0.0 queued after a slow scan\r\n'), 800);
+  });
+  try {
+    const tight = { ...settings, socketTimeoutMs: 300, dataDoneTimeoutMs: 3000 };
+    const r = await openSession(target(srv.port), tight);
+    assert.ok(r.ok);
+    const res = await within(sendOnSession(r.session, env(['b@x.test']), body), 5000, 'send to a server that answers the end of data after 800 ms');
+    assert.deepEqual(outcomesOf(res, ['b@x.test']), { 'b@x.test': 'delivered' }, `${res.failed.get('b@x.test')?.message ?? ''} ${res.failed.get('b@x.test')?.timeoutType ?? ''}`);
+    assert.equal(conn, 1);
+    // A silent server after the end of data: out of dataDoneTimeout, deferred as such.
+    const silent = await afterDataServer(() => undefined);
+    try {
+      const s = await openSession(target(silent.port), { ...tight, dataDoneTimeoutMs: 600 });
+      assert.ok(s.ok);
+      const started = Date.now();
+      const res2 = await within(sendOnSession(s.session, env(['b@x.test']), body), 5000, 'send to a server silent after the end of data');
+      assert.deepEqual(outcomesOf(res2, ['b@x.test']), { 'b@x.test': 'deferred' });
+      assert.equal(res2.failed.get('b@x.test')?.timeoutType, 'DATA_DONE_TIMEOUT');
+      assert.ok(Date.now() - started >= 500, `gave up after ${Date.now() - started} ms, before dataDoneTimeout`);
+    } finally {
+      await silent.close();
+    }
+    // Back on the first session, an envelope reply 800 ms late is past socketTimeout (300 ms).
+    const slowMail = await server((sock) => {
+      sock.write('220 slow.test ESMTP\r\n');
+      onLines(sock, (lines) => {
+        for (const line of lines) {
+          if (line.startsWith('EHLO')) sock.write('250-slow.test\r\n250 PIPELINING\r\n');
+          else setTimeout(() => !sock.destroyed && sock.write('250 ok\r\n'), 800);
+        }
+      });
+    });
+    try {
+      const m = await openSession(target(slowMail.port), tight);
+      assert.ok(m.ok);
+      const res3 = await within(sendOnSession(m.session, env(['b@x.test']), body), 5000, 'send to a server slow to answer MAIL');
+      assert.deepEqual(outcomesOf(res3, ['b@x.test']), { 'b@x.test': 'deferred' });
+      assert.equal(res3.failed.get('b@x.test')?.timeoutType, 'SOCKET_TIMEOUT');
+    } finally {
+      await slowMail.close();
+    }
+  } finally {
+    await srv.close();
   }
 });
 

@@ -12,9 +12,10 @@
  * discarded before the handshake (CVE-2011-0411: a man in the middle could
  * otherwise inject replies that we would read as coming from inside TLS),
  * and the extensions are read again from the EHLO inside TLS. Nor its pace:
- * one reply may take at most socketTimeout however it trickles in, and the
+ * one reply may take at most socketTimeout however it trickles in, the
  * message body has a deadline of its own (DataDeadline: dataTimeoutMs,
- * minDataRate) however slowly the server reads it.
+ * minDataRate) however slowly the server reads it, and the reply to its end
+ * waits dataDoneTimeoutMs (RFC 5321's 10 minutes).
  *
  * Results are values: every method resolves, with an SmtpError on failure
  * (the fields classify.ts reads: code, originalCode, response, responseCode,
@@ -60,6 +61,8 @@ export interface ConnectionOptions {
   readonly dataTimeoutMs: number;
   /** The message body: bytes per second it must average beyond that head start (0: progress only). */
   readonly minDataRate: number;
+  /** The wait for the reply to the message's end, in place of socketTimeoutMs (RFC 5321 §4.5.3.2.6). */
+  readonly dataDoneTimeoutMs: number;
   readonly startTls: StartTls;
   readonly tlsOptions: tls.ConnectionOptions;
 }
@@ -136,6 +139,13 @@ export class SmtpConnection extends EventEmitter {
    * stays the socket timeout's and a batch costs no timer.
    */
   private waitingSince = 0;
+  /**
+   * How long the awaited reply may take: socketTimeoutMs, or dataDoneTimeoutMs for the reply to
+   * the message's end (a server filtering the message may be silent for minutes; giving up
+   * sooner defers a message it has very likely delivered: a duplicate at the next attempt).
+   */
+  private replyTimeoutMs: number;
+  private awaitingDataDone = false;
   private readonly deadline: number;
   /** The first error that failed the connection. */
   private failure: SmtpError | undefined;
@@ -147,13 +157,14 @@ export class SmtpConnection extends EventEmitter {
   };
   private readonly onClose = (): void => this.closedByPeer();
   private readonly onTimeout = (): void => {
-    this.fail(timeoutError('Timeout', 'SOCKET_TIMEOUT'));
+    this.fail(timeoutError('Timeout', this.timeoutType()));
   };
 
   constructor(private readonly opts: ConnectionOptions) {
     super();
     this.deadline = Date.now() + opts.connectTimeoutMs;
     this.socket = this.tcp = new net.Socket();
+    this.replyTimeoutMs = opts.socketTimeoutMs;
   }
 
   /** The TLS socket after STARTTLS (peer certificate, authorized), else undefined. */
@@ -304,6 +315,7 @@ export class SmtpConnection extends EventEmitter {
         if (this.destroyed) return;
         ended = true;
         this.waitingSince = Date.now();
+        this.replyWait(true);
         flush(stuffer.end());
         this.clearDataTimer();
       });
@@ -423,7 +435,7 @@ export class SmtpConnection extends EventEmitter {
     socket.on('error', this.onError);
     socket.once('close', this.onClose);
     socket.on('end', this.onClose);
-    socket.setTimeout(this.opts.socketTimeoutMs);
+    socket.setTimeout(this.replyTimeoutMs);
     socket.on('timeout', this.onTimeout);
     socket.setKeepAlive(true, KEEPALIVE_MS);
     // Each batch is one write already; Nagle would only hold it for the previous ACK.
@@ -448,9 +460,21 @@ export class SmtpConnection extends EventEmitter {
 
   // ---- replies ----
 
+  /** The reply awaited next is the one to the message's end, or any other (silence and trickle alike). */
+  private replyWait(dataDone: boolean): void {
+    if (dataDone === this.awaitingDataDone) return;
+    this.awaitingDataDone = dataDone;
+    this.replyTimeoutMs = dataDone ? this.opts.dataDoneTimeoutMs : this.opts.socketTimeoutMs;
+    this.socket.setTimeout(this.replyTimeoutMs);
+  }
+
+  private timeoutType(): string {
+    return this.awaitingDataDone ? 'DATA_DONE_TIMEOUT' : 'SOCKET_TIMEOUT';
+  }
+
   private read(chunk: Buffer): void {
-    if (this.waitingSince !== 0 && Date.now() - this.waitingSince > this.opts.socketTimeoutMs) {
-      this.fail(timeoutError('Timeout waiting for a reply', 'SOCKET_TIMEOUT'));
+    if (this.waitingSince !== 0 && Date.now() - this.waitingSince > this.replyTimeoutMs) {
+      this.fail(timeoutError('Timeout waiting for a reply', this.timeoutType()));
       return;
     }
     const err = this.reader.push(chunk, (reply) => this.dispatch(reply));
@@ -472,6 +496,7 @@ export class SmtpConnection extends EventEmitter {
     if (complete) this.waiters.shift();
     // A reply is progress: the clock starts again for the next one, if any is awaited.
     this.waitingSince = this.waiters.length ? Date.now() : 0;
+    this.replyWait(false);
     if (reply.code === 421) {
       // The rest of the batch is not coming: the server is closing.
       if (complete) w.done({ replies: w.replies });
