@@ -27,7 +27,7 @@ import type { Logger } from '../log';
 import { isConnectionKey, type Subject } from '../state/keys';
 import type { StateStore } from '../state/store';
 
-const METHODS = ['hit', 'hitMany', 'peekMany', 'undo', 'record', 'count', 'incr', 'get', 'ttl', 'del', 'addToSet', 'setSize', 'rank', 'top'] as const;
+const METHODS = ['hit', 'hitMany', 'peekMany', 'undo', 'record', 'count', 'incr', 'get', 'ttl', 'del', 'addToSet', 'setSize', 'rank', 'top', 'turn', 'setUntil', 'getUntil'] as const;
 type Method = (typeof METHODS)[number];
 
 interface Request {

@@ -8,7 +8,7 @@
  * Talks to: the base store (reads only). Trusts: the base store.
  */
 import { MemoryStore } from './memory';
-import type { HitManyResult, HitResult, RankEntry, RateLimit, StateStore } from './store';
+import type { HitManyResult, HitResult, RankEntry, RateLimit, StateStore, Turn, UntilRecord } from './store';
 
 export class DryRunStore implements StateStore {
   readonly kind: string;
@@ -89,6 +89,22 @@ export class DryRunStore implements StateStore {
 
   top(key: string, n: number, windowMs: number, now: number): Promise<RankEntry[]> {
     return this.base.top(key, n, windowMs, now);
+  }
+
+  /** Rate turns (shaping, never explained) are taken in the overlay only: the real rate is not touched. */
+  turn(key: string, intervalMs: number, maxWaitMs: number, now: number): Promise<Turn> {
+    return this.overlay.turn(key, intervalMs, maxWaitMs, now);
+  }
+
+  /** Written to the overlay only; the real store's record still wins while it runs. */
+  async setUntil(key: string, until: number, value: string, ttlMs: number, now: number): Promise<UntilRecord & { set: boolean }> {
+    const base = await this.base.getUntil(key, now);
+    if (base && base.until > now) return { ...base, set: false };
+    return this.overlay.setUntil(key, until, value, ttlMs, now);
+  }
+
+  async getUntil(key: string, now: number): Promise<UntilRecord | undefined> {
+    return (await this.overlay.getUntil(key, now)) ?? this.base.getUntil(key, now);
   }
 
   async close(): Promise<void> {

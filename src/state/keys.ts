@@ -67,6 +67,13 @@ export const keys = {
   activity: (s: Subject, name: string): string => `sh:act:${tag(s)}:${name}`,
   /** A fleet-wide ranking of subjects (the console's senders page). */
   ranking: (name: string): string => `sh:act:{fleet}:${escapeId(name)}`,
+  /**
+   * A shaping group's shared state (src/relay/shaping.ts): `rate` (its GCRA
+   * turn) and `suspension`. The group is (egress pool, provider): bounded by
+   * the configuration (`other` destinations are shaped per process and have
+   * no key).
+   */
+  shaping: (pool: string, provider: string, name: 'rate' | 'suspension'): string => `sh:shp:{${escapeId(pool)}|${escapeId(provider)}}:${name}`,
   /** A behaviour signal (sliding set or log) for later containment rules. */
   signal: (s: Subject, name: string): string => `sh:s:${tag(s)}:${name}`,
 };

@@ -8,7 +8,7 @@
  * Talks to: nothing. Trusts: its callers' `now` (monotone in practice;
  * out-of-order stamps are inserted in order).
  */
-import { rankingCap, slotStamp, type HitManyResult, type HitResult, type RankEntry, type RateLimit, type StateStore } from './store';
+import { rankingCap, slotStamp, type HitManyResult, type HitResult, type RankEntry, type RateLimit, type StateStore, type Turn, type UntilRecord } from './store';
 
 interface Log {
   windowMs: number;
@@ -41,6 +41,9 @@ export class MemoryStore implements StateStore {
   private readonly counters = new Map<string, Counter>();
   private readonly sets = new Map<string, SlidingSet>();
   private readonly rankings = new Map<string, Ranking>();
+  /** GCRA: a rate's earliest next start (TAT); gone once it has passed. */
+  private readonly turns = new Map<string, number>();
+  private readonly untils = new Map<string, UntilRecord & { expiresAt: number }>();
   private ops = 0;
 
   // ---- sliding-window logs ----
@@ -79,11 +82,13 @@ export class MemoryStore implements StateStore {
       if (s.seen.size === 0) this.sets.delete(k);
     }
     for (const [k, r] of this.rankings) if (pruneRanking(r, now) === 0) this.rankings.delete(k);
+    for (const [k, tat] of this.turns) if (tat <= now) this.turns.delete(k);
+    for (const [k, u] of this.untils) if (u.expiresAt <= now) this.untils.delete(k);
   }
 
   /** Number of live keys (tests and benchmarks). */
   size(): number {
-    return this.logs.size + this.counters.size + this.sets.size + this.rankings.size;
+    return this.logs.size + this.counters.size + this.sets.size + this.rankings.size + this.turns.size + this.untils.size;
   }
 
   private evaluate(limits: readonly RateLimit[], cost: number, now: number, apply: boolean): HitManyResult {
@@ -188,6 +193,8 @@ export class MemoryStore implements StateStore {
     this.logs.delete(key);
     this.sets.delete(key);
     this.rankings.delete(key);
+    this.turns.delete(key);
+    this.untils.delete(key);
   }
 
   // ---- sliding sets ----
@@ -253,12 +260,49 @@ export class MemoryStore implements StateStore {
       .map(([m, v]) => [m, v.score] as const);
   }
 
+  // ---- rate turns and records until a time ----
+
+  async turn(key: string, intervalMs: number, maxWaitMs: number, now: number): Promise<Turn> {
+    this.tick(now);
+    checkInterval(intervalMs);
+    const tat = this.turns.get(key) ?? 0;
+    const start = Math.max(now, tat);
+    if (start - now > maxWaitMs) return { ok: false, at: start };
+    this.turns.set(key, start + intervalMs);
+    return { ok: true, at: start };
+  }
+
+  async setUntil(key: string, until: number, value: string, ttlMs: number, now: number): Promise<UntilRecord & { set: boolean }> {
+    this.tick(now);
+    const cur = this.untils.get(key);
+    if (cur && cur.expiresAt > now && cur.until > now) return { until: cur.until, value: cur.value, set: false };
+    this.untils.set(key, { until, value, expiresAt: Math.max(now + ttlMs, until) });
+    return { until, value, set: true };
+  }
+
+  async getUntil(key: string, now: number): Promise<UntilRecord | undefined> {
+    const cur = this.untils.get(key);
+    if (!cur) return undefined;
+    if (cur.expiresAt <= now) {
+      this.untils.delete(key);
+      return undefined;
+    }
+    return { until: cur.until, value: cur.value };
+  }
+
   async close(): Promise<void> {
+    this.turns.clear();
+    this.untils.clear();
     this.logs.clear();
     this.counters.clear();
     this.sets.clear();
     this.rankings.clear();
   }
+}
+
+/** A rate's interval: a positive finite number of ms (a fraction allowed). */
+export function checkInterval(intervalMs: number): void {
+  if (!(Number.isFinite(intervalMs) && intervalMs > 0)) throw new TypeError(`state store: a turn's interval must be a positive number of ms, got ${intervalMs}`);
 }
 
 function prune(l: Log, now: number): void {

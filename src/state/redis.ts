@@ -33,7 +33,8 @@
  * client). Trusts: Redis' answers; the caller's keys (keys.ts escapes them).
  */
 import type { Cluster, Redis } from 'ioredis';
-import { rankingCap, slotStamp, type HitManyResult, type HitResult, type RankEntry, type RateLimit, type StateStore } from './store';
+import { checkInterval } from './memory';
+import { rankingCap, slotStamp, type HitManyResult, type HitResult, type RankEntry, type RateLimit, type StateStore, type Turn, type UntilRecord } from './store';
 
 /** The ioredis client kinds this store accepts (one connection or a cluster). */
 export type RedisClient = Redis | Cluster;
@@ -275,6 +276,44 @@ if n <= 0 then return {} end
 return redis.call('ZREVRANGE', KEYS[1], 0, n - 1, 'WITHSCORES')
 `;
 
+/**
+ * turn (GCRA). KEYS: the rate's key (a string: its TAT, ms with a fraction).
+ * ARGV: intervalMs, maxWaitMs, now. Returns ok (1|0) and the start, as strings.
+ */
+const TURN = `
+local interval, maxWait, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local start = math.max(now, tat)
+if start - now > maxWait then return {'0', string.format('%.3f', start)} end
+local nxt = start + interval
+redis.call('SET', KEYS[1], string.format('%.3f', nxt), 'PX', math.max(1, math.ceil(nxt - now)))
+return {'1', string.format('%.3f', start)}
+`;
+
+/**
+ * setUntil (ARGV: until, value, ttlMs, now) and getUntil (ARGV: now).
+ * KEYS: a hash "u" → until, "v" → value, "e" → kept until (caller's clock).
+ * Returns until, value[, set 1|0], or nothing when there is no record.
+ */
+const UNTIL = `
+local now = tonumber(ARGV[#ARGV])
+local cur = redis.call('HMGET', KEYS[1], 'u', 'v', 'e')
+local live = cur[1] and tonumber(cur[3]) > now
+if #ARGV == 1 then
+  if not cur[1] then return {} end
+  if not live then
+    redis.call('DEL', KEYS[1])
+    return {}
+  end
+  return {cur[1], cur[2]}
+end
+if live and tonumber(cur[1]) > now then return {cur[1], cur[2], '0'} end
+local e = math.max(now + tonumber(ARGV[3]), tonumber(ARGV[1]))
+redis.call('HSET', KEYS[1], 'u', ARGV[1], 'v', ARGV[2], 'e', string.format('%.0f', e))
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(e - now)))
+return {ARGV[1], ARGV[2], '1'}
+`;
+
 interface ScriptClient {
   shHit(...args: Array<string | number>): Promise<number[]>;
   shUndo(...args: Array<string | number>): Promise<number>;
@@ -284,6 +323,8 @@ interface ScriptClient {
   shSet(...args: Array<string | number>): Promise<number>;
   shRank(...args: Array<string | number>): Promise<number>;
   shTop(...args: Array<string | number>): Promise<string[]>;
+  shTurn(...args: Array<string | number>): Promise<string[]>;
+  shUntil(...args: Array<string | number>): Promise<string[]>;
 }
 
 const SCRIPTS: Record<keyof ScriptClient, string> = {
@@ -295,6 +336,8 @@ const SCRIPTS: Record<keyof ScriptClient, string> = {
   shSet: SET,
   shRank: RANK,
   shTop: TOP,
+  shTurn: TURN,
+  shUntil: UNTIL,
 };
 
 /** Does `k` carry a Redis Cluster hash tag (a non-empty {...})? */
@@ -478,6 +521,22 @@ export class RedisStore implements StateStore {
     const out: RankEntry[] = [];
     for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i]!, Number(raw[i + 1])]);
     return out;
+  }
+
+  async turn(key: string, intervalMs: number, maxWaitMs: number, now: number): Promise<Turn> {
+    checkInterval(intervalMs);
+    const [ok, at] = await this.r.shTurn(1, this.key(key), intervalMs, Math.max(0, maxWaitMs), whole(now, 'now'));
+    return { ok: ok === '1', at: Number(at) };
+  }
+
+  async setUntil(key: string, until: number, value: string, ttlMs: number, now: number): Promise<UntilRecord & { set: boolean }> {
+    const raw = await this.r.shUntil(1, this.key(key), whole(until, 'until'), value, whole(ttlMs, 'ttlMs'), whole(now, 'now'));
+    return { until: Number(raw[0]), value: String(raw[1]), set: raw[2] === '1' };
+  }
+
+  async getUntil(key: string, now: number): Promise<UntilRecord | undefined> {
+    const raw = await this.r.shUntil(1, this.key(key), whole(now, 'now'));
+    return raw.length < 2 ? undefined : { until: Number(raw[0]), value: String(raw[1]) };
   }
 
   /** Round-trip check (readiness, recovery probes). */

@@ -43,7 +43,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log';
 import { MemoryStore } from './memory';
 import type { Once } from './redis';
-import type { HitManyResult, HitResult, RankEntry, RateLimit, StateStore } from './store';
+import type { HitManyResult, HitResult, RankEntry, RateLimit, StateStore, Turn, UntilRecord } from './store';
 
 export type FailMode = 'open' | 'closed';
 
@@ -455,6 +455,25 @@ export class ResilientStore implements StateStore {
 
   async top(key: string, n: number, windowMs: number, now: number): Promise<RankEntry[]> {
     return this.either(() => this.primary.top(key, n, windowMs, now), () => this.local.top(key, n, windowMs, now));
+  }
+
+  /**
+   * Rate turns and suspensions (shaping) are not journalled: a turn is a
+   * moment's decision and a suspension ends by itself, so replaying either
+   * later would be wrong or pointless. While Redis is away (fail open) they
+   * are answered by this process's local store; fail closed they throw, and
+   * the shaper shapes on its own (shaping never stops delivery).
+   */
+  async turn(key: string, intervalMs: number, maxWaitMs: number, now: number): Promise<Turn> {
+    return this.either(() => this.primary.turn(key, intervalMs, maxWaitMs, now), () => this.local.turn(key, intervalMs, maxWaitMs, now));
+  }
+
+  async setUntil(key: string, until: number, value: string, ttlMs: number, now: number): Promise<UntilRecord & { set: boolean }> {
+    return this.either(() => this.primary.setUntil(key, until, value, ttlMs, now), () => this.local.setUntil(key, until, value, ttlMs, now));
+  }
+
+  async getUntil(key: string, now: number): Promise<UntilRecord | undefined> {
+    return this.either(() => this.primary.getUntil(key, now), () => this.local.getUntil(key, now));
   }
 
   async close(): Promise<void> {

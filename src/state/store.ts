@@ -68,6 +68,23 @@ export interface HitManyResult {
   readonly stamp: number;
 }
 
+/**
+ * A rate's turn (GCRA): `at` is the start granted (ok: taken, within
+ * maxWaitMs of now) or, refused, the earliest start the rate allows then
+ * (nothing taken; ask again at that time).
+ */
+export interface Turn {
+  readonly ok: boolean;
+  /** Ms since the epoch, on the caller's clock (the `now` it passed). */
+  readonly at: number;
+}
+
+/** A record that runs until a time (a provider's suspension): its end and the caller's value. */
+export interface UntilRecord {
+  readonly until: number;
+  readonly value: string;
+}
+
 /** A ranking holds at most this many members before it is trimmed back to `max`. */
 export function rankingCap(max: number): number {
   return max + Math.floor(max / 10);
@@ -124,6 +141,26 @@ export interface StateStore {
   rank(key: string, entries: readonly RankEntry[], windowMs: number, max: number, now: number): Promise<number>;
   /** The ranking's `n` highest scores seen within the window, highest first (ties: lexically highest member first). */
   top(key: string, n: number, windowMs: number, now: number): Promise<RankEntry[]>;
+
+  /**
+   * One turn of a smooth rate (GCRA, one every `intervalMs`, no burst;
+   * shaping.ts: a provider's rate shared by every process and gateway). The
+   * key holds the earliest start of the next turn (TAT); a turn starts at
+   * max(now, TAT). Within `maxWaitMs` of now it is taken (TAT moves one
+   * interval on) and `at` is its start; later, nothing is taken and `at` is
+   * that start. `intervalMs` may have a fraction (a rate of 3/s); the key
+   * expires once its TAT has passed.
+   */
+  turn(key: string, intervalMs: number, maxWaitMs: number, now: number): Promise<Turn>;
+  /**
+   * Set a record running until `until`, kept `ttlMs` from now (at least to
+   * its end), unless the key holds one whose end is still after `now`: that
+   * one stays (the first of several concurrent writers wins). Returns the
+   * record in force and whether this call set it.
+   */
+  setUntil(key: string, until: number, value: string, ttlMs: number, now: number): Promise<UntilRecord & { readonly set: boolean }>;
+  /** The record (ended or not) while it is kept, else undefined. */
+  getUntil(key: string, now: number): Promise<UntilRecord | undefined>;
 
   close(): Promise<void>;
 }

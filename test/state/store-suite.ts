@@ -272,4 +272,68 @@ export function storeSuite(make: () => Promise<SuiteStore>): void {
     assert.equal((await s.hit(k('q', 'alice'), 1, HOUR, 1, T0)).allowed, false);
     assert.equal((await s.hit(k('q', 'bob'), 1, HOUR, 1, T0)).allowed, true);
   });
+
+  it('turn: one start every interval, taken only within maxWait, refused turns take nothing', async () => {
+    const { store: s } = await make();
+    const starts: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t = await s.turn(k('rate'), 200, 500, T0);
+      assert.equal(t.ok, true, `turn ${i + 1}`);
+      starts.push(t.at);
+    }
+    assert.deepEqual(starts, [T0, T0 + 200, T0 + 400]);
+    // The fourth would start 600 ms from now, past maxWait: refused with that start, twice (nothing taken).
+    assert.deepEqual(await s.turn(k('rate'), 200, 500, T0), { ok: false, at: T0 + 600 });
+    assert.deepEqual(await s.turn(k('rate'), 200, 500, T0 + 50), { ok: false, at: T0 + 600 });
+    // At that time it is granted at once; after a pause the rate does not save up turns (no burst).
+    assert.deepEqual(await s.turn(k('rate'), 200, 500, T0 + 600), { ok: true, at: T0 + 600 });
+    assert.deepEqual(await s.turn(k('rate'), 200, 0, T0 + 10_000), { ok: true, at: T0 + 10_000 });
+    assert.deepEqual(await s.turn(k('rate'), 200, 0, T0 + 10_000), { ok: false, at: T0 + 10_200 });
+    // Another key is another rate.
+    assert.deepEqual(await s.turn(k('rate2'), 200, 0, T0 + 10_000), { ok: true, at: T0 + 10_000 });
+  });
+
+  it('turn: a fractional interval (3/s) keeps its fraction', async () => {
+    const { store: s } = await make();
+    const starts: number[] = [];
+    for (let i = 0; i < 4; i++) starts.push((await s.turn(k('third'), 1000 / 3, 5000, T0)).at);
+    assert.equal(starts[0], T0);
+    assert.ok(Math.abs(starts[3]! - (T0 + 1000)) < 0.01, `the fourth turn one second on, got ${starts[3]! - T0}`);
+    await assert.rejects(() => s.turn(k('bad'), 0, 100, T0), /interval/);
+    await assert.rejects(() => s.turn(k('bad'), Number.NaN, 100, T0), /interval/);
+  });
+
+  it('turn: concurrent callers get distinct starts, one interval apart', async () => {
+    const { store: s } = await make();
+    const all = await Promise.all(Array.from({ length: 60 }, () => s.turn(k('race'), 10, 10_000, T0)));
+    assert.ok(all.every((t) => t.ok));
+    assert.deepEqual(
+      all.map((t) => t.at).sort((a, b) => a - b),
+      Array.from({ length: 60 }, (_, i) => T0 + i * 10),
+    );
+  });
+
+  it('setUntil: the first record running wins, an ended one is replaced, kept for its TTL', async () => {
+    const { store: s } = await make();
+    assert.equal(await s.getUntil(k('susp'), T0), undefined);
+    assert.deepEqual(await s.setUntil(k('susp'), T0 + 60_000, 'first', 300_000, T0), { until: T0 + 60_000, value: 'first', set: true });
+    // A second writer while it runs gets the first one back.
+    assert.deepEqual(await s.setUntil(k('susp'), T0 + 90_000, 'second', 300_000, T0 + 1000), { until: T0 + 60_000, value: 'first', set: false });
+    assert.deepEqual(await s.getUntil(k('susp'), T0 + 59_999), { until: T0 + 60_000, value: 'first' });
+    // Ended but kept (the caller still reads it to recover): returned, and replaced by the next writer.
+    assert.deepEqual(await s.getUntil(k('susp'), T0 + 120_000), { until: T0 + 60_000, value: 'first' });
+    assert.deepEqual(await s.setUntil(k('susp'), T0 + 180_000, 'third', 10_000, T0 + 120_000), { until: T0 + 180_000, value: 'third', set: true });
+    // Kept at least until its end, even with a shorter TTL; gone after.
+    assert.deepEqual(await s.getUntil(k('susp'), T0 + 179_999), { until: T0 + 180_000, value: 'third' });
+    assert.equal(await s.getUntil(k('susp'), T0 + 180_001), undefined);
+    assert.deepEqual(await s.setUntil(k('susp'), T0 + 200_000, 'fourth', 1000, T0 + 180_001), { until: T0 + 200_000, value: 'fourth', set: true });
+  });
+
+  it('setUntil: of concurrent writers exactly one sets it, everyone gets its record', async () => {
+    const { store: s } = await make();
+    const all = await Promise.all(Array.from({ length: 20 }, (_, i) => s.setUntil(k('race-susp'), T0 + 60_000 + i, `w${i}`, 60_000, T0)));
+    assert.equal(all.filter((r) => r.set).length, 1);
+    const winner = all.find((r) => r.set)!;
+    for (const r of all) assert.deepEqual({ until: r.until, value: r.value }, { until: winner.until, value: winner.value });
+  });
 }
