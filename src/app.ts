@@ -174,7 +174,7 @@ export async function build(cfg: Config, opts: BuildOptions = {}): Promise<App> 
   // TLS-RPT (RFC 8460): MTA-STS/DANE outcomes counted per policy domain and day, reported below.
   const tlsCollector = cfg.relay.tlsRpt?.enabled ? new TlsReportCollector() : undefined;
   const tlsObserver = { onTlsPolicy: (e: Parameters<typeof metrics.catalogue.outboundTls.onTlsPolicy>[0]) => (metrics.catalogue.outboundTls.onTlsPolicy(e), tlsCollector?.onTlsPolicy(e)) };
-  const delivery = opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger, tlsObserver, shapingObserver: metrics.catalogue.shaping });
+  const delivery = opts.agent ?? createDeliveryAgent(cfg.relay, { hostname: cfg.hostname, logger, tlsObserver, shapingObserver: metrics.catalogue.shaping, state });
   const shaper = delivery instanceof SmtpDeliveryAgent ? delivery.shaper : undefined;
   if (shaper) metrics.catalogue.watchShaping(() => shaper.snapshot());
   const agent = containment.agent(roles.guard(delivery, logger));

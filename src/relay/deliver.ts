@@ -56,6 +56,7 @@
 import { isIP } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log';
+import type { StateStore } from '../state/store';
 import { domainOf, type RecipientOutcome } from '../envelope';
 import type { RelayConfig } from './config';
 import type { DeliveryAgent, DeliveryJob } from './types';
@@ -84,6 +85,8 @@ export interface DeliveryAgentOptions {
   tlsObserver?: TlsPolicyObserver;
   /** Shaping outcomes and suspensions per provider (metrics). */
   shapingObserver?: ShapingObserver;
+  /** The gateway's state store: providers' rates and suspensions shared through it (relay.shaping.shared). */
+  state?: StateStore;
 }
 
 export function createDeliveryAgent(cfg: RelayConfig, opts: DeliveryAgentOptions): DeliveryAgent {
@@ -143,7 +146,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     this.dns = opts.resolver ?? createMxResolver(cfg.dns);
     if (cfg.mtaSts?.enabled) this.sts = new MtaStsPolicies(cfg.mtaSts, cfg.dns, this.dns);
     if (cfg.dane?.enabled) this.dane = new DaneResolver(cfg.dane);
-    if (cfg.shaping?.enabled) this.shaper = new Shaper(cfg.shaping, opts.shapingObserver);
+    if (cfg.shaping?.enabled) this.shaper = new Shaper(cfg.shaping, opts.shapingObserver, Date.now, opts.state && { store: opts.state, logger: opts.logger });
     this.pool = new ConnectionPool({
       perDestination: cfg.concurrencyPerDestination,
       total: cfg.maxConnections,
@@ -256,13 +259,13 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     const group = this.shaper?.groupFor(found.hosts, found.poolKey, egress?.name);
     if (!group) return finish(await this.leaseAndTransact(job, rcpts, found, t, log, egress));
     log.provider = group.provider;
-    const admission = this.shaper!.admit(group);
+    const admission = await this.shaper!.admit(group);
     if (!admission.ok) {
       t.wait = Date.now();
       return finish(this.shaped(group, rcpts.map((address) => shapedDeferral(address, group, admission)), 'shaped'));
     }
     try {
-      return finish(this.afterReplies(group, await this.leaseAndTransact(job, rcpts, found, t, log, egress, group), log));
+      return finish(await this.afterReplies(group, await this.leaseAndTransact(job, rcpts, found, t, log, egress, group), log));
     } finally {
       this.shaper!.done(group);
     }
@@ -299,12 +302,12 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
    * a throttle pattern suspends the group and is retried when the
    * suspension ends (retryAt: not a failed attempt); every outcome is counted.
    */
-  private afterReplies(group: ShapingGroup, outcomes: RecipientOutcome[], log: AttemptLog): RecipientOutcome[] {
+  private async afterReplies(group: ShapingGroup, outcomes: RecipientOutcome[], log: AttemptLog): Promise<RecipientOutcome[]> {
     const shaper = this.shaper!;
     const throttle = outcomes.find((o) => o.kind === 'deferred' && shaper.isThrottle(group, log.setupReply ?? o.error));
     let retryAt: number | undefined;
     if (throttle) {
-      const s = shaper.throttled(group);
+      const s = await shaper.throttled(group);
       retryAt = s.retryAt;
       if (s.fresh) {
         this.opts.logger.warn(
@@ -376,7 +379,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     log.tls = session.secure;
     if (group) {
       // The rate's turn (and no suspension since) is taken with the session ready, so the turns are the sends.
-      const turn = this.shaper!.beforeSend(group);
+      const turn = await this.shaper!.beforeSend(group);
       if (!turn.ok) {
         release(session, true);
         return this.shaped(group, rcpts.map((address) => shapedDeferral(address, group, turn)), 'shaped');

@@ -44,6 +44,8 @@ export interface ShapingConfig {
   readonly enabled: boolean;
   /** Longest wait inside the delivery agent for a rate token or a connection; longer: defer to a set time. */
   readonly maxWaitMs: number;
+  /** Providers' rates and suspensions kept in the state store: one for every process and gateway sharing it (shaping.ts). */
+  readonly shared: boolean;
   /** Matched in order; the first whose suffix matches an MX host wins. */
   readonly providers: readonly ProviderRules[];
   /** Destinations no provider matches, each its own group. */
@@ -150,9 +152,10 @@ function parseMx(v: unknown, at: At, base: DefaultProvider | undefined): string[
 
 /** relay.shaping; absent: on, with the built-in providers. `poolNames` checks the per-pool entries. */
 export function parseShaping(v: unknown, at: At, poolNames: readonly string[]): ShapingConfig {
-  const o = obj(v, at, ['enabled', 'maxWait', 'providers', 'other']);
+  const o = obj(v, at, ['enabled', 'maxWait', 'shared', 'providers', 'other']);
   const enabled = bool(o.enabled, at.child('enabled', { doc: 'provider-aware shaping and throttle-reply suspension (docs/shaping.md)' }), true);
   const maxWaitMs = duration(o.maxWait, at.child('maxWait', { doc: 'longest wait in the delivery agent for a rate token; longer waits defer the message to the time its turn comes' }), '2s');
+  const shared = bool(o.shared, at.child('shared', { doc: "each provider's rate and suspensions kept in the state store (state.backend), so every process of this gateway and every gateway sharing its Redis send to it as one; connection limits stay per process (docs/shaping.md)" }), true);
   const pAt = at.child('providers', { doc: 'mailbox providers by MX host name, merged over the built-in table by name (null removes one)' });
   const raw = mapOf(o.providers, pAt, 'provider name → rules');
   const providers: ProviderRules[] = [];
@@ -170,7 +173,7 @@ export function parseShaping(v: unknown, at: At, poolNames: readonly string[]): 
       if (!poolNames.includes(pool)) at.fail(`provider ${p.name}: unknown egress pool ${JSON.stringify(pool)} in pools (relay.pools has: ${poolNames.join(', ') || 'none'})`);
     }
   }
-  return { enabled, maxWaitMs, providers, other };
+  return { enabled, maxWaitMs, shared, providers, other };
 }
 
 /** The provider whose suffix matches one of the host names (MX hosts or a relay host), else undefined. */

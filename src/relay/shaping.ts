@@ -26,9 +26,22 @@
  * Deferred retry times are spread one rate interval apart so the suspended
  * mail does not all come back in the same instant.
  *
- * State is per process (a multi-process gateway's workers each shape their
- * first attempts); suspensions are not persisted across restarts.
+ * Shared (relay.shaping.shared, default on; docs/shaping.md): a provider's
+ * rate and its suspensions are kept in the state store (src/state/store.ts:
+ * `turn`, `setUntil`/`getUntil`), so the processes of a gateway (the IPC
+ * store) and the gateways of a fleet (Redis) send to it as one: one rate,
+ * and a throttle reply seen anywhere suspends the group everywhere until
+ * the same end, with the same factor. Each process reads the group's
+ * suspension at most once per SHARED_READ_MS (a suspension reaches the
+ * others up to that late). Connections, messages per connection and the
+ * in-agent bound stay per process, and so do `other` destinations (one
+ * group per domain: unbounded keys). A store that fails (Redis down, fail
+ * closed; the primary not answering) never stops delivery: the group is
+ * shaped in this process alone, as before, logged once.
  */
+import type { Logger } from '../log';
+import { keys } from '../state/keys';
+import type { StateStore, UntilRecord } from '../state/store';
 import { replyCode } from './classify';
 import { providerOf, type ProviderRules, type ShapingConfig, type ShapingLimits } from './providers';
 
@@ -74,6 +87,21 @@ const RECOVER_STEP = 0.1;
 const SPREAD_MS = 20;
 /** Groups remembered before those at rest are forgotten. */
 const MAX_GROUPS = 10_000;
+/** How long a process trusts the shared suspension it last read (a suspension elsewhere reaches it up to this late). */
+export const SHARED_READ_MS = 1000;
+
+/** Where shared shaping state lives (relay.shaping.shared): the gateway's state store. */
+export interface ShapingShare {
+  readonly store: StateStore;
+  readonly logger: Logger;
+}
+
+/** A suspension as stored for the other processes: the factor it restarts at, the streak, a learned rate. */
+interface SharedSuspension {
+  readonly base: number;
+  readonly streak: number;
+  readonly learned?: number;
+}
 
 interface GroupState {
   /** GCRA: the earliest start of the next message. */
@@ -90,6 +118,10 @@ interface GroupState {
   sent: number[];
   /** Messages/s the group was sending when a throttle reply came, for a group without a configured rate; cleared on full recovery. */
   learned?: number;
+  /** When the shared suspension was last read (0: never). */
+  sharedReadAt: number;
+  /** A read of the shared suspension under way (concurrent admissions wait for the same one). */
+  reading?: Promise<void>;
 }
 
 /** Sends remembered to learn a rate: the last 10 s, at most 10,000. */
@@ -104,16 +136,20 @@ function observedRate(s: GroupState, now: number): number | undefined {
 }
 
 function freshState(): GroupState {
-  return { nextStart: 0, promised: 0, suspendedUntil: 0, streak: 0, base: 1, inFlight: 0, sent: [] };
+  return { nextStart: 0, promised: 0, suspendedUntil: 0, streak: 0, base: 1, inFlight: 0, sent: [], sharedReadAt: 0 };
 }
 
 export class Shaper {
   private readonly groups = new Map<string, { group: ShapingGroup; state: GroupState }>();
 
+  /** The shared store failed and this process shapes alone (logged once per outage). */
+  private alone = false;
+
   constructor(
     private readonly cfg: ShapingConfig,
     private readonly observer: ShapingObserver = {},
     private readonly now: () => number = Date.now,
+    private readonly share?: ShapingShare,
   ) {}
 
   get enabled(): boolean {
@@ -169,7 +205,8 @@ export class Shaper {
    * Suspended, or twice its connections' worth already in the agent →
    * deferred to a set time. On ok, call done() when its transaction is over.
    */
-  admit(g: ShapingGroup): Admission {
+  async admit(g: ShapingGroup): Promise<Admission> {
+    await this.readShared(g);
     const s = this.state(g);
     const t = this.now();
     if (t < s.suspendedUntil) return this.suspendedAdmission(g, s);
@@ -187,7 +224,8 @@ export class Shaper {
    * next turn — waited for when within maxWait (already taken), else
    * deferred to that turn.
    */
-  beforeSend(g: ShapingGroup): Admission {
+  async beforeSend(g: ShapingGroup): Promise<Admission> {
+    await this.readShared(g);
     const s = this.state(g);
     const t = this.now();
     if (t < s.suspendedUntil) return this.suspendedAdmission(g, s);
@@ -195,6 +233,19 @@ export class Shaper {
     if (interval === undefined) {
       this.recordSend(s, t);
       return { ok: true, waitMs: 0 };
+    }
+    const store = this.sharedStore(g);
+    if (store) {
+      try {
+        const turn = await store.turn(keys.shaping(g.pool, g.provider, 'rate'), interval, this.cfg.maxWaitMs, t);
+        this.sharedOk();
+        if (!turn.ok) return { ok: false, retryAt: this.spread(g, turn.at), reason: `rate limit ${this.rate(g)!.toFixed(2)}/s reached (shared)` };
+        this.recordSend(s, turn.at);
+        // The wait counts from now: the store answered after a round trip.
+        return { ok: true, waitMs: Math.max(0, turn.at - this.now()) };
+      } catch (err) {
+        this.sharedFailed(err);
+      }
     }
     const start = Math.max(t, s.nextStart);
     if (start - t > this.cfg.maxWaitMs) return { ok: false, retryAt: this.spread(g, start), reason: `rate limit ${this.rate(g)!.toFixed(2)}/s reached` };
@@ -233,20 +284,102 @@ export class Shaper {
    * end of the suspension (fresh: this reply started it). Several
    * throttle replies of one suspension (transactions in flight) count once.
    */
-  throttled(g: ShapingGroup): { retryAt: number; until: number; fresh: boolean } {
+  async throttled(g: ShapingGroup): Promise<{ retryAt: number; until: number; fresh: boolean }> {
     const s = this.state(g);
     const t = this.now();
     if (t < s.suspendedUntil) return { retryAt: this.spread(g, s.suspendedUntil), until: s.suspendedUntil, fresh: false };
     const ms = Math.min(g.rules.maxSuspendMs, g.rules.suspendMs * 2 ** Math.min(s.streak, 20));
     // No configured rate: the rate it was sending at becomes the one to halve (until full recovery).
     if (g.limits.ratePerSecond === undefined && s.learned === undefined) s.learned = observedRate(s, t);
-    s.base = Math.max(MIN_FACTOR, this.factor(g) / 2);
-    s.streak++;
-    s.suspendedUntil = t + ms;
+    const mine: SharedSuspension = { base: Math.max(MIN_FACTOR, this.factor(g) / 2), streak: s.streak + 1, ...(s.learned !== undefined ? { learned: s.learned } : {}) };
+    this.apply(s, t + ms, mine);
+    let fresh = true;
+    const store = this.sharedStore(g);
+    if (store) {
+      // Full recovery takes (1 - base) / RECOVER_STEP intervals after the end: kept that long for the others to recover alike.
+      const ttlMs = Math.ceil(ms + (Math.ceil((1 - mine.base) / RECOVER_STEP) + 1) * g.rules.recoverMs);
+      try {
+        const rec = await store.setUntil(keys.shaping(g.pool, g.provider, 'suspension'), t + ms, JSON.stringify(mine), ttlMs, t);
+        this.sharedOk();
+        s.sharedReadAt = this.now();
+        // Another process's suspension was already running: this reply is one of it.
+        if (!rec.set) {
+          fresh = false;
+          this.adopt(g, s, rec, true);
+        }
+      } catch (err) {
+        this.sharedFailed(err);
+      }
+    }
+    if (fresh) this.observer.onSuspension?.(g.provider, g.pool, ms);
+    return { retryAt: this.spread(g, Math.max(s.suspendedUntil, t + 1)), until: s.suspendedUntil, fresh };
+  }
+
+  /** Start (or take over) a suspension ending at `until`. */
+  private apply(s: GroupState, until: number, v: SharedSuspension): void {
+    s.base = v.base;
+    s.streak = v.streak;
+    if (v.learned !== undefined) s.learned = v.learned;
+    s.suspendedUntil = until;
     // The rate schedule restarts from the end of the suspension at the reduced rate.
-    s.nextStart = Math.max(s.nextStart, s.suspendedUntil);
-    this.observer.onSuspension?.(g.provider, g.pool, ms);
-    return { retryAt: this.spread(g, Math.max(s.suspendedUntil, t + 1)), until: s.suspendedUntil, fresh: true };
+    s.nextStart = Math.max(s.nextStart, until);
+  }
+
+  /** The store to share a group's rate and suspensions through, if shared (never `other`: one group per destination). */
+  private sharedStore(g: ShapingGroup): StateStore | undefined {
+    return this.share && this.cfg.shared && g.provider !== 'other' ? this.share.store : undefined;
+  }
+
+  /** Read the group's shared suspension unless read within SHARED_READ_MS; a newer one than this process knows is taken over. */
+  private readShared(g: ShapingGroup): Promise<void> {
+    const store = this.sharedStore(g);
+    if (!store) return Promise.resolve();
+    const s = this.state(g);
+    if (s.reading) return s.reading;
+    if (this.now() - s.sharedReadAt < SHARED_READ_MS) return Promise.resolve();
+    s.reading = (async () => {
+      try {
+        const rec = await store.getUntil(keys.shaping(g.pool, g.provider, 'suspension'), this.now());
+        this.sharedOk();
+        if (rec) this.adopt(g, s, rec, false);
+      } catch (err) {
+        this.sharedFailed(err);
+      } finally {
+        // Read or failed: not asked again for SHARED_READ_MS (a dead store is not asked per message).
+        s.sharedReadAt = this.now();
+        s.reading = undefined;
+      }
+    })();
+    return s.reading;
+  }
+
+  /** Take over a suspension another process started (only a later one than this process knows). */
+  private adopt(g: ShapingGroup, s: GroupState, rec: UntilRecord, overrule: boolean): void {
+    if (!overrule && rec.until <= s.suspendedUntil) return;
+    let v: SharedSuspension;
+    try {
+      v = JSON.parse(rec.value) as SharedSuspension;
+    } catch {
+      return;
+    }
+    if (typeof v?.base !== 'number' || typeof v.streak !== 'number') return;
+    const news = rec.until > s.suspendedUntil;
+    this.apply(s, rec.until, { base: Math.min(1, Math.max(MIN_FACTOR, v.base)), streak: v.streak, ...(typeof v.learned === 'number' ? { learned: v.learned } : {}) });
+    if (news && rec.until > this.now()) {
+      this.share?.logger.info({ evt: 'shaping', provider: g.provider, pool: g.pool, until: new Date(rec.until).toISOString(), shared: true }, 'provider suspended by another gateway process: deferring its queue for this pool');
+    }
+  }
+
+  private sharedOk(): void {
+    if (!this.alone) return;
+    this.alone = false;
+    this.share?.logger.info({ evt: 'shaping', shared: true }, 'shared shaping state available again');
+  }
+
+  private sharedFailed(err: unknown): void {
+    if (this.alone) return;
+    this.alone = true;
+    this.share?.logger.warn({ evt: 'shaping', shared: false, err: (err as Error)?.message ?? String(err) }, 'shared shaping state unavailable: shaping providers in this process alone until the state store answers');
   }
 
   outcome(g: ShapingGroup, outcome: ShapedOutcome): void {

@@ -185,28 +185,28 @@ describe('provider rules', () => {
     assert.equal(providerOf(removed, ['aspmx.l.google.com']), undefined, 'null removes a built-in provider');
   });
 
-  it('halves the rate on a throttle reply (a learned one when none is configured) and regains it additively', () => {
+  it('halves the rate on a throttle reply (a learned one when none is configured) and regains it additively', async () => {
     let now = 1_000_000;
     const cfg = parseShaping({ providers: { bigmail: { mx: ['bigmail.test'], suspend: '1s', maxSuspend: '8s', recover: '1s' } } }, at.child('shaping'), []);
     const shaper = new Shaper(cfg, {}, () => now);
     const g = shaper.groupFor(['mx.bigmail.test'], 'users.bigmail.test', undefined);
     const rate = (): number | undefined => shaper.snapshotOf(g).ratePerSecond;
     // 20 messages in one second, unlimited.
-    for (let i = 0; i < 20; i++, now += 50) assert.deepEqual(shaper.beforeSend(g), { ok: true, waitMs: 0 });
+    for (let i = 0; i < 20; i++, now += 50) assert.deepEqual(await shaper.beforeSend(g), { ok: true, waitMs: 0 });
     assert.equal(rate(), undefined, 'no rate before a throttle reply');
-    const first = shaper.throttled(g);
+    const first = await shaper.throttled(g);
     assert.equal(first.until, now + 1000);
     assert.equal(rate(), 10, 'the 20/s it was sending at, halved');
-    assert.equal(shaper.admit(g).ok, false, 'suspended');
+    assert.equal((await shaper.admit(g)).ok, false, 'suspended');
     now = first.until;
-    assert.equal(shaper.admit(g).ok, true, 'the suspension is over');
+    assert.equal((await shaper.admit(g)).ok, true, 'the suspension is over');
     // 10/s: one every 100 ms; the next turn is 100 ms away.
-    assert.deepEqual(shaper.beforeSend(g), { ok: true, waitMs: 0 });
-    assert.deepEqual(shaper.beforeSend(g), { ok: true, waitMs: 100 });
+    assert.deepEqual(await shaper.beforeSend(g), { ok: true, waitMs: 0 });
+    assert.deepEqual(await shaper.beforeSend(g), { ok: true, waitMs: 100 });
     now += 1000;
     assert.ok(Math.abs(rate()! - 12) < 1e-9, `a tenth of the learned 20/s back per second: ${rate()}`);
     // Throttled again before full recovery: twice as long, from the lower rate.
-    const second = shaper.throttled(g);
+    const second = await shaper.throttled(g);
     assert.equal(second.until - now, 2000);
     assert.ok(Math.abs(rate()! - 6) < 1e-9, `halved again: ${rate()}`);
     now = second.until + 10_000;
@@ -224,5 +224,7 @@ describe('provider rules', () => {
     bad({ providers: { x: { rate: '1/s' } } }, /relay\.shaping\.providers\.x\.mx.*at least one/);
     bad({ providers: { other: { mx: ['o.test'] } } }, /relay\.shaping\.other/);
     bad({ providers: { x: { mx: ['x.test'], suspend: '10m', maxSuspend: '1m' } } }, /maxSuspend/);
+    bad({ shared: 'yes' }, /smarthost\.yaml.*relay\.shaping\.shared/);
+    assert.equal(parseShaping(undefined, at.child('shaping'), []).shared, true, 'shared by default');
   });
 });
