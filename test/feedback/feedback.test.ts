@@ -88,6 +88,12 @@ describe('complaint feedback loops (ARF over SMTP)', () => {
   };
   const metric = async (re: RegExp): Promise<number> => Number(re.exec((await gw.app!.metrics.render()).body)?.[1] ?? 0);
   const reports = (provider: string, result: string) => metric(new RegExp(`^smarthost_feedback_reports_total\\{provider="${provider}",result="${result}"\\} (\\S+)$`, 'm'));
+  /** Every result counted so far ("yahoo/unauthenticated 4, ..."): a failing count says what the report got instead. */
+  const results = async () =>
+    [...(await gw.app!.metrics.render()).body.matchAll(/^smarthost_feedback_reports_total\{provider="([^"]*)",result="([^"]*)"\} (\S+)$/gm)]
+      .filter((m) => m[3] !== '0')
+      .map((m) => `${m[1]}/${m[2]} ${m[3]}`)
+      .join(', ');
   /** Wait until the gateway has consumed every report accepted so far (the metric counts each once). */
   const drained = async () => {
     const total = async () => {
@@ -168,10 +174,10 @@ describe('complaint feedback loops (ARF over SMTP)', () => {
     // outlook.test publishes no DMARC record: only the DKIM rule stands between this and a complaint
     assert.equal(await report(gw, 'staff@outlook.test', arfReport({ ...base, from: 'staff@outlook.test' })), 250);
     await drained();
-    assert.equal(await reports('microsoft', 'unauthenticated'), 1);
-    assert.equal(await reports('yahoo', 'unauthenticated'), 4);
-    assert.equal(await reports('none', 'unknown_provider'), 1);
-    assert.equal(await reports('yahoo', 'counted'), 0);
+    assert.equal(await reports('microsoft', 'unauthenticated'), 1, await results());
+    assert.equal(await reports('yahoo', 'unauthenticated'), 4, await results());
+    assert.equal(await reports('none', 'unknown_provider'), 1, await results());
+    assert.equal(await reports('yahoo', 'counted'), 0, await results());
     const d = await api('/api/containment?account=dave@isp.test');
     assert.equal(d.response, 'none');
     assert.equal(d.assessment.fired.includes('complaints'), false);
@@ -185,7 +191,7 @@ describe('complaint feedback loops (ARF over SMTP)', () => {
     const r = await signed(arfReport({ from: 'feedback@arf.mail.yahoo.test', to: 'fbl@gw.isp.test', original: originals.get('alice@isp.test')!, userAgent: 'Yahoo!-Mail-Feedback/2.0' }), yahoo);
     assert.equal(await report(gw, 'feedback@arf.mail.yahoo.test', r), 250);
     await drained();
-    assert.equal(await reports('yahoo', 'counted'), 1);
+    assert.equal(await reports('yahoo', 'counted'), 1, await results());
     const a = await api('/api/containment?account=alice@isp.test');
     assert.equal(a.response, 'hold', 'one complaint holds a residential account (containment.yaml defaults)');
     assert.ok(a.assessment.fired.includes('complaints'));
@@ -198,12 +204,12 @@ describe('complaint feedback loops (ARF over SMTP)', () => {
     const ns = await signed(arfReport({ from: 'staff@hotmail.test', to: 'fbl@gw.isp.test', original: bob, headersOnly: true, feedbackType: 'not-spam', userAgent: 'Microsoft JMRP' }), hotmail);
     assert.equal(await report(gw, 'staff@hotmail.test', ns), 250);
     await drained();
-    assert.equal(await reports('microsoft', 'not_complaint'), 1);
+    assert.equal(await reports('microsoft', 'not_complaint'), 1, await results());
     assert.equal((await api('/api/containment?account=bob@isp.test')).response, 'none');
     const r = await signed(arfReport({ from: 'staff@hotmail.test', to: 'fbl@gw.isp.test', original: bob, headersOnly: true, userAgent: 'Microsoft JMRP' }), hotmail);
     assert.equal(await report(gw, 'staff@hotmail.test', r), 250);
     await drained();
-    assert.equal(await reports('microsoft', 'counted'), 1);
+    assert.equal(await reports('microsoft', 'counted'), 1, await results());
     assert.equal((await api('/api/containment?account=bob@isp.test')).response, 'hold');
   });
 
@@ -214,7 +220,7 @@ describe('complaint feedback loops (ARF over SMTP)', () => {
       assert.equal(await report(gw, 'feedback@arf.mail.yahoo.test', await signed(arfReport({ from: 'feedback@arf.mail.yahoo.test', to: 'fbl@gw.isp.test', original }), yahoo)), 250);
     }
     await drained();
-    assert.equal(await reports('yahoo', 'unmapped'), 2);
+    assert.equal(await reports('yahoo', 'unmapped'), 2, await results());
     assert.equal(readdirSync(path.join(gw.dir, 'kept', 'unmapped')).filter((n) => n.endsWith('.eml')).length, 2);
   });
 
