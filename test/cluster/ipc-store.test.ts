@@ -51,5 +51,15 @@ describe('the IPC state store', () => {
       { domain: 'y.test', recipients: 2 },
       { domain: 'x.test', recipients: 1 },
     ]);
+
+    // Shaping's operations (relay.shaping.shared) travel the same way and land in the primary's
+    // one store: a rate's second turn one interval after the first, a suspension the primary reads.
+    w.send('shape');
+    await waitUntil("the worker's shaping answers", () => fromWorker.some((m) => (m as { t?: string })?.t === 'shaped'));
+    const shaped = fromWorker.find((m) => (m as { t?: string })?.t === 'shaped') as unknown as { turns: Array<{ ok: boolean; at: number }>; set: { set: boolean; until: number }; read: { until: number; value: string } };
+    assert.deepEqual(shaped.turns, [{ ok: true, at: 1_000_000 }, { ok: true, at: 1_000_200 }]);
+    assert.deepEqual([shaped.set.set, shaped.set.until, shaped.read.value], [true, 1_060_000, '{"base":0.5}']);
+    assert.deepEqual(await store.getUntil('sh:test:suspension', 1_000_000), { until: 1_060_000, value: '{"base":0.5}' });
+    assert.deepEqual(await store.turn('sh:test:rate', 200, 1000, 1_000_000), { ok: true, at: 1_000_400 }, "the primary's store holds the worker's turns");
   });
 });
