@@ -140,11 +140,10 @@ export class SmtpConnection extends EventEmitter {
    */
   private waitingSince = 0;
   /**
-   * How long the awaited reply may take: socketTimeoutMs, or dataDoneTimeoutMs for the reply to
-   * the message's end (a server filtering the message may be silent for minutes; giving up
+   * The reply awaited is the one to the message's end: it may take dataDoneTimeoutMs, any other
+   * socketTimeoutMs (a server filtering the message may be silent for minutes; giving up
    * sooner defers a message it has very likely delivered: a duplicate at the next attempt).
    */
-  private replyTimeoutMs: number;
   private awaitingDataDone = false;
   private readonly deadline: number;
   /** The first error that failed the connection. */
@@ -164,7 +163,6 @@ export class SmtpConnection extends EventEmitter {
     super();
     this.deadline = Date.now() + opts.connectTimeoutMs;
     this.socket = this.tcp = new net.Socket();
-    this.replyTimeoutMs = opts.socketTimeoutMs;
   }
 
   /** The TLS socket after STARTTLS (peer certificate, authorized), else undefined. */
@@ -247,7 +245,7 @@ export class SmtpConnection extends EventEmitter {
    * must not take a truncated message. Until its end is written the body is
    * bounded by its DataDeadline (one timer, looked at again when it fires);
    * out of time, the connection fails with DATA_TIMEOUT (4.4.2). The wait for
-   * the reply after that is socketTimeout's, as for any reply.
+   * the reply after that is dataDoneTimeout's (replyWait).
    */
   sendData(source: Readable): Promise<Exchange> {
     if (this.destroyed) {
@@ -435,7 +433,7 @@ export class SmtpConnection extends EventEmitter {
     socket.on('error', this.onError);
     socket.once('close', this.onClose);
     socket.on('end', this.onClose);
-    socket.setTimeout(this.replyTimeoutMs);
+    socket.setTimeout(this.replyTimeoutMs());
     socket.on('timeout', this.onTimeout);
     socket.setKeepAlive(true, KEEPALIVE_MS);
     // Each batch is one write already; Nagle would only hold it for the previous ACK.
@@ -464,8 +462,11 @@ export class SmtpConnection extends EventEmitter {
   private replyWait(dataDone: boolean): void {
     if (dataDone === this.awaitingDataDone) return;
     this.awaitingDataDone = dataDone;
-    this.replyTimeoutMs = dataDone ? this.opts.dataDoneTimeoutMs : this.opts.socketTimeoutMs;
-    this.socket.setTimeout(this.replyTimeoutMs);
+    this.socket.setTimeout(this.replyTimeoutMs());
+  }
+
+  private replyTimeoutMs(): number {
+    return this.awaitingDataDone ? this.opts.dataDoneTimeoutMs : this.opts.socketTimeoutMs;
   }
 
   private timeoutType(): string {
@@ -473,7 +474,7 @@ export class SmtpConnection extends EventEmitter {
   }
 
   private read(chunk: Buffer): void {
-    if (this.waitingSince !== 0 && Date.now() - this.waitingSince > this.replyTimeoutMs) {
+    if (this.waitingSince !== 0 && Date.now() - this.waitingSince > this.replyTimeoutMs()) {
       this.fail(timeoutError('Timeout waiting for a reply', this.timeoutType()));
       return;
     }
