@@ -665,15 +665,9 @@ test('the reply to the end of data may take dataDoneTimeout (RFC 5321: 10 minute
       await silent.close();
     }
     // Back on the first session, an envelope reply 800 ms late is past socketTimeout (300 ms).
-    const slowMail = await server((sock) => {
-      sock.write('220 slow.test ESMTP\r\n');
-      onLines(sock, (lines) => {
-        for (const line of lines) {
-          if (line.startsWith('EHLO')) sock.write('250-slow.test\r\n250 PIPELINING\r\n');
-          else setTimeout(() => !sock.destroyed && sock.write('250 ok\r\n'), 800);
-        }
-      });
-    });
+    const slowMail = await server((sock) =>
+      miniMx(sock, { pipelining: false, onCommand: (line, s) => (line.startsWith('MAIL') ? (setTimeout(() => !s.destroyed && s.write('250 ok\r\n'), 800), 'skip') : undefined) }, newSeen()),
+    );
     try {
       const m = await openSession(target(slowMail.port), tight);
       assert.ok(m.ok);
