@@ -116,13 +116,7 @@ export class SessionHandlers implements ConnectionHooks {
    */
   async admit(sessionId: string, ip: string): Promise<boolean> {
     try {
-      const slotP = this.deps.policy().openSlot({ listener: this.listener.name, ip });
-      this.slots.set(sessionId, slotP);
-      const slot = await slotP;
-      if (slot.count <= this.deps.cfg.limits.maxConnectionsPerIp) return true;
-      this.deps.observer?.connection?.(this.listener.name, 'refused');
-      this.logSlotRefusal(sessionId, ip, slot);
-      return false;
+      return await this.takeSlot(sessionId, ip);
     } catch {
       return true;
     }
@@ -133,25 +127,32 @@ export class SessionHandlers implements ConnectionHooks {
     void this.releaseSlot(sessionId);
   }
 
+  /**
+   * The address's connection slot for this session, kept until QUIT or close (counted even
+   * when refused, and given back like any other); false over limits.maxConnectionsPerIp,
+   * the refusal counted and logged here, once per connection.
+   */
+  private async takeSlot(sessionId: string, ip: string): Promise<boolean> {
+    const slotP = this.deps.policy().openSlot({ listener: this.listener.name, ip });
+    this.slots.set(sessionId, slotP);
+    const slot = await slotP;
+    if (this.withinLimit(slot)) return true;
+    this.deps.observer?.connection?.(this.listener.name, 'refused');
+    this.logSlotRefusal(sessionId, ip, slot);
+    return false;
+  }
+
+  private withinLimit(slot: ConnectionSlot): boolean {
+    return slot.count <= this.deps.cfg.limits.maxConnectionsPerIp;
+  }
+
   async connect(session: SmtpSession): Promise<SmtpReplyError | undefined> {
     const ip = session.remoteAddress;
     try {
-      // Counted even when refused: the slot is given back at QUIT or close like any other.
-      // Taken at the accept already on an implicit-TLS listener (admit, which then reported a refusal).
-      let slotP = this.slots.get(session.id);
-      const admitted = slotP !== undefined;
-      if (!slotP) {
-        slotP = this.deps.policy().openSlot({ listener: this.listener.name, ip });
-        this.slots.set(session.id, slotP);
-      }
-      const slot = await slotP;
-      if (slot.count > this.deps.cfg.limits.maxConnectionsPerIp) {
-        if (!admitted) {
-          this.deps.observer?.connection?.(this.listener.name, 'refused');
-          this.logSlotRefusal(session.id, ip, slot);
-        }
-        return new SmtpReplyError('too_many_connections_ip');
-      }
+      // Taken at the accept already on an implicit-TLS listener (admit, which reported a refusal).
+      const admitted = this.slots.get(session.id);
+      const within = admitted ? this.withinLimit(await admitted) : await this.takeSlot(session.id, ip);
+      if (!within) return new SmtpReplyError('too_many_connections_ip');
       const d = await this.deps.policy().connect({ listener: this.listener, ip });
       this.deps.observer?.verdict?.(d.verdict);
       const client: ClientInfo = {
