@@ -54,9 +54,9 @@ export const REPLIES = {
   starttls_required: { code: 538, enhanced: '5.7.11', text: 'Encryption required for requested authentication mechanism' },
   relay_denied: { code: 554, enhanced: '5.7.1', text: 'Relay access denied' },
   recipient_relay_denied: { code: 550, enhanced: '5.7.1', text: 'Relay access denied' },
-  // RFC 3463 X.1.2, bad destination system: the status the relay's DSN gave for the same recipient (src/relay/mx.ts).
   // RFC 6531 §3.5: a non-ASCII address in a transaction that did not declare SMTPUTF8 (Postfix's wording).
   utf8_undeclared: { code: 553, enhanced: '5.6.7', text: 'Must declare SMTPUTF8 to send a non-ASCII address' },
+  // RFC 3463 X.1.2, bad destination system: the status the relay's DSN gave for the same recipient (src/relay/mx.ts).
   literal_recipient: { code: 550, enhanced: '5.1.2', text: 'Address literal recipients are not accepted, use a domain name' },
   unknown_recipient: { code: 550, enhanced: '5.1.1', text: 'No such user here' },
   policy_reject: { code: 550, enhanced: '5.7.1', text: 'Refused by policy' },
