@@ -218,6 +218,13 @@ export function duration(v: unknown, at: At, dflt?: string): number {
   return ms;
 }
 
+/** A duration that must be more than 0: a deadline or an interval that 0 would switch off or divide by. */
+export function positiveDuration(v: unknown, at: At, dflt?: string, hint?: string): number {
+  const ms = duration(v, at, dflt);
+  if (ms <= 0) at.fail(hint ? `must be more than 0: ${hint}` : 'must be more than 0');
+  return ms;
+}
+
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };
 
 /** "25MB", "512k", 1048576 → bytes. */

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { At, bool, duration, hostPort, int, isObj, list, mapOf, obj, oneOf, optStr, renamed, size, str, strList } from '../config/validate';
+import { At, bool, duration, hostPort, int, isObj, list, mapOf, obj, oneOf, optStr, positiveDuration, renamed, size, str, strList } from '../config/validate';
 import type { MtaStsConfig } from './mta-sts';
 import type { DaneConfig } from './dane';
 import type { TlsRptConfig } from './tls-report';
@@ -210,7 +210,9 @@ export function parseRelayConfig(v: unknown, at: At, baseDir: string): RelayConf
     greetingTimeoutMs: duration(o.greetingTimeout, at.child('greetingTimeout'), '30s'),
     socketTimeoutMs: duration(o.socketTimeout, at.child('socketTimeout'), '5m'),
     ...parseDataDeadline(o.dataTimeout, o.minDataRate, at),
-    dataDoneTimeoutMs: parseDataDone(o.dataDoneTimeout, at),
+    // RFC 5321 §4.5.3.2.6 asks for 10 minutes (Postfix smtp_data_done_timeout, 600s): the server may
+    // be filtering, and a client that gives up sooner sends again a message it has very likely delivered.
+    dataDoneTimeoutMs: positiveDuration(o.dataDoneTimeout, at.child('dataDoneTimeout', { doc: "the wait for the server's reply to the message's end: RFC 5321 asks for 10 minutes; giving up sooner risks a duplicate (Postfix smtp_data_done_timeout)" }), '10m'),
     poolIdleMs: duration(o.poolIdle, at.child('poolIdle'), '10s'),
     maxMessagesPerConnection: int(o.maxMessagesPerConnection, at.child('maxMessagesPerConnection'), 100, 1),
   };
@@ -231,8 +233,7 @@ function parseDataDeadline(timeout: unknown, rate: unknown, at: At): { dataTimeo
   const timeoutAt = at.child('dataTimeout', {
     doc: 'sending the message body: the longest it may go without the server taking any of it, and its head start before relay.minDataRate counts (Postfix smtp_data_xfer_timeout)',
   });
-  const dataTimeoutMs = duration(timeout, timeoutAt, '3m');
-  if (dataTimeoutMs <= 0) timeoutAt.fail('must be more than 0: the message body needs a bound (a generous one is e.g. 30m)');
+  const dataTimeoutMs = positiveDuration(timeout, timeoutAt, '3m', 'the message body needs a bound (a generous one is e.g. 30m)');
   const rateAt = at.child('minDataRate', {
     doc: 'bytes per second the body must average beyond relay.dataTimeout: a message of S bytes gets at most dataTimeout + S / minDataRate; 0: progress only (Postfix smtp_min_data_rate)',
     type: 'size per second',
@@ -240,19 +241,6 @@ function parseDataDeadline(timeout: unknown, rate: unknown, at: At): { dataTimeo
   // "16KB/s" reads as what it means; the "/s" is optional.
   const perSecond = typeof rate === 'string' ? rate.replace(/\s*\/\s*s(ec(ond)?)?\s*$/i, '') : rate;
   return { dataTimeoutMs, minDataRate: size(perSecond, rateAt, '16KB') };
-}
-
-/**
- * relay.dataDoneTimeout: the wait for the reply to the message's final ".".
- * RFC 5321 §4.5.3.2.6 asks for 10 minutes (Postfix smtp_data_done_timeout,
- * 600s): the server may be filtering, and a client that gives up sooner
- * sends the message again later that the server has very likely delivered.
- */
-function parseDataDone(v: unknown, at: At): number {
-  const doneAt = at.child('dataDoneTimeout', { doc: "the wait for the server's reply to the message's end: RFC 5321 asks for 10 minutes; giving up sooner risks a duplicate (Postfix smtp_data_done_timeout)" });
-  const ms = duration(v, doneAt, '10m');
-  if (ms <= 0) doneAt.fail('must be more than 0');
-  return ms;
 }
 
 /** relay.mtaSts: { enabled, ca, httpsPort, fetchTimeout }; absent = off. */

@@ -13,7 +13,7 @@
  * not any provider's published figures; the adaptive part (shaping.ts)
  * slows further when a provider says so.
  */
-import { At, bool, duration, int, isObj, mapOf, obj, optStr, strList } from '../config/validate';
+import { At, bool, duration, int, isObj, mapOf, obj, optStr, positiveDuration, strList } from '../config/validate';
 
 /** Limits of one provider (or of `other`), optionally per egress pool. */
 export interface ShapingLimits {
@@ -132,8 +132,7 @@ function parseProvider(name: string, v: unknown, at: At, base: DefaultProvider |
   const suspendMs = duration(o.suspend, at.child('suspend', { doc: 'first suspension after a throttle reply' }), '1m');
   const maxSuspendMs = duration(o.maxSuspend, at.child('maxSuspend', { doc: 'longest suspension (repeated throttle replies double it)' }), '30m');
   if (maxSuspendMs < suspendMs) at.child('maxSuspend').fail(`must not be shorter than suspend (${suspendMs} ms)`);
-  const recoverMs = duration(o.recover, at.child('recover', { doc: 'after a suspension the limits restart at half and regain a tenth per this interval' }), '1m');
-  if (recoverMs <= 0) at.child('recover').fail('must be longer than 0');
+  const recoverMs = positiveDuration(o.recover, at.child('recover', { doc: 'after a suspension the limits restart at half and regain a tenth per this interval' }), '1m');
   const pools = new Map<string, ShapingLimits>();
   const pAt = at.child('pools', { doc: 'limits per egress pool name, replacing this provider\'s limits for that pool' });
   for (const [pool, pv] of Object.entries(mapOf(o.pools, pAt, 'pool name → limits'))) {

@@ -219,6 +219,7 @@ describe('provider rules', () => {
       assert.throws(() => parseShaping(v, at.child('shaping'), ['a']), (e: unknown) => e instanceof ConfigError && key.test(e.message));
     };
     bad({ providers: { google: { rate: 'fast' } } }, /relay\.shaping\.providers\.google\.rate.*not a rate/);
+    bad({ providers: { google: { recover: '0s' } } }, /relay\.shaping\.providers\.google\.recover.*must be more than 0/);
     bad({ providers: { x: { mx: ['x.test'], throttleReplies: ['(('] } } }, /relay\.shaping\.providers\.x\.throttleReplies\[0\].*regular expression/);
     bad({ providers: { x: { mx: ['x.test'], pools: { nope: { rate: '1/s' } } } } }, /unknown egress pool "nope"/);
     bad({ providers: { x: { rate: '1/s' } } }, /relay\.shaping\.providers\.x\.mx.*at least one/);
