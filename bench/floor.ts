@@ -26,6 +26,13 @@
  * listener; Postfix + Dovecot for it is the harness's. It tells how much of
  * that job is Node's TLS, on both sides of the connection, and how much is ours.
  *
+ * Everything shares one machine, so each round also prints what the load
+ * generator and the sink cost per message (the generator's CPU read from
+ * this process's reaped children, the sink's from /proc) and how busy the
+ * machine was; the table adds the rate at which the target, the generator
+ * and the sink together would fill every core ("cores full at"). Under
+ * 100 % busy the bound is an event loop, not the machine.
+ *
  * Run: npm run bench:floor -- [--n 20000] [--rounds 3] [--dir /var/tmp] [--only a,b] [--allow-tmpfs]
  *        [--job auth] [--auth-load ../shared/peers/smtp-auth-load.js]
  *        [--node-flags="--cpu-prof --cpu-prof-dir=/tmp/prof"]  (the gateway's Node flags: profile it under this load)
@@ -39,7 +46,7 @@ import { parseArgs } from 'node:util';
 import { waitUntil } from '../test/helpers/wait-until';
 import { diskOrExit } from './disk';
 import { startPostfix } from './postfix-peer';
-import { percentile, procCpuMs, treeCpuMs, treePids, treePssKb, waitReady } from './proc';
+import { machineCpuMs, percentile, procCpuMs, reapedChildrenCpuMs, treeCpuMs, treePids, treePssKb, waitReady } from './proc';
 
 const { values } = parseArgs({
   options: {
@@ -85,6 +92,7 @@ const ADMIN_PORT = 2641;
 const ROOT = path.resolve(__dirname, '..', '..');
 /** How often the sink's count is read: the end-to-end time is known to this much. */
 const POLL_MS = 5;
+const CORES = os.availableParallelism();
 
 interface Running {
   pid: number;
@@ -219,6 +227,9 @@ class Sink {
       this.out = (this.out + d.toString('latin1')).slice(-200);
     });
   }
+  get pid(): number {
+    return this.child.pid!;
+  }
   get count(): number {
     const all = [...this.out.matchAll(/mesg=(\d+)/g)];
     return all.length ? Number(all[all.length - 1]![1]) : 0;
@@ -246,6 +257,11 @@ interface Run {
   cpuMs: number;
   /** Peak PSS of the target's process tree during the timed part, sampled every 250 ms. */
   pssMiB: number;
+  /** The load generator's and the sink's CPU per message: they share the machine with the target. */
+  loadCpuMs: number;
+  sinkCpuMs: number;
+  /** The whole machine's busy share during the timed part (100 = every core). */
+  busyPct: number;
 }
 
 async function runOnce(t: Target, sink: Sink): Promise<Run> {
@@ -259,18 +275,25 @@ async function runOnce(t: Target, sink: Sink): Promise<Run> {
     const from = sink.count;
     let pss = treePssKb(target.pid);
     const sampler = setInterval(() => (pss = Math.max(pss, treePssKb(target.pid))), 250);
+    const load0 = reapedChildrenCpuMs();
+    const sink0 = procCpuMs(sink.pid);
+    const machine0 = machineCpuMs();
     const t0 = performance.now();
     await source(N);
     const t1 = performance.now();
+    const load = reapedChildrenCpuMs() - load0;
     if (t.relays) await waitUntil('every message at the sink', () => sink.count >= from + N, 120_000, POLL_MS);
     const t2 = performance.now();
     clearInterval(sampler);
     const cpu = treeCpuMs(target.pid) - cpu0;
+    const machine1 = machineCpuMs();
+    const busyPct = (100 * (machine1.busy - machine0.busy)) / Math.max(1, machine1.total - machine0.total);
+    const sinkCpu = procCpuMs(sink.pid) - sink0;
     if (t.name === 'smarthost' && perProc0.size > 1) {
       const split = [...perProc0].map(([p, c0]) => `${p === target.pid ? 'primary' : `pid ${p}`} ${((procCpuMs(p) - c0) / N).toFixed(3)}`);
       console.log(`  cpu ms/msg per process: ${split.join(', ')}`);
     }
-    return { accept: (N / (t1 - t0)) * 1000, e2e: (N / ((t.relays ? t2 : t1) - t0)) * 1000, cpuMs: cpu / N, pssMiB: pss / 1024 };
+    return { accept: (N / (t1 - t0)) * 1000, e2e: (N / ((t.relays ? t2 : t1) - t0)) * 1000, cpuMs: cpu / N, pssMiB: pss / 1024, loadCpuMs: load / N, sinkCpuMs: sinkCpu / N, busyPct };
   } finally {
     await target.stop();
   }
@@ -288,7 +311,7 @@ async function main(): Promise<void> {
       for (const t of targets) {
         const r = await runOnce(t, sink);
         runs.get(t.name)!.push(r);
-        console.log(`round ${round} ${t.name.padEnd(11)} accept ${r.accept.toFixed(0).padStart(6)}  e2e ${r.e2e.toFixed(0).padStart(6)} msgs/s  cpu ${r.cpuMs.toFixed(3)} ms/msg  pss ${r.pssMiB.toFixed(0)} MiB`);
+        console.log(`round ${round} ${t.name.padEnd(11)} accept ${r.accept.toFixed(0).padStart(6)}  e2e ${r.e2e.toFixed(0).padStart(6)} msgs/s  cpu ${r.cpuMs.toFixed(3)} ms/msg  pss ${r.pssMiB.toFixed(0)} MiB  load ${r.loadCpuMs.toFixed(3)} sink ${r.sinkCpuMs.toFixed(3)} ms/msg  machine ${r.busyPct.toFixed(0)} % busy`);
       }
     }
   } finally {
@@ -299,13 +322,17 @@ async function main(): Promise<void> {
   const med = (name: string, f: (r: Run) => number) => (runs.has(name) ? percentile(runs.get(name)!.map(f), 50) : NaN);
   const pf = { e2e: med('postfix', (r) => r.e2e), cpu: med('postfix', (r) => r.cpuMs) };
   const ratio = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
-  console.log(`${'target'.padEnd(12)}${'e2e msgs/s'.padStart(11)}${'cpu ms/msg'.padStart(12)}${'peak PSS MiB'.padStart(14)}${'× Postfix msgs/s'.padStart(18)}${'CPU ÷ Postfix'.padStart(15)}`);
+  console.log(`${'target'.padEnd(12)}${'e2e msgs/s'.padStart(11)}${'cpu ms/msg'.padStart(12)}${'peak PSS MiB'.padStart(14)}${'× Postfix msgs/s'.padStart(18)}${'CPU ÷ Postfix'.padStart(15)}${'load+sink ms/msg'.padStart(18)}${'busy %'.padStart(8)}${'cores full at'.padStart(15)}`);
   for (const t of targets) {
     const e2e = med(t.name, (r) => r.e2e);
     const cpu = med(t.name, (r) => r.cpuMs);
     const pssMiB = med(t.name, (r) => r.pssMiB);
-    console.log(`${t.name.padEnd(12)}${e2e.toFixed(0).padStart(11)}${cpu.toFixed(3).padStart(12)}${pssMiB.toFixed(0).padStart(14)}${ratio(e2e / pf.e2e).padStart(18)}${ratio(cpu / pf.cpu).padStart(15)}`);
+    const others = med(t.name, (r) => r.loadCpuMs + r.sinkCpuMs);
+    // The rate at which the target, the load generator and the sink together would use every core, at these costs per message.
+    const full = (CORES * 1000) / (cpu + others);
+    console.log(`${t.name.padEnd(12)}${e2e.toFixed(0).padStart(11)}${cpu.toFixed(3).padStart(12)}${pssMiB.toFixed(0).padStart(14)}${ratio(e2e / pf.e2e).padStart(18)}${ratio(cpu / pf.cpu).padStart(15)}${others.toFixed(3).padStart(18)}${med(t.name, (r) => r.busyPct).toFixed(0).padStart(8)}${full.toFixed(0).padStart(15)}`);
   }
+  console.log(`(load+sink: the load generator's and smtp-sink's CPU per message; cores full at: ${CORES} × 1000 ms ÷ (cpu + load+sink), the rate no target can pass on this machine at its own cost per message)`);
 }
 
 main().catch((err: Error) => {

@@ -58,6 +58,25 @@ export function procCpuMs(pid: number): number {
   return stat(pid)?.cpuMs ?? 0;
 }
 
+/**
+ * CPU of this process's children that exited and were reaped (cutime +
+ * cstime of /proc/self/stat): read before and after a load generator ran
+ * and was waited for, the difference is that generator's whole CPU.
+ */
+export function reapedChildrenCpuMs(): number {
+  const s = readFileSync('/proc/self/stat', 'utf8');
+  const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[13]) + Number(rest[14])) * TICK_MS;
+}
+
+/** The whole machine's busy and total CPU time so far (/proc/stat, every core): a window's busy share is Δbusy / Δtotal. */
+export function machineCpuMs(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  // idle and iowait are the idle ones; steal is time the machine did not get.
+  return { busy: (total - f[3]! - f[4]! - f[7]!) * TICK_MS, total: total * TICK_MS };
+}
+
 export function treeCpuMs(root: number): number {
   return treePids(root).reduce((sum, p) => sum + (stat(p)?.cpuMs ?? 0), 0);
 }
