@@ -1,7 +1,11 @@
 /**
  * A real DNS server over UDP on loopback for tests: answers A, AAAA, MX,
  * TXT from a table the test fills, NXDOMAIN for unknown names, and can be
- * told to drop queries (a timeout) or answer SERVFAIL for a name.
+ * told to drop queries (a timeout) or answer SERVFAIL for a name, or to hold
+ * a name's answer until another name has been asked (holdUntil): two names
+ * held for each other are answered only to a client that asks both before
+ * either answer comes, which tells parallel lookups from sequential ones by
+ * their results instead of by a clock.
  */
 import dgram from 'node:dgram';
 import * as packet from 'dns-packet';
@@ -17,6 +21,8 @@ interface Entry {
   TXT: string[];
   ttl: number;
   behaviour: Behaviour;
+  /** Answer only once this name has been queried too. */
+  until?: string;
 }
 
 export interface TestDns {
@@ -29,6 +35,8 @@ export interface TestDns {
   set(name: string, type: 'MX', values: MxValue[], ttl?: number): void;
   set(name: string, type: 'TXT', values: string[], ttl?: number): void;
   behave(name: string, behaviour: Behaviour): void;
+  /** Hold the answers for `name` until a query for `other` arrives (answered at once if it already came). */
+  holdUntil(name: string, other: string): void;
   remove(name: string): void;
   close(): Promise<void>;
 }
@@ -36,6 +44,9 @@ export interface TestDns {
 export async function startDnsServer(): Promise<TestDns> {
   const table = new Map<string, Entry>();
   const queries: string[] = [];
+  const asked = new Set<string>();
+  const held = new Map<string, Array<() => void>>();
+  const norm = (name: string) => name.toLowerCase().replace(/\.$/, '');
   const entry = (name: string): Entry => {
     const key = name.toLowerCase().replace(/\.$/, '');
     let e = table.get(key);
@@ -56,7 +67,11 @@ export async function startDnsServer(): Promise<TestDns> {
     const q = query.questions?.[0];
     if (!q) return;
     queries.push(`${q.type} ${q.name}`);
-    const e = table.get(q.name.toLowerCase().replace(/\.$/, ''));
+    const name = norm(q.name);
+    asked.add(name);
+    for (const release of held.get(name) ?? []) release();
+    held.delete(name);
+    const e = table.get(name);
     if (e?.behaviour === 'drop') return;
     const answers: packet.Answer[] = [];
     let rcode = 'NOERROR';
@@ -77,7 +92,9 @@ export async function startDnsServer(): Promise<TestDns> {
         ? [{ type: 'SOA', name: 'test', ttl: 30, data: { mname: 'ns.test', rname: 'root.test', serial: 1, refresh: 60, retry: 60, expire: 60, minimum: 30 } }]
         : [],
     });
-    socket.send(response, rinfo.port, rinfo.address);
+    const send = () => socket.send(response, rinfo.port, rinfo.address);
+    if (e?.until === undefined || asked.has(e.until)) return send();
+    held.set(e.until, [...(held.get(e.until) ?? []), send]);
   });
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
   const port = socket.address().port;
@@ -93,6 +110,9 @@ export async function startDnsServer(): Promise<TestDns> {
     },
     behave(name, behaviour) {
       entry(name).behaviour = behaviour;
+    },
+    holdUntil(name, other) {
+      entry(name).until = norm(other);
     },
     remove(name) {
       table.delete(name.toLowerCase());
