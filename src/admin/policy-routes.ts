@@ -9,7 +9,7 @@
  *                              live counters (read, never written)
  */
 import type { AccountStore } from '../accounts/store';
-import type { ListenerConfig } from '../config/schema';
+import type { ListenerConfig } from '../config/listener';
 import type { MessageSigner } from '../dkim/types';
 import { canonicalIp } from '../policy/ip';
 import { explain } from '../policy/explain';

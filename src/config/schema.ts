@@ -6,8 +6,8 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import type { ListenerRole } from '../envelope';
 import { parseProxyFrom } from '../fleet/proxy-from';
+import type { ListenerConfig } from './listener';
 import { parseAdminConfig, type AdminConfig } from '../admin/config';
 import { parseDkimConfig, type DkimConfig } from '../dkim/config';
 import { parseRelayConfig, type RelayConfig } from '../relay/config';
@@ -16,23 +16,6 @@ import { parseStateConfig, type StateConfig } from '../state/config';
 import { parseMetricsConfig, type MetricsConfig } from '../metrics/config';
 import { parsePostfixConfig, type PostfixConfig } from '../postfix/config';
 import { At, bool, duration, int, list, obj, oneOf, optStr, renamed, size, str, type ConfigWarning, type KeyRecorder, type Obj } from './validate';
-
-/** How a listener's clients get TLS: never, by STARTTLS, or from the first byte (port 465); the words mail clients use. */
-export type ListenerSecurity = 'none' | 'starttls' | 'implicit';
-export type AuthMode = 'none' | 'required';
-
-export interface ListenerConfig {
-  name: string;
-  role: ListenerRole;
-  address: string;
-  port: number;
-  security: ListenerSecurity;
-  auth: AuthMode;
-  /** Pause before the greeting (early-talker detection); 0 on submission. */
-  greetDelayMs: number;
-  /** Balancers allowed to send a PROXY protocol header, as canonical CIDRs (src/fleet/proxy-from.ts). */
-  proxyFrom: string[];
-}
 
 export interface LimitsConfig {
   maxMessageSize: number;

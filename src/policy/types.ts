@@ -5,7 +5,7 @@
  * hold → accept into the hold queue. The engine never touches sockets.
  */
 import type { ClientInfo, Verdict, Via } from '../envelope';
-import type { ListenerConfig } from '../config/schema';
+import type { ListenerConfig } from '../config/listener';
 import type { Account } from '../accounts/store';
 import type { SigningAuthority } from '../dkim/types';
 import type { SigningFacts } from './signing';

@@ -12,7 +12,7 @@
  * (sasl_username / the {auth_authen} macro) is a submission client of that
  * account, as on a native submission listener.
  */
-import type { ListenerConfig } from '../config/schema';
+import type { ListenerConfig } from '../config/listener';
 import { At, int, obj, oneOf, str } from '../config/validate';
 
 export interface PostfixEndpoint {

@@ -12,7 +12,7 @@
  */
 import { isIP } from 'node:net';
 import type { Account } from '../accounts/store';
-import type { ListenerConfig } from '../config/schema';
+import type { ListenerConfig } from '../config/listener';
 import type { EndOfData } from '../content/end-of-data';
 import type { MessageSigner } from '../dkim/types';
 import type { ClientInfo, Verdict, Via } from '../envelope';

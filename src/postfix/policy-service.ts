@@ -29,7 +29,7 @@
  */
 import type net from 'node:net';
 import type { Account } from '../accounts/store';
-import type { ListenerConfig } from '../config/schema';
+import type { ListenerConfig } from '../config/listener';
 import type { ClientInfo, Verdict } from '../envelope';
 import type { DataFacts } from '../policy/types';
 import type { PostfixEndpoint } from './config';

@@ -3,7 +3,7 @@
  * configured listener, on sockets it binds itself or, in a worker, on those
  * the primary bound and handed over.
  */
-import type { ListenerConfig } from '../config/schema';
+import type { ListenerConfig } from '../config/listener';
 import type { Logger } from '../log';
 import type { BoundSocket } from '../net/bound-socket';
 import { Listener, type TlsMaterial } from '../smtp/listener';

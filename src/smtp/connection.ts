@@ -25,7 +25,7 @@
 import type net from 'node:net';
 import tls, { type SecureContext } from 'node:tls';
 import { quickAck } from '../net/quick-ack';
-import type { ListenerSecurity } from '../config/schema';
+import type { ListenerSecurity } from '../config/listener';
 import { formatReply, SmtpReplyError, type ReplyName } from '../replies';
 import { parseAddressCommand, type SmtpAddress } from './address-command';
 import { DataReader } from './data-reader';

@@ -4,7 +4,8 @@
  * turned into a message that names the listener, the address and the
  * likely cause.
  */
-import type { Config, ListenerConfig } from '../config/schema';
+import type { ListenerConfig } from '../config/listener';
+import type { Config } from '../config/schema';
 import { proxyTrust } from '../fleet/proxy-from';
 import type { Logger } from '../log';
 import { bindHint, bindSocket, type BindError, type BoundSocket } from '../net/bound-socket';

@@ -10,7 +10,8 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import type { Account, AccountStore } from '../accounts/store';
-import type { Config, ListenerConfig } from '../config/schema';
+import type { ListenerConfig } from '../config/listener';
+import type { Config } from '../config/schema';
 import type { EndOfData } from '../content/end-of-data';
 import type { MessageSigner } from '../dkim/types';
 import { domainOf, type ClientInfo, type Envelope, type Verdict } from '../envelope';

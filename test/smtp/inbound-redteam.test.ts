@@ -39,7 +39,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import type { ListenerConfig } from '../../src/config/schema';
+import type { ListenerConfig } from '../../src/config/listener';
 import { buildProxyV2 } from '../../src/fleet/proxy-protocol';
 import { REPLIES, SmtpReplyError } from '../../src/replies';
 import { collectMessage } from '../../src/smtp/collect';
