@@ -22,12 +22,12 @@ import type { ListenerRole, Stage } from '../envelope';
 import { parseAction, type ActionSpec } from './action';
 import { CHECK_TYPES } from './checks';
 import { addressLiteral, authRequired, mxDomains, netblockGate } from './checks/builtin';
-import { NO_DNSBL, parseDnsblConfig, type DnsblConfig } from './dnsbl';
-import { NO_IDENTITY, parseIdentity, type IdentityConfig } from './identity';
+import { NO_DNSBL, parseDnsblConfig } from './dnsbl';
+import { NO_IDENTITY, parseIdentity } from './identity';
 import { DomainSet } from './lists';
-import { loadNetblocks, type Netblocks } from './netblocks';
-import { NO_QUOTAS, parseQuotas, type QuotaConfig } from './quotas';
-import type { Rule } from './rule';
+import { loadNetblocks } from './netblocks';
+import { NO_QUOTAS, parseQuotas } from './quotas';
+import type { PolicyData, Rule } from './rule';
 import { readYaml } from './yaml';
 
 export const STAGES: readonly Stage[] = ['connect', 'auth', 'mail', 'rcpt', 'data'];
@@ -38,19 +38,6 @@ export const POLICY_FILES = ['netblocks.yaml', 'dnsbl.yaml', 'quotas.yaml', 'ide
  * feedback.yaml by src/feedback/config.ts.
  */
 export const OTHER_POLICY_FILES = ['containment.yaml', 'content.yaml', 'feedback.yaml'] as const;
-
-/** The data the checks read (everything but the rules). */
-export interface PolicyData {
-  readonly dir: string;
-  readonly netblocks: Netblocks;
-  readonly dnsbl: DnsblConfig;
-  readonly quotas: QuotaConfig;
-  readonly identity: IdentityConfig;
-  /** Domains an mx listener accepts mail for. */
-  readonly relayDomains: DomainSet;
-  /** Configured listener names (for per-listener keys). */
-  readonly listeners: readonly string[];
-}
 
 export interface PolicySet extends PolicyData {
   /** Each stage's rules in order, the built-in relay gates first. */

@@ -3,18 +3,34 @@
  * compiled once from its options in rules.yaml; a *rule* is a check with an
  * id, a stage and selectors (which listeners, netblock classes and plans it
  * applies to). At run time a check gets an EvalContext (the facts of this
- * connection or transaction, the state store, the clock) and answers with a
- * CheckResult: `next` (no opinion: go on), `permit` (stop the list, accept),
- * or a decision (tempfail, reject, hold), plus the inputs it looked at for
- * the explain trace.
+ * connection or transaction, the policy's data, the state store, the clock)
+ * and answers with a CheckResult: `next` (no opinion: go on), `permit` (stop
+ * the list, accept), or a decision (tempfail, reject, hold), plus the inputs
+ * it looked at for the explain trace. Below load.ts and the checks, which
+ * both code against these shapes.
  */
 import type { Account } from '../accounts/store';
 import type { ListenerRole, Stage } from '../envelope';
 import type { StateStore } from '../state/store';
 import type { At, Obj } from '../config/validate';
-import type { DnsblClient } from './dnsbl';
-import type { Netblock } from './netblocks';
-import type { PolicyData } from './load';
+import type { DnsblClient, DnsblConfig } from './dnsbl';
+import type { IdentityConfig } from './identity';
+import type { DomainSet } from './lists';
+import type { Netblock, Netblocks } from './netblocks';
+import type { QuotaConfig } from './quotas';
+
+/** The data the checks read (everything but the rules). */
+export interface PolicyData {
+  readonly dir: string;
+  readonly netblocks: Netblocks;
+  readonly dnsbl: DnsblConfig;
+  readonly quotas: QuotaConfig;
+  readonly identity: IdentityConfig;
+  /** Domains an mx listener accepts mail for. */
+  readonly relayDomains: DomainSet;
+  /** Configured listener names (for per-listener keys). */
+  readonly listeners: readonly string[];
+}
 
 export type Outcome = 'next' | 'permit' | 'tempfail' | 'reject' | 'hold';
 

@@ -11,9 +11,8 @@ import path from 'node:path';
 import { oneOf, str, type At, type Obj } from '../../config/validate';
 import type { Stage } from '../../envelope';
 import { parseAction, type ActionSpec } from '../action';
-import type { PolicyData } from '../load';
 import { AddressList, IpList, type ListMatch } from '../lists';
-import type { Check, CheckResult, CheckType, EvalContext } from '../rule';
+import type { Check, CheckResult, CheckType, EvalContext, PolicyData } from '../rule';
 import { fromAction, POLICY_REPLIES } from './common';
 
 type OnMatch = { permit: true } | { permit: false; spec: ActionSpec };
