@@ -10,6 +10,7 @@ import { createSecureContext } from 'node:tls';
 import { At, bool, duration, hostPort, int, isObj, list, mapOf, obj, oneOf, optStr, positiveDuration, renamed, size, str, strList } from '../config/validate';
 import type { MtaStsConfig } from './mta-sts';
 import type { DaneConfig } from './dane';
+import type { DnsConfig } from './mx';
 import type { TlsRptConfig } from './tls-report';
 import { parseEgressPools, parsePoolSelection, type EgressPool, type PoolSelection } from './egress';
 import { parseShaping, type ShapingConfig } from './providers';
@@ -59,7 +60,7 @@ export interface RelayConfig {
   poolSelection?: PoolSelection;
   /** Provider-aware shaping (src/relay/providers.ts, shaping.ts); absent: off. */
   shaping?: ShapingConfig;
-  dns: { servers: string[]; timeoutMs: number; tries: number };
+  dns: DnsConfig;
   /** Port used when delivering to an MX (25; tests use a high port). */
   mxPort: number;
   /** TLS towards MX hosts: opportunistic by default. */

@@ -21,8 +21,7 @@
  */
 import https from 'node:https';
 import { Resolver } from 'node:dns/promises';
-import type { RelayConfig } from './config';
-import { lookupVia, type MxResolver } from './mx';
+import { lookupVia, type DnsConfig, type MxResolver } from './mx';
 
 export type StsMode = 'enforce' | 'testing' | 'none';
 
@@ -109,7 +108,7 @@ export class MtaStsPolicies {
 
   constructor(
     private readonly cfg: MtaStsConfig,
-    dns: RelayConfig['dns'],
+    dns: DnsConfig,
     private readonly hosts: MxResolver,
     private readonly now: () => number = Date.now,
   ) {

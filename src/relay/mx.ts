@@ -24,7 +24,13 @@
  */
 import { isIP, type LookupFunction } from 'node:net';
 import { Resolver } from 'node:dns/promises';
-import type { RelayConfig } from './config';
+
+/** The relay's resolver settings (relay.dns; MTA-STS and TLS-RPT ask the same servers). */
+export interface DnsConfig {
+  servers: string[];
+  timeoutMs: number;
+  tries: number;
+}
 
 export interface MxHost {
   /** MX exchange name (or the domain itself for an implicit MX). */
@@ -78,7 +84,7 @@ interface CacheEntry {
 
 const NEGATIVE = new Set(['ENODATA', 'ENOTFOUND']);
 
-export function createMxResolver(dns: RelayConfig['dns'], opts: MxResolverOptions = {}): MxResolver {
+export function createMxResolver(dns: DnsConfig, opts: MxResolverOptions = {}): MxResolver {
   const mxCacheMs = opts.mxCacheMs ?? 60_000;
   const negativeCacheMs = opts.negativeCacheMs ?? 30_000;
   const maxTtlMs = opts.maxTtlMs ?? 3_600_000;

@@ -24,8 +24,7 @@ import { gzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
 import { Resolver } from 'node:dns/promises';
 import type { Logger } from '../log';
-import type { RelayConfig } from './config';
-import { createMxResolver, type MxResolver } from './mx';
+import { createMxResolver, type DnsConfig, type MxResolver } from './mx';
 import { postReport } from './tls-report-https';
 import type { TlsPolicyEvent, TlsPolicyObserver } from './secure-transport';
 import { rfc5322Date } from './dsn';
@@ -191,7 +190,7 @@ export function buildReportMessage(o: { hostname: string; to: string; domain: st
 
 export interface TlsReporterOptions {
   cfg: TlsRptConfig;
-  dns: RelayConfig['dns'];
+  dns: DnsConfig;
   hostname: string;
   collector: TlsReportCollector;
   /** Queue one report for one address (null sender). */
