@@ -132,6 +132,8 @@ describe('containment: a suspicious sender leaves from the quarantine pool', () 
     const seen = new Map(got.map((m) => [m.rcptTo.join(' '), `${m.remoteAddress} ${m.helo}`]));
     assert.equal(seen.get('c@dest.test'), '127.0.0.11 out-res.isp.test', 'clean sender: its plan pool');
     assert.equal(seen.get('s1@dest.test s2@dest.test'), '127.0.0.12 out-q.isp.test', 'suspicious sender: the quarantine pool');
+    // The MX has both messages once it has read them; the gateway removes each from its queue after the 250 reaches it.
+    await waitUntil('no delivery still in flight', async () => (await app.qmgr.list()).every((e) => e.state !== 'active'));
     const left = await app.qmgr.list();
     assert.deepEqual(left.map((e) => [e.mailFrom, e.state]), [['hal@isp.test', 'hold']], 'the held message waits for the abuse desk; the throttled one was never accepted');
     assert.ok(mx.messages.every((m) => !m.rcptTo.includes('t@dest.test') && !m.rcptTo.includes('h@dest.test')));
