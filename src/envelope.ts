@@ -128,6 +128,8 @@ export type RecipientOutcome =
       readonly address: string;
       readonly kind: 'deferred';
       readonly error: string;
+      /** RFC 3463 status, class 4 (4.4.1, 4.7.1…): set where the outcome is classified (relay/classify.ts). */
+      readonly statusCode: string;
       readonly remoteMta?: string;
       /**
        * Set when the delivery agent's traffic shaping deferred it (provider

@@ -27,6 +27,7 @@ import type { ExternalResult, ExternalSubject } from '../containment/external';
 import type { RecipientOutcome, Verdict } from '../envelope';
 import type { Logger } from '../log';
 import type { AuthVerdict, ConnectDecision, ConnectFacts, ConnectionSlot, DataFacts, DisconnectFacts, PolicyHooks, RcptFacts, TransactionFacts } from '../policy/types';
+import { internalDeferral } from '../relay/classify';
 import type { DeliveryAgent, DeliveryJob } from '../relay/types';
 import { parseArf, type ArfReport } from './arf';
 import { authenticateReport, type DnsLookup } from './authenticate';
@@ -61,6 +62,8 @@ export interface Consumed {
   readonly response?: string;
   readonly detail?: string;
   readonly keptAt?: string;
+  /** With 'retry': the RFC 3463 status the report's deferral carries. */
+  readonly status?: string;
 }
 
 const isFeedbackRcpt = (cfg: FeedbackConfig | undefined, rcpt: string): boolean => Boolean(cfg?.addresses.has(rcpt.toLowerCase()));
@@ -86,7 +89,8 @@ export class Feedback {
   /** Consume one report: the whole message as spooled (our Received: on top names the client), its envelope sender. */
   async consume(message: Buffer, queueId: string, mailFrom: string): Promise<Consumed> {
     const cfg = this.deps.config();
-    if (!cfg) return { result: 'retry', detail: 'feedback.yaml is no longer in force' };
+    // 4.3.5, system incorrectly configured: the address is still routed here without its config.
+    if (!cfg) return { result: 'retry', detail: 'feedback.yaml is no longer in force', status: '4.3.5' };
     const done = async (c: Consumed, keep?: string): Promise<Consumed> => {
       const keptAt = keep ? await this.deps.kept()?.keep(keep, queueId, message).catch((err: Error) => {
         this.deps.logger.error({ evt: 'feedback', queueId, err: err.message }, 'cannot keep report');
@@ -106,7 +110,8 @@ export class Feedback {
     }
     const auth = await authenticateReport(message, report.from, cfg.providers, { mailFrom, mta: this.deps.hostname }, this.deps.lookup());
     if (!auth.ok) {
-      if (auth.reason === 'temporary') return { result: 'retry', provider: auth.provider?.name, detail: auth.detail };
+      // 4.4.3: DNS failed while verifying the report's signature.
+      if (auth.reason === 'temporary') return { result: 'retry', provider: auth.provider?.name, detail: auth.detail, status: '4.4.3' };
       return done({ result: auth.reason, ...(auth.provider ? { provider: auth.provider.name } : {}), detail: auth.detail }, auth.reason);
     }
     const provider = auth.provider.name;
@@ -139,12 +144,12 @@ export class Feedback {
           const c = await this.consume(message, job.id, job.mailFrom);
           outcome =
             c.result === 'retry'
-              ? (a) => ({ address: a, kind: 'deferred', error: `feedback: ${c.detail ?? 'temporary failure'}` })
+              ? (a) => ({ address: a, kind: 'deferred', error: `feedback: ${c.detail ?? 'temporary failure'}`, statusCode: c.status ?? '4.3.0' })
               : (a) => ({ address: a, kind: 'delivered', remoteMta: 'feedback', response: `250 2.0.0 report ${c.result}` });
           if (c.result === 'retry') this.deps.observer?.report?.(c.provider ?? 'none', 'retry');
         } catch (err) {
           this.deps.logger.error({ evt: 'feedback', queueId: job.id, err: (err as Error).message }, 'feedback report failed');
-          outcome = (a) => ({ address: a, kind: 'deferred', error: `feedback: ${(err as Error).message}` });
+          outcome = (a) => internalDeferral(a, `feedback: ${(err as Error).message}`);
         }
         return [...relayed, ...mine.map((a) => outcome(a))];
       },

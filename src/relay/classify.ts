@@ -23,6 +23,22 @@
  *  - A few locally-detected permanent problems bounce: message larger than
  *    the server's advertised SIZE (5.3.4), addresses the client refuses to
  *    put on the wire (5.1.3 / 5.1.7), SMTPUTF8 needed but not offered (5.6.7).
+ *
+ * Every deferral carries a class-4 enhanced status (Postfix's dsn= on its
+ * status=deferred lines), decided here and never read back from the text:
+ *  - a server's reply: its own code when it gives one of class 4, else
+ *    4.0.0. A 5xx that is deferred (503, a 5xx greeting, a 535 to AUTH)
+ *    keeps its subject and detail with class 4, as Postfix does with
+ *    smtp_skip_5xx_greeting (the first digit of the reply's status becomes
+ *    4): a delayed recipient's status is of class 4 (RFC 3464 §2.3.4), and
+ *    a 5.x.y beside status=deferred would be counted as a refusal.
+ *  - local failures, with Postfix's codes: the status named where the
+ *    failure was detected (SmtpErrorLike.status: could not connect 4.4.1,
+ *    STARTTLS required but not offered 4.7.4, TLS handshake 4.7.5), a
+ *    certificate or DANE mismatch 4.7.5, credentials with no TLS to send
+ *    them over 4.7.4, the spool or the agent itself 4.3.0, a reply that is
+ *    not SMTP 4.5.0, and otherwise a connection lost or timed out during
+ *    the session 4.4.2.
  */
 import type { RecipientOutcome } from '../envelope';
 import type { DnsFailure } from './mx';
@@ -37,6 +53,13 @@ export interface SmtpErrorLike {
   readonly message?: string;
   /** Which wait an ETIMEDOUT ended: CONNECT_, GREETING_, UPGRADE_, SOCKET_, DATA_ (the body, 4.4.2), DATA_DONE_TIMEOUT (the reply to its end). */
   readonly timeoutType?: string;
+  /**
+   * The RFC 3463 status of a local failure, named where it was detected when
+   * its code alone does not tell (Postfix's dsb_simple at the same places):
+   * 4.4.1 for a connection that never opened, 4.7.4 for STARTTLS required
+   * but not offered, 4.7.5 for a TLS handshake that failed.
+   */
+  readonly status?: string;
 }
 
 /** Local error codes the delivery agent raises itself (not the wire client's). */
@@ -54,6 +77,17 @@ export const LOCAL_ERRORS = {
 } as const;
 
 const TRANSACTION_COMMANDS = new Set(['MAIL FROM', 'RCPT TO', 'DATA']);
+
+/** Deferrals whose cause the local error code names on its own. */
+const LOCAL_STATUS: Readonly<Record<string, string>> = {
+  [LOCAL_ERRORS.certificate]: '4.7.5',
+  // RFC 3463 X.7.4, security features not supported: no encrypted session to send credentials over.
+  [LOCAL_ERRORS.noTlsForAuth]: '4.7.4',
+  [LOCAL_ERRORS.shutdown]: '4.3.0',
+  [LOCAL_ERRORS.source]: '4.3.0',
+  // The message's bytes could not be read while they were sent (Postfix: "local data error", 4.3.0).
+  ESTREAM: '4.3.0',
+};
 
 export type OutcomeEvent = 'delivery' | 'transient_failure' | 'bounce';
 
@@ -88,6 +122,30 @@ export function enhancedStatus(reply: string | undefined, basicCode: number): st
   return `${cls}.0.0`;
 }
 
+/**
+ * The status of a reply that defers: class 4 always. Its own code when of
+ * class 4, 4.0.0 when it gives none; a deferred 5xx keeps subject and
+ * detail (Postfix's smtp_skip_5xx_greeting). Not a 4xx or 5xx: 4.5.0.
+ */
+export function deferralStatus(reply: string | undefined, basicCode: number): string {
+  if (basicCode < 400 || basicCode > 599) return '4.5.0';
+  return `4${enhancedStatus(reply, basicCode).slice(1)}`;
+}
+
+/** The status of a failure that defers, other than a reply in the transaction. */
+export function failureStatus(err: SmtpErrorLike): string {
+  if (err.status) return err.status;
+  const local = LOCAL_STATUS[err.code ?? ''];
+  if (local) return local;
+  const code = replyCode(err.response ?? '');
+  // The server refused us (greeting, EHLO, STARTTLS, AUTH) or said 421.
+  if (code >= 400) return deferralStatus(err.response, code);
+  if (err.code === 'EPROTOCOL') return '4.5.0';
+  if (err.timeoutType === 'CONNECT_TIMEOUT') return '4.4.1';
+  // Lost or timed out during the session (Postfix smtp_stream_except); what is left is ours.
+  return err.code === 'ECONNECTION' || err.code === 'ESOCKET' || err.code === 'ETIMEDOUT' ? '4.4.2' : '4.3.0';
+}
+
 /** Outcome of a server reply given to this recipient during the transaction. */
 export function classifyReply(address: string, reply: string, remoteMta?: string): RecipientOutcome {
   const text = replyText(reply);
@@ -96,7 +154,7 @@ export function classifyReply(address: string, reply: string, remoteMta?: string
   if (code >= 500 && code !== 503) {
     return { address, kind: 'bounced', error: text, statusCode: enhancedStatus(text, code), remoteMta };
   }
-  return { address, kind: 'deferred', error: text || 'malformed reply', remoteMta };
+  return { address, kind: 'deferred', error: text || 'malformed reply', statusCode: deferralStatus(text, code), remoteMta };
 }
 
 /** Outcome of a failed SMTP session or transaction for this recipient. */
@@ -113,13 +171,18 @@ export function classifyError(address: string, err: SmtpErrorLike, remoteMta?: s
     return { address, kind: 'bounced', error: message, statusCode, remoteMta };
   }
   if (err.code === LOCAL_ERRORS.smtputf8) return { address, kind: 'bounced', error: message, statusCode: '5.6.7', remoteMta };
-  return { address, kind: 'deferred', error: message, remoteMta };
+  return { address, kind: 'deferred', error: message, statusCode: failureStatus(err), remoteMta };
+}
+
+/** A recipient deferred by a fault of the gateway's own (a bug, a failure outside SMTP): 4.3.0. */
+export function internalDeferral(address: string, error: string): RecipientOutcome {
+  return { address, kind: 'deferred', error, statusCode: '4.3.0' };
 }
 
 /** Outcome of a failed DNS resolution of the recipient's domain. */
 export function classifyDnsFailure(address: string, f: DnsFailure): RecipientOutcome {
   if (f.permanent) return { address, kind: 'bounced', error: f.message, statusCode: f.status };
-  return { address, kind: 'deferred', error: f.message };
+  return { address, kind: 'deferred', error: f.message, statusCode: f.status };
 }
 
 /**

@@ -60,7 +60,7 @@ import type { StateStore } from '../state/store';
 import { domainOf, type RecipientOutcome } from '../envelope';
 import type { RelayConfig } from './config';
 import type { DeliveryAgent, DeliveryJob } from './types';
-import { classifyDnsFailure, classifyError, classifyReply, describeError, enhancedStatus, isTlsFailure, LOCAL_ERRORS, outcomeEvent } from './classify';
+import { classifyDnsFailure, classifyError, classifyReply, describeError, enhancedStatus, failureStatus, internalDeferral, isTlsFailure, LOCAL_ERRORS, outcomeEvent } from './classify';
 import { closeSession, localError, openSession, resetSession, sendOnSession, type Session, type SessionSettings, type SmtpError, type Target } from './client';
 import { createMxResolver, type MxResolver } from './mx';
 import { ConnectionPool, type Lease } from './pool';
@@ -228,7 +228,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     }
     const results = await Promise.all(chunks.map((c) => this.deliverChunkSafely(job, c.plan, c.rcpts)));
     for (const list of results) for (const o of list) byAddress.set(o.address, o);
-    return job.recipients.map((a) => byAddress.get(a) ?? { address: a, kind: 'deferred', error: 'internal: no outcome' });
+    return job.recipients.map((a) => byAddress.get(a) ?? internalDeferral(a, 'internal: no outcome'));
   }
 
   /** A bug must not turn into a rejected deliver(): it defers the recipients instead. */
@@ -237,7 +237,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       return await this.deliverChunk(job, plan, rcpts);
     } catch (err) {
       this.opts.logger.error({ evt: 'error', queueId: job.id, err }, 'internal error during delivery');
-      return rcpts.map((address) => ({ address, kind: 'deferred', error: `Internal error: ${(err as Error).message}` }));
+      return rcpts.map((address) => internalDeferral(address, `Internal error: ${(err as Error).message}`));
     }
   }
 
@@ -372,7 +372,8 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       const err = lastErr ?? { target: targets[0], err: localError('ECONNECTION', 'No address to connect to') };
       log.relay = relayName(err.target);
       log.setupReply = describeError(err.err);
-      const wrapped = { ...err.err, message: `${relayName(err.target)}: ${describeError(err.err)}`, response: undefined };
+      // The text names the relay instead of quoting the reply; the status is read from the reply first.
+      const wrapped = { ...err.err, message: `${relayName(err.target)}: ${describeError(err.err)}`, response: undefined, status: failureStatus(err.err) };
       return rcpts.map((a) => classifyError(a, wrapped, err.target.host));
     }
     log.relay = relayName(session.target);
@@ -435,7 +436,9 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       const { hop } = plan;
       const res = await this.dns.resolveHost(hop.host);
       if (!res.ok) {
-        return { ok: false, outcome: (address) => ({ address, kind: 'deferred', error: `${plan.via} ${hop.host}: ${res.message}` }) };
+        // A relayhost/route that does not resolve is a configuration problem (Postfix: 4.3.5), never a bounce.
+        const statusCode = res.permanent ? '4.3.5' : res.status;
+        return { ok: false, outcome: (address) => ({ address, kind: 'deferred', error: `${plan.via} ${hop.host}: ${res.message}`, statusCode }) };
       }
       const addresses = usable(res.addresses).slice(0, MAX_ADDRESSES);
       if (addresses.length === 0) return { ok: false, outcome: (a) => noFamily(a, hop.host) };
@@ -480,7 +483,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
     }
     if (targets.length === 0 && refused.length > 0) {
       const why = `4.7.5 No usable MX host of ${plan.domain}: ${refused.map((n) => `${n} (${dane.get(n)?.kind === 'failed' ? 'DANE TLSA lookup failed' : 'not in the MTA-STS policy'})`).join(', ')}`;
-      return { ok: false, outcome: (address) => ({ address, kind: 'deferred', error: why }) };
+      return { ok: false, outcome: (address) => ({ address, kind: 'deferred', error: why, statusCode: '4.7.5' }) };
     }
     if (targets.length === 0) return { ok: false, outcome: (a) => noFamily(a, plan.domain) };
     // Sessions opened under DANE or a policy (verified for it) are pooled apart from the others.
@@ -546,7 +549,7 @@ export class SmtpDeliveryAgent implements DeliveryAgent {
       source: a.source,
       provider: a.provider,
       retryAt: o.kind === 'deferred' && o.retryAt !== undefined ? new Date(o.retryAt).toISOString() : undefined,
-      status: o.kind === 'delivered' ? enhancedStatus(o.response, 250) : o.kind === 'bounced' ? o.statusCode : undefined,
+      status: o.kind === 'delivered' ? enhancedStatus(o.response, 250) : o.statusCode,
       response: o.kind === 'delivered' ? o.response : o.error,
       delay: since(t.start, t.done),
       delays: { dns: since(t.start, t.dns), wait: since(t.dns, t.wait), conn: since(t.wait, t.conn), xfer: since(t.conn, t.done) },
@@ -568,9 +571,10 @@ function shutdownOutcome(address: string): RecipientOutcome {
 
 /** A recipient deferred by shaping (nothing sent): retried at the time the shaper gave. */
 function shapedDeferral(address: string, group: ShapingGroup, why: { reason: string; retryAt: number }): RecipientOutcome {
-  return { address, kind: 'deferred', error: `4.7.0 ${group.provider} (pool ${group.pool}): ${why.reason}`, retryAt: why.retryAt };
+  return { address, kind: 'deferred', error: `4.7.0 ${group.provider} (pool ${group.pool}): ${why.reason}`, statusCode: '4.7.0', retryAt: why.retryAt };
 }
 
+/** 4.4.4, unable to route: every address is of the family the source address cannot reach. */
 function noFamily(address: string, name: string): RecipientOutcome {
-  return { address, kind: 'deferred', error: `No address of ${name} is reachable from the configured source address` };
+  return { address, kind: 'deferred', error: `No address of ${name} is reachable from the configured source address`, statusCode: '4.4.4' };
 }

@@ -17,6 +17,7 @@
 import { domainOf, type RecipientOutcome, type Verdict } from '../envelope';
 import type { Logger } from '../log';
 import type { RelayConfig } from '../relay/config';
+import { internalDeferral } from '../relay/classify';
 import { routeFor } from '../relay/routes';
 import type { DeliveryAgent, DeliveryJob } from '../relay/types';
 import { CalloutCache } from './callout';
@@ -106,7 +107,7 @@ export function loopGuard(agent: DeliveryAgent, relay: RelayConfig, opts: { name
       const rest = job.recipients.filter((a) => !bounced.has(a));
       const delivered = rest.length > 0 ? await agent.deliver({ ...job, recipients: rest }) : [];
       const byAddr = new Map(delivered.map((o) => [o.address, o]));
-      return job.recipients.map((a) => bounced.get(a) ?? byAddr.get(a) ?? { address: a, kind: 'deferred', error: 'internal: no outcome' });
+      return job.recipients.map((a) => bounced.get(a) ?? byAddr.get(a) ?? internalDeferral(a, 'internal: no outcome'));
     },
     close: () => agent.close(),
   };

@@ -175,6 +175,7 @@ test('wrong TLSA (a certificate of another key): deferred, the MX never sees MAI
   const { outcome, events, error } = await deliverTo('a@wrong.dane.test');
   assert.equal(outcome.kind, 'deferred', JSON.stringify(outcome));
   assert.match(error, /4\.7\.5 DANE: no TLSA record of mx-wrong\.dane\.test matches the server certificate/);
+  assert.equal(outcome.kind === 'deferred' && outcome.statusCode, '4.7.5');
   assert.equal(seen(IP.tls), before);
   assert.deepEqual(events.map((e) => e.result), ['tlsa-invalid']);
 });
@@ -192,6 +193,7 @@ test('bogus TLSA RRset (signature fails): the host is unusable, deferred without
   const { outcome, events, error } = await deliverTo('a@bogus.dane.test');
   assert.equal(outcome.kind, 'deferred', JSON.stringify(outcome));
   assert.match(error, /mx-bogus\.dane\.test \(DANE TLSA lookup failed\)/);
+  assert.equal(outcome.kind === 'deferred' && outcome.statusCode, '4.7.5');
   assert.equal(tlsMx.connections.total, connections);
   assert.deepEqual(events.map((e) => e.result), ['dnssec-invalid']);
 });

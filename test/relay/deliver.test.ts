@@ -146,10 +146,10 @@ test('null MX and NXDOMAIN bounce; DNS timeout defers', T, async () => {
     assert.equal(o['a@nullmx.test'].kind, 'bounced');
     assert.equal(o['a@nullmx.test'].kind === 'bounced' && o['a@nullmx.test'].statusCode, '5.1.10');
     assert.equal(o['b@no-such-domain.test'].kind === 'bounced' && o['b@no-such-domain.test'].statusCode, '5.1.2');
-    assert.equal(o['c@slow.test'].kind, 'deferred');
+    assert.equal(o['c@slow.test'].kind === 'deferred' && o['c@slow.test'].statusCode, '4.4.3');
     assert.ok(Date.now() - t0 < 5000);
     assert.equal(log.lines.filter((l) => l.evt === 'bounce').length, 2);
-    assert.equal(log.lines.filter((l) => l.evt === 'transient_failure').length, 1);
+    assert.deepEqual(log.lines.filter((l) => l.evt === 'transient_failure').map((l) => l.status), ['4.4.3']);
     assert.ok(log.lines.every((l) => l.queueId !== undefined));
   });
 });
@@ -186,6 +186,7 @@ test('451 at RCPT defers that recipient, the others are delivered', T, async () 
     const [only] = await agent.deliver(job(['later@main.test']));
     assert.equal(only.kind, 'deferred');
     assert.match(only.kind === 'deferred' ? only.error : '', /^451 4\.3\.0/);
+    assert.equal(only.kind === 'deferred' && only.statusCode, '4.3.0');
     const o = byAddress(await agent.deliver(job(['later@main.test', 'ok@main.test'])));
     assert.equal(o['later@main.test'].kind, 'deferred');
     assert.equal(o['ok@main.test'].kind, 'delivered');
@@ -198,6 +199,7 @@ test('RCPT 550 keeps its bounce when DATA is then refused with 451', T, async ()
     assert.equal(o['nobody@greylist.test'].kind, 'bounced');
     assert.equal(o['good@greylist.test'].kind, 'deferred');
     assert.match(o['good@greylist.test'].kind === 'deferred' ? o['good@greylist.test'].error : '', /^451 4\.7\.1/);
+    assert.equal(o['good@greylist.test'].kind === 'deferred' && o['good@greylist.test'].statusCode, '4.7.1');
   });
 });
 
@@ -208,9 +210,11 @@ test('a 554 greeting moves on to the next MX; with no other MX it defers, never 
     const [d] = await agent.deliver(job(['a@onlyrude.test']));
     assert.equal(d.kind, 'deferred');
     assert.match(d.kind === 'deferred' ? d.error : '', /554/);
+    assert.equal(d.kind === 'deferred' && d.statusCode, '4.7.1', "the 554 greeting's 5.7.1, made class 4 (Postfix's smtp_skip_5xx_greeting)");
     const [r] = await agent.deliver(job(['a@down.test']));
     assert.equal(r.kind, 'deferred');
     assert.match(r.kind === 'deferred' ? r.error : '', /ECONNREFUSED/);
+    assert.equal(r.kind === 'deferred' && r.statusCode, '4.4.1');
   });
 });
 
@@ -231,6 +235,24 @@ test('relayhost with STARTTLS + AUTH receives the mail; the password is never lo
     const [o] = await agent.deliver(job(['someone@anywhere.example']));
     assert.equal(o.kind, 'deferred', 'an AUTH failure is a configuration problem, never a bounce');
     assert.match(o.kind === 'deferred' ? o.error : '', /535/);
+    // The test MX says "535 Invalid credentials", no enhanced code: 4.0.0 (a 535 5.7.8 would be 4.7.8).
+    assert.equal(o.kind === 'deferred' && o.statusCode, '4.0.0');
+  });
+});
+
+test('a relayhost whose name does not resolve defers 4.3.5, a configuration problem (Postfix), never a bounce', T, async () => {
+  await withAgent({ relayhost: { host: 'no-such-relay.test', port, tls: 'none' } }, async (agent, log) => {
+    const [o] = await agent.deliver(job(['a@anywhere.example']));
+    assert.equal(o.kind === 'deferred' && o.statusCode, '4.3.5', JSON.stringify(o));
+    assert.equal(log.lines.find((l) => l.evt === 'transient_failure')?.status, '4.3.5');
+  });
+});
+
+test('no MX address of the source address family: deferred 4.4.4, unable to route', T, async () => {
+  await withAgent({ sourceAddress: '::1' }, async (agent) => {
+    const [o] = await agent.deliver(job(['a@main.test']));
+    assert.equal(o.kind === 'deferred' && o.statusCode, '4.4.4', JSON.stringify(o));
+    assert.match(o.kind === 'deferred' ? o.error : '', /No address of main\.test is reachable/);
   });
 });
 
@@ -286,7 +308,7 @@ test('after close(), deliver defers instead of failing', T, async () => {
   const agent = createDeliveryAgent(relayConfig(dns, port), { hostname: 'gw.isp.test', logger: log.logger });
   await agent.close();
   const [o] = await agent.deliver(job(['a@main.test']));
-  assert.equal(o.kind, 'deferred');
+  assert.equal(o.kind === 'deferred' && o.statusCode, '4.3.0');
 });
 
 test('SMTPUTF8: sent when offered; bounced 5.6.7 when a UTF-8 address meets a server without it', T, async () => {
@@ -314,6 +336,7 @@ test('an unreadable message defers, and the session is not poisoned', T, async (
     );
     assert.equal(a.kind, 'deferred');
     assert.match(a.kind === 'deferred' ? a.error : '', /spool file gone/);
+    assert.equal(a.kind === 'deferred' && a.statusCode, '4.3.0');
     const [b] = await agent.deliver(
       job(['y@main.test'], {
         open: () =>
@@ -325,7 +348,7 @@ test('an unreadable message defers, and the session is not poisoned', T, async (
           }),
       }),
     );
-    assert.equal(b.kind, 'deferred');
+    assert.equal(b.kind === 'deferred' && b.statusCode, '4.3.0');
     const before = main.messages.length;
     const [c] = await agent.deliver(job(['z@main.test']));
     assert.equal(c.kind, 'delivered');

@@ -163,6 +163,7 @@ test('enforce: a certificate for another name defers; the MX never sees MAIL FRO
   const { outcome, events } = await deliverTo('a@enf-wrong.test');
   assert.equal(outcome.kind, 'deferred', JSON.stringify(outcome));
   assert.match(outcome.kind === 'deferred' ? outcome.error : '', /certificate not verified for mx-wrong\.sts\.test/);
+  assert.equal(outcome.kind === 'deferred' && outcome.statusCode, '4.7.5');
   assert.equal(seen(IP.wrong), before, 'no MAIL FROM reached the MX with the wrong certificate');
   assert.ok(events.some((e) => e.result === 'certificate-host-mismatch' && e.mode === 'enforce'), JSON.stringify(events));
 });
@@ -173,6 +174,7 @@ test('enforce: an MX without STARTTLS defers; nothing goes in plaintext', { time
   assert.equal(outcome.kind, 'deferred', JSON.stringify(outcome));
   assert.equal(seen(IP.plain), before, 'no MAIL FROM in plaintext');
   assert.ok(events.some((e) => e.result === 'starttls-not-supported'), JSON.stringify(events));
+  assert.equal(outcome.kind === 'deferred' && outcome.statusCode, '4.7.4');
 });
 
 test('enforce: an MX the policy does not list is never connected to', { timeout: 20_000 }, async () => {
@@ -180,6 +182,7 @@ test('enforce: an MX the policy does not list is never connected to', { timeout:
   const { outcome, events } = await deliverTo('a@enf-unlisted.test');
   assert.equal(outcome.kind, 'deferred', JSON.stringify(outcome));
   assert.match(outcome.kind === 'deferred' ? outcome.error : '', /4\.7\.5 No usable MX host of enf-unlisted\.test: mx-unlisted\.other\.test \(not in the MTA-STS policy\)/);
+  assert.equal(outcome.kind === 'deferred' && outcome.statusCode, '4.7.5');
   assert.equal(unlisted.connections.total, connections, 'no connection to the unlisted MX (its certificate would even verify)');
   assert.deepEqual(events.map((e) => e.result), ['validation-failure']);
 });

@@ -106,7 +106,13 @@ describe('provider shaping', () => {
       const peak = peakInWindow(sink.mails, A, 500);
       assert.ok(peak <= 6, `at most 6 messages in any 500 ms, saw ${peak}`);
       // Deferred (not waited) beyond maxWait or the in-agent bound: each with a retry time.
-      for (const t of tried) for (const o of t.outcomes) if (o.kind === 'deferred') assert.ok(o.retryAt, `shaping deferrals carry retryAt: ${o.error}`);
+      for (const t of tried) {
+        for (const o of t.outcomes) {
+          if (o.kind !== 'deferred') continue;
+          assert.ok(o.retryAt, `shaping deferrals carry retryAt: ${o.error}`);
+          assert.equal(o.statusCode, '4.7.0', o.error);
+        }
+      }
     } finally {
       await agent.close();
     }

@@ -784,6 +784,7 @@ test('a server that reads the message slowly is cut off at relay.dataTimeout / m
     const o = classifyError('b@x.test', err!);
     assert.equal(o.kind, 'deferred');
     assert.match(o.kind === 'deferred' ? o.error : '', /^4\.4\.2 /);
+    assert.equal(o.kind === 'deferred' && o.statusCode, '4.4.2');
     assert.equal(res.reusable, false);
     assert.equal(r.session.conn.destroyed, true);
     // Reset, not closed: reading on at full speed, the server gets what had reached it and no
@@ -830,6 +831,7 @@ test('a slow-reading server: the delivery agent logs the 4.4.2 deferral and free
     const [big] = await within(slow, 5000, 'the slow delivery');
     assert.equal(big.kind, 'deferred');
     assert.match(big.kind === 'deferred' ? big.error : '', /^4\.4\.2 .*\(ETIMEDOUT\)$/);
+    assert.equal(log.lines.find((l) => l.evt === 'transient_failure' && l.rcpt === 'big@dest.test')?.status, '4.4.2');
     const [small] = await within(next, 5000, 'the next message, waiting for the only slot');
     assert.equal(small.kind, 'delivered', JSON.stringify(small));
     assert.equal(srv.conns(), 2);

@@ -117,6 +117,7 @@ test('required: the same server defers, nothing is sent in plaintext', { timeout
     const [o] = await agent.deliver(job(['a@far.test']));
     assert.equal(o.kind, 'deferred');
     assert.match(o.kind === 'deferred' ? o.error : '', /TLS handshake failed: wrong version number/);
+    assert.equal(o.kind === 'deferred' && o.statusCode, '4.7.5', "Postfix's \"Cannot start TLS: handshake failure\"");
     assert.deepEqual(srv.delivered, []);
   } finally {
     await agent.close();

@@ -119,6 +119,7 @@ test('verify: an untrusted self-signed certificate defers (4.7.5), no plaintext 
     assert.equal(o.kind, 'deferred', JSON.stringify(o));
     const error = o.kind === 'deferred' ? o.error : '';
     assert.match(error, /4\.7\.5 Server certificate not verified for localhost: self[- ]signed certificate/);
+    assert.equal(o.kind === 'deferred' && o.statusCode, '4.7.5');
     assert.match(error, /DEPTH_ZERO_SELF_SIGNED_CERT/);
     assert.deepEqual(srv.mailFroms, []);
     assert.equal(srv.mx.messages.length, 0);
@@ -155,6 +156,7 @@ test('verify: a certificate from the right CA but for another name defers', { ti
     const [o] = await agent.deliver(job(['a@far.test']));
     assert.equal(o.kind, 'deferred', JSON.stringify(o));
     assert.match(o.kind === 'deferred' ? o.error : '', /4\.7\.5 Server certificate not verified for other\.test: .*other\.test.*(ERR_TLS_CERT_ALTNAME_INVALID)/);
+    assert.equal(o.kind === 'deferred' && o.statusCode, '4.7.5');
     assert.deepEqual(srv.mailFroms, []);
     assert.equal(srv.connections, 1);
   } finally {
@@ -192,6 +194,7 @@ test('mxTls verify: checked against the MX exchange name, with mxCa', { timeout:
     assert.equal(ok.kind, 'delivered', JSON.stringify(ok));
     assert.equal(bad.kind, 'deferred', JSON.stringify(bad));
     assert.match(bad.kind === 'deferred' ? bad.error : '', /Server certificate not verified for mx\.wrong\.test/);
+    assert.equal(bad.kind === 'deferred' && bad.statusCode, '4.7.5');
     assert.deepEqual(srv.mailFroms, ['sender@origin.test']);
   } finally {
     await agent.close();

@@ -105,6 +105,12 @@ function socketError(err: NodeJS.ErrnoException, code: string): SmtpError {
   return e;
 }
 
+/** The RFC 3463 status of a failure whose code is shared by others that need another (classify.ts reads it). */
+function withStatus(e: SmtpError, status: string): SmtpError {
+  (e as { status?: string }).status = status;
+  return e;
+}
+
 interface Waiter {
   readonly need: number;
   readonly replies: Reply[];
@@ -154,6 +160,10 @@ export class SmtpConnection extends EventEmitter {
   private readonly onError = (err: Error): void => {
     this.fail(socketError(err, 'ESOCKET'));
   };
+  /** Before the TCP connection is up: refused, unreachable… (Postfix: "connect to …", 4.4.1). */
+  private readonly onConnectError = (err: Error): void => {
+    this.fail(withStatus(socketError(err, 'ESOCKET'), '4.4.1'));
+  };
   private readonly onClose = (): void => this.closedByPeer();
   private readonly onTimeout = (): void => {
     this.fail(timeoutError('Timeout', this.timeoutType()));
@@ -192,7 +202,11 @@ export class SmtpConnection extends EventEmitter {
         // A 421 has already failed the connection (dispatch): there is no plaintext session to
         // go on with, and reporting one would defer its mail instead of trying the next MX.
         if (this.destroyed) return this.failure ?? smtpError('Connection closed', 'ECONNECTION', 'STARTTLS', r.text);
-        if (this.opts.startTls === 'required') return this.fail(smtpError('Error upgrading connection with STARTTLS', 'ETLS', 'STARTTLS', r.text));
+        if (this.opts.startTls === 'required') {
+          // Tried even when not offered; refused then, the server has no TLS (Postfix: 4.7.4). Offered and refused: its reply says why.
+          const e = smtpError('Error upgrading connection with STARTTLS', 'ETLS', 'STARTTLS', r.text);
+          return this.fail(ehlo.extensions.has('STARTTLS') ? e : withStatus(e, '4.7.4'));
+        }
         // Refused: go on in plaintext with what the server announced for it, without AUTH.
         this.adopt(ehlo.extensions, ehlo.maxSize, new Set());
         return undefined;
@@ -350,7 +364,7 @@ export class SmtpConnection extends EventEmitter {
     return new Promise((done) => {
       const socket = this.socket;
       this.phase(this.deadline - Date.now(), timeoutError('Connection timeout', 'CONNECT_TIMEOUT'));
-      socket.once('error', this.onError);
+      socket.once('error', this.onConnectError);
       socket.once('close', this.onClose);
       this.waiters.push({ need: 1, replies: [], done, lastPlaintext: false });
       socket.connect({ host: this.opts.ip, port: this.opts.port, ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}) }, () => {
@@ -369,7 +383,8 @@ export class SmtpConnection extends EventEmitter {
     if (r.code === 421) return { ...none, err: this.fail(smtpError('Server terminates connection', 'ECONNECTION', 'EHLO', r.text)) };
     if (r.code >= 200 && r.code < 300) return { esmtp: true, ...parseEhlo(r.text) };
     if (this.opts.startTls === 'required') {
-      return { ...none, err: this.fail(smtpError('EHLO failed but HELO does not support required STARTTLS', 'ECONNECTION', 'EHLO', r.text)) };
+      // No EHLO, no STARTTLS: required TLS not offered (4.7.4), whatever the refusal said.
+      return { ...none, err: this.fail(withStatus(smtpError('EHLO failed but HELO does not support required STARTTLS', 'ECONNECTION', 'EHLO', r.text), '4.7.4')) };
     }
     const h = await this.exchange([`HELO ${name}`]);
     if (h.err) return { ...none, err: h.err };
@@ -385,7 +400,9 @@ export class SmtpConnection extends EventEmitter {
       // The plain socket keeps its error listener (fail() is idempotent): an error on it
       // after the handshake began must not go unhandled.
       this.unlisten(plain);
-      this.phase(this.setupTime(), timeoutError('TLS handshake timed out', 'UPGRADE_TIMEOUT'));
+      // Every way the handshake fails is Postfix's "Cannot start TLS: handshake failure", 4.7.5.
+      const handshake = (e: SmtpError): SmtpError => withStatus(e, '4.7.5');
+      this.phase(this.setupTime(), handshake(timeoutError('TLS handshake timed out', 'UPGRADE_TIMEOUT')));
       let secured: tls.TLSSocket;
       try {
         secured = tls.connect({ ...this.opts.tlsOptions, socket: plain }, () => {
@@ -395,13 +412,13 @@ export class SmtpConnection extends EventEmitter {
           done(undefined);
         });
       } catch (err) {
-        done(this.fail(socketError(err as NodeJS.ErrnoException, 'ETLS')));
+        done(this.fail(handshake(socketError(err as NodeJS.ErrnoException, 'ETLS'))));
         return;
       }
       this.socket = secured;
-      secured.once('error', (err) => done(this.fail(socketError(err, 'ESOCKET'))));
+      secured.once('error', (err) => done(this.fail(handshake(socketError(err, 'ESOCKET')))));
       // A timeout fails the connection first and destroys the socket: report the timeout.
-      secured.once('close', () => done(this.failure ?? this.fail(smtpError('Connection closed unexpectedly', 'ETLS', 'CONN'))));
+      secured.once('close', () => done(this.failure ?? this.fail(handshake(smtpError('Connection closed unexpectedly', 'ETLS', 'CONN')))));
     });
   }
 
