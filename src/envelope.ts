@@ -76,6 +76,8 @@ export interface RecipientState {
   status: RecipientStatus;
   /** Last remote reply or local error for this recipient. */
   lastError?: string;
+  /** The enhanced status that came with lastError (4.4.1 for a refused connection…); absent in state files written before it. */
+  lastStatus?: string;
   /** Enhanced status of the final outcome (for DSNs), e.g. 5.1.1. */
   statusCode?: string;
   /** Remote MTA that gave the final answer. */
@@ -118,6 +120,8 @@ export interface DeliveryState {
   firstAttemptAt?: number;
   nextAttemptAt: number;
   lastError?: string;
+  /** The status of the deferral that wrote lastError. */
+  lastStatus?: string;
   recipients: RecipientState[];
 }
 

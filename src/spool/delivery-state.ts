@@ -25,16 +25,20 @@ export function recordOutcomes(ds: DeliveryState, outcomes: readonly RecipientOu
       r.status = 'delivered';
       r.remoteMta = o.remoteMta;
       r.lastError = undefined;
+      r.lastStatus = undefined;
     } else if (o.kind === 'bounced') {
       r.status = 'bounced';
       r.statusCode = o.statusCode;
       r.lastError = o.error;
+      r.lastStatus = o.statusCode;
       r.remoteMta = o.remoteMta;
       r.reported = false;
     } else {
       r.lastError = o.error;
+      r.lastStatus = o.statusCode;
       r.remoteMta = o.remoteMta;
       ds.lastError = o.error;
+      ds.lastStatus = o.statusCode;
     }
   }
   return recorded;

@@ -17,6 +17,8 @@ export interface QueueEntry {
   attempts: number;
   nextAttemptAt?: number;
   lastError?: string;
+  /** The enhanced status of the deferral that wrote lastError (each recipient has its own: lastStatus). */
+  lastStatus?: string;
   holdReason?: string;
 }
 
@@ -48,6 +50,7 @@ export async function queueEntry(spool: Spool, id: QueueId, state?: QueueState):
       attempts: ds?.attempts ?? 0,
       nextAttemptAt: ds?.nextAttemptAt,
       lastError: ds?.lastError,
+      lastStatus: ds?.lastStatus,
       holdReason: msg.envelope.holdReason,
     };
   } catch {

@@ -2,7 +2,8 @@
  * Scenario: every deferral names its RFC 3463 status, as Postfix's dsn= on
  * a status=deferred line. A gateway with a captured log sends one message
  * to each of six broken destinations; each recipient's transient_failure
- * line carries the status the failure calls for:
+ * line and the admin API's message view (what `smarthost queue show`
+ * prints) carry the status the failure calls for:
  *
  *   greylist.test  test MX answering RCPT with 451 4.7.1        4.7.1
  *   busy.test      greets with a bare 421 (no enhanced code)     4.0.0
@@ -89,7 +90,7 @@ async function send(port: number, to: string): Promise<string> {
   return /queued as (\S+)/.exec(r.text)![1]!;
 }
 
-describe('deferral status: the log line names it', () => {
+describe('deferral status: the log line and the queue view name it', () => {
   let dns: TestDns;
   let greylist: TestMx;
   const scripted: net.Server[] = [];
@@ -148,6 +149,33 @@ describe('deferral status: the log line names it', () => {
       assert.ok(line, `a transient_failure line for ${rcpt}`);
       assert.equal(line.status, status, JSON.stringify(line));
       assert.match(String(line.response), response);
+
+      const r = await fetch(`http://127.0.0.1:${app.admin.port}/api/queue/${id}`, { headers: { authorization: 'Bearer test-admin-token' } });
+      assert.equal(r.status, 200);
+      const view = (await r.json()) as { lastError?: string; lastStatus?: string; recipients: Array<{ address: string; status: string; lastError?: string; lastStatus?: string }> };
+      const recipient = view.recipients.find((x) => x.address === rcpt);
+      assert.equal(recipient?.status, 'pending');
+      assert.equal(recipient?.lastStatus, status, JSON.stringify(view));
+      assert.match(recipient?.lastError ?? '', response);
+      assert.equal(view.lastStatus, status);
     });
   }
+
+  it('a state file written before lastStatus existed still loads, and the next deferral records it', async () => {
+    const id = await send(app.port('intercept'), 'old@down.test');
+    await waitUntil('a deferral', async () => (await app.qmgr.entry(id))?.state === 'deferred', WAIT_MS);
+    // What an earlier version wrote: the same state without the status fields.
+    const file = app.spool.metaPath(id);
+    const ds = JSON.parse(await fsp.readFile(file, 'utf8')) as { lastStatus?: string; attempts: number; recipients: Array<{ lastStatus?: string }> };
+    delete ds.lastStatus;
+    for (const r of ds.recipients) delete r.lastStatus;
+    await fsp.writeFile(file, JSON.stringify(ds));
+    const old = await app.qmgr.entry(id);
+    assert.equal(old?.state, 'deferred');
+    assert.match(old?.recipients[0]?.lastError ?? '', /ECONNREFUSED/);
+    assert.equal(old?.recipients[0]?.lastStatus, undefined);
+    assert.equal(app.qmgr.flush(id), 1);
+    await waitUntil('the next attempt', async () => (await app.qmgr.entry(id))?.attempts === ds.attempts + 1, WAIT_MS);
+    assert.equal((await app.qmgr.entry(id))?.recipients[0]?.lastStatus, '4.4.1');
+  });
 });
