@@ -47,6 +47,19 @@ export function safeLabel(v: string | undefined): string {
 }
 
 /**
+ * A deferral's enhanced status as a label value: a class-4 code whose
+ * subject is one RFC 3463 defines (0–7) and whose detail is at most 30
+ * (IANA's registry of enhanced status codes has none higher), else "other".
+ * The code comes from the remote server's reply: this bounds the series to
+ * 8 × 31 + 1 whatever it writes.
+ */
+const DEFERRAL_STATUS = /^4\.[0-7]\.(?:[12]?\d|30)$/;
+
+export function deferralStatusLabel(status: string): string {
+  return DEFERRAL_STATUS.test(status) ? status : OTHER;
+}
+
+/**
  * One label's value space: an explicit allow list when the values are known
  * in advance, otherwise the first `max` safe values seen; anything else is
  * "other". Protects Prometheus from a policy file (or a bug) that would
@@ -151,6 +164,7 @@ export class MetricsCatalogue {
   readonly queueMessages: Gauge<'state'>;
   readonly queueOldestAge: Gauge;
   readonly deliveryAttempts: Counter<'result' | 'domain'>;
+  readonly deliveryDeferrals: Counter<'status'>;
   readonly deliveryLatency: Histogram<'domain'>;
   readonly expirations: Counter;
   readonly outboundTlsPolicy: Counter<'mechanism' | 'mode' | 'result' | 'domain'>;
@@ -421,6 +435,12 @@ export class MetricsCatalogue {
       labelNames: ['result', 'domain'],
       registers: [r],
     });
+    this.deliveryDeferrals = new Counter({
+      name: `${PREFIX}delivery_deferrals_total`,
+      help: 'Deferred recipients by the deferral\'s enhanced status code (4.4.1 no connection, 4.4.2 connection lost, 4.4.3 DNS, 4.7.1 greylisted, 4.7.4/4.7.5 TLS…; the log line\'s status), else "other".',
+      labelNames: ['status'],
+      registers: [r],
+    });
     this.deliveryLatency = new Histogram({
       name: `${PREFIX}delivery_duration_seconds`,
       help: 'Time from acceptance (the 250) to delivery, per delivered recipient, by destination domain (metrics.domains, else "other").',
@@ -602,6 +622,7 @@ export class MetricsCatalogue {
     outcome: (e) => {
       const domain = this.domainLabel(domainOf(e.outcome.address));
       this.deliveryAttempts.inc({ result: e.outcome.kind, domain });
+      if (e.outcome.kind === 'deferred') this.deliveryDeferrals.inc({ status: deferralStatusLabel(e.outcome.statusCode) });
       if (e.outcome.kind === 'delivered') this.deliveryLatency.observe({ domain }, Math.max(0, e.delayMs) / 1000);
     },
     expired: (_id, recipients) => this.expirations.inc(recipients),

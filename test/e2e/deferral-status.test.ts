@@ -11,6 +11,8 @@
  *   drop.test      takes the message, drops the connection       4.4.2
  *   servfail.test  the MX lookup gets SERVFAIL                   4.4.3
  *   notls.test     route with tlsLevel required, no STARTTLS     4.7.4
+ *
+ * and smarthost_delivery_deferrals_total counts them under those statuses.
  */
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
@@ -160,6 +162,14 @@ describe('deferral status: the log line and the queue view name it', () => {
       assert.equal(view.lastStatus, status);
     });
   }
+
+  it('smarthost_delivery_deferrals_total counts them by status', async () => {
+    const text = await (await fetch(`http://127.0.0.1:${app.admin.port}/metrics`)).text();
+    for (const [, status] of cases) {
+      const n = Number(new RegExp(`^smarthost_delivery_deferrals_total\\{status="${status.replaceAll('.', '\\.')}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+      assert.ok(n >= 1, `${status}: ${n}`);
+    }
+  });
 
   it('a state file written before lastStatus existed still loads, and the next deferral records it', async () => {
     const id = await send(app.port('intercept'), 'old@down.test');

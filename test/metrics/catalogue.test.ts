@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { At, ConfigError } from '../../src/config/validate';
-import { BoundedLabel, MetricsCatalogue, OTHER, safeLabel } from '../../src/metrics/catalogue';
+import { BoundedLabel, deferralStatusLabel, MetricsCatalogue, OTHER, safeLabel } from '../../src/metrics/catalogue';
 import { MAX_LABELLED_DOMAINS, parseMetricsConfig } from '../../src/metrics/config';
 
 const sample = (text: string, re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
@@ -27,6 +27,11 @@ describe('metric labels are bounded', () => {
     assert.deepEqual(['x', 'y', 'z', 'x'].map((v) => firstTwo.map(v)), ['x', 'y', OTHER, 'x']);
   });
 
+  it('a deferral status label is a class-4 code with subject 0–7 and detail 0–30, else "other"', () => {
+    for (const ok of ['4.0.0', '4.4.1', '4.7.1', '4.7.28', '4.7.30']) assert.equal(deferralStatusLabel(ok), ok);
+    for (const bad of ['4.7.31', '4.8.1', '4.7.999', '5.1.1', '2.0.0', '4.4', '4.4.1 ', '04.4.1', 'x', '']) assert.equal(deferralStatusLabel(bad), OTHER, bad);
+  });
+
   it('observers turn whatever they are given into bounded labels', async () => {
     const m = new MetricsCatalogue({ domains: ['dest.test', 'bücher.example'], listeners: [{ name: 'submission', role: 'submission' }], defaultMetrics: false });
     m.session.rejected?.('submission', 'rcpt', 'not-a-reply-name');
@@ -37,6 +42,8 @@ describe('metric labels are bounded', () => {
     m.queue.outcome?.(outcome('erin@DEST.test'));
     m.queue.outcome?.(outcome('x@bücher.example'));
     m.queue.outcome?.(outcome('y@elsewhere.test'));
+    const deferral = (statusCode: string) => ({ outcome: { kind: 'deferred', address: 'z@dest.test', error: 'x', statusCode }, delayMs: 0 }) as never;
+    for (const s of ['4.7.1', '4.7.1', '4.4.1', '4.9.123']) m.queue.outcome?.(deferral(s));
     m.onSigned('isp.test', 'rsa-sha256', 'ok');
     m.feeds.contained?.('throttle', 'mail');
     m.feeds.contained?.('quarantine', 'data');
@@ -48,6 +55,9 @@ describe('metric labels are bounded', () => {
     assert.equal(sample(text, /^smarthost_delivery_attempts_total\{result="delivered",domain="dest.test"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_delivery_attempts_total\{result="delivered",domain="xn--bcher-kva.example"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_delivery_attempts_total\{result="delivered",domain="other"\} (\S+)$/m), 1);
+    assert.equal(sample(text, /^smarthost_delivery_deferrals_total\{status="4.7.1"\} (\S+)$/m), 2);
+    assert.equal(sample(text, /^smarthost_delivery_deferrals_total\{status="4.4.1"\} (\S+)$/m), 1);
+    assert.equal(sample(text, /^smarthost_delivery_deferrals_total\{status="other"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_delivery_duration_seconds_sum\{domain="dest.test"\} (\S+)$/m), 1.5);
     assert.equal(sample(text, /^smarthost_dkim_signatures_total\{domain="other",algorithm="rsa-sha256",result="ok"\} (\S+)$/m), 1);
     assert.equal(sample(text, /^smarthost_containment_actions_total\{response="throttle",stage="mail"\} (\S+)$/m), 1);
