@@ -50,7 +50,7 @@
  *
  * Logging: one line per recipient per attempt, evt delivery /
  * transient_failure / bounce, with the queue id, relay host[ip]:port, reply,
- * total delay and its breakdown (dns, pool wait, connection set-up, transfer;
+ * its RFC 3463 status (every deferral has one: classify.ts), total delay and its breakdown (dns, pool wait, connection set-up, transfer;
  * ms) — Postfix's delays=a/b/c/d. Credentials are never put in log fields.
  */
 import { isIP } from 'node:net';

@@ -204,6 +204,7 @@ test('TLSA present but unusable, server without STARTTLS: deferred, never plaint
   assert.equal(outcome.kind, 'deferred', JSON.stringify(outcome));
   assert.equal(seen(IP.plain), before, 'no MAIL FROM in plaintext');
   assert.ok(events.some((e) => e.mechanism === 'dane' && (e.result === 'starttls-not-supported' || e.result === 'dane-required')), JSON.stringify(events));
+  assert.equal(outcome.kind === 'deferred' && outcome.statusCode, '4.7.4', 'STARTTLS required but not offered');
 });
 
 test('TLSA present but unusable, server with STARTTLS: delivered encrypted (RFC 7672 §2.2: encryption without authentication)', { timeout: 20_000 }, async () => {

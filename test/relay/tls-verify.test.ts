@@ -172,6 +172,7 @@ test('verify: a server without STARTTLS defers, nothing sent in plaintext', { ti
   try {
     const [o] = await agent.deliver(job(['a@far.test']));
     assert.equal(o.kind, 'deferred', JSON.stringify(o));
+    assert.equal(o.kind === 'deferred' && o.statusCode, '4.7.4', 'STARTTLS required but not offered');
     assert.deepEqual(srv.mailFroms, []);
     assert.equal(srv.connections, 1);
   } finally {
