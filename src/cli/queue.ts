@@ -66,10 +66,11 @@ function age(ms: number): string {
 export function formatList(entries: QueueEntry[]): string {
   if (entries.length === 0) return 'Mail queue is empty\n';
   const now = Date.now();
-  const lines = [['ID', 'STATE', 'SIZE', 'AGE', 'SENDER', 'RECIPIENTS', 'LAST ERROR'].join('\t')];
+  // STATUS before LAST ERROR: the free text stays the last column, whatever it holds.
+  const lines = [['ID', 'STATE', 'SIZE', 'AGE', 'SENDER', 'RECIPIENTS', 'STATUS', 'LAST ERROR'].join('\t')];
   for (const e of entries) {
     const pending = e.recipients.filter((r) => r.status === 'pending').map((r) => r.address);
-    lines.push([e.id, e.state, String(e.size), age(now - e.receivedAt), e.mailFrom || '<>', pending.join(','), e.lastError ?? e.holdReason ?? ''].join('\t'));
+    lines.push([e.id, e.state, String(e.size), age(now - e.receivedAt), e.mailFrom || '<>', pending.join(','), e.lastStatus ?? '', e.lastError ?? e.holdReason ?? ''].join('\t'));
   }
   return `${lines.join('\n')}\n-- ${entries.length} message(s)\n`;
 }

@@ -19,6 +19,8 @@ import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { build, type App } from '../../src/app';
+import { formatList } from '../../src/cli/queue';
+import type { QueueEntry } from '../../src/spool/qmgr';
 import { loadConfigFile } from '../../src/config/load';
 import { startDnsServer, type TestDns } from '../helpers/dns-server';
 import { prepareGateway } from '../helpers/gateway';
@@ -160,6 +162,11 @@ describe('deferral status: the log line and the queue view name it', () => {
       assert.equal(recipient?.lastStatus, status, JSON.stringify(view));
       assert.match(recipient?.lastError ?? '', response);
       assert.equal(view.lastStatus, status);
+
+      // `smarthost queue list`: the same list the command reads, in its columns.
+      const listed = (await (await fetch(`http://127.0.0.1:${app.admin.port}/api/queue`, { headers: { authorization: 'Bearer test-admin-token' } })).json()) as QueueEntry[];
+      const row = formatList(listed).split('\n').find((l) => l.startsWith(`${id}\t`))?.split('\t');
+      assert.deepEqual([row?.[6], row?.[7] && response.test(row[7])], [status, true], `queue list row: ${row?.join(' | ')}`);
     });
   }
 
