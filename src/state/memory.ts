@@ -8,7 +8,7 @@
  * Talks to: nothing. Trusts: its callers' `now` (monotone in practice;
  * out-of-order stamps are inserted in order).
  */
-import { rankingCap, slotStamp, type HitManyResult, type HitResult, type RankEntry, type RateLimit, type StateStore, type Turn, type UntilRecord } from './store';
+import { checkInterval, rankingCap, slotStamp, type HitManyResult, type HitResult, type RankEntry, type RateLimit, type StateStore, type Turn, type UntilRecord } from './store';
 
 interface Log {
   windowMs: number;
@@ -298,11 +298,6 @@ export class MemoryStore implements StateStore {
     this.sets.clear();
     this.rankings.clear();
   }
-}
-
-/** A rate's interval: a positive finite number of ms (a fraction allowed). */
-export function checkInterval(intervalMs: number): void {
-  if (!(Number.isFinite(intervalMs) && intervalMs > 0)) throw new TypeError(`state store: a turn's interval must be a positive number of ms, got ${intervalMs}`);
 }
 
 function prune(l: Log, now: number): void {

@@ -33,8 +33,7 @@
  * client). Trusts: Redis' answers; the caller's keys (keys.ts escapes them).
  */
 import type { Cluster, Redis } from 'ioredis';
-import { checkInterval } from './memory';
-import { rankingCap, slotStamp, type HitManyResult, type HitResult, type RankEntry, type RateLimit, type StateStore, type Turn, type UntilRecord } from './store';
+import { checkInterval, rankingCap, slotStamp, type HitManyResult, type HitResult, type RankEntry, type RateLimit, type StateStore, type Turn, type UntilRecord } from './store';
 
 /** The ioredis client kinds this store accepts (one connection or a cluster). */
 export type RedisClient = Redis | Cluster;

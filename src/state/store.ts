@@ -85,6 +85,11 @@ export interface UntilRecord {
   readonly value: string;
 }
 
+/** A rate's interval (turn): a positive finite number of ms (a fraction allowed); every store refuses others alike. */
+export function checkInterval(intervalMs: number): void {
+  if (!(Number.isFinite(intervalMs) && intervalMs > 0)) throw new TypeError(`state store: a turn's interval must be a positive number of ms, got ${intervalMs}`);
+}
+
 /** A ranking holds at most this many members before it is trimmed back to `max`. */
 export function rankingCap(max: number): number {
   return max + Math.floor(max / 10);
