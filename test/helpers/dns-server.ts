@@ -48,7 +48,7 @@ export async function startDnsServer(): Promise<TestDns> {
   const held = new Map<string, Array<() => void>>();
   const norm = (name: string) => name.toLowerCase().replace(/\.$/, '');
   const entry = (name: string): Entry => {
-    const key = name.toLowerCase().replace(/\.$/, '');
+    const key = norm(name);
     let e = table.get(key);
     if (!e) {
       e = { A: [], AAAA: [], MX: [], TXT: [], ttl: 60, behaviour: 'answer' };
