@@ -12,11 +12,15 @@ import { readdirSync, readFileSync } from 'node:fs';
 
 const TICK_MS = 10; // USER_HZ = 100 on Linux
 
+/** /proc/PID/stat's fields after the command name (in parentheses, and it may contain spaces): rest[0] is the state. */
+function statFields(pid: number | 'self'): string[] {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return s.slice(s.lastIndexOf(')') + 2).split(' ');
+}
+
 function stat(pid: number): { ppid: number; cpuMs: number } | undefined {
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    const rest = statFields(pid);
     // utime + stime, plus cutime + cstime: children that already exited and were
     // reaped (Postfix's smtpd processes come and go) still count, once.
     return { ppid: Number(rest[1]), cpuMs: (Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14])) * TICK_MS };
@@ -64,8 +68,7 @@ export function procCpuMs(pid: number): number {
  * and was waited for, the difference is that generator's whole CPU.
  */
 export function reapedChildrenCpuMs(): number {
-  const s = readFileSync('/proc/self/stat', 'utf8');
-  const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  const rest = statFields('self');
   return (Number(rest[13]) + Number(rest[14])) * TICK_MS;
 }
 
