@@ -50,8 +50,9 @@
  *
  * Logging: one line per recipient per attempt, evt delivery /
  * transient_failure / bounce, with the queue id, relay host[ip]:port, reply,
- * its RFC 3463 status (every deferral has one: classify.ts), total delay and its breakdown (dns, pool wait, connection set-up, transfer;
- * ms) — Postfix's delays=a/b/c/d. Credentials are never put in log fields.
+ * its RFC 3463 status (every deferral has one: classify.ts), total delay and
+ * its breakdown (dns, pool wait, connection set-up, transfer; ms) — Postfix's
+ * delays=a/b/c/d. Credentials are never put in log fields.
  */
 import { isIP } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
